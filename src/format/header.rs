@@ -1,0 +1,245 @@
+//! The segment file header: 4096 bytes at offset 0.
+//!
+//! The fixed part (storage id, sequence numbers, alignment, version) is written once when
+//! the file is created. The previous-segment reference lives in two slots with a
+//! generation number and a CRC each; a rewrite goes to the slot not in use, so a torn
+//! rewrite leaves the other slot, and the chain is either old or new, never a mix.
+
+use super::{crc, crc_append, le16, le32, le64, put, MARK_HEADER};
+use crate::error::{Error, Result};
+use crate::types::SegmentName;
+use std::path::Path;
+
+pub const HEADER_SIZE: usize = 4096;
+pub const VERSION: u32 = 1;
+
+const FIXED: usize = 128;
+const SLOT: usize = (HEADER_SIZE - 8 - FIXED) / 2; // 1980
+const SLOT_HEAD: usize = 16;
+/// The longest previous-segment path a slot holds.
+pub const MAX_PREV_PATH: usize = SLOT - SLOT_HEAD; // 1964
+
+// Fixed-part offsets.
+const O_LEN: usize = 4;
+const O_VERSION: usize = 12;
+const O_FLAGS: usize = 16;
+const O_ALIGN: usize = 24;
+const O_STORAGE: usize = 32;
+const O_FIRST: usize = 48;
+const O_LAST: usize = 56;
+const O_CRC: usize = 120;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Header {
+    pub version: u32,
+    /// Reserved for segment metadata (e.g. what history a merged segment retains).
+    pub flags: u32,
+    /// Records never span a multiple of this (see `segment::place`).
+    pub alignment: u64,
+    /// Random id shared by every segment of one storage.
+    pub storage_id: u128,
+    pub name: SegmentName,
+    /// The previous segment's path (relative to the storage directory if it lives
+    /// there), or `None` for the first segment.
+    pub prev: Option<String>,
+    /// Generation of the slot `prev` was read from (1 for a new file).
+    pub generation: u64,
+}
+
+impl Header {
+    pub const SIZE: usize = HEADER_SIZE;
+
+    fn fixed(&self) -> [u8; FIXED] {
+        let mut b = [0u8; FIXED];
+        put(&mut b, 0, &MARK_HEADER);
+        put(&mut b, O_LEN, &(HEADER_SIZE as u64).to_le_bytes());
+        put(&mut b, O_VERSION, &self.version.to_le_bytes());
+        put(&mut b, O_FLAGS, &self.flags.to_le_bytes());
+        put(&mut b, O_ALIGN, &self.alignment.to_le_bytes());
+        put(&mut b, O_STORAGE, &self.storage_id.to_le_bytes());
+        put(&mut b, O_FIRST, &self.name.first.to_le_bytes());
+        put(&mut b, O_LAST, &self.name.last.to_le_bytes());
+        let c = crc(&b[..O_CRC]);
+        put(&mut b, O_CRC, &c.to_le_bytes());
+        b
+    }
+
+    /// File offset of the slot that holds generation `g`.
+    pub fn slot_offset(generation: u64) -> u64 {
+        (FIXED + SLOT * ((generation.wrapping_sub(1) % 2) as usize)) as u64
+    }
+
+    /// The bytes of the slot for this header's generation and `prev`.
+    pub fn slot_bytes(&self) -> Result<Vec<u8>> {
+        let path = self.prev.as_deref().unwrap_or("").as_bytes();
+        if path.len() > MAX_PREV_PATH {
+            return Err(Error::invalid(format!(
+                "previous-segment path is {} bytes; at most {MAX_PREV_PATH} fit in a segment header",
+                path.len()
+            )));
+        }
+        let mut s = vec![0u8; SLOT];
+        put(&mut s, 0, &self.generation.to_le_bytes());
+        put(&mut s, 8, &(path.len() as u16).to_le_bytes());
+        put(&mut s, SLOT_HEAD, path);
+        let c = crc_append(crc(&s[..12]), path);
+        put(&mut s, 12, &c.to_le_bytes());
+        Ok(s)
+    }
+
+    /// The whole 4096-byte header; only the slot of `generation` is filled.
+    pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        let mut b = vec![0u8; HEADER_SIZE];
+        put(&mut b, 0, &self.fixed());
+        let off = Header::slot_offset(self.generation) as usize;
+        put(&mut b, off, &self.slot_bytes()?);
+        put(&mut b, HEADER_SIZE - 8, &(HEADER_SIZE as u64).to_le_bytes());
+        Ok(b)
+    }
+
+    /// Decode and validate; `path` names the file in errors.
+    pub fn from_bytes(b: &[u8], path: &Path) -> Result<Header> {
+        if b.len() < HEADER_SIZE {
+            return Err(Error::corrupted(path, 0, format!("file is {} bytes, shorter than a segment header", b.len())));
+        }
+        if b[0..4] != MARK_HEADER {
+            return Err(Error::corrupted(path, 0, "not a filestorage2 segment (bad header marker)"));
+        }
+        if le64(b, O_LEN) != HEADER_SIZE as u64 || le64(b, HEADER_SIZE - 8) != HEADER_SIZE as u64 {
+            return Err(Error::corrupted(path, O_LEN as u64, "bad header length"));
+        }
+        if le32(b, O_CRC) != crc(&b[..O_CRC]) {
+            return Err(Error::checksum(path, 0, "segment header"));
+        }
+        let version = le32(b, O_VERSION);
+        if version != VERSION {
+            return Err(Error::corrupted(
+                path,
+                O_VERSION as u64,
+                format!("format version {version} is not supported (this fs2 reads version {VERSION}); use a matching fs2"),
+            ));
+        }
+        let name = SegmentName { first: le64(b, O_FIRST), last: le64(b, O_LAST) };
+        if name.first == 0 || name.first > name.last {
+            return Err(Error::corrupted(path, O_FIRST as u64, "bad segment sequence numbers"));
+        }
+        let alignment = le64(b, O_ALIGN);
+        if alignment < HEADER_SIZE as u64 || alignment % HEADER_SIZE as u64 != 0 {
+            return Err(Error::corrupted(path, O_ALIGN as u64, format!("bad alignment {alignment}")));
+        }
+        let mut best: Option<(u64, Option<String>)> = None;
+        for i in 0..2 {
+            let s = &b[FIXED + i * SLOT..FIXED + (i + 1) * SLOT];
+            let generation = le64(s, 0);
+            let len = le16(s, 8) as usize;
+            if generation == 0 || len > MAX_PREV_PATH || Header::slot_offset(generation) as usize != FIXED + i * SLOT {
+                continue;
+            }
+            let p = &s[SLOT_HEAD..SLOT_HEAD + len];
+            if le32(s, 12) != crc_append(crc(&s[..12]), p) {
+                continue; // a torn rewrite: the other slot holds the truth
+            }
+            let Ok(p) = std::str::from_utf8(p) else { continue };
+            if best.as_ref().is_none_or(|(g, _)| generation > *g) {
+                best = Some((generation, (!p.is_empty()).then(|| p.to_string())));
+            }
+        }
+        let Some((generation, prev)) = best else {
+            return Err(Error::checksum(path, FIXED as u64, "both previous-segment slots of the header"));
+        };
+        Ok(Header {
+            version,
+            flags: le32(b, O_FLAGS),
+            alignment,
+            storage_id: u128::from_le_bytes(b[O_STORAGE..O_STORAGE + 16].try_into().expect("16 bytes")),
+            name,
+            prev,
+            generation,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::hex;
+    use super::*;
+
+    fn sample() -> Header {
+        Header {
+            version: VERSION,
+            flags: 0,
+            alignment: 1 << 28,
+            storage_id: 0x0102030405060708090a0b0c0d0e0f10,
+            name: SegmentName::single(2),
+            prev: Some("seg-000001.fs2".into()),
+            generation: 1,
+        }
+    }
+
+    #[test]
+    fn known_bytes() {
+        let b = sample().to_bytes().unwrap();
+        assert_eq!(b.len(), 4096);
+        assert_eq!(
+            hex(&b[..64]),
+            concat!(
+                "66733220",                         // marker "fs2 "
+                "0010000000000000",                 // record length 4096
+                "01000000",                         // version 1
+                "00000000",                         // flags
+                "00000000",                         // reserved
+                "0000001000000000",                 // alignment 2^28
+                "100f0e0d0c0b0a090807060504030201", // storage id
+                "0200000000000000",                 // first sequence number
+                "0200000000000000",                 // last sequence number
+            )
+        );
+        assert_eq!(hex(&b[120..124]), format!("{:08x}", crc(&b[..120]).swap_bytes()));
+        // Slot A: generation 1, path length 14, crc, path.
+        assert_eq!(hex(&b[128..144]), format!("01000000000000000e000000{:08x}", le32(&b, 140).swap_bytes()));
+        assert_eq!(&b[144..158], b"seg-000001.fs2");
+        assert!(b[158..4088].iter().all(|&x| x == 0), "slot B and padding are zero");
+        assert_eq!(hex(&b[4088..]), "0010000000000000");
+        assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), sample());
+    }
+
+    #[test]
+    fn every_flipped_byte_of_the_fixed_part_is_rejected() {
+        let good = sample().to_bytes().unwrap();
+        for i in (0..124).chain(4088..4096) {
+            let mut b = good.clone();
+            b[i] ^= 0x40;
+            assert!(Header::from_bytes(&b, Path::new("x")).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn slot_rewrite_is_atomic() {
+        let mut h = sample();
+        let mut b = h.to_bytes().unwrap();
+        h.generation = 2;
+        h.prev = Some("seg-000001-000001.fs2".into());
+        let slot = h.slot_bytes().unwrap();
+        let off = Header::slot_offset(2) as usize;
+        // Torn at every byte: the old reference or the new one, never anything else.
+        for cut in 0..slot.len() {
+            let mut t = b.clone();
+            t[off..off + cut].copy_from_slice(&slot[..cut]);
+            let got = Header::from_bytes(&t, Path::new("x")).unwrap();
+            assert!(got == sample() || got == h, "cut {cut}");
+        }
+        put(&mut b, off, &slot);
+        assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), h);
+        // A flipped byte in the newer slot falls back to the older one.
+        b[off + 20] ^= 1;
+        assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), sample());
+    }
+
+    #[test]
+    fn unknown_version_is_refused_clearly() {
+        let mut h = sample();
+        h.version = 9;
+        let e = Header::from_bytes(&h.to_bytes().unwrap(), Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("format version 9 is not supported"), "{e}");
+    }
+}

@@ -1,0 +1,233 @@
+//! The index record that seals a past segment, and the fixed trailer that ends the file.
+//!
+//! ```text
+//! [fs2i][len][block=256][count N] [N x (oid u64, offset u64), sorted by oid]
+//! [ceil(N/256) x crc32c of each block of 256 entries] [zero pad to 8] [trailer 128 B]
+//! ```
+//! Open reads only the trailer and checks the header and the block-CRC array against
+//! the CRCs it holds; each block of entries is verified against its CRC the first time
+//! a lookup touches it. So open is O(1) in entries and no unverified entry is ever used.
+
+use super::{crc, le32, le64, put, MARK_INDEX, MARK_TRAILER};
+use crate::error::{Error, Result};
+use crate::types::{Oid, Tid};
+use std::path::Path;
+
+pub const INDEX_HEADER: usize = 24;
+pub const INDEX_ENTRY: usize = 16;
+/// Entries per CRC block.
+pub const INDEX_BLOCK: u64 = 256;
+pub const TRAILER_SIZE: usize = 128;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IndexHeader {
+    pub len: u64,
+    pub count: u64,
+}
+
+impl IndexHeader {
+    pub const SIZE: usize = INDEX_HEADER;
+
+    /// Total length of an index record (through the trailer) for `count` entries.
+    pub fn record_len(count: u64) -> u64 {
+        let blocks = count.div_ceil(INDEX_BLOCK);
+        (INDEX_HEADER as u64 + count * INDEX_ENTRY as u64 + blocks * 4).div_ceil(8) * 8 + TRAILER_SIZE as u64
+    }
+    /// Offset of the block-CRC array, relative to the record start.
+    pub fn crcs_offset(count: u64) -> u64 {
+        INDEX_HEADER as u64 + count * INDEX_ENTRY as u64
+    }
+
+    pub fn to_bytes(&self) -> [u8; INDEX_HEADER] {
+        let mut b = [0u8; INDEX_HEADER];
+        put(&mut b, 0, &MARK_INDEX);
+        put(&mut b, 4, &self.len.to_le_bytes());
+        put(&mut b, 12, &(INDEX_BLOCK as u32).to_le_bytes());
+        put(&mut b, 16, &self.count.to_le_bytes());
+        b
+    }
+}
+
+/// What a sealed segment holds, at the very end of its file.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct Trailer {
+    pub version: u32,
+    /// Offset of the index record = end of the transaction data.
+    pub index_offset: u64,
+    pub count: u64,
+    pub first_tid: Tid,
+    pub last_tid: Tid,
+    pub txn_count: u64,
+    pub record_count: u64,
+    pub first_oid: Oid,
+    pub last_oid: Oid,
+    /// Reserved for segment metadata (what history a merged segment retains).
+    pub flags: u64,
+    pub header_crc: u32,
+    pub crcs_crc: u32,
+}
+
+impl Trailer {
+    pub const SIZE: usize = TRAILER_SIZE;
+
+    pub fn to_bytes(&self) -> [u8; TRAILER_SIZE] {
+        let mut b = [0u8; TRAILER_SIZE];
+        put(&mut b, 0, &MARK_TRAILER);
+        put(&mut b, 4, &self.version.to_le_bytes());
+        put(&mut b, 8, &self.index_offset.to_le_bytes());
+        put(&mut b, 16, &self.count.to_le_bytes());
+        put(&mut b, 24, &self.first_tid.to_le_bytes());
+        put(&mut b, 32, &self.last_tid.to_le_bytes());
+        put(&mut b, 40, &self.txn_count.to_le_bytes());
+        put(&mut b, 48, &self.record_count.to_le_bytes());
+        put(&mut b, 56, &self.first_oid.to_le_bytes());
+        put(&mut b, 64, &self.last_oid.to_le_bytes());
+        put(&mut b, 72, &self.flags.to_le_bytes());
+        put(&mut b, 80, &self.header_crc.to_le_bytes());
+        put(&mut b, 84, &self.crcs_crc.to_le_bytes());
+        let c = crc(&b[..112]);
+        put(&mut b, 112, &c.to_le_bytes());
+        put(&mut b, 120, &IndexHeader::record_len(self.count).to_le_bytes());
+        b
+    }
+
+    /// Decode the last `TRAILER_SIZE` bytes of a file of length `file_len`.
+    pub fn from_bytes(b: &[u8; TRAILER_SIZE], path: &Path, file_len: u64) -> Result<Trailer> {
+        let at = file_len.saturating_sub(TRAILER_SIZE as u64);
+        if b[..4] != MARK_TRAILER {
+            return Err(Error::corrupted(path, at, "no segment trailer (the segment is not sealed)"));
+        }
+        if le32(b, 112) != crc(&b[..112]) {
+            return Err(Error::checksum(path, at, "segment trailer"));
+        }
+        let t = Trailer {
+            version: le32(b, 4),
+            index_offset: le64(b, 8),
+            count: le64(b, 16),
+            first_tid: Tid(le64(b, 24)),
+            last_tid: Tid(le64(b, 32)),
+            txn_count: le64(b, 40),
+            record_count: le64(b, 48),
+            first_oid: Oid(le64(b, 56)),
+            last_oid: Oid(le64(b, 64)),
+            flags: le64(b, 72),
+            header_crc: le32(b, 80),
+            crcs_crc: le32(b, 84),
+        };
+        if t.version != super::VERSION {
+            return Err(Error::corrupted(path, at, format!("trailer format version {} is not supported", t.version)));
+        }
+        let len = le64(b, 120);
+        let plausible = t.count <= file_len / INDEX_ENTRY as u64
+            && len == IndexHeader::record_len(t.count)
+            && t.index_offset.checked_add(len) == Some(file_len)
+            && t.index_offset >= super::HEADER_SIZE as u64
+            && b[88..112].iter().chain(&b[116..120]).all(|&x| x == 0)
+            && t.first_tid <= t.last_tid
+            && t.first_oid <= t.last_oid;
+        if !plausible {
+            return Err(Error::corrupted(path, at, "segment trailer does not match the file"));
+        }
+        Ok(t)
+    }
+
+    /// Check the index header bytes (at `index_offset`) against this trailer.
+    pub fn check_index_header(&self, b: &[u8; INDEX_HEADER], path: &Path) -> Result<()> {
+        let want = IndexHeader { len: IndexHeader::record_len(self.count), count: self.count }.to_bytes();
+        if crc(b) != self.header_crc || *b != want {
+            return Err(Error::checksum(path, self.index_offset, "index header"));
+        }
+        Ok(())
+    }
+}
+
+/// Encode a whole index record for sorted, unique `entries` (oid, record offset).
+pub fn encode_index(entries: &[(Oid, u64)], mut trailer: Trailer) -> Vec<u8> {
+    let count = entries.len() as u64;
+    let len = IndexHeader::record_len(count);
+    let header = IndexHeader { len, count }.to_bytes();
+    let mut out = Vec::with_capacity(len as usize);
+    out.extend_from_slice(&header);
+    for (oid, off) in entries {
+        out.extend_from_slice(&oid.to_le_bytes());
+        out.extend_from_slice(&off.to_le_bytes());
+    }
+    let mut crcs = Vec::new();
+    for block in out[INDEX_HEADER..].chunks(INDEX_BLOCK as usize * INDEX_ENTRY) {
+        crcs.extend_from_slice(&crc(block).to_le_bytes());
+    }
+    out.extend_from_slice(&crcs);
+    out.resize(len as usize - TRAILER_SIZE, 0);
+    trailer.count = count;
+    trailer.version = super::VERSION;
+    trailer.header_crc = crc(&header);
+    trailer.crcs_crc = crc(&crcs);
+    if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
+        trailer.first_oid = first.0;
+        trailer.last_oid = last.0;
+    }
+    out.extend_from_slice(&trailer.to_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::hex;
+    use super::*;
+
+    fn sample() -> Vec<u8> {
+        let t = Trailer {
+            index_offset: 4096,
+            first_tid: Tid(5),
+            last_tid: Tid(6),
+            txn_count: 2,
+            record_count: 3,
+            ..Default::default()
+        };
+        encode_index(&[(Oid(1), 4144), (Oid(3), 4300)], t)
+    }
+
+    #[test]
+    fn known_bytes() {
+        let b = sample();
+        assert_eq!(b.len(), 192);
+        assert_eq!(
+            hex(&b[..24]),
+            concat!("66733269", "c000000000000000", "00010000", "0200000000000000")
+        );
+        assert_eq!(hex(&b[24..40]), "01000000000000003010000000000000");
+        assert_eq!(hex(&b[56..60]), format!("{:08x}", crc(&b[24..56]).swap_bytes()));
+        let t = &b[64..];
+        assert_eq!(
+            hex(&t[..72]),
+            concat!(
+                "66733274",         // "fs2t"
+                "01000000",         // version
+                "0010000000000000", // index offset 4096
+                "0200000000000000", // entries
+                "0500000000000000", // first tid
+                "0600000000000000", // last tid
+                "0200000000000000", // transactions
+                "0300000000000000", // data records
+                "0100000000000000", // first oid
+                "0300000000000000", // last oid
+            )
+        );
+        assert_eq!(hex(&t[120..]), "c000000000000000");
+        let tr = Trailer::from_bytes(t.try_into().unwrap(), Path::new("x"), 4096 + 192).unwrap();
+        assert_eq!(tr.count, 2);
+        tr.check_index_header(b[..24].try_into().unwrap(), Path::new("x")).unwrap();
+    }
+
+    #[test]
+    fn every_flipped_trailer_or_header_byte_is_detected() {
+        let good = sample();
+        for i in (0..24).chain(64..192) {
+            let mut b = good.clone();
+            b[i] ^= 0x10;
+            let res = Trailer::from_bytes(b[64..].try_into().unwrap(), Path::new("x"), 4096 + 192)
+                .and_then(|t| t.check_index_header(b[..24].try_into().unwrap(), Path::new("x")));
+            assert!(res.is_err(), "byte {i}");
+        }
+    }
+}
