@@ -1,8 +1,25 @@
-//! filestorage2: the second-generation ZODB FileStorage.
+//! filestorage2: the second-generation ZODB FileStorage, in Rust.
+//!
+//! A storage is a chain of segment files: one active segment receiving appends (with an
+//! in-memory index) and sealed past segments with memory-mapped sorted indexes. See
+//! `docs/FORMAT.md` for the bytes and `docs/DESIGN.md` for commit, recovery and
+//! concurrency. The entry point is [`Storage`].
+
 pub mod error;
 pub mod format;
+mod index;
+mod recovery;
+mod segment;
+mod store;
+mod txn;
 pub mod types;
 pub mod vfs;
 
 pub use error::{Error, Result};
+pub use format::TxnMeta;
+pub use store::{
+    LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage, TxnIter,
+    TxnRecord,
+};
+pub use txn::Transaction;
 pub use types::{Oid, SegmentName, Tid};

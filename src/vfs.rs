@@ -43,6 +43,11 @@ pub trait Vfs: Send + Sync {
     /// Create `dir` and its parents (mode 0700).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
+    /// Take the exclusive writer lock of the storage in `dir`, held while the returned
+    /// value lives. `Ok(None)` where there is nothing to lock (the simulated disk).
+    fn lock(&self, _dir: &Path) -> io::Result<Option<File>> {
+        Ok(None)
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -105,6 +110,14 @@ impl Vfs for RealVfs {
     }
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
+        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(dir.join("LOCK"))?;
+        match f.try_lock() {
+            Ok(()) => Ok(Some(f)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
+            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        }
     }
 }
 

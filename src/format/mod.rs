@@ -11,7 +11,7 @@ mod txn;
 pub use header::{Header, HEADER_SIZE, MAX_PREV_PATH, VERSION};
 pub use index::{encode_index, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE};
 pub use txn::{
-    encoded_txn_len, encode_padding, encode_txn, DataHeader, RecordToWrite, TxnHeader, TxnMeta, DATA_HEADER,
+    encoded_txn_len, encode_padding, encode_txn, DataHeader, DecodedTxn, RecordToWrite, TxnHeader, TxnMeta, DATA_HEADER,
     MIN_PADDING, TXN_FOOTER, TXN_HEADER,
 };
 
@@ -22,13 +22,13 @@ pub const MARK_PAD: [u8; 4] = *b"PPPP";
 pub const MARK_INDEX: [u8; 4] = *b"fs2i";
 pub const MARK_TRAILER: [u8; 4] = *b"fs2t";
 
-pub(crate) fn le16(b: &[u8], o: usize) -> u16 {
+pub fn le16(b: &[u8], o: usize) -> u16 {
     u16::from_le_bytes([b[o], b[o + 1]])
 }
-pub(crate) fn le32(b: &[u8], o: usize) -> u32 {
+pub fn le32(b: &[u8], o: usize) -> u32 {
     u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
 }
-pub(crate) fn le64(b: &[u8], o: usize) -> u64 {
+pub fn le64(b: &[u8], o: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[o..o + 8]);
     u64::from_le_bytes(a)

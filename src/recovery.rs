@@ -1,0 +1,280 @@
+//! Open-time recovery: walk the chain from the newest segment, finish an interrupted
+//! rotation, scan the active segment (dropping an unfinished tail), and open each past
+//! segment cheaply (rebuilding a lost index from its data, with a warning).
+//!
+//! Torn tail or damage? A commit writes its batch, then syncs; a crash can leave any
+//! subset of the un-synced batch on disk, so an invalid record may be followed by valid
+//! ones that were never acknowledged. Each transaction records `durable_end`, the offset
+//! below which everything was synced when it was written. An invalid record at `X` is a
+//! torn tail unless some valid transaction after it has `durable_end > X`: then `X` was
+//! acknowledged and is damaged, and open refuses rather than drop committed data.
+
+use crate::error::{Error, Result};
+use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE};
+use crate::segment::{read_trailer, seal, PastSegment, Scanner, SealStats, SegmentFile, Step};
+use crate::store::{Active, Entry, Options, View};
+use crate::types::{Oid, SegmentName, Tid};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub(crate) struct Opened {
+    pub view: View,
+    pub alignment: u64,
+    pub max_oid: Option<Oid>,
+    pub warnings: Vec<String>,
+}
+
+/// Where the segment a header's `prev` names lives.
+pub(crate) fn resolve(dir: &Path, prev: &str) -> PathBuf {
+    let p = Path::new(prev);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        dir.join(p)
+    }
+}
+
+pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
+    let vfs = &*opts.vfs;
+    let writable = !opts.read_only;
+    let names = vfs.list(dir).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::NotFound(format!("{} does not exist; create a storage with `fs2 init`", dir.display()))
+        }
+        _ => Error::io(dir, "list", e),
+    })?;
+    let mut warnings = Vec::new();
+    if writable {
+        for n in names.iter().filter(|n| n.ends_with(".fs2.tmp")) {
+            let p = dir.join(n);
+            vfs.remove(&p).map_err(|e| Error::io(&p, "remove unfinished", e))?;
+            warnings.push(format!("{}: removed an unfinished new segment", p.display()));
+        }
+    }
+    let in_dir: Vec<SegmentName> = names.iter().filter_map(|n| SegmentName::from_file_name(n)).collect();
+    let head = in_dir.iter().max_by_key(|n| (n.last, n.first)).ok_or_else(|| {
+        Error::NotFound(format!(
+            "{} holds no segment files: not a filestorage2 storage; create one with `fs2 init`",
+            dir.display()
+        ))
+    })?;
+
+    // The chain, newest first.
+    let mut chain: Vec<SegmentFile> = Vec::new();
+    let mut path = dir.join(head.file_name());
+    loop {
+        let seg = SegmentFile::open(vfs, &path, writable && chain.is_empty())?;
+        if let Some(newer) = chain.last() {
+            if seg.header.storage_id != newer.header.storage_id {
+                return Err(Error::corrupted(&path, 0, "this segment belongs to another storage (storage id differs)"));
+            }
+            if seg.header.name.last >= newer.header.name.first {
+                return Err(Error::corrupted(&newer.path, 0, "the previous-segment reference does not go back in the chain"));
+            }
+        }
+        let prev = seg.header.prev.clone();
+        chain.push(seg);
+        match prev {
+            None => break,
+            Some(p) => path = resolve(dir, &p),
+        }
+    }
+    for n in &in_dir {
+        if !chain.iter().any(|s| s.header.name == *n) {
+            warnings.push(format!("{}: not in the chain; ignored", dir.join(n.file_name()).display()));
+        }
+    }
+    let alignment = chain[0].header.alignment;
+
+    let head = chain.remove(0);
+    let mut sealed_head = None;
+    let active = if read_trailer(&head).is_ok() {
+        // A rotation sealed this segment and stopped before starting the next one.
+        let next = Header {
+            name: SegmentName::single(head.header.name.last + 1),
+            prev: Some(head.header.name.file_name()),
+            generation: 1,
+            ..head.header.clone()
+        };
+        let made = if writable {
+            warnings.push(format!("{}: finished an interrupted rotation", head.path.display()));
+            Some(SegmentFile::create(vfs, dir, next)?)
+        } else {
+            None
+        };
+        sealed_head = Some(head);
+        match made {
+            Some(seg) => Some(scan_active(seg, writable, &mut warnings)?),
+            None => None,
+        }
+    } else {
+        Some(scan_active(head, writable, &mut warnings)?)
+    };
+
+    let mut pasts = Vec::new();
+    for seg in sealed_head.into_iter().chain(chain) {
+        pasts.push(Arc::new(open_past(seg, opts, &mut warnings)?));
+    }
+    for w in pasts.windows(2) {
+        let (newer, older) = (&w[0].trailer, &w[1].trailer);
+        if newer.txn_count > 0 && older.txn_count > 0 && newer.first_tid <= older.last_tid {
+            return Err(Error::corrupted(&w[0].seg.path, 0, "transaction ids overlap the previous segment's"));
+        }
+    }
+    let past_last = pasts.iter().find(|p| p.trailer.txn_count > 0).map(|p| p.trailer.last_tid);
+    let active_last = active.as_ref().filter(|a| a.stats.txn_count > 0).map(|a| a.stats.last_tid);
+    if let (Some(a), Some(p)) = (active.as_ref().filter(|a| a.stats.txn_count > 0), past_last) {
+        if a.stats.first_tid <= p {
+            return Err(Error::corrupted(&a.seg.path, 0, "transaction ids overlap the previous segment's"));
+        }
+    }
+    let last_tid = active_last.or(past_last).unwrap_or(Tid::ZERO);
+    let max_oid = active
+        .as_ref()
+        .and_then(|a| a.index.keys().next_back().copied())
+        .max(pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max());
+    Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings })
+}
+
+/// Scan the active segment: rebuild its index, drop an unfinished tail (when writable).
+pub(crate) fn scan_active(seg: SegmentFile, writable: bool, warnings: &mut Vec<String>) -> Result<Active> {
+    let len = seg.len()?;
+    let mut sc = Scanner::new(&seg, HEADER_SIZE as u64, len);
+    let mut index = BTreeMap::new();
+    let mut stats = SealStats::default();
+    let why = loop {
+        match sc.next_step()? {
+            Step::Txn { offset, txn, .. } => {
+                let tid = txn.header.tid;
+                if stats.txn_count > 0 && tid <= stats.last_tid {
+                    return Err(Error::corrupted(&seg.path, offset, "transaction ids do not increase"));
+                }
+                for (rel, h) in &txn.records {
+                    index.insert(h.oid, Entry { offset: offset + rel, tid });
+                }
+                note_txn(&mut stats, tid, txn.records.len());
+            }
+            Step::Skip => {}
+            Step::End => break None,
+            Step::Index => break Some("an unfinished index from an interrupted rotation".to_string()),
+            Step::Invalid(why) => {
+                let at = sc.pos;
+                if let Some(p) = sc.durable_evidence_after(at)? {
+                    return Err(Error::corrupted(
+                        &seg.path,
+                        at,
+                        format!(
+                            "{why}; the transaction at offset {p} was written after this data was durable, \
+                             so this is damage, not an unfinished write (nothing was dropped; run `fs2 check`)"
+                        ),
+                    ));
+                }
+                break Some(why);
+            }
+        }
+    };
+    let end = sc.pos;
+    if let Some(why) = why {
+        if writable {
+            seg.file.set_len(end).map_err(|e| Error::io(&seg.path, "truncate", e))?;
+            seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
+            warnings.push(format!(
+                "{}: dropped an unfinished tail of {} bytes at offset {end} ({why})",
+                seg.path.display(),
+                len - end
+            ));
+        } else {
+            warnings.push(format!(
+                "{}: unfinished tail of {} bytes at offset {end} ({why}); ignored (read-only)",
+                seg.path.display(),
+                len - end
+            ));
+        }
+    }
+    Ok(Active { seg: Arc::new(seg), index, end, stats })
+}
+
+pub(crate) fn note_txn(stats: &mut SealStats, tid: Tid, records: usize) {
+    if stats.txn_count == 0 {
+        stats.first_tid = tid;
+    }
+    stats.last_tid = tid;
+    stats.txn_count += 1;
+    stats.record_count += records as u64;
+}
+
+/// What a full scan of a sealed segment's data finds.
+pub(crate) struct SealedScan {
+    pub entries: Vec<(Oid, u64)>,
+    pub stats: SealStats,
+    pub data_end: u64,
+}
+
+/// Scan the data of a sealed (or to-be-sealed) segment up to its index. Any invalid
+/// record before the index is damage: past segments are never truncated.
+pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64)) -> Result<SealedScan> {
+    let len = seg.len()?;
+    let mut sc = Scanner::new(seg, HEADER_SIZE as u64, len);
+    let mut index = BTreeMap::new();
+    let mut stats = SealStats::default();
+    loop {
+        progress(sc.pos, len);
+        match sc.next_step()? {
+            Step::Txn { offset, txn, .. } => {
+                let tid = txn.header.tid;
+                if stats.txn_count > 0 && tid <= stats.last_tid {
+                    return Err(Error::corrupted(&seg.path, offset, "transaction ids do not increase"));
+                }
+                for (rel, h) in &txn.records {
+                    index.insert(h.oid, offset + rel);
+                }
+                note_txn(&mut stats, tid, txn.records.len());
+            }
+            Step::Skip => {}
+            Step::End | Step::Index => break,
+            Step::Invalid(why) => {
+                // A damaged index marker looks like this too: accept it only if an
+                // index for exactly these entries would end the file here.
+                if len.checked_sub(sc.pos) == Some(IndexHeader::record_len(index.len() as u64)) {
+                    break;
+                }
+                return Err(Error::corrupted(&seg.path, sc.pos, why));
+            }
+        }
+    }
+    Ok(SealedScan { entries: index.into_iter().collect(), stats, data_end: sc.pos })
+}
+
+/// Open a past segment; rebuild its index from the data if the index is lost.
+fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Result<PastSegment> {
+    let path = seg.path.clone();
+    match PastSegment::open(seg) {
+        Ok(p) => Ok(p),
+        Err(e) if e.is_corruption() => {
+            let writable = !opts.read_only;
+            let seg = SegmentFile::open(&*opts.vfs, &path, writable)?;
+            let scan = scan_sealed(&seg, |_, _| {})?;
+            if writable {
+                seal(&seg, scan.data_end, &scan.entries, &scan.stats)?;
+                warnings.push(format!("{e}; rebuilt the index from the segment data"));
+                PastSegment::open(SegmentFile::open(&*opts.vfs, &path, false)?)
+            } else {
+                warnings.push(format!("{e}; using an index rebuilt in memory (read-only; `fs2 check --repair` writes it)"));
+                let t = Trailer {
+                    index_offset: scan.data_end,
+                    first_tid: scan.stats.first_tid,
+                    last_tid: scan.stats.last_tid,
+                    txn_count: scan.stats.txn_count,
+                    record_count: scan.stats.record_count,
+                    count: scan.entries.len() as u64,
+                    first_oid: scan.entries.first().map_or(Oid(0), |e| e.0),
+                    last_oid: scan.entries.last().map_or(Oid(0), |e| e.0),
+                    ..Default::default()
+                };
+                PastSegment::with_memory_index(seg, t, scan.entries)
+            }
+        }
+        Err(e) => Err(e),
+    }
+}

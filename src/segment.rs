@@ -1,0 +1,383 @@
+//! Segment files: creating, reading records, scanning, sealing, and opening past
+//! segments. Knows the byte layout (via `format`) but nothing of transactions in flight.
+
+use crate::error::{Error, Result};
+use crate::format::{
+    encode_index, le64, DataHeader, Header, Trailer, TxnHeader, DATA_HEADER, HEADER_SIZE, MARK_INDEX, MARK_PAD,
+    MARK_TXN, MIN_PADDING, TRAILER_SIZE, TXN_HEADER,
+};
+use crate::index::{map_sealed, SealedBytes, SortedIndex};
+use crate::types::{Oid, Tid};
+use crate::vfs::{VFile, Vfs};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub(crate) use crate::format::DecodedTxn;
+
+/// An open segment file and its header.
+pub(crate) struct SegmentFile {
+    pub path: PathBuf,
+    pub header: Header,
+    pub file: Arc<dyn VFile>,
+}
+
+impl SegmentFile {
+    pub fn open(vfs: &dyn Vfs, path: &Path, write: bool) -> Result<SegmentFile> {
+        let file = vfs.open(path, write).map_err(|e| Error::io(path, "open segment", e))?;
+        let mut buf = vec![0u8; HEADER_SIZE];
+        let len = file.len().map_err(|e| Error::io(path, "stat segment", e))?;
+        if len < HEADER_SIZE as u64 {
+            return Err(Error::corrupted(path, 0, format!("file is {len} bytes, shorter than a segment header")));
+        }
+        file.read_exact_at(&mut buf, 0).map_err(|e| Error::io(path, "read header of", e))?;
+        let header = Header::from_bytes(&buf, path)?;
+        if path.file_name().and_then(|n| n.to_str()) != Some(&header.name.file_name()) {
+            return Err(Error::corrupted(
+                path,
+                0,
+                format!("the header names this segment {}, not its file name", header.name),
+            ));
+        }
+        Ok(SegmentFile { path: path.to_path_buf(), header, file })
+    }
+
+    /// Create `dir/<name>.fs2` durably: written under a temporary name, synced, renamed,
+    /// and the directory synced, so a file with a segment name always has a header.
+    pub fn create(vfs: &dyn Vfs, dir: &Path, header: Header) -> Result<SegmentFile> {
+        let path = dir.join(header.name.file_name());
+        let tmp = dir.join(format!("{}.tmp", header.name.file_name()));
+        let _ = vfs.remove(&tmp);
+        let bytes = header.to_bytes()?;
+        let file = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+        file.write_all_at(&bytes, 0).map_err(|e| Error::io(&tmp, "write header of", e))?;
+        file.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
+        vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
+        vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+        Ok(SegmentFile { path, header, file })
+    }
+
+    pub fn len(&self) -> Result<u64> {
+        self.file.len().map_err(|e| Error::io(&self.path, "stat", e))
+    }
+
+    pub fn read(&self, off: u64, len: usize) -> Result<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        self.file.read_exact_at(&mut buf, off).map_err(|e| Error::io(&self.path, "read", e))?;
+        Ok(buf)
+    }
+}
+
+/// A record read and verified: its header and its data (empty for a deletion).
+pub struct RecordRef<'a> {
+    pub offset: u64,
+    pub header: DataHeader,
+    pub data: Cow<'a, [u8]>,
+}
+
+/// Read and verify the data record at `off`, which must lie in `[HEADER_SIZE, data_end)`
+/// and belong to `oid`.
+pub(crate) fn read_record<'a>(
+    bytes: Option<&'a [u8]>,
+    seg: &SegmentFile,
+    off: u64,
+    data_end: u64,
+    oid: Oid,
+) -> Result<RecordRef<'a>> {
+    if off < HEADER_SIZE as u64 || off.checked_add(DATA_HEADER as u64).is_none_or(|e| e > data_end) {
+        return Err(Error::corrupted(&seg.path, off, format!("record offset of oid {oid} is outside the segment")));
+    }
+    let (header, data) = match bytes {
+        Some(map) => {
+            let hb: &[u8; DATA_HEADER] = map
+                .get(off as usize..off as usize + DATA_HEADER)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| Error::corrupted(&seg.path, off, "record outside the map"))?;
+            let h = DataHeader::from_bytes(hb);
+            h.check_shape(&seg.path, off, data_end)?;
+            let s = off as usize + DATA_HEADER;
+            (h, Cow::Borrowed(&map[s..s + h.data_len as usize]))
+        }
+        None => {
+            let hb = seg.read(off, DATA_HEADER)?;
+            let h = DataHeader::from_bytes(hb.as_slice().try_into().expect("sized"));
+            h.check_shape(&seg.path, off, data_end)?;
+            (h, Cow::Owned(seg.read(off + DATA_HEADER as u64, h.data_len as usize)?))
+        }
+    };
+    header.verify(&data, &seg.path, off)?;
+    if header.oid != oid {
+        return Err(Error::corrupted(&seg.path, off, format!("index points at a record of oid {}, not {oid}", header.oid)));
+    }
+    Ok(RecordRef { offset: off, header, data })
+}
+
+// -----------------------------------------------------------------------------------
+// Placement under the alignment rule.
+
+/// Where a record of `len` bytes goes when the file ends at `pos`: `(padding, len)`.
+/// Records never span a multiple of `align` unless longer than `align`; a record that
+/// does not fit after `pos` starts at the next boundary, behind a padding record. The
+/// record is lengthened so that the gap it leaves before the next boundary is 0 or at
+/// least `MIN_PADDING` (the smallest padding record), keeping the rule satisfiable.
+pub(crate) fn place(pos: u64, len: u64, align: u64) -> (u64, u64) {
+    let boundary = |p: u64| (p / align + 1) * align;
+    let pad = if pos % align != 0 && pos + len > boundary(pos) { boundary(pos) - pos } else { 0 };
+    let start = pos + pad;
+    let end = start + len;
+    let gap = if end % align == 0 { 0 } else { boundary(end) - end };
+    let extra = if gap > 0 && gap < MIN_PADDING { gap } else { 0 };
+    (pad, len + extra)
+}
+
+// -----------------------------------------------------------------------------------
+// Scanning.
+
+/// One step of a scan.
+pub(crate) enum Step<'a> {
+    /// A committed transaction (`TTTT`), verified, with its record bytes.
+    Txn { offset: u64, txn: DecodedTxn, bytes: &'a [u8] },
+    /// Padding, or a voted-then-aborted (or never finished) transaction.
+    Skip,
+    /// The index record of a sealed segment starts here: the data ends.
+    Index,
+    /// Clean end of file.
+    End,
+    /// Not a valid record: a torn tail, or corruption (the caller decides).
+    Invalid(String),
+}
+
+/// Walks the records of a segment from the header on, reading in large chunks.
+pub(crate) struct Scanner {
+    file: Arc<dyn VFile>,
+    path: PathBuf,
+    pub pos: u64,
+    end: u64,
+    buf: Vec<u8>,
+    buf_at: u64,
+}
+
+const CHUNK: usize = 1 << 20;
+
+impl Scanner {
+    /// Scan `[from, end)` of `seg`.
+    pub fn new(seg: &SegmentFile, from: u64, end: u64) -> Scanner {
+        Scanner { file: seg.file.clone(), path: seg.path.clone(), pos: from, end, buf: Vec::new(), buf_at: 0 }
+    }
+
+    /// `len` bytes at `off` (within `end`), through the chunk buffer.
+    fn bytes(&mut self, off: u64, len: u64) -> Result<Option<&[u8]>> {
+        let Some(stop) = off.checked_add(len).filter(|&s| s <= self.end) else { return Ok(None) };
+        let have = off >= self.buf_at && stop <= self.buf_at + self.buf.len() as u64;
+        if !have {
+            let n = (len as usize).max(CHUNK).min((self.end - off) as usize);
+            self.buf.resize(n, 0);
+            self.file.read_exact_at(&mut self.buf, off).map_err(|e| Error::io(&self.path, "read", e))?;
+            self.buf_at = off;
+        }
+        let s = (off - self.buf_at) as usize;
+        Ok(Some(&self.buf[s..s + len as usize]))
+    }
+
+    pub fn next_step(&mut self) -> Result<Step<'_>> {
+        let pos = self.pos;
+        if pos == self.end {
+            return Ok(Step::End);
+        }
+        let path = self.path.clone();
+        let Some(head) = self.bytes(pos, 12)? else {
+            return Ok(Step::Invalid("a record header runs past the end of the file".into()));
+        };
+        let marker = [head[0], head[1], head[2], head[3]];
+        let len = le64(head, 4);
+        if marker == MARK_INDEX {
+            return Ok(Step::Index);
+        }
+        if marker != MARK_TXN && marker != MARK_PAD {
+            return Ok(Step::Invalid(format!("no record marker at offset {pos}")));
+        }
+        if len < MIN_PADDING || len % 8 != 0 || pos.checked_add(len).is_none_or(|e| e > self.end) {
+            return Ok(Step::Invalid(format!("record at offset {pos} has a bad length or runs past the end")));
+        }
+        let Some(tail) = self.bytes(pos + len - 8, 8)? else { unreachable!("checked above") };
+        if le64(tail, 0) != len {
+            return Ok(Step::Invalid(format!("record at offset {pos}: trailing length does not match")));
+        }
+        if marker == MARK_PAD {
+            self.pos = pos + len;
+            return Ok(Step::Skip);
+        }
+        if len < (TXN_HEADER + crate::format::TXN_FOOTER) as u64 {
+            return Ok(Step::Invalid(format!("transaction at offset {pos} is too short")));
+        }
+        let bytes = self.bytes(pos, len)?.expect("checked above");
+        match TxnHeader::decode(bytes, &path, pos) {
+            Ok(txn) => {
+                self.pos = pos + len;
+                let s = (pos - self.buf_at) as usize;
+                Ok(Step::Txn { offset: pos, txn, bytes: &self.buf[s..s + len as usize] })
+            }
+            Err(e) => Ok(Step::Invalid(e.to_string())),
+        }
+    }
+
+    /// After an invalid record at `at`: is there a later valid transaction written after
+    /// `at` had been made durable? Then `at` was acknowledged data that is now damaged,
+    /// not a torn tail. Candidates are 8-aligned `TTTT` markers.
+    pub fn durable_evidence_after(&mut self, at: u64) -> Result<Option<u64>> {
+        let mut p = at + 8;
+        while p + MIN_PADDING <= self.end {
+            let found = matches!(self.bytes(p, 4)?, Some(m) if m == MARK_TXN);
+            if found {
+                let len = self.bytes(p + 4, 8)?.map(|b| le64(b, 0)).unwrap_or(0);
+                if len >= MIN_PADDING && len % 8 == 0 && p.checked_add(len).is_some_and(|e| e <= self.end) {
+                    let path = self.path.clone();
+                    if let Some(b) = self.bytes(p, len)? {
+                        if let Ok(t) = TxnHeader::decode(b, &path, p) {
+                            if t.header.durable_end > at {
+                                return Ok(Some(p));
+                            }
+                        }
+                    }
+                }
+            }
+            p += 8;
+        }
+        Ok(None)
+    }
+}
+
+// -----------------------------------------------------------------------------------
+// Sealing and past segments.
+
+/// Statistics a sealed segment's trailer carries.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct SealStats {
+    pub first_tid: Tid,
+    pub last_tid: Tid,
+    pub txn_count: u64,
+    pub record_count: u64,
+}
+
+/// Write the index record and trailer at `data_end` and sync. `entries` sorted by oid.
+pub(crate) fn seal(seg: &SegmentFile, data_end: u64, entries: &[(Oid, u64)], stats: &SealStats) -> Result<Trailer> {
+    let trailer = Trailer {
+        index_offset: data_end,
+        first_tid: stats.first_tid,
+        last_tid: stats.last_tid,
+        txn_count: stats.txn_count,
+        record_count: stats.record_count,
+        ..Default::default()
+    };
+    let bytes = encode_index(entries, trailer);
+    let io = |e| Error::io(&seg.path, "write index of", e);
+    seg.file.set_len(data_end).map_err(io)?;
+    seg.file.write_all_at(&bytes, data_end).map_err(io)?;
+    seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
+    let t: &[u8; TRAILER_SIZE] = bytes[bytes.len() - TRAILER_SIZE..].try_into().expect("sized");
+    Trailer::from_bytes(t, &seg.path, data_end + bytes.len() as u64)
+}
+
+/// Read the trailer of `seg`, if it is sealed.
+pub(crate) fn read_trailer(seg: &SegmentFile) -> Result<Trailer> {
+    let len = seg.len()?;
+    if len < (HEADER_SIZE + TRAILER_SIZE) as u64 {
+        return Err(Error::corrupted(&seg.path, len, "no segment trailer (the segment is not sealed)"));
+    }
+    let b = seg.read(len - TRAILER_SIZE as u64, TRAILER_SIZE)?;
+    Trailer::from_bytes(b.as_slice().try_into().expect("sized"), &seg.path, len)
+}
+
+/// A sealed segment: its trailer, its bytes (mapped where possible) and sorted index.
+pub(crate) struct PastSegment {
+    pub seg: SegmentFile,
+    pub trailer: Trailer,
+    bytes: SealedBytes,
+    pub index: SortedIndex,
+}
+
+impl PastSegment {
+    /// Open a sealed segment: O(1) in its size (trailer, index header, block CRCs).
+    pub fn open(seg: SegmentFile) -> Result<PastSegment> {
+        let trailer = read_trailer(&seg)?;
+        let bytes = match map_sealed(&*seg.file) {
+            Some(m) => SealedBytes::Mapped(m),
+            None => SealedBytes::File,
+        };
+        let index = SortedIndex::open(&bytes, &*seg.file, &seg.path, &trailer)?;
+        Ok(PastSegment { seg, trailer, bytes, index })
+    }
+
+    /// A past segment whose index was lost, with an index rebuilt from its data in
+    /// memory (read-only opens cannot write the rebuilt index back).
+    pub fn with_memory_index(seg: SegmentFile, trailer: Trailer, entries: Vec<(Oid, u64)>) -> Result<PastSegment> {
+        let index = SortedIndex::memory(entries, &seg.path, trailer.index_offset)?;
+        Ok(PastSegment { seg, trailer, bytes: SealedBytes::File, index })
+    }
+
+    pub fn data_end(&self) -> u64 {
+        self.trailer.index_offset
+    }
+
+    fn map(&self) -> Option<&[u8]> {
+        match &self.bytes {
+            SealedBytes::Mapped(m) => Some(m),
+            SealedBytes::File => None,
+        }
+    }
+
+    /// The offset of `oid`'s newest record in this segment.
+    pub fn find(&self, oid: Oid) -> Result<Option<u64>> {
+        if self.index.len() == 0 || oid < self.trailer.first_oid || oid > self.trailer.last_oid {
+            return Ok(None);
+        }
+        self.index.find(&self.bytes, &self.seg.path, oid)
+    }
+
+    pub fn record(&self, off: u64, oid: Oid) -> Result<RecordRef<'_>> {
+        read_record(self.map(), &self.seg, off, self.data_end(), oid)
+    }
+
+    /// Entry `i` of the index.
+    pub fn entry(&self, i: u64) -> Result<(Oid, u64)> {
+        self.index.get(&self.bytes, &self.seg.path, i)
+    }
+
+    pub fn lower_bound(&self, oid: Oid) -> Result<u64> {
+        self.index.lower_bound(&self.bytes, &self.seg.path, oid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_keeps_records_inside_alignment_blocks() {
+        let a = 4096;
+        assert_eq!(place(4096, 104, a), (0, 104));
+        let (pad, len) = place(4096 + 4000, 200, a);
+        assert_eq!(pad, 96);
+        assert_eq!(len, 200);
+        // A record that would leave a gap of 8 or 16 is lengthened to the boundary.
+        assert_eq!(place(4096, 4096 - 16, a), (0, 4096));
+        assert_eq!(place(4096, 4096 - 24, a), (0, 4096 - 24));
+        // Larger than the alignment: starts on a boundary, ends on one or leaves ≥ 24.
+        let (pad, len) = place(4096 + 8, 3 * 4096 + 8, a);
+        assert_eq!(pad, 4096 - 8);
+        assert_eq!(len, 3 * 4096 + 8);
+        // Every position the invariant allows: the gap to the next boundary is 0 or ≥ 24.
+        for pos in (4096..3 * 4096).step_by(8).filter(|p| (a - p % a) % a == 0 || (a - p % a) >= MIN_PADDING) {
+            for l in (24..9000).step_by(8) {
+                let (pad, len) = place(pos, l, a);
+                let start = pos + pad;
+                assert!(pad == 0 || pad >= MIN_PADDING);
+                if len <= a {
+                    assert_eq!(start / a, (start + len - 1) / a, "pos {pos} len {l}");
+                }
+                let gap = (a - (start + len) % a) % a;
+                assert!(gap == 0 || gap >= MIN_PADDING);
+            }
+        }
+    }
+}

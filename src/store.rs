@@ -1,0 +1,630 @@
+//! [`Storage`]: the engine's public face. Opening (with recovery), reads, history,
+//! listing, transaction iteration and statistics live here; writes are in `txn.rs`.
+//!
+//! Concurrency: readers share `view` (an `RwLock`); one thread at a time holds `writer`
+//! and is the only one that appends to the active segment or changes the view. Records
+//! become visible only when the writer publishes them into `view` after they are durable,
+//! and `last_tid` is raised in the same critical section, so a reader's snapshot at
+//! `last_tid` is complete.
+
+use crate::error::{Error, Result};
+use crate::format::{Header, TxnMeta, HEADER_SIZE, VERSION};
+use crate::recovery;
+use crate::segment::{read_record, PastSegment, RecordRef, Scanner, SealStats, SegmentFile, Step};
+use crate::txn::{Pending, Transaction, Writer};
+use crate::types::{Oid, SegmentName, Tid};
+use crate::vfs::{RealVfs, Vfs};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
+
+/// How to open a storage.
+#[derive(Clone)]
+pub struct Options {
+    /// Open without the writer lock; refuse writes; never repair anything on disk.
+    pub read_only: bool,
+    /// `fdatasync` before a commit returns (default). `false` is the bulk-load mode: a
+    /// crash may lose the most recent commits (never corrupts); call `Storage::sync`.
+    pub sync: bool,
+    /// Rotate automatically when the active segment passes this many bytes (0 = never).
+    pub rotate_size: u64,
+    /// Alignment of new segments (records never span a multiple of it).
+    pub alignment: u64,
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { read_only: false, sync: true, rotate_size: 64 << 20, alignment: 1 << 28, vfs: Arc::new(RealVfs) }
+    }
+}
+
+impl Options {
+    pub fn read_only() -> Options {
+        Options { read_only: true, ..Options::default() }
+    }
+}
+
+/// The newest record of an oid in the active segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    pub offset: u64,
+    pub tid: Tid,
+}
+
+/// The active segment as readers see it (published state only).
+pub(crate) struct Active {
+    pub seg: Arc<SegmentFile>,
+    pub index: BTreeMap<Oid, Entry>,
+    /// End of the published data.
+    pub end: u64,
+    pub stats: SealStats,
+}
+
+/// What readers see: the active segment and the past segments, newest first.
+pub(crate) struct View {
+    pub active: Option<Active>,
+    pub pasts: Vec<Arc<PastSegment>>,
+    pub last_tid: Tid,
+}
+
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub opts: Options,
+    pub view: RwLock<View>,
+    pub writer: Mutex<Writer>,
+    /// Signalled when a voted transaction finishes or aborts (the commit lock frees).
+    pub writer_cv: Condvar,
+    /// One-step commits waiting for a leader to write them (group commit).
+    pub queue: Mutex<Vec<Arc<Pending>>>,
+    pub next_oid: AtomicU64,
+    pub next_txn_id: AtomicU64,
+    pub commits: AtomicU64,
+    pub conflicts: AtomicU64,
+    /// Problems recovery worked around at open (shown by `check`).
+    pub warnings: Mutex<Vec<String>>,
+    _lock: Option<std::fs::File>,
+}
+
+/// A filestorage2 storage: a chain of segment files in a directory.
+#[derive(Clone)]
+pub struct Storage {
+    pub(crate) inner: Arc<Inner>,
+}
+
+/// One retained revision of an object.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Revision {
+    pub oid: Oid,
+    pub tid: Tid,
+    /// `None` for a deletion record.
+    pub data: Option<Vec<u8>>,
+    pub segment: SegmentName,
+}
+
+/// A revision without its data (history listings).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevisionInfo {
+    pub tid: Tid,
+    pub size: u64,
+    pub deleted: bool,
+    pub segment: SegmentName,
+}
+
+/// ZODB `loadBefore`: the revision current just before a tid, and when it stopped being.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoadBefore {
+    pub data: Vec<u8>,
+    pub tid: Tid,
+    /// The tid of the next revision (or deletion), if there is one.
+    pub end: Option<Tid>,
+}
+
+/// A live object in a listing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub oid: Oid,
+    pub tid: Tid,
+    pub size: u64,
+}
+
+/// A committed transaction with its records.
+#[derive(Clone, Debug)]
+pub struct TxnRecord {
+    pub tid: Tid,
+    pub segment: SegmentName,
+    pub offset: u64,
+    pub meta: TxnMeta,
+    /// (oid, data) in the order written; `None` data = deletion.
+    pub records: Vec<(Oid, Option<Vec<u8>>)>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SegmentState {
+    Active,
+    Past,
+}
+
+/// What `info` shows of one segment.
+#[derive(Clone, Debug)]
+pub struct SegmentInfo {
+    pub name: SegmentName,
+    pub path: PathBuf,
+    pub state: SegmentState,
+    pub prev: Option<String>,
+    pub bytes: u64,
+    pub data_end: u64,
+    pub first_tid: Option<Tid>,
+    pub last_tid: Option<Tid>,
+    pub transactions: u64,
+    pub records: u64,
+    pub index_entries: u64,
+}
+
+/// Storage-wide counters.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    pub last_tid: Tid,
+    pub max_oid: Option<Oid>,
+    pub segments: usize,
+    pub bytes: u64,
+    pub transactions: u64,
+    pub records: u64,
+    pub commits: u64,
+    pub conflicts: u64,
+}
+
+fn random_id() -> u128 {
+    let mut b = [0u8; 16];
+    if let Ok(mut f) = std::fs::File::open("/dev/urandom") {
+        let _ = std::io::Read::read_exact(&mut f, &mut b);
+    }
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+    u128::from_le_bytes(b) ^ t ^ ((std::process::id() as u128) << 64)
+}
+
+impl Storage {
+    /// Create a new, empty storage in `dir` (created if missing; must hold no segments).
+    pub fn create(dir: &Path, opts: Options) -> Result<Storage> {
+        let vfs = opts.vfs.clone();
+        vfs.create_dir_all(dir).map_err(|e| Error::io(dir, "create directory", e))?;
+        let existing = vfs.list(dir).map_err(|e| Error::io(dir, "list", e))?;
+        if existing.iter().any(|n| SegmentName::from_file_name(n).is_some()) {
+            return Err(Error::invalid(format!("{} already holds a storage; open it instead", dir.display())));
+        }
+        let alignment = opts.alignment;
+        if alignment < HEADER_SIZE as u64 || alignment % HEADER_SIZE as u64 != 0 {
+            return Err(Error::invalid(format!("alignment must be a multiple of {HEADER_SIZE}")));
+        }
+        let header = Header {
+            version: VERSION,
+            flags: 0,
+            alignment,
+            storage_id: random_id(),
+            name: SegmentName::single(1),
+            prev: None,
+            generation: 1,
+        };
+        SegmentFile::create(&*vfs, dir, header)?;
+        Storage::open(dir, opts)
+    }
+
+    /// Open the storage in `dir`, recovering from a crash if needed (see `recovery`).
+    pub fn open(dir: &Path, opts: Options) -> Result<Storage> {
+        let lock = if opts.read_only {
+            None
+        } else {
+            opts.vfs.lock(dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::WouldBlock => Error::Busy(format!(
+                    "{} is open for writing by another process (a mount or a writer); stop it, or open read-only",
+                    dir.display()
+                )),
+                std::io::ErrorKind::NotFound => {
+                    Error::NotFound(format!("{} does not exist; create a storage with `fs2 init`", dir.display()))
+                }
+                _ => Error::io(dir, "lock", e),
+            })?
+        };
+        // A read-only open races with a writer that rotates or merges: retry.
+        let mut attempt = 0;
+        let opened = loop {
+            match recovery::open_chain(dir, &opts) {
+                Err(Error::Io { ref source, .. })
+                    if opts.read_only && attempt < 5 && source.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    attempt += 1
+                }
+                other => break other?,
+            }
+        };
+        let next_oid = opened.max_oid.map_or(1, |o| o.0.saturating_add(1)).max(1);
+        let writer = Writer::new(&opened);
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            view: RwLock::new(opened.view),
+            writer: Mutex::new(writer),
+            writer_cv: Condvar::new(),
+            queue: Mutex::new(Vec::new()),
+            next_oid: AtomicU64::new(next_oid),
+            next_txn_id: AtomicU64::new(1),
+            commits: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            warnings: Mutex::new(opened.warnings),
+            opts,
+            _lock: lock,
+        };
+        Ok(Storage { inner: Arc::new(inner) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    pub fn is_read_only(&self) -> bool {
+        self.inner.opts.read_only
+    }
+
+    /// Problems that recovery worked around when this storage was opened.
+    pub fn open_warnings(&self) -> Vec<String> {
+        self.inner.warnings.lock().unwrap().clone()
+    }
+
+    /// Begin a transaction with a snapshot at the current last tid.
+    pub fn begin(&self) -> Transaction {
+        Transaction::new(self.inner.clone(), self.last_tid())
+    }
+
+    /// The tid of the newest committed transaction (`Tid::ZERO` for an empty storage).
+    pub fn last_tid(&self) -> Tid {
+        self.view().last_tid
+    }
+
+    /// Allocate a fresh oid, larger than every oid stored or allocated before.
+    pub fn new_oid(&self) -> Oid {
+        Oid(self.inner.next_oid.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// The largest oid in use (stored in any retained record), if any.
+    pub fn max_oid(&self) -> Option<Oid> {
+        let v = self.view();
+        let a = v.active.as_ref().and_then(|a| a.index.keys().next_back().copied());
+        let p = v.pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max();
+        a.max(p)
+    }
+
+    pub(crate) fn view(&self) -> RwLockReadGuard<'_, View> {
+        self.inner.view.read().unwrap()
+    }
+
+    /// The current data of `oid`; `None` if it does not exist or was deleted.
+    pub fn load(&self, oid: Oid) -> Result<Option<(Tid, Vec<u8>)>> {
+        self.load_at(oid, Tid::MAX)
+    }
+
+    /// The data of `oid` as of `at`: its newest retained revision with tid ≤ `at`.
+    pub fn load_at(&self, oid: Oid, at: Tid) -> Result<Option<(Tid, Vec<u8>)>> {
+        let v = self.view();
+        let mut out = None;
+        walk(&v, oid, |r| {
+            if r.header.tid <= at {
+                if !r.header.is_delete() {
+                    out = Some((r.header.tid, r.data.into_owned()));
+                }
+                return Ok(false);
+            }
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// ZODB `loadBefore(oid, tid)`: the revision current just before `before`.
+    pub fn load_before(&self, oid: Oid, before: Tid) -> Result<Option<LoadBefore>> {
+        let v = self.view();
+        let mut out = None;
+        let mut end = None;
+        walk(&v, oid, |r| {
+            if r.header.tid < before {
+                if !r.header.is_delete() {
+                    out = Some(LoadBefore { data: r.data.into_owned(), tid: r.header.tid, end });
+                }
+                return Ok(false);
+            }
+            end = Some(r.header.tid);
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// The tid of `oid`'s newest record (a deletion counts), if it has one.
+    pub fn current_tid(&self, oid: Oid) -> Result<Option<Tid>> {
+        current_tid(&self.view(), oid)
+    }
+
+    /// Every retained revision of `oid`, newest first, including deletions.
+    pub fn history(&self, oid: Oid) -> Result<Vec<RevisionInfo>> {
+        let v = self.view();
+        let mut out = Vec::new();
+        walk(&v, oid, |r| {
+            out.push(RevisionInfo {
+                tid: r.header.tid,
+                size: r.header.data_len,
+                deleted: r.header.is_delete(),
+                segment: r.segment,
+            });
+            Ok(true)
+        })?;
+        Ok(out)
+    }
+
+    /// One retained revision of `oid` written by transaction `tid` exactly.
+    pub fn revision(&self, oid: Oid, tid: Tid) -> Result<Option<Revision>> {
+        let v = self.view();
+        let mut out = None;
+        walk(&v, oid, |r| {
+            if r.header.tid == tid {
+                out = Some(Revision {
+                    oid,
+                    tid,
+                    data: (!r.header.is_delete()).then(|| r.data.into_owned()),
+                    segment: r.segment,
+                });
+            }
+            Ok(r.header.tid > tid)
+        })?;
+        Ok(out)
+    }
+
+    /// Live objects with oid ≥ `start`, in oid order, at most `limit`, as of `at`
+    /// (`Tid::MAX` = current). Streams: cost is O(limit × segments), not O(objects).
+    pub fn list(&self, start: Oid, at: Tid, limit: usize) -> Result<Vec<ObjectInfo>> {
+        let v = self.view();
+        let mut active = v.active.as_ref().map(|a| a.index.range(start..).map(|(o, _)| *o).peekable());
+        let mut cursors = Vec::with_capacity(v.pasts.len());
+        for p in &v.pasts {
+            cursors.push((p, p.lower_bound(start)?));
+        }
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let mut next: Option<Oid> = active.as_mut().and_then(|a| a.peek().copied());
+            for (p, i) in &cursors {
+                if *i < p.index.len() {
+                    let o = p.entry(*i)?.0;
+                    next = Some(next.map_or(o, |n| n.min(o)));
+                }
+            }
+            let Some(oid) = next else { break };
+            if let Some(a) = active.as_mut() {
+                if a.peek() == Some(&oid) {
+                    a.next();
+                }
+            }
+            for (p, i) in cursors.iter_mut() {
+                if *i < p.index.len() && p.entry(*i)?.0 == oid {
+                    *i += 1;
+                }
+            }
+            let mut found = None;
+            walk(&v, oid, |r| {
+                if r.header.tid <= at {
+                    if !r.header.is_delete() {
+                        found = Some(ObjectInfo { oid, tid: r.header.tid, size: r.header.data_len });
+                    }
+                    return Ok(false);
+                }
+                Ok(true)
+            })?;
+            out.extend(found);
+        }
+        Ok(out)
+    }
+
+    /// Number of live objects (walks every index: O(objects)).
+    pub fn count_objects(&self) -> Result<u64> {
+        let mut n = 0;
+        let mut start = Oid(0);
+        loop {
+            let chunk = self.list(start, Tid::MAX, 4096)?;
+            n += chunk.len() as u64;
+            match chunk.last() {
+                Some(last) if last.oid.0 < u64::MAX => start = Oid(last.oid.0 + 1),
+                _ => return Ok(n),
+            }
+        }
+    }
+
+    /// Committed transactions with `from ≤ tid ≤ to`, oldest first, read lazily.
+    pub fn transactions(&self, from: Tid, to: Tid) -> TxnIter {
+        let v = self.view();
+        let mut segs = Vec::new();
+        for p in v.pasts.iter().rev() {
+            if p.trailer.txn_count > 0 && p.trailer.last_tid >= from && p.trailer.first_tid <= to {
+                segs.push((p.seg.header.name, Scanner::new(&p.seg, HEADER_SIZE as u64, p.data_end())));
+            }
+        }
+        if let Some(a) = &v.active {
+            segs.push((a.seg.header.name, Scanner::new(&a.seg, HEADER_SIZE as u64, a.end)));
+        }
+        segs.reverse();
+        TxnIter { segs, from, to, done: false }
+    }
+
+    /// The segments of the chain, oldest first.
+    pub fn segments(&self) -> Result<Vec<SegmentInfo>> {
+        let v = self.view();
+        let mut out = Vec::new();
+        for p in v.pasts.iter().rev() {
+            let t = &p.trailer;
+            let some = t.txn_count > 0;
+            out.push(SegmentInfo {
+                name: p.seg.header.name,
+                path: p.seg.path.clone(),
+                state: SegmentState::Past,
+                prev: p.seg.header.prev.clone(),
+                bytes: p.seg.len()?,
+                data_end: p.data_end(),
+                first_tid: some.then_some(t.first_tid),
+                last_tid: some.then_some(t.last_tid),
+                transactions: t.txn_count,
+                records: t.record_count,
+                index_entries: t.count,
+            });
+        }
+        if let Some(a) = &v.active {
+            let some = a.stats.txn_count > 0;
+            out.push(SegmentInfo {
+                name: a.seg.header.name,
+                path: a.seg.path.clone(),
+                state: SegmentState::Active,
+                prev: a.seg.header.prev.clone(),
+                bytes: a.end,
+                data_end: a.end,
+                first_tid: some.then_some(a.stats.first_tid),
+                last_tid: some.then_some(a.stats.last_tid),
+                transactions: a.stats.txn_count,
+                records: a.stats.record_count,
+                index_entries: a.index.len() as u64,
+            });
+        }
+        Ok(out)
+    }
+
+    pub fn stats(&self) -> Result<Stats> {
+        let segs = self.segments()?;
+        Ok(Stats {
+            last_tid: self.last_tid(),
+            max_oid: self.max_oid(),
+            segments: segs.len(),
+            bytes: segs.iter().map(|s| s.bytes).sum(),
+            transactions: segs.iter().map(|s| s.transactions).sum(),
+            records: segs.iter().map(|s| s.records).sum(),
+            commits: self.inner.commits.load(Ordering::Relaxed),
+            conflicts: self.inner.conflicts.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// A record met while walking an oid's history, newest first.
+pub(crate) struct Walked<'a> {
+    pub header: crate::format::DataHeader,
+    pub data: std::borrow::Cow<'a, [u8]>,
+    pub segment: SegmentName,
+}
+
+/// Visit `oid`'s retained records newest first until `f` returns `false`: the active
+/// segment's chain of prev pointers, then each past segment's, newest to oldest.
+/// Every record is checksum-verified; pointers must go strictly backwards in offset and
+/// tid, so a damaged pointer is reported, never followed in a loop.
+pub(crate) fn walk(v: &View, oid: Oid, mut f: impl FnMut(Walked<'_>) -> Result<bool>) -> Result<()> {
+    let mut last_tid = Tid::MAX;
+    let mut check_order = |r: &RecordRef<'_>, path: &Path| -> Result<()> {
+        if r.header.tid >= last_tid && last_tid != Tid::MAX {
+            return Err(Error::corrupted(path, r.offset, format!("history of oid {oid} is out of order")));
+        }
+        last_tid = r.header.tid;
+        Ok(())
+    };
+    if let Some(a) = &v.active {
+        if let Some(e) = a.index.get(&oid) {
+            let mut off = e.offset;
+            loop {
+                let r = read_record(None, &a.seg, off, a.end, oid)?;
+                check_order(&r, &a.seg.path)?;
+                let prev = r.header.prev;
+                let go = f(Walked { header: r.header, data: r.data, segment: a.seg.header.name })?;
+                match prev {
+                    _ if !go => return Ok(()),
+                    0 => return Ok(()),
+                    1 => break,
+                    p => off = p,
+                }
+            }
+        }
+    }
+    for p in &v.pasts {
+        let Some(mut off) = p.find(oid)? else { continue };
+        loop {
+            let r = p.record(off, oid)?;
+            check_order(&r, &p.seg.path)?;
+            let prev = r.header.prev;
+            let go = f(Walked { header: r.header, data: r.data, segment: p.seg.header.name })?;
+            match prev {
+                _ if !go => return Ok(()),
+                0 => return Ok(()),
+                1 => break,
+                p => off = p,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The tid of `oid`'s newest record in `v`.
+pub(crate) fn current_tid(v: &View, oid: Oid) -> Result<Option<Tid>> {
+    if let Some(e) = v.active.as_ref().and_then(|a| a.index.get(&oid)) {
+        return Ok(Some(e.tid));
+    }
+    for p in &v.pasts {
+        if let Some(off) = p.find(oid)? {
+            return Ok(Some(p.record(off, oid)?.header.tid));
+        }
+    }
+    Ok(None)
+}
+
+/// Iterator over committed transactions (see [`Storage::transactions`]).
+pub struct TxnIter {
+    /// Remaining segments, the next one last.
+    segs: Vec<(SegmentName, Scanner)>,
+    from: Tid,
+    to: Tid,
+    done: bool,
+}
+
+impl Iterator for TxnIter {
+    type Item = Result<TxnRecord>;
+    fn next(&mut self) -> Option<Result<TxnRecord>> {
+        while !self.done {
+            let (name, sc) = self.segs.last_mut()?;
+            let name = *name;
+            let step = match sc.next_step() {
+                Ok(s) => s,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            };
+            match step {
+                Step::Txn { offset, txn, bytes } => {
+                    let tid = txn.header.tid;
+                    if tid > self.to {
+                        self.done = true;
+                        return None;
+                    }
+                    if tid < self.from {
+                        continue;
+                    }
+                    let records = txn
+                        .records
+                        .iter()
+                        .map(|(rel, h)| {
+                            let s = *rel as usize + crate::format::DATA_HEADER;
+                            (h.oid, (!h.is_delete()).then(|| bytes[s..s + h.data_len as usize].to_vec()))
+                        })
+                        .collect();
+                    return Some(Ok(TxnRecord { tid, segment: name, offset, meta: txn.meta, records }));
+                }
+                Step::Skip => {}
+                Step::End | Step::Index => {
+                    self.segs.pop();
+                }
+                Step::Invalid(why) => {
+                    self.done = true;
+                    let path = PathBuf::from(name.file_name());
+                    return Some(Err(Error::corrupted(&path, sc.pos, why)));
+                }
+            }
+        }
+        None
+    }
+}
