@@ -57,20 +57,17 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Io { path, op, source } => write!(f, "{op} {}: {source}", path.display()),
-            Error::Corrupted { path, offset, what } => write!(
-                f,
-                "{} at offset {offset}: corrupted: {what} (run `fs2 check` on the storage)",
-                path.display()
-            ),
+            Error::Corrupted { path, offset, what } => {
+                write!(f, "{} at offset {offset}: corrupted: {what} (run `fs2 check` on the storage)", path.display())
+            }
             Error::Checksum { path, offset, what } => write!(
                 f,
                 "{} at offset {offset}: checksum mismatch in {what}: the bytes are torn or corrupted (run `fs2 check`)",
                 path.display()
             ),
-            Error::Conflict { oid, tid } => write!(
-                f,
-                "conflict on oid {oid}: changed by transaction {tid} after this transaction began; retry it"
-            ),
+            Error::Conflict { oid, tid } => {
+                write!(f, "conflict on oid {oid}: changed by transaction {tid} after this transaction began; retry it")
+            }
             Error::NotFound(m) | Error::ReadOnly(m) | Error::Busy(m) | Error::Invalid(m) => f.write_str(m),
         }
     }

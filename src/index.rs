@@ -64,7 +64,10 @@ impl SortedIndex {
                 check_crcs(map.get(crcs..crcs + crcs_len).ok_or_else(|| Error::corrupted(path, 0, "short index"))?)?;
                 let blocks = t.count.div_ceil(INDEX_BLOCK) as usize;
                 let verified = (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
-                Ok(SortedIndex { count: t.count, entries: Entries::Mapped { base: start + INDEX_HEADER, crcs, verified } })
+                Ok(SortedIndex {
+                    count: t.count,
+                    entries: Entries::Mapped { base: start + INDEX_HEADER, crcs, verified },
+                })
             }
             SealedBytes::File => {
                 let mut buf = vec![0u8; (crcs_rel as usize) + crcs_len];
@@ -99,7 +102,9 @@ impl SortedIndex {
     /// Entry `i` (< len). A mapped block is checked against its CRC on first touch.
     pub(crate) fn get(&self, bytes: &SealedBytes, path: &Path, i: u64) -> Result<(Oid, u64)> {
         match (&self.entries, bytes) {
-            (Entries::Memory(v), _) => v.get(i as usize).copied().ok_or_else(|| Error::corrupted(path, 0, "index entry")),
+            (Entries::Memory(v), _) => {
+                v.get(i as usize).copied().ok_or_else(|| Error::corrupted(path, 0, "index entry"))
+            }
             (Entries::Mapped { base, crcs, verified }, SealedBytes::Mapped(map)) => {
                 let block = i / INDEX_BLOCK;
                 let (word, bit) = ((block / 64) as usize, 1u64 << (block % 64));

@@ -70,7 +70,11 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
                 return Err(Error::corrupted(&path, 0, "this segment belongs to another storage (storage id differs)"));
             }
             if seg.header.name.last >= newer.header.name.first {
-                return Err(Error::corrupted(&newer.path, 0, "the previous-segment reference does not go back in the chain"));
+                return Err(Error::corrupted(
+                    &newer.path,
+                    0,
+                    "the previous-segment reference does not go back in the chain",
+                ));
             }
         }
         let prev = seg.header.prev.clone();
@@ -260,7 +264,8 @@ fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Re
                 warnings.push(format!("{e}; rebuilt the index from the segment data"));
                 PastSegment::open(SegmentFile::open(&*opts.vfs, &path, false)?)
             } else {
-                warnings.push(format!("{e}; using an index rebuilt in memory (read-only; `fs2 check --repair` writes it)"));
+                warnings
+                    .push(format!("{e}; using an index rebuilt in memory (read-only; `fs2 check --repair` writes it)"));
                 let t = Trailer {
                     index_offset: scan.data_end,
                     first_tid: scan.stats.first_tid,

@@ -107,7 +107,11 @@ pub(crate) fn read_record<'a>(
     };
     header.verify(&data, &seg.path, off)?;
     if header.oid != oid {
-        return Err(Error::corrupted(&seg.path, off, format!("index points at a record of oid {}, not {oid}", header.oid)));
+        return Err(Error::corrupted(
+            &seg.path,
+            off,
+            format!("index points at a record of oid {}, not {oid}", header.oid),
+        ));
     }
     Ok(RecordRef { offset: off, header, data })
 }

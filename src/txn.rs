@@ -11,7 +11,9 @@
 //! padding). Visibility therefore follows tid order, and a snapshot never changes.
 
 use crate::error::{Error, Result};
-use crate::format::{encode_padding, encode_txn, encoded_txn_len, Header, RecordToWrite, TxnMeta, HEADER_SIZE, MARK_TXN};
+use crate::format::{
+    encode_padding, encode_txn, encoded_txn_len, Header, RecordToWrite, TxnMeta, HEADER_SIZE, MARK_TXN,
+};
 use crate::recovery::{note_txn, Opened};
 use crate::segment::{place, seal, PastSegment, SegmentFile};
 use crate::store::{current_tid, Active, Entry, Inner, Storage, View};
@@ -93,7 +95,15 @@ pub struct Transaction {
 impl Transaction {
     pub(crate) fn new(inner: Arc<Inner>, base: Tid) -> Transaction {
         let id = inner.next_txn_id.fetch_add(1, Ordering::Relaxed);
-        Transaction { inner, id, base, meta: TxnMeta::default(), writes: BTreeMap::new(), state: State::Open, tid: None }
+        Transaction {
+            inner,
+            id,
+            base,
+            meta: TxnMeta::default(),
+            writes: BTreeMap::new(),
+            state: State::Open,
+            tid: None,
+        }
     }
 
     /// The snapshot this transaction reads and is checked against.
@@ -257,10 +267,13 @@ impl Transaction {
         };
         inner.writer_cv.notify_all();
         let seg = w.seg.clone().expect("a writable storage has an active segment");
-        let res = seg
-            .file
-            .write_all_at(&MARK_TXN, voted.done.offset)
-            .and_then(|_| if inner.opts.sync { seg.file.sync() } else { Ok(()) });
+        let res = seg.file.write_all_at(&MARK_TXN, voted.done.offset).and_then(|_| {
+            if inner.opts.sync {
+                seg.file.sync()
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = res {
             // The record may or may not become visible after a restart: refuse to guess.
             let msg = format!("finishing transaction {} failed: {e}", voted.done.tid);
@@ -302,7 +315,12 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
     let answer = |p: &Pending, r: Result<Tid>| *p.result.lock().unwrap() = Some(r);
     if let Some(why) = &w.poisoned {
         for p in batch {
-            answer(p, Err(Error::ReadOnly(format!("writes are refused after an earlier failure ({why}); reopen the storage"))));
+            answer(
+                p,
+                Err(Error::ReadOnly(format!(
+                    "writes are refused after an earlier failure ({why}); reopen the storage"
+                ))),
+            );
         }
         return Vec::new();
     }
@@ -468,7 +486,9 @@ fn maybe_rotate(inner: &Inner, w: &mut MutexGuard<'_, Writer>) {
 /// rotation interrupted after sealing and drops an unfinished seal.
 pub(crate) fn rotate_locked(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> Result<SegmentName> {
     if let Some(why) = &w.poisoned {
-        return Err(Error::ReadOnly(format!("writes are refused after an earlier failure ({why}); reopen the storage")));
+        return Err(Error::ReadOnly(format!(
+            "writes are refused after an earlier failure ({why}); reopen the storage"
+        )));
     }
     if w.voted.is_some() {
         return Err(Error::Busy("a voted transaction is pending; rotate after it finishes".into()));
@@ -503,7 +523,12 @@ pub(crate) fn rotate_locked(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> Re
     {
         let mut v = inner.view.write().unwrap();
         v.pasts.insert(0, past);
-        v.active = Some(Active { seg: new_seg.clone(), index: BTreeMap::new(), end: HEADER_SIZE as u64, stats: Default::default() });
+        v.active = Some(Active {
+            seg: new_seg.clone(),
+            index: BTreeMap::new(),
+            end: HEADER_SIZE as u64,
+            stats: Default::default(),
+        });
     }
     let name = new_seg.header.name;
     w.seg = Some(new_seg);

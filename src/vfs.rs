@@ -112,7 +112,13 @@ impl Vfs for RealVfs {
         path.exists()
     }
     fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
-        let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(dir.join("LOCK"))?;
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(dir.join("LOCK"))?;
         match f.try_lock() {
             Ok(()) => Ok(Some(f)),
             Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),

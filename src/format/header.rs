@@ -116,7 +116,9 @@ impl Header {
             return Err(Error::corrupted(
                 path,
                 O_VERSION as u64,
-                format!("format version {version} is not supported (this fs2 reads version {VERSION}); use a matching fs2"),
+                format!(
+                    "format version {version} is not supported (this fs2 reads version {VERSION}); use a matching fs2"
+                ),
             ));
         }
         let name = SegmentName { first: le64(b, O_FIRST), last: le64(b, O_LAST) };

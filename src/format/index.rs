@@ -191,10 +191,7 @@ mod tests {
     fn known_bytes() {
         let b = sample();
         assert_eq!(b.len(), 192);
-        assert_eq!(
-            hex(&b[..24]),
-            concat!("66733269", "c000000000000000", "00010000", "0200000000000000")
-        );
+        assert_eq!(hex(&b[..24]), concat!("66733269", "c000000000000000", "00010000", "0200000000000000"));
         assert_eq!(hex(&b[24..40]), "01000000000000003010000000000000");
         assert_eq!(hex(&b[56..60]), format!("{:08x}", crc(&b[24..56]).swap_bytes()));
         let t = &b[64..];

@@ -11,8 +11,8 @@ mod txn;
 pub use header::{Header, HEADER_SIZE, MAX_PREV_PATH, VERSION};
 pub use index::{encode_index, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE};
 pub use txn::{
-    encoded_txn_len, encode_padding, encode_txn, DataHeader, DecodedTxn, RecordToWrite, TxnHeader, TxnMeta, DATA_HEADER,
-    MIN_PADDING, TXN_FOOTER, TXN_HEADER,
+    encode_padding, encode_txn, encoded_txn_len, DataHeader, DecodedTxn, RecordToWrite, TxnHeader, TxnMeta,
+    DATA_HEADER, MIN_PADDING, TXN_FOOTER, TXN_HEADER,
 };
 
 /// Record markers.

@@ -247,7 +247,8 @@ impl TxnHeader {
     /// record's bounds and CRC.
     pub fn decode(b: &[u8], path: &Path, at: u64) -> Result<DecodedTxn> {
         let bad = |what: &str| Error::corrupted(path, at, format!("transaction record: {what}"));
-        let head: &[u8; TXN_HEADER] = b.get(..TXN_HEADER).and_then(|s| s.try_into().ok()).ok_or_else(|| bad("short"))?;
+        let head: &[u8; TXN_HEADER] =
+            b.get(..TXN_HEADER).and_then(|s| s.try_into().ok()).ok_or_else(|| bad("short"))?;
         let h = TxnHeader::from_bytes(head).ok_or_else(|| bad("bad marker"))?;
         let len = b.len();
         if h.len != len as u64
