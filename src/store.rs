@@ -238,6 +238,9 @@ impl Storage {
                 other => break other?,
             }
         };
+        for w in &opened.warnings {
+            log::warn!("{w}");
+        }
         let next_oid = opened.max_oid.map_or(1, |o| o.0.saturating_add(1)).max(1);
         let writer = Writer::new(&opened);
         let inner = Inner {

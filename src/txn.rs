@@ -106,6 +106,12 @@ impl Transaction {
         }
     }
 
+    /// Begin a transaction whose snapshot (and conflict check) is at `base`, an older
+    /// tid: it conflicts with anything committed after `base` on the oids it writes.
+    pub fn at(storage: &Storage, base: Tid) -> Transaction {
+        Transaction::new(storage.inner.clone(), base.min(storage.last_tid()))
+    }
+
     /// The snapshot this transaction reads and is checked against.
     pub fn base(&self) -> Tid {
         self.base

@@ -1,0 +1,153 @@
+//! `check`: verify every checksum, the chain, and every index against its data.
+//! With `repair`, first open for writing (which truncates a torn tail of the active
+//! segment and rebuilds lost indexes), then verify.
+
+use crate::error::Result;
+use crate::format::HEADER_SIZE;
+use crate::recovery::note_txn;
+use crate::segment::{Scanner, SealStats, SegmentFile, Step};
+use crate::store::{Options, Storage};
+use crate::types::{Oid, SegmentName, Tid};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// What `check` found.
+#[derive(Debug, Default)]
+pub struct CheckReport {
+    /// Problems: a non-empty list means the storage is damaged or needs `--repair`.
+    pub problems: Vec<String>,
+    /// What `--repair` did.
+    pub repaired: Vec<String>,
+    pub segments: usize,
+    pub transactions: u64,
+    pub records: u64,
+    pub bytes: u64,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}
+
+/// Verify the storage in `dir`. `progress(done, total)` is called with bytes scanned.
+pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u64, u64)) -> Result<CheckReport> {
+    let mut report = CheckReport::default();
+    if repair {
+        let s = Storage::open(dir, Options { read_only: false, ..opts.clone() })?;
+        report.repaired = s.open_warnings();
+    }
+    let s = match Storage::open(dir, Options { read_only: true, ..opts }) {
+        Ok(s) => s,
+        Err(e) => {
+            report.problems.push(format!("cannot open: {e}"));
+            return Ok(report);
+        }
+    };
+    for w in s.open_warnings() {
+        report.problems.push(format!("{w} (run `fs2 check --repair`)"));
+    }
+    let v = s.view();
+    // Oldest first: (segment, data end, index entries as the storage sees them).
+    let mut segs: Vec<(&SegmentFile, u64, Vec<(Oid, u64)>, Option<SealStats>)> = Vec::new();
+    for p in v.pasts.iter().rev() {
+        let mut entries = Vec::with_capacity(p.index.len() as usize);
+        for i in 0..p.index.len() {
+            match p.entry(i) {
+                Ok(e) => entries.push(e),
+                Err(e) => {
+                    report.problems.push(e.to_string());
+                    break;
+                }
+            }
+        }
+        let t = &p.trailer;
+        let stats = SealStats {
+            first_tid: t.first_tid,
+            last_tid: t.last_tid,
+            txn_count: t.txn_count,
+            record_count: t.record_count,
+        };
+        segs.push((&p.seg, p.data_end(), entries, Some(stats)));
+    }
+    if let Some(a) = &v.active {
+        segs.push((&a.seg, a.end, a.index.iter().map(|(o, e)| (*o, e.offset)).collect(), None));
+    }
+    let total: u64 = segs.iter().map(|s| s.1).sum();
+    let mut done = 0u64;
+    let mut last_tid = Tid::ZERO;
+    let mut prev_name: Option<SegmentName> = None;
+    report.segments = segs.len();
+    for (seg, end, entries, stats) in segs {
+        let path = seg.path.display().to_string();
+        if seg.header.prev.as_deref().map(Path::new).and_then(|p| p.file_name()).and_then(|n| n.to_str())
+            != prev_name.map(|n| n.file_name()).as_deref()
+        {
+            report.problems.push(format!("{path}: previous-segment reference does not name the previous segment"));
+        }
+        prev_name = Some(seg.header.name);
+        report.bytes += seg.len()?;
+        let mut sc = Scanner::new(seg, HEADER_SIZE as u64, end);
+        let mut newest: BTreeMap<Oid, u64> = BTreeMap::new();
+        let mut at: HashMap<u64, (Oid, Tid)> = HashMap::new();
+        let mut seen = SealStats::default();
+        loop {
+            progress(done + sc.pos, total);
+            match sc.next_step()? {
+                Step::Txn { offset, txn, .. } => {
+                    let tid = txn.header.tid;
+                    if tid <= last_tid {
+                        report.problems.push(format!("{path} at offset {offset}: tid {tid} does not increase"));
+                    }
+                    last_tid = tid;
+                    for (rel, h) in &txn.records {
+                        let off = offset + rel;
+                        let expect = newest.get(&h.oid).copied();
+                        let ok = match h.prev {
+                            0 | 1 => expect.is_none(),
+                            p => expect == Some(p) && at.get(&p).is_some_and(|(o, t)| *o == h.oid && *t < tid),
+                        };
+                        if !ok {
+                            report.problems.push(format!(
+                                "{path} at offset {off}: back-pointer {} of oid {} does not point at its previous record",
+                                h.prev, h.oid
+                            ));
+                        }
+                        newest.insert(h.oid, off);
+                        at.insert(off, (h.oid, tid));
+                    }
+                    note_txn(&mut seen, tid, txn.records.len());
+                }
+                Step::Skip => {}
+                Step::End | Step::Index => break,
+                Step::Invalid(why) => {
+                    report.problems.push(format!("{path} at offset {}: {why}", sc.pos));
+                    break;
+                }
+            }
+        }
+        done += end;
+        report.transactions += seen.txn_count;
+        report.records += seen.record_count;
+        let rebuilt: Vec<(Oid, u64)> = newest.into_iter().collect();
+        if rebuilt != entries {
+            let diff =
+                rebuilt.iter().zip(&entries).position(|(a, b)| a != b).unwrap_or(rebuilt.len().min(entries.len()));
+            report.problems.push(format!(
+                "{path}: the index does not match the data ({} entries in the index, {} in the data; first difference at entry {diff})",
+                entries.len(),
+                rebuilt.len()
+            ));
+        }
+        if let Some(st) = stats {
+            let same = st.txn_count == seen.txn_count
+                && st.record_count == seen.record_count
+                && (st.txn_count == 0 || (st.first_tid == seen.first_tid && st.last_tid == seen.last_tid));
+            if !same {
+                report.problems.push(format!("{path}: the trailer's counts or tid range do not match the data"));
+            }
+        }
+    }
+    progress(total, total);
+    Ok(report)
+}

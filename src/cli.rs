@@ -1,0 +1,438 @@
+//! The `fs2` command line: a thin clap layer over the engine.
+
+use clap::{Args, Parser, Subcommand};
+use filestorage2::check::check;
+use filestorage2::{Error, Oid, Options, SegmentState, Storage, Tid};
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const EXIT_CODES: &str = "Exit status: 0 success; 1 error; 2 bad usage; 3 no such object, revision or storage; \
+4 conflict or busy (retry); 5 damaged data found (see `fs2 check`).\nSet RUST_LOG=info (or debug) for more detail.";
+
+#[derive(Parser, Debug)]
+#[command(name = "fs2", version, about = "filestorage2: a ZODB object store made of a chain of segment files",
+          after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Create a new, empty storage in DIR.
+    Init {
+        dir: PathBuf,
+        /// Records never span a multiple of this many bytes (a multiple of 4096).
+        #[arg(long, default_value_t = 1 << 28)]
+        alignment: u64,
+    },
+    /// Show the chain of segments, their tid ranges, sizes and counts.
+    Info {
+        dir: PathBuf,
+        /// Skip counting live objects (which reads every index).
+        #[arg(long)]
+        no_count: bool,
+    },
+    /// Write an object's data to standard output.
+    Cat {
+        dir: PathBuf,
+        oid: Oid,
+        /// Show the object as of this tid (its newest revision with tid <= TID).
+        #[arg(long)]
+        at: Option<Tid>,
+    },
+    /// List every retained revision of an object, newest first.
+    History { dir: PathBuf, oid: Oid },
+    /// List live objects: oid, size, tid of the current revision.
+    Ls {
+        dir: PathBuf,
+        /// List the objects as of this tid.
+        #[arg(long)]
+        at: Option<Tid>,
+    },
+    /// Print the transaction log in human-readable form (like ZODB's fsdump).
+    Dump {
+        dir: PathBuf,
+        #[arg(long)]
+        from: Option<Tid>,
+        #[arg(long)]
+        to: Option<Tid>,
+    },
+    /// Commit one transaction offline: store OID=FILE pairs (FILE "-" is stdin; OID
+    /// "new" allocates a fresh oid) and delete --delete OIDs.
+    Commit(CommitArgs),
+    /// Seal the active segment and start a new one.
+    Rotate { dir: PathBuf },
+    /// Verify every checksum, the chain, and every index against its data.
+    Check {
+        dir: PathBuf,
+        /// Truncate a torn tail of the active segment and rebuild lost indexes first.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Build a demo storage with a few transactions (if DIR holds none) and show it.
+    Demo {
+        #[arg(default_value = "fs2-demo")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct CommitArgs {
+    dir: PathBuf,
+    /// OID=FILE pairs.
+    #[arg(value_name = "OID=FILE")]
+    stores: Vec<String>,
+    /// Delete this oid (repeatable).
+    #[arg(long = "delete", value_name = "OID")]
+    deletes: Vec<Oid>,
+    #[arg(long, default_value = "")]
+    user: String,
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Extension bytes, stored as given.
+    #[arg(long, default_value = "")]
+    extension: String,
+    /// Base the conflict check on this tid instead of the current one (for scripts that
+    /// read first and want to detect concurrent changes).
+    #[arg(long)]
+    base: Option<Tid>,
+}
+
+/// An error with the exit status it maps to.
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        let code = match &e {
+            Error::NotFound(_) => 3,
+            Error::Conflict { .. } | Error::Busy(_) => 4,
+            Error::Corrupted { .. } | Error::Checksum { .. } => 5,
+            _ => 1,
+        };
+        Failure { code, message: e.to_string() }
+    }
+}
+
+fn fail(code: i32, message: impl Into<String>) -> Failure {
+    Failure { code, message: message.into() }
+}
+
+fn open_ro(dir: &Path) -> Result<Storage, Failure> {
+    Ok(Storage::open(dir, Options::read_only())?)
+}
+
+/// Progress on stderr for long work, only when stderr is a terminal.
+struct Progress {
+    what: &'static str,
+    last: Instant,
+    shown: bool,
+    tty: bool,
+}
+
+impl Progress {
+    fn new(what: &'static str) -> Progress {
+        Progress { what, last: Instant::now(), shown: false, tty: std::io::stderr().is_terminal() }
+    }
+    fn update(&mut self, done: u64, total: u64) {
+        if !self.tty || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        self.shown = true;
+        let pct = if total == 0 { 100.0 } else { done as f64 * 100.0 / total as f64 };
+        eprint!("\r{}: {pct:5.1}% ({} of {})", self.what, human(done), human(total));
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        if self.shown {
+            eprint!("\r\x1b[K");
+        }
+    }
+}
+
+pub fn human(n: u64) -> String {
+    let units = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i + 1 < units.len() {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[i])
+    }
+}
+
+/// Bytes as a Python-like literal: printable ASCII as is, the rest escaped.
+fn escape(b: &[u8]) -> String {
+    b.escape_ascii().to_string().replace('\'', "\\'")
+}
+
+fn tid_or_none(t: Option<Tid>) -> String {
+    t.map_or("-".into(), |t| t.to_string())
+}
+
+pub fn run(cli: Cli) -> Result<(), Failure> {
+    let out = std::io::stdout();
+    let mut out = out.lock();
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    match cli.cmd {
+        Cmd::Init { dir, alignment } => {
+            let s = Storage::create(&dir, Options { alignment, ..Options::default() })?;
+            w(writeln!(out, "created storage {} (active segment {})", dir.display(), s.segments()?[0].name))?;
+        }
+        Cmd::Info { dir, no_count } => info(&mut out, &dir, !no_count)?,
+        Cmd::Cat { dir, oid, at } => {
+            let s = open_ro(&dir)?;
+            let found = s.load_at(oid, at.unwrap_or(Tid::MAX))?;
+            match found {
+                Some((_, data)) => w(out.write_all(&data))?,
+                None => {
+                    let when = at.map_or(String::new(), |t| format!(" as of {t}"));
+                    let why =
+                        if s.current_tid(oid)?.is_some() { "was deleted or did not exist" } else { "does not exist" };
+                    return Err(fail(3, format!("oid {oid} {why}{when}; `fs2 history` lists its revisions")));
+                }
+            }
+        }
+        Cmd::History { dir, oid } => {
+            let s = open_ro(&dir)?;
+            let h = s.history(oid)?;
+            if h.is_empty() {
+                return Err(fail(3, format!("oid {oid} has no retained revisions")));
+            }
+            for r in h {
+                let size = if r.deleted { "deleted".to_string() } else { r.size.to_string() };
+                w(writeln!(out, "{}  {}  {size:>10}  {}", r.tid, r.tid.iso8601(), r.segment))?;
+            }
+        }
+        Cmd::Ls { dir, at } => {
+            let s = open_ro(&dir)?;
+            let at = at.unwrap_or(Tid::MAX);
+            let mut start = Oid(0);
+            loop {
+                let chunk = s.list(start, at, 4096)?;
+                for o in &chunk {
+                    w(writeln!(out, "{}  {:>10}  {}", o.oid, o.size, o.tid))?;
+                }
+                match chunk.last() {
+                    Some(l) if l.oid.0 < u64::MAX && chunk.len() == 4096 => start = Oid(l.oid.0 + 1),
+                    _ => break,
+                }
+            }
+        }
+        Cmd::Dump { dir, from, to } => dump(&mut out, &dir, from, to)?,
+        Cmd::Commit(a) => commit(&mut out, a)?,
+        Cmd::Rotate { dir } => {
+            let s = Storage::open(&dir, Options::default())?;
+            let name = s.rotate()?;
+            w(writeln!(out, "sealed the active segment; new active segment {name}"))?;
+        }
+        Cmd::Check { dir, repair } => {
+            let mut p = Progress::new("check");
+            let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))?;
+            drop(p);
+            for x in &r.repaired {
+                w(writeln!(out, "repaired: {x}"))?;
+            }
+            w(writeln!(
+                out,
+                "checked {} segments, {} transactions, {} records, {}",
+                r.segments,
+                r.transactions,
+                r.records,
+                human(r.bytes)
+            ))?;
+            for x in &r.problems {
+                w(writeln!(out, "PROBLEM: {x}"))?;
+            }
+            if !r.ok() {
+                return Err(fail(5, format!("{} problem(s) found in {}", r.problems.len(), dir.display())));
+            }
+            w(writeln!(out, "ok"))?;
+        }
+        Cmd::Demo { dir } => demo(&mut out, &dir)?,
+    }
+    Ok(())
+}
+
+fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
+    let s = open_ro(dir)?;
+    let segs = s.segments()?;
+    let st = s.stats()?;
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    w(writeln!(out, "storage:      {}", dir.display()))?;
+    w(writeln!(
+        out,
+        "last tid:     {} ({})",
+        st.last_tid,
+        if st.last_tid == Tid::ZERO { "empty".into() } else { st.last_tid.iso8601() }
+    ))?;
+    w(writeln!(out, "max oid:      {}", st.max_oid.map_or("-".into(), |o| o.to_string())))?;
+    if count {
+        w(writeln!(out, "objects:      {}", s.count_objects()?))?;
+    }
+    w(writeln!(out, "transactions: {}", st.transactions))?;
+    w(writeln!(out, "records:      {}", st.records))?;
+    w(writeln!(out, "bytes:        {} ({})", st.bytes, human(st.bytes)))?;
+    w(writeln!(out, "segments:     {} (oldest first)", segs.len()))?;
+    w(writeln!(
+        out,
+        "  {:<18} {:<6} {:<16} {:<16} {:>8} {:>9} {:>12}  {}",
+        "name", "state", "first tid", "last tid", "txns", "records", "bytes", "path"
+    ))?;
+    for g in segs {
+        w(writeln!(
+            out,
+            "  {:<18} {:<6} {:<16} {:<16} {:>8} {:>9} {:>12}  {}",
+            g.name.to_string(),
+            if g.state == SegmentState::Active { "active" } else { "past" },
+            tid_or_none(g.first_tid),
+            tid_or_none(g.last_tid),
+            g.transactions,
+            g.records,
+            g.bytes,
+            g.path.display()
+        ))?;
+    }
+    Ok(())
+}
+
+fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Option<Tid>) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = open_ro(dir)?;
+    let total: u64 = s.segments()?.iter().map(|g| g.data_end).sum();
+    let mut done = 0;
+    let mut p = Progress::new("dump");
+    for (i, t) in s.transactions(from.unwrap_or(Tid::ZERO), to.unwrap_or(Tid::MAX)).enumerate() {
+        let t = t?;
+        done += t.records.iter().map(|r| 48 + r.1.as_ref().map_or(0, |d| d.len() as u64)).sum::<u64>();
+        p.update(done, total);
+        w(writeln!(
+            out,
+            "Trans #{i:05} tid={} time={} segment={} offset={}",
+            t.tid,
+            t.tid.iso8601(),
+            t.segment,
+            t.offset
+        ))?;
+        let ext = if t.meta.extension.is_empty() {
+            String::new()
+        } else {
+            format!(" extension='{}'", escape(&t.meta.extension))
+        };
+        w(writeln!(out, "    user='{}' description='{}'{ext}", escape(&t.meta.user), escape(&t.meta.description)))?;
+        for (j, (oid, data)) in t.records.iter().enumerate() {
+            match data {
+                Some(d) => w(writeln!(out, "  data #{j:05} oid={oid} size={}", d.len()))?,
+                None => w(writeln!(out, "  data #{j:05} oid={oid} deleted"))?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn commit(out: &mut impl Write, a: CommitArgs) -> Result<(), Failure> {
+    if a.stores.is_empty() && a.deletes.is_empty() {
+        return Err(fail(2, "nothing to commit: give OID=FILE pairs and/or --delete OID"));
+    }
+    // Read every input before touching the storage: bad input changes nothing.
+    let mut stores = Vec::new();
+    for pair in &a.stores {
+        let (oid, file) =
+            pair.split_once('=').ok_or_else(|| fail(2, format!("{pair:?}: expected OID=FILE (or new=FILE)")))?;
+        let oid = if oid == "new" { None } else { Some(oid.parse::<Oid>().map_err(|e| fail(2, e.to_string()))?) };
+        let data = if file == "-" {
+            let mut d = Vec::new();
+            std::io::stdin().read_to_end(&mut d).map_err(|e| fail(1, format!("reading stdin: {e}")))?;
+            d
+        } else {
+            std::fs::read(file).map_err(|e| fail(1, format!("reading {file}: {e}")))?
+        };
+        stores.push((oid, data));
+    }
+    let s = Storage::open(&a.dir, Options::default())?;
+    let mut t = s.begin();
+    if let Some(b) = a.base {
+        if b > s.last_tid() {
+            return Err(fail(2, format!("--base {b} is newer than the last transaction {}", s.last_tid())));
+        }
+        t = filestorage2::Transaction::at(&s, b);
+    }
+    t.set_user(a.user.as_bytes());
+    t.set_description(a.description.as_bytes());
+    t.set_extension(a.extension.as_bytes());
+    let mut allocated = Vec::new();
+    for (oid, data) in &stores {
+        let oid = oid.unwrap_or_else(|| {
+            let o = s.new_oid();
+            allocated.push(o);
+            o
+        });
+        t.store(oid, data)?;
+    }
+    for oid in &a.deletes {
+        t.delete(*oid)?;
+    }
+    let tid = t.commit()?;
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    for o in allocated {
+        w(writeln!(out, "new oid {o}"))?;
+    }
+    w(writeln!(out, "committed {tid}"))?;
+    Ok(())
+}
+
+fn demo(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let fresh = !dir.exists() || std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if fresh {
+        let s = Storage::create(dir, Options::default())?;
+        let mut t = s.begin();
+        t.set_user(b"demo");
+        t.set_description(b"initial objects");
+        t.store(Oid(0), b"root: {'greeting': <oid 1>, 'counter': <oid 2>}")?;
+        t.store(Oid(1), b"hello, world\n")?;
+        t.store(Oid(2), b"0")?;
+        t.commit()?;
+        for i in 1..=3 {
+            let mut t = s.begin();
+            t.set_user(b"demo");
+            t.set_description(format!("increment counter to {i}").as_bytes());
+            t.store(Oid(2), i.to_string().as_bytes())?;
+            t.commit()?;
+        }
+        s.rotate()?;
+        let mut t = s.begin();
+        t.set_user(b"gc");
+        t.set_description(b"external garbage collector: delete unreachable oid 3");
+        t.store(Oid(3), b"garbage")?;
+        t.commit()?;
+        let mut t = s.begin();
+        t.set_user(b"gc");
+        t.delete(Oid(3))?;
+        t.commit()?;
+        w(writeln!(out, "created demo storage {} with 6 transactions in 2 segments\n", dir.display()))?;
+    }
+    w(writeln!(out, "$ fs2 info {}", dir.display()))?;
+    info(out, dir, true)?;
+    w(writeln!(out, "\n$ fs2 dump {}", dir.display()))?;
+    dump(out, dir, None, None)?;
+    let d = dir.display();
+    w(writeln!(
+        out,
+        "\nTry:\n  fs2 ls {d}\n  fs2 cat {d} 0000000000000001\n  fs2 history {d} 0000000000000002\n  \
+         echo new > /tmp/x && fs2 commit {d} 0000000000000001=/tmp/x --user me\n  fs2 check {d}\n\
+         (fs2 is target/release/fs2; or use `cargo run --release -- <command>`)"
+    ))?;
+    Ok(())
+}
