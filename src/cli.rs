@@ -371,14 +371,17 @@ fn commit(out: &mut impl Write, a: CommitArgs) -> Result<(), Failure> {
     t.set_user(a.user.as_bytes());
     t.set_description(a.description.as_bytes());
     t.set_extension(a.extension.as_bytes());
-    let mut allocated = Vec::new();
+    // Chosen oids first, so that "new" never allocates one of them.
     for (oid, data) in &stores {
-        let oid = oid.unwrap_or_else(|| {
-            let o = s.new_oid();
-            allocated.push(o);
-            o
-        });
-        t.store(oid, data)?;
+        if let Some(oid) = oid {
+            t.store(*oid, data)?;
+        }
+    }
+    let mut allocated = Vec::new();
+    for (_, data) in stores.iter().filter(|(oid, _)| oid.is_none()) {
+        let o = s.new_oid();
+        allocated.push(o);
+        t.store(o, data)?;
     }
     for oid in &a.deletes {
         t.delete(*oid)?;

@@ -128,6 +128,8 @@ impl Transaction {
     /// for conflicts at commit).
     pub fn store(&mut self, oid: Oid, data: &[u8]) -> Result<()> {
         self.open()?;
+        // A client-chosen oid is never handed out by `new_oid` afterwards.
+        self.inner.next_oid.fetch_max(oid.0.saturating_add(1), Ordering::Relaxed);
         self.writes.insert(oid, Some(data.to_vec()));
         Ok(())
     }

@@ -1,0 +1,139 @@
+//! CLI tests: the real `fs2` binary, its output and exit codes.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn fs2(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fs2")).args(args).env("RUST_LOG", "warn").output().expect("run fs2")
+}
+
+fn ok(args: &[&str]) -> String {
+    let o = fs2(args);
+    assert!(o.status.success(), "fs2 {args:?} failed: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn code(args: &[&str]) -> (i32, String) {
+    let o = fs2(args);
+    (o.status.code().unwrap(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "fs2"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn offline_workflow() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    assert!(ok(&["init", d]).contains("seg-000001"));
+    let f1 = t.path().join("a");
+    std::fs::write(&f1, b"alpha").unwrap();
+    let f2 = t.path().join("b");
+    std::fs::write(&f2, b"").unwrap();
+    let pair = |oid: &str, f: &Path| format!("{oid}={}", f.display());
+    let out = ok(&["commit", d, &pair("0000000000000001", &f1), &pair("new", &f2), "--user", "me", "--description", "first"]);
+    assert!(out.contains("new oid 0000000000000002"), "{out}");
+    let tid1 = out.lines().last().unwrap().strip_prefix("committed ").unwrap().to_string();
+    assert_eq!(ok(&["cat", d, "0000000000000001"]), "alpha");
+    assert_eq!(ok(&["cat", d, "0000000000000002"]), "", "empty objects are objects");
+    std::fs::write(&f1, b"beta").unwrap();
+    ok(&["rotate", d]);
+    let out = ok(&["commit", d, &pair("0000000000000001", &f1), "--delete", "0000000000000002"]);
+    let tid2 = out.trim().strip_prefix("committed ").unwrap().to_string();
+    assert_eq!(ok(&["cat", d, "0000000000000001"]), "beta");
+    assert_eq!(ok(&["cat", d, "0000000000000001", "--at", &tid1]), "alpha");
+    assert_eq!(code(&["cat", d, "0000000000000002"]).0, 3);
+    let h = ok(&["history", d, "0000000000000002"]);
+    assert!(h.lines().next().unwrap().starts_with(&tid2) && h.contains("deleted"), "{h}");
+    let ls = ok(&["ls", d]);
+    assert_eq!(ls.lines().count(), 1, "{ls}");
+    assert!(ls.starts_with("0000000000000001"));
+    assert_eq!(ok(&["ls", d, "--at", &tid1]).lines().count(), 2);
+    let dump = ok(&["dump", d]);
+    assert!(dump.contains("user='me' description='first'") && dump.contains("oid=0000000000000002 deleted"), "{dump}");
+    assert_eq!(ok(&["dump", d, "--from", &tid2]).matches("Trans #").count(), 1);
+    let info = ok(&["info", d]);
+    assert!(info.contains("objects:      1") && info.contains("seg-000001") && info.contains("past"), "{info}");
+    assert!(ok(&["check", d]).contains("ok"));
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("db");
+    let d = d.to_str().unwrap();
+    ok(&["init", d]);
+    let before: Vec<_> = segment_files(Path::new(d)).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(code(&["cat", d, "1"]).0, 2, "non-canonical oid spelling");
+    assert_eq!(code(&["cat", d, "000000000000000G"]).0, 2);
+    let (c, err) = code(&["commit", d, "0000000000000001=/no/such/file"]);
+    assert_eq!(c, 1);
+    assert!(err.contains("/no/such/file"), "{err}");
+    assert_eq!(code(&["commit", d, "garbage"]).0, 2);
+    assert_eq!(code(&["commit", d]).0, 2);
+    assert_eq!(code(&["init", d]).0, 1, "init refuses an existing storage");
+    let (c, err) = code(&["info", "/nonexistent/storage"]);
+    assert_eq!(c, 3);
+    assert!(err.contains("fs2 init"), "{err}");
+    let after: Vec<_> = segment_files(Path::new(d)).iter().map(|p| std::fs::read(p).unwrap()).collect();
+    assert_eq!(before, after);
+    assert_eq!(code(&["--help"]).0, 0);
+    assert!(ok(&["commit", "--help"]).contains("OID=FILE"));
+}
+
+#[test]
+fn stale_base_conflicts() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("db");
+    let d = d.to_str().unwrap();
+    ok(&["init", d]);
+    let f = t.path().join("x");
+    std::fs::write(&f, b"1").unwrap();
+    let p = format!("0000000000000007={}", f.display());
+    let tid1 = ok(&["commit", d, &p]).trim().strip_prefix("committed ").unwrap().to_string();
+    ok(&["commit", d, &p]);
+    let (c, err) = code(&["commit", d, &p, "--base", &tid1]);
+    assert_eq!(c, 4, "{err}");
+    assert!(err.contains("conflict on oid 0000000000000007"), "{err}");
+}
+
+#[test]
+fn check_finds_damage_and_repair_fixes_a_torn_tail() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    ok(&["init", d]);
+    let f = t.path().join("x");
+    std::fs::write(&f, b"payload").unwrap();
+    for _ in 0..3 {
+        ok(&["commit", d, &format!("0000000000000001={}", f.display())]);
+    }
+    let active = segment_files(&dir).pop().unwrap();
+    let good = std::fs::read(&active).unwrap();
+
+    // A torn tail: half a transaction appended.
+    let mut torn = good.clone();
+    torn.extend_from_slice(&good[4096..4096 + 60]);
+    std::fs::write(&active, &torn).unwrap();
+    let (c, _) = code(&["check", d]);
+    assert_eq!(c, 5, "check reports the torn tail");
+    assert_eq!(std::fs::read(&active).unwrap(), torn, "check without --repair changes nothing");
+    let out = ok(&["check", d, "--repair"]);
+    assert!(out.contains("repaired:") && out.contains("ok"), "{out}");
+    assert_eq!(std::fs::read(&active).unwrap(), good);
+
+    // A flipped byte inside committed data: detected, never returned.
+    let mut bad = good.clone();
+    bad[4096 + 100] ^= 0x20;
+    std::fs::write(&active, &bad).unwrap();
+    assert_eq!(code(&["check", d]).0, 5);
+    assert_ne!(code(&["cat", d, "0000000000000001"]).0, 0);
+}
