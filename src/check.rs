@@ -48,8 +48,9 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         report.problems.push(format!("{w} (run `fs2 check --repair`)"));
     }
     let v = s.view();
-    // Oldest first: (segment, data end, index entries as the storage sees them).
-    let mut segs: Vec<(&SegmentFile, u64, Vec<(Oid, u64)>, Option<SealStats>)> = Vec::new();
+    // Oldest first: (segment, data end, index entries as the storage sees them, trailer).
+    type ToCheck<'a> = (&'a SegmentFile, u64, Vec<(Oid, u64)>, Option<SealStats>);
+    let mut segs: Vec<ToCheck<'_>> = Vec::new();
     for p in v.pasts.iter().rev() {
         let mut entries = Vec::with_capacity(p.index.len() as usize);
         for i in 0..p.index.len() {

@@ -287,8 +287,8 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
     w(writeln!(out, "segments:     {} (oldest first)", segs.len()))?;
     w(writeln!(
         out,
-        "  {:<18} {:<6} {:<16} {:<16} {:>8} {:>9} {:>12}  {}",
-        "name", "state", "first tid", "last tid", "txns", "records", "bytes", "path"
+        "  {:<18} {:<6} {:<16} {:<16} {:>8} {:>9} {:>12}  path",
+        "name", "state", "first tid", "last tid", "txns", "records", "bytes"
     ))?;
     for g in segs {
         w(writeln!(

@@ -126,10 +126,10 @@ pub(crate) fn read_record<'a>(
 /// least `MIN_PADDING` (the smallest padding record), keeping the rule satisfiable.
 pub(crate) fn place(pos: u64, len: u64, align: u64) -> (u64, u64) {
     let boundary = |p: u64| (p / align + 1) * align;
-    let pad = if pos % align != 0 && pos + len > boundary(pos) { boundary(pos) - pos } else { 0 };
+    let pad = if !pos.is_multiple_of(align) && pos + len > boundary(pos) { boundary(pos) - pos } else { 0 };
     let start = pos + pad;
     let end = start + len;
-    let gap = if end % align == 0 { 0 } else { boundary(end) - end };
+    let gap = if end.is_multiple_of(align) { 0 } else { boundary(end) - end };
     let extra = if gap > 0 && gap < MIN_PADDING { gap } else { 0 };
     (pad, len + extra)
 }
@@ -200,7 +200,7 @@ impl Scanner {
         if marker != MARK_TXN && marker != MARK_PAD {
             return Ok(Step::Invalid(format!("no record marker at offset {pos}")));
         }
-        if len < MIN_PADDING || len % 8 != 0 || pos.checked_add(len).is_none_or(|e| e > self.end) {
+        if len < MIN_PADDING || !len.is_multiple_of(8) || pos.checked_add(len).is_none_or(|e| e > self.end) {
             return Ok(Step::Invalid(format!("record at offset {pos} has a bad length or runs past the end")));
         }
         let Some(tail) = self.bytes(pos + len - 8, 8)? else { unreachable!("checked above") };

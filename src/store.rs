@@ -194,7 +194,7 @@ impl Storage {
             return Err(Error::invalid(format!("{} already holds a storage; open it instead", dir.display())));
         }
         let alignment = opts.alignment;
-        if alignment < HEADER_SIZE as u64 || alignment % HEADER_SIZE as u64 != 0 {
+        if alignment < HEADER_SIZE as u64 || !alignment.is_multiple_of(HEADER_SIZE as u64) {
             return Err(Error::invalid(format!("alignment must be a multiple of {HEADER_SIZE}")));
         }
         let header = Header {

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 /// An open file: positional reads and writes, no shared cursor.
+#[allow(clippy::len_without_is_empty)] // a file length, not a collection
 pub trait VFile: Send + Sync {
     /// Fill `buf` from `off`; `UnexpectedEof` if the file is shorter.
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;

@@ -126,7 +126,7 @@ impl Header {
             return Err(Error::corrupted(path, O_FIRST as u64, "bad segment sequence numbers"));
         }
         let alignment = le64(b, O_ALIGN);
-        if alignment < HEADER_SIZE as u64 || alignment % HEADER_SIZE as u64 != 0 {
+        if alignment < HEADER_SIZE as u64 || !alignment.is_multiple_of(HEADER_SIZE as u64) {
             return Err(Error::corrupted(path, O_ALIGN as u64, format!("bad alignment {alignment}")));
         }
         let mut best: Option<(u64, Option<String>)> = None;

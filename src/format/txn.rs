@@ -179,7 +179,7 @@ pub fn encode_txn(
     meta: &TxnMeta,
     records: &[RecordToWrite<'_>],
 ) -> Vec<u64> {
-    debug_assert!(len >= encoded_txn_len(meta, records) && len % 8 == 0);
+    debug_assert!(len >= encoded_txn_len(meta, records) && len.is_multiple_of(8));
     let start = out.len();
     let mut h = [0u8; TXN_HEADER];
     put(&mut h, 0, &MARK_PAD);
@@ -225,7 +225,7 @@ pub fn encode_txn(
 /// The bytes of a padding record of length `len` that must be written: its marker and
 /// length, and its trailing length. The bytes between are never read.
 pub fn encode_padding(len: u64) -> ([u8; 12], [u8; 8]) {
-    debug_assert!(len >= MIN_PADDING && len % 8 == 0);
+    debug_assert!(len >= MIN_PADDING && len.is_multiple_of(8));
     let mut head = [0u8; 12];
     put(&mut head, 0, &MARK_PAD);
     put(&mut head, 4, &len.to_le_bytes());
@@ -252,7 +252,7 @@ impl TxnHeader {
         let h = TxnHeader::from_bytes(head).ok_or_else(|| bad("bad marker"))?;
         let len = b.len();
         if h.len != len as u64
-            || len % 8 != 0
+            || !len.is_multiple_of(8)
             || len < TXN_HEADER + TXN_FOOTER
             || le64(b, len - 8) != h.len
             || le32(b, len - 12) != 0
