@@ -403,7 +403,7 @@ fn demo(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
         let mut t = s.begin();
         t.set_user(b"demo");
         t.set_description(b"initial objects");
-        t.store(Oid(0), b"root: {'greeting': <oid 1>, 'counter': <oid 2>}")?;
+        t.store(Oid(0), b"root: {'greeting': <oid 0000000000000001>, 'counter': <oid 0000000000000002>}")?;
         t.store(Oid(1), b"hello, world\n")?;
         t.store(Oid(2), b"0")?;
         t.commit()?;

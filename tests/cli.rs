@@ -39,7 +39,8 @@ fn offline_workflow() {
     let f2 = t.path().join("b");
     std::fs::write(&f2, b"").unwrap();
     let pair = |oid: &str, f: &Path| format!("{oid}={}", f.display());
-    let out = ok(&["commit", d, &pair("0000000000000001", &f1), &pair("new", &f2), "--user", "me", "--description", "first"]);
+    let out =
+        ok(&["commit", d, &pair("0000000000000001", &f1), &pair("new", &f2), "--user", "me", "--description", "first"]);
     assert!(out.contains("new oid 0000000000000002"), "{out}");
     let tid1 = out.lines().last().unwrap().strip_prefix("committed ").unwrap().to_string();
     assert_eq!(ok(&["cat", d, "0000000000000001"]), "alpha");
@@ -136,4 +137,30 @@ fn check_finds_damage_and_repair_fixes_a_torn_tail() {
     std::fs::write(&active, &bad).unwrap();
     assert_eq!(code(&["check", d]).0, 5);
     assert_ne!(code(&["cat", d, "0000000000000001"]).0, 0);
+}
+
+#[test]
+fn contrib_offline_gc_deletes_only_unreachable_objects() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("db");
+    let d = d.to_str().unwrap();
+    ok(&["demo", d]);
+    let orphan = t.path().join("o");
+    std::fs::write(&orphan, b"nobody points here").unwrap();
+    ok(&["commit", d, &format!("0000000000000009={}", orphan.display())]);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/offline-gc.sh");
+    let run = |extra: &[&str]| {
+        let o =
+            Command::new("bash").arg(script).arg(d).args(extra).env("FS2", env!("CARGO_BIN_EXE_fs2")).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    assert!(run(&["--dry-run"]).contains("0000000000000009"));
+    assert_eq!(ok(&["ls", d]).lines().count(), 4, "dry run deletes nothing");
+    assert!(run(&[]).contains("garbage: 1 objects"));
+    let ls = ok(&["ls", d]);
+    let oids: Vec<&str> = ls.lines().map(|l| &l[..16]).collect();
+    assert_eq!(oids, ["0000000000000000", "0000000000000001", "0000000000000002"]);
+    assert!(ok(&["history", d, "0000000000000009"]).contains("deleted"));
+    assert!(run(&[]).contains("no garbage"));
 }
