@@ -14,6 +14,7 @@ use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE};
 use crate::segment::{read_trailer, seal, PastSegment, Scanner, SealStats, SegmentFile, Step};
 use crate::store::{Active, Entry, Options, View};
 use crate::types::{Oid, SegmentName, Tid};
+use crate::vfs::Vfs;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -51,6 +52,9 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             vfs.remove(&p).map_err(|e| Error::io(&p, "remove unfinished", e))?;
             warnings.push(format!("{}: removed an unfinished new segment", p.display()));
         }
+        // A name seen here may not be durable yet (a crash or a failed sync between a
+        // rename and its directory sync): make it durable before commits go into it.
+        vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
     }
     let in_dir: Vec<SegmentName> = names.iter().filter_map(|n| SegmentName::from_file_name(n)).collect();
     let head = in_dir.iter().max_by_key(|n| (n.last, n.first)).ok_or_else(|| {
@@ -103,17 +107,20 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         };
         let made = if writable {
             warnings.push(format!("{}: finished an interrupted rotation", head.path.display()));
+            // The seal may not have reached the disk: make the segment durable before the
+            // chain goes on without it (a past segment is never truncated again).
+            head.file.sync().map_err(|e| Error::io(&head.path, "sync", e))?;
             Some(SegmentFile::create(vfs, dir, next)?)
         } else {
             None
         };
         sealed_head = Some(head);
         match made {
-            Some(seg) => Some(scan_active(seg, writable, &mut warnings)?),
+            Some(seg) => Some(scan_active(vfs, seg, writable, &mut warnings)?),
             None => None,
         }
     } else {
-        Some(scan_active(head, writable, &mut warnings)?)
+        Some(scan_active(vfs, head, writable, &mut warnings)?)
     };
 
     let mut pasts = Vec::new();
@@ -142,7 +149,12 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
 }
 
 /// Scan the active segment: rebuild its index, drop an unfinished tail (when writable).
-pub(crate) fn scan_active(seg: SegmentFile, writable: bool, warnings: &mut Vec<String>) -> Result<Active> {
+pub(crate) fn scan_active(
+    vfs: &dyn Vfs,
+    seg: SegmentFile,
+    writable: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Active> {
     let len = seg.len()?;
     let mut sc = Scanner::new(&seg, HEADER_SIZE as u64, len);
     let mut index = BTreeMap::new();
@@ -170,7 +182,7 @@ pub(crate) fn scan_active(seg: SegmentFile, writable: bool, warnings: &mut Vec<S
                         at,
                         format!(
                             "{why}; the transaction at offset {p} was written after this data was durable, \
-                             so this is damage, not an unfinished write (nothing was dropped; run `fs2 check`)"
+                             so this is damage, not an unfinished write; nothing was dropped"
                         ),
                     ));
                 }
@@ -181,12 +193,14 @@ pub(crate) fn scan_active(seg: SegmentFile, writable: bool, warnings: &mut Vec<S
     let end = sc.pos;
     if let Some(why) = why {
         if writable {
+            // A torn write and a damaged last transaction look alike: keep the bytes.
+            let kept = keep_tail(vfs, &seg, end, len)?;
             seg.file.set_len(end).map_err(|e| Error::io(&seg.path, "truncate", e))?;
-            seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
             warnings.push(format!(
-                "{}: dropped an unfinished tail of {} bytes at offset {end} ({why})",
+                "{}: dropped an unfinished tail of {} bytes at offset {end} ({why}); the bytes are kept in {}",
                 seg.path.display(),
-                len - end
+                len - end,
+                kept.display()
             ));
         } else {
             warnings.push(format!(
@@ -196,7 +210,27 @@ pub(crate) fn scan_active(seg: SegmentFile, writable: bool, warnings: &mut Vec<S
             ));
         }
     }
+    if writable {
+        // What the scan kept may not be durable yet (a process that died before its sync,
+        // or bulk commits without `Storage::sync`), and new commits will record it as
+        // durable (`durable_end`): sync it, with the truncation if there was one.
+        seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
+    }
     Ok(Active { seg: Arc::new(seg), index, end, stats })
+}
+
+/// Copy `[end, len)` of `seg` to `<segment>.dropped-<end>` beside it, durably.
+fn keep_tail(vfs: &dyn Vfs, seg: &SegmentFile, end: u64, len: u64) -> Result<PathBuf> {
+    let path = PathBuf::from(format!("{}.dropped-{end}", seg.path.display()));
+    let bytes = seg.read(end, (len - end) as usize)?;
+    let _ = vfs.remove(&path);
+    let f = vfs.create_new(&path).map_err(|e| Error::io(&path, "create", e))?;
+    f.write_all_at(&bytes, 0).map_err(|e| Error::io(&path, "write", e))?;
+    f.sync().map_err(|e| Error::io(&path, "sync", e))?;
+    if let Some(dir) = path.parent() {
+        vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+    }
+    Ok(path)
 }
 
 pub(crate) fn note_txn(stats: &mut SealStats, tid: Tid, records: usize) {

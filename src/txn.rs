@@ -425,7 +425,12 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
         }
         w.last_tid = inner.view.read().unwrap().last_tid.max(written.last().map_or(Tid::ZERO, |x| x.1.tid));
         for (i, _) in &written {
-            answer(&batch[*i], Err(Error::io(&seg.path, "commit to", std::io::Error::new(e.kind(), e.to_string()))));
+            // One copy per transaction of the batch; keep the OS error number (ENOSPC, EIO).
+            let copy = match e.raw_os_error() {
+                Some(n) => std::io::Error::from_raw_os_error(n),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            };
+            answer(&batch[*i], Err(Error::io(&seg.path, "commit to", copy)));
         }
         return Vec::new();
     }

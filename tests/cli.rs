@@ -130,6 +130,8 @@ fn check_finds_damage_and_repair_fixes_a_torn_tail() {
     let out = ok(&["check", d, "--repair"]);
     assert!(out.contains("repaired:") && out.contains("ok"), "{out}");
     assert_eq!(std::fs::read(&active).unwrap(), good);
+    let kept = std::path::PathBuf::from(format!("{}.dropped-{}", active.display(), good.len()));
+    assert_eq!(std::fs::read(&kept).unwrap(), &good[4096..4096 + 60], "the dropped bytes are kept");
 
     // A flipped byte inside committed data: detected, never returned.
     let mut bad = good.clone();

@@ -1,0 +1,1529 @@
+//! Crash and fault tests (STYLE.md test pyramid item 4; TARGETS.md R1, R3, R4, R5 for
+//! rotation, R6).
+//!
+//! - `crash_at_every_sync_point_*`: a workload of one-step commits, two-phase commits,
+//!   aborts after vote, explicit and automatic rotations runs on the simulated disk and
+//!   is cut at every sync point; the disk a power cut leaves (durable only, all written,
+//!   torn sectors) must open to a prefix of the attempted transactions that holds every
+//!   acknowledged one, take new commits, and open the same way twice.
+//! - `truncation_at_every_byte_*`: the active segment cut at every byte of its last
+//!   transaction (and of a voted, unfinished one) opens to the state before it.
+//! - `flipped_bytes_*`: every byte of every segment file xor-ed; open and read
+//!   everything: an error or the right data, never wrong bytes, never a panic.
+//! - `enospc_*` / `eio_*`: a failing `write` or `sync` under the engine (a wrapper `Vfs`):
+//!   a clear error, nothing committed lost, writes resume (after a reopen for EIO).
+//! - `reopen_after_*`: what recovery keeps (names, unsynced tails, an unsynced seal) is
+//!   made durable before new commits build on it.
+//!
+//! `cargo test --test crash -- --nocapture` prints how the damaged copies fared.
+//!
+//! Every transaction writes values that name it (`txn7/oid3/...`), so a visible state is
+//! checked against a model: the exact transactions, in order, with exactly their data.
+
+use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
+use filestorage2::{Error, Oid, Options, SegmentState, Storage, Tid, Transaction, TxnRecord};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+// ---------------------------------------------------------------------------------------
+// The model: transactions whose values name them, and what every read must answer.
+
+type Writes = BTreeMap<u64, Option<Vec<u8>>>;
+
+/// One staged write: a store of a value naming the transaction plus `n` filler bytes, an
+/// empty object, or a deletion.
+#[derive(Clone, Copy)]
+enum W {
+    S(usize),
+    E,
+    D,
+}
+
+#[derive(Clone, Debug)]
+struct Txn {
+    user: Vec<u8>,
+    desc: Vec<u8>,
+    ext: Vec<u8>,
+    writes: Writes,
+}
+
+/// Committed transactions, oldest first.
+type Model = Vec<(Tid, Txn)>;
+
+fn value(label: usize, oid: u64, extra: usize) -> Vec<u8> {
+    let mut v = format!("txn{label}/oid{oid}/").into_bytes();
+    v.extend((0..extra).map(|i| b'a' + ((i * 7 + label + oid as usize) % 26) as u8));
+    v
+}
+
+fn txn(label: usize, ws: &[(u64, W)]) -> Txn {
+    let writes = ws
+        .iter()
+        .map(|&(oid, w)| {
+            let d = match w {
+                W::S(n) => Some(value(label, oid, n)),
+                W::E => Some(Vec::new()),
+                W::D => None,
+            };
+            (oid, d)
+        })
+        .collect();
+    Txn {
+        user: if label.is_multiple_of(2) { format!("user{label}").into_bytes() } else { Vec::new() },
+        desc: format!("txn{label}").into_bytes(),
+        ext: if label.is_multiple_of(3) { vec![label as u8, 0, 0xff] } else { Vec::new() },
+        writes,
+    }
+}
+
+fn stage(s: &Storage, t: &Txn) -> Transaction {
+    let mut x = s.begin();
+    x.set_user(&t.user);
+    x.set_description(&t.desc);
+    x.set_extension(&t.ext);
+    for (oid, d) in &t.writes {
+        match d {
+            Some(d) => x.store(Oid(*oid), d).unwrap(),
+            None => x.delete(Oid(*oid)).unwrap(),
+        }
+    }
+    x
+}
+
+fn commit(s: &Storage, model: &mut Model, t: Txn) -> Tid {
+    let tid = stage(s, &t).commit().unwrap_or_else(|e| panic!("commit of {:?}: {e}", t.desc.escape_ascii()));
+    model.push((tid, t));
+    tid
+}
+
+/// Bytes, shown as their start, their length and a 64-bit hash of all of them.
+#[derive(PartialEq, Clone)]
+struct B(Vec<u8>);
+
+impl fmt::Debug for B {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hasher::write(&mut h, &self.0);
+        let head = &self.0[..self.0.len().min(24)];
+        write!(f, "b\"{}\"[{}#{:x}]", head.escape_ascii(), self.0.len(), std::hash::Hasher::finish(&h))
+    }
+}
+
+/// A transaction as read: tid, user, description, extension, (oid, data or deletion).
+type TxnV = (Tid, B, B, B, Vec<(Oid, Option<B>)>);
+
+fn record_v(r: &TxnRecord) -> TxnV {
+    let recs = r.records.iter().map(|(o, d)| (*o, d.clone().map(B))).collect();
+    (r.tid, B(r.meta.user.clone()), B(r.meta.description.clone()), B(r.meta.extension.clone()), recs)
+}
+
+fn model_v(tid: Tid, t: &Txn) -> TxnV {
+    let recs = t.writes.iter().map(|(o, d)| (Oid(*o), d.clone().map(B))).collect();
+    (tid, B(t.user.clone()), B(t.desc.clone()), B(t.ext.clone()), recs)
+}
+
+/// What to ask: every oid (and one never stored), at every tid of the model (and just
+/// before each, when thorough); `load_before` and `revision` at every tid unless light.
+#[derive(Clone)]
+struct Queries {
+    oids: Vec<u64>,
+    tids: Vec<Tid>,
+    light: bool,
+}
+
+fn queries(model: &Model, thorough: bool) -> Queries {
+    let max = model.iter().flat_map(|(_, t)| t.writes.keys()).max().copied().unwrap_or(0);
+    let mut tids = Vec::new();
+    for (t, _) in model {
+        if thorough {
+            tids.push(Tid(t.0 - 1));
+        }
+        tids.push(*t);
+    }
+    Queries { oids: (0..=max + 1).collect(), tids, light: false }
+}
+
+/// The value of one answer (compared as is; formatted only to report a difference).
+#[derive(Debug, PartialEq)]
+enum V {
+    Tid(Tid),
+    Oid(Option<Oid>),
+    Count(u64),
+    Load(Option<(Tid, B)>),
+    Current(Option<Tid>),
+    History(Vec<(Tid, u64, bool)>),
+    Before(Option<(B, Tid, Option<Tid>)>),
+    Revision(Option<(Tid, Option<B>)>),
+    List(Vec<(Oid, Tid, u64)>),
+}
+
+/// One answer: a value, or a list read item by item (the items before an error count).
+#[derive(Debug)]
+enum Ans {
+    One(Result<V, String>),
+    Many(Vec<TxnV>, Option<String>),
+}
+
+/// A question: what, of which oid, at which tid.
+type Key = (&'static str, u64, Tid);
+type Dump = Vec<(Key, Ans)>;
+
+const NO: Tid = Tid::ZERO;
+
+fn one(r: Result<V, Error>) -> Ans {
+    Ans::One(r.map_err(|e| e.to_string()))
+}
+
+fn val(v: V) -> Ans {
+    Ans::One(Ok(v))
+}
+
+fn txn_range(q: &Queries) -> (Tid, Tid) {
+    match q.tids.len() {
+        0 => (Tid::ZERO, Tid::MAX),
+        n => (q.tids[n / 3], q.tids[(2 * n) / 3]),
+    }
+}
+
+/// Read everything the storage answers for `q`, errors included.
+fn dump(s: &Storage, q: &Queries) -> Dump {
+    let mut d: Dump = Vec::new();
+    d.push((("last_tid", 0, NO), val(V::Tid(s.last_tid()))));
+    d.push((("max_oid", 0, NO), val(V::Oid(s.max_oid()))));
+    d.push((("count_objects", 0, NO), one(s.count_objects().map(V::Count))));
+    for &o in &q.oids {
+        let oid = Oid(o);
+        d.push((("load", o, NO), one(s.load(oid).map(|r| V::Load(r.map(|(t, v)| (t, B(v))))))));
+        d.push((("current_tid", o, NO), one(s.current_tid(oid).map(V::Current))));
+        let h = s.history(oid).map(|h| V::History(h.into_iter().map(|r| (r.tid, r.size, r.deleted)).collect()));
+        d.push((("history", o, NO), one(h)));
+        for &t in &q.tids {
+            d.push((("load_at", o, t), one(s.load_at(oid, t).map(|r| V::Load(r.map(|(t, v)| (t, B(v))))))));
+            if q.light {
+                continue;
+            }
+            let lb = s.load_before(oid, t).map(|r| V::Before(r.map(|l| (B(l.data), l.tid, l.end))));
+            d.push((("load_before", o, t), one(lb)));
+            let rev = s.revision(oid, t).map(|r| V::Revision(r.map(|r| (r.tid, r.data.map(B)))));
+            d.push((("revision", o, t), one(rev)));
+        }
+    }
+    let list = |start: u64, at: Tid, limit: usize| {
+        one(s.list(Oid(start), at, limit).map(|l| V::List(l.into_iter().map(|i| (i.oid, i.tid, i.size)).collect())))
+    };
+    for &t in q.tids.iter().chain([Tid::MAX].iter()) {
+        d.push((("list", 0, t), list(0, t, 10_000)));
+    }
+    d.push((("list from 3, 2 items", 0, NO), list(3, Tid::MAX, 2)));
+    let (from, to) = txn_range(q);
+    for (name, from, to) in [("transactions", Tid::ZERO, Tid::MAX), ("transactions in range", from, to)] {
+        let mut items = Vec::new();
+        let mut err = None;
+        for r in s.transactions(from, to) {
+            match r {
+                Ok(t) => items.push(record_v(&t)),
+                Err(e) => {
+                    err = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        d.push(((name, 0, NO), Ans::Many(items, err)));
+    }
+    d
+}
+
+/// What `dump` must read from a storage holding exactly `model`.
+fn expect(model: &Model, q: &Queries) -> Dump {
+    let revs = |o: u64| -> Vec<(Tid, Option<Vec<u8>>)> {
+        model.iter().filter_map(|(t, x)| x.writes.get(&o).map(|d| (*t, d.clone()))).collect()
+    };
+    let at = |o: u64, at: Tid| -> Option<(Tid, B)> {
+        let r = revs(o).into_iter().rfind(|(t, _)| *t <= at)?;
+        r.1.map(|d| (r.0, B(d)))
+    };
+    let all: Vec<u64> = {
+        let mut v: Vec<u64> = model.iter().flat_map(|(_, t)| t.writes.keys().copied()).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    let list = |start: u64, t: Tid, limit: usize| -> Vec<(Oid, Tid, u64)> {
+        all.iter()
+            .filter(|&&o| o >= start)
+            .filter_map(|&o| at(o, t).map(|(tid, d)| (Oid(o), tid, d.0.len() as u64)))
+            .take(limit)
+            .collect()
+    };
+    let mut d: Dump = Vec::new();
+    d.push((("last_tid", 0, NO), val(V::Tid(model.last().map_or(Tid::ZERO, |m| m.0)))));
+    d.push((("max_oid", 0, NO), val(V::Oid(all.last().map(|o| Oid(*o))))));
+    d.push((("count_objects", 0, NO), val(V::Count(list(0, Tid::MAX, usize::MAX).len() as u64))));
+    for &o in &q.oids {
+        let r = revs(o);
+        d.push((("load", o, NO), val(V::Load(at(o, Tid::MAX)))));
+        d.push((("current_tid", o, NO), val(V::Current(r.last().map(|x| x.0)))));
+        let h: Vec<(Tid, u64, bool)> =
+            r.iter().rev().map(|(t, d)| (*t, d.as_ref().map_or(0, |d| d.len() as u64), d.is_none())).collect();
+        d.push((("history", o, NO), val(V::History(h))));
+        for &t in &q.tids {
+            d.push((("load_at", o, t), val(V::Load(at(o, t)))));
+            if q.light {
+                continue;
+            }
+            let lb = r.iter().rposition(|x| x.0 < t).and_then(|i| {
+                let data = r[i].1.clone()?;
+                Some((B(data), r[i].0, r.get(i + 1).map(|x| x.0)))
+            });
+            d.push((("load_before", o, t), val(V::Before(lb))));
+            let rev = r.iter().find(|x| x.0 == t).map(|x| (x.0, x.1.clone().map(B)));
+            d.push((("revision", o, t), val(V::Revision(rev))));
+        }
+    }
+    for &t in q.tids.iter().chain([Tid::MAX].iter()) {
+        d.push((("list", 0, t), val(V::List(list(0, t, 10_000)))));
+    }
+    d.push((("list from 3, 2 items", 0, NO), val(V::List(list(3, Tid::MAX, 2)))));
+    let (from, to) = txn_range(q);
+    for (name, from, to) in [("transactions", Tid::ZERO, Tid::MAX), ("transactions in range", from, to)] {
+        let items = model.iter().filter(|(t, _)| *t >= from && *t <= to).map(|(t, x)| model_v(*t, x)).collect();
+        d.push(((name, 0, NO), Ans::Many(items, None)));
+    }
+    d
+}
+
+/// How a dump compared with the expected one (when no value was wrong).
+#[derive(Default, Debug)]
+struct Outcome {
+    errors: usize,
+    first_error: Option<String>,
+}
+
+/// `Err` names the first wrong answer; errors are counted, not wrong.
+fn compare(actual: &Dump, expected: &Dump) -> Result<Outcome, String> {
+    assert_eq!(actual.len(), expected.len(), "the dumps ask the same questions");
+    let mut out = Outcome::default();
+    for ((k, a), (k2, e)) in actual.iter().zip(expected) {
+        assert_eq!(k, k2);
+        let err = match (a, e) {
+            (Ans::One(Ok(a)), Ans::One(Ok(e))) => {
+                if a != e {
+                    return Err(format!("{k:?}: got {a:?}, expected {e:?}"));
+                }
+                None
+            }
+            (Ans::One(Err(m)), _) => Some(m),
+            (Ans::Many(items, err), Ans::Many(exp, None)) => {
+                let n = items.len();
+                let ok = match err {
+                    None => items == exp,
+                    Some(_) => n <= exp.len() && items[..] == exp[..n],
+                };
+                if !ok {
+                    return Err(format!("{k:?}: got {items:#?} (then error {err:?}), expected {exp:#?}"));
+                }
+                err.as_ref()
+            }
+            _ => panic!("query shapes differ for {k:?}"),
+        };
+        if let Some(m) = err {
+            out.errors += 1;
+            out.first_error.get_or_insert_with(|| format!("{k:?}: {m}"));
+        }
+    }
+    Ok(out)
+}
+
+/// The questions for a model and their answers, computed once.
+struct Expected {
+    q: Queries,
+    answers: Dump,
+}
+
+impl Expected {
+    fn new(model: &Model, thorough: bool) -> Expected {
+        Expected::asking(model, queries(model, thorough))
+    }
+    fn asking(model: &Model, q: Queries) -> Expected {
+        let answers = expect(model, &q);
+        Expected { q, answers }
+    }
+    /// The storage holds exactly the model, and every read succeeds.
+    fn check(&self, s: &Storage, ctx: &str) {
+        match compare(&dump(s, &self.q), &self.answers) {
+            Ok(o) => assert_eq!(o.errors, 0, "{ctx}: a read failed: {:?}", o.first_error),
+            Err(m) => panic!("{ctx}: wrong data: {m}"),
+        }
+    }
+}
+
+/// The storage holds exactly `model`, and every read succeeds.
+fn check_model(s: &Storage, model: &Model, thorough: bool, ctx: &str) {
+    Expected::new(model, thorough).check(s, ctx)
+}
+
+fn visible(s: &Storage, ctx: &str) -> Vec<TxnRecord> {
+    s.transactions(Tid::ZERO, Tid::MAX).collect::<Result<Vec<_>, _>>().unwrap_or_else(|e| panic!("{ctx}: {e}"))
+}
+
+/// The storage holds `model`, or `model` plus all of `maybe` (a transaction whose commit
+/// failed, so it may or may not have reached the disk, but never partly). Returns the
+/// model of what is visible.
+fn check_model_or_plus(s: &Storage, model: &Model, maybe: Option<&Txn>, ctx: &str) -> Model {
+    let txns = visible(s, ctx);
+    let mut m = model.clone();
+    match maybe {
+        Some(x) if txns.len() == model.len() + 1 => {
+            let r = txns.last().unwrap();
+            assert_eq!(record_v(r), model_v(r.tid, x), "{ctx}: the failed transaction is partly visible");
+            m.push((r.tid, x.clone()));
+        }
+        _ => assert_eq!(txns.len(), model.len(), "{ctx}: visible transactions"),
+    }
+    check_model(s, &m, false, ctx);
+    m
+}
+
+/// The chain is well formed: past segments then the active one, each naming the one
+/// before; their transactions add up to `txns`. Returns the number of segments.
+fn check_chain(s: &Storage, txns: usize, ctx: &str) -> usize {
+    let segs = s.segments().unwrap_or_else(|e| panic!("{ctx}: segments: {e}"));
+    assert!(!segs.is_empty(), "{ctx}: no segments");
+    for (i, g) in segs.iter().enumerate() {
+        let want = if i + 1 == segs.len() { SegmentState::Active } else { SegmentState::Past };
+        assert_eq!(g.state, want, "{ctx}: segment {}", g.name);
+        assert_eq!(g.prev, (i > 0).then(|| segs[i - 1].name.file_name()), "{ctx}: segment {}", g.name);
+        if i > 0 {
+            assert!(g.name > segs[i - 1].name, "{ctx}: segment names go up");
+        }
+    }
+    assert_eq!(segs.iter().map(|g| g.transactions).sum::<u64>(), txns as u64, "{ctx}: transactions per segment");
+    segs.len()
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Crash at every sync point (R1; R5 for rotation).
+
+const SIM_DIR: &str = "/s";
+/// Small enough that the workload rotates automatically a few times.
+const ROTATE_SIZE: u64 = 4096 + 2048;
+
+fn sim_opts(v: &SimVfs, rotate_size: u64) -> Options {
+    Options { vfs: Arc::new(v.clone()), alignment: 4096, rotate_size, ..Default::default() }
+}
+
+enum Step {
+    Commit(Txn),
+    TwoPhase(Txn),
+    VoteAbort(Txn),
+    Rotate,
+}
+
+fn crash_workload() -> Vec<Step> {
+    use W::*;
+    vec![
+        Step::Commit(txn(0, &[(1, S(10)), (2, S(0)), (3, S(50))])),
+        Step::Commit(txn(1, &[(1, S(20)), (2, E), (4, S(300))])),
+        Step::TwoPhase(txn(2, &[(3, D), (5, S(5))])),
+        Step::VoteAbort(txn(3, &[(1, S(7)), (6, S(400))])),
+        Step::Commit(txn(4, &[(6, S(30)), (1, S(900))])),
+        Step::Rotate,
+        Step::Commit(txn(5, &[(2, D), (7, E), (8, S(100))])),
+        Step::Commit(txn(6, &[(2, S(3)), (3, S(600))])),
+        Step::TwoPhase(txn(7, &[(9, S(1200)), (1, D)])),
+        Step::Commit(txn(8, &[(10, S(800)), (4, E)])),
+        Step::VoteAbort(txn(9, &[(10, S(5))])),
+        Step::Commit(txn(10, &[(11, S(1500))])),
+        Step::Rotate,
+        Step::Commit(txn(11, &[(1, S(1)), (12, S(2))])),
+        Step::TwoPhase(txn(12, &[(12, D), (13, E)])),
+        Step::Commit(txn(13, &[(14, S(700)), (5, D)])),
+        Step::Commit(txn(14, &[(14, S(3000)), (3, E), (15, S(2500))])),
+        Step::VoteAbort(txn(15, &[(1, S(5))])),
+        Step::Commit(txn(16, &[(16, S(40))])),
+    ]
+}
+
+/// What a run of the workload did before it stopped.
+struct Run {
+    created: bool,
+    /// Transactions whose commit or finish was called, in order: any prefix of these
+    /// may be visible after a crash (aborted and never-finished votes are not here).
+    attempted: Vec<Txn>,
+    /// Tids of the acknowledged ones (a prefix of `attempted`).
+    acked: Vec<Tid>,
+    /// Segments after the last successful step.
+    segments: usize,
+    finished: bool,
+}
+
+fn run_workload(sim: &SimVfs, steps: &[Step]) -> Run {
+    let mut r = Run { created: false, attempted: Vec::new(), acked: Vec::new(), segments: 0, finished: false };
+    let Ok(s) = Storage::create(Path::new(SIM_DIR), sim_opts(sim, ROTATE_SIZE)) else { return r };
+    r.created = true;
+    r.segments = 1;
+    for step in steps {
+        let ok = match step {
+            Step::Commit(t) => {
+                r.attempted.push(t.clone());
+                stage(&s, t).commit().map(|tid| r.acked.push(tid)).is_ok()
+            }
+            Step::TwoPhase(t) => {
+                let mut x = stage(&s, t);
+                x.vote().is_ok() && {
+                    r.attempted.push(t.clone());
+                    x.finish().map(|tid| r.acked.push(tid)).is_ok()
+                }
+            }
+            Step::VoteAbort(t) => {
+                let mut x = stage(&s, t);
+                let ok = x.vote().is_ok();
+                x.abort();
+                ok
+            }
+            Step::Rotate => s.rotate().is_ok(),
+        };
+        if !ok {
+            return r;
+        }
+        r.segments = s.segments().unwrap().len();
+    }
+    r.finished = true;
+    r
+}
+
+fn crash_modes() -> Vec<CrashMode> {
+    let mut m = vec![CrashMode::DurableOnly, CrashMode::AllWritten];
+    m.extend((1..=8u64).map(|i| CrashMode::Torn(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
+    m
+}
+
+/// Run the workload once without a crash (counting its sync points), then once per sync
+/// point crashing there, and hand every crash image to `f`.
+fn for_each_crash(mut f: impl FnMut(u64, CrashMode, &Run, &SimVfs)) -> u64 {
+    let steps = crash_workload();
+    let sim = SimVfs::new();
+    let base = run_workload(&sim, &steps);
+    assert!(base.finished && base.created, "the workload runs without a crash");
+    let total = sim.syncs();
+    assert!(base.segments >= 5, "the workload rotates twice by hand and more automatically: {}", base.segments);
+    for k in 0..=total {
+        let sim = SimVfs::new();
+        sim.crash_at_sync(k);
+        let run = run_workload(&sim, &steps);
+        if k < total {
+            assert!(!run.finished, "crash at sync {k} of {total}: the workload should have stopped at an error");
+        } else {
+            assert!(run.finished && run.acked.len() == base.acked.len());
+        }
+        for mode in crash_modes() {
+            f(k, mode, &run, &sim.crash(mode));
+        }
+    }
+    total
+}
+
+/// Check that the visible transactions are a prefix of the attempted ones that holds every
+/// acknowledged one, each complete; return them as a model.
+fn recovered_model(s: &Storage, r: &Run, ctx: &str) -> Model {
+    let txns = visible(s, ctx);
+    assert!(
+        txns.len() >= r.acked.len(),
+        "{ctx}: acknowledged transactions lost: {} visible, {} acknowledged",
+        txns.len(),
+        r.acked.len()
+    );
+    assert!(txns.len() <= r.attempted.len(), "{ctx}: more transactions than attempted");
+    let mut model = Model::new();
+    for (j, rec) in txns.iter().enumerate() {
+        let want = &r.attempted[j];
+        assert_eq!(record_v(rec), model_v(rec.tid, want), "{ctx}: visible transaction {j} is not attempt {j}");
+        if let Some(&tid) = r.acked.get(j) {
+            assert_eq!(rec.tid, tid, "{ctx}: acknowledged tid of transaction {j}");
+        }
+        if j > 0 {
+            assert!(rec.tid > txns[j - 1].tid, "{ctx}: tids increase");
+        }
+        model.push((rec.tid, want.clone()));
+    }
+    model
+}
+
+#[test]
+fn crash_at_every_sync_point_keeps_acknowledged_and_hides_partial() {
+    let t0 = Instant::now();
+    let dir = Path::new(SIM_DIR);
+    let (mut opened, mut lost_create, mut unacked_visible) = (0, 0, 0);
+    let total = for_each_crash(|k, mode, r, img| {
+        let ctx = format!("crash at sync {k} ({mode:?})");
+        let s = match Storage::open(dir, sim_opts(img, ROTATE_SIZE)) {
+            Ok(s) => s,
+            Err(e) => {
+                assert!(!r.created, "{ctx}: open failed although create was acknowledged: {e}");
+                assert!(matches!(e, Error::NotFound(_)), "{ctx}: a crash during create leaves no storage: {e}");
+                lost_create += 1;
+                return;
+            }
+        };
+        opened += 1;
+        let mut model = recovered_model(&s, r, &ctx);
+        unacked_visible += model.len() - r.acked.len();
+        check_model(&s, &model, true, &ctx);
+        let n = check_chain(&s, model.len(), &ctx);
+        if r.created {
+            // R5: the old chain or the new one (a rotation sealed before the crash is
+            // finished by recovery), never a mix.
+            assert!(n == r.segments || n == r.segments + 1, "{ctx}: {n} segments, {} before the crash", r.segments);
+        }
+        // Writable after recovery, and what it acknowledges survives a power cut.
+        let extra = txn(99, &[(1, W::S(3)), (50, W::E), (2, W::D)]);
+        commit(&s, &mut model, extra);
+        check_model(&s, &model, false, &ctx);
+        drop(s);
+        let after = img.crash(CrashMode::DurableOnly);
+        let s = Storage::open(dir, sim_opts(&after, ROTATE_SIZE)).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"));
+        check_model(&s, &model, false, &ctx);
+        check_chain(&s, model.len(), &ctx);
+    });
+    println!(
+        "crash at every sync point: {total} sync points x {} modes: {opened} images opened, {lost_create} lost \
+         the unacknowledged create, {unacked_visible} unacknowledged transactions survived whole; {:?}",
+        crash_modes().len(),
+        t0.elapsed()
+    );
+    assert!(opened > 0 && unacked_visible > 0, "the crash modes exercise both outcomes");
+}
+
+/// A summary of a storage to compare opens: every read, and the chain.
+fn snapshot(s: &Storage, q: &Queries) -> (String, String) {
+    let segs = s.segments().map(|v| {
+        v.iter().map(|g| format!("{} {:?} {:?} {}", g.name, g.state, g.prev, g.transactions)).collect::<Vec<_>>()
+    });
+    (format!("{:?}", dump(s, q)), format!("{segs:?}"))
+}
+
+#[test]
+fn crash_at_every_sync_point_open_is_idempotent() {
+    let t0 = Instant::now();
+    let dir = Path::new(SIM_DIR);
+    let mut cases = 0;
+    for_each_crash(|k, mode, r, img| {
+        let ctx = format!("crash at sync {k} ({mode:?})");
+        let ro = Storage::open(dir, Options { read_only: true, ..sim_opts(img, ROTATE_SIZE) });
+        let s = match Storage::open(dir, sim_opts(img, ROTATE_SIZE)) {
+            Ok(s) => s,
+            Err(e) => {
+                assert!(!r.created, "{ctx}: {e}");
+                assert!(ro.is_err(), "{ctx}: the read-only open agrees that there is no storage");
+                return;
+            }
+        };
+        cases += 1;
+        let model = recovered_model(&s, r, &ctx);
+        let q = queries(&model, false);
+        let first = snapshot(&s, &q);
+        // A read-only open of the crash image (which repairs nothing) reads the same.
+        let ro = ro.unwrap_or_else(|e| panic!("{ctx}: read-only open: {e}"));
+        assert_eq!(snapshot(&ro, &q).0, first.0, "{ctx}: read-only open of the crash image");
+        drop(ro);
+        drop(s);
+        let s = Storage::open(dir, sim_opts(img, ROTATE_SIZE)).unwrap_or_else(|e| panic!("{ctx}: second open: {e}"));
+        assert!(s.open_warnings().is_empty(), "{ctx}: second open repaired again: {:?}", s.open_warnings());
+        assert_eq!(snapshot(&s, &q), first, "{ctx}: second open");
+        drop(s);
+        // The repairs of the first open were durable.
+        let cut = img.crash(CrashMode::DurableOnly);
+        let s = Storage::open(dir, sim_opts(&cut, ROTATE_SIZE)).unwrap_or_else(|e| panic!("{ctx}: third open: {e}"));
+        assert!(s.open_warnings().is_empty(), "{ctx}: open after a power cut: {:?}", s.open_warnings());
+        assert_eq!(snapshot(&s, &q), first, "{ctx}: open after a power cut following recovery");
+    });
+    println!("idempotent recovery: {cases} crash images; {:?}", t0.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Truncation at every byte of the last transaction (R3).
+
+/// Where a storage lives: the simulated disk (at `SIM_DIR`) or a real directory.
+enum Disk {
+    Sim(SimVfs),
+    Real(PathBuf),
+}
+
+/// A temporary directory for real-file sweeps, on tmpfs where there is one: these tests
+/// exercise the real file system code (and memory maps), not the disk, and every writable
+/// open syncs.
+fn fast_tempdir() -> tempfile::TempDir {
+    match Path::new("/dev/shm").is_dir() {
+        true => tempfile::tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap()),
+        false => tempfile::tempdir().unwrap(),
+    }
+}
+
+fn real_opts() -> Options {
+    Options { alignment: 4096, ..Default::default() }
+}
+
+fn segment_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "fs2"))
+        .collect();
+    v.sort();
+    v
+}
+
+impl Disk {
+    fn opts(&self) -> Options {
+        match self {
+            Disk::Sim(v) => sim_opts(v, 0),
+            Disk::Real(_) => real_opts(),
+        }
+    }
+    fn ro_opts(&self) -> Options {
+        Options { read_only: true, ..self.opts() }
+    }
+    fn dir(&self) -> PathBuf {
+        match self {
+            Disk::Sim(_) => PathBuf::from(SIM_DIR),
+            Disk::Real(p) => p.clone(),
+        }
+    }
+    fn open(&self, name: &str, write: bool) -> Arc<dyn VFile> {
+        self.opts().vfs.open(&self.dir().join(name), write).unwrap()
+    }
+    /// A copy of the segment files (into `scratch` for real files, whose segment files
+    /// are replaced).
+    fn copy(&self, scratch: &Path) -> Disk {
+        match self {
+            Disk::Sim(v) => Disk::Sim(v.crash(CrashMode::AllWritten)),
+            Disk::Real(from) => {
+                for p in segment_files(scratch) {
+                    std::fs::remove_file(p).unwrap();
+                }
+                for p in segment_files(from) {
+                    std::fs::copy(&p, scratch.join(p.file_name().unwrap())).unwrap();
+                }
+                Disk::Real(scratch.to_path_buf())
+            }
+        }
+    }
+    fn len(&self, name: &str) -> u64 {
+        self.open(name, false).len().unwrap()
+    }
+    fn set_len(&self, name: &str, len: u64) {
+        self.open(name, true).set_len(len).unwrap()
+    }
+    fn xor(&self, name: &str, off: u64, mask: u8) {
+        let f = self.open(name, true);
+        let mut b = [0u8];
+        f.read_exact_at(&mut b, off).unwrap();
+        f.write_all_at(&[b[0] ^ mask], off).unwrap();
+    }
+}
+
+/// Cut a copy of `src`'s active segment to `len`; a read-only open must show exactly
+/// `model`. With `rw`, so must a read-write open, after whose repair a second open repairs
+/// nothing; with `write`, the repaired storage also takes a commit.
+fn check_truncated(
+    src: &Disk,
+    scratch: &Path,
+    active: &str,
+    len: u64,
+    model: &(Model, Expected),
+    rw: bool,
+    write: bool,
+) {
+    let (model, exp) = model;
+    let ctx = format!("{active} cut at {len}");
+    let disk = src.copy(scratch);
+    disk.set_len(active, len);
+    let dir = disk.dir();
+    let s = Storage::open(&dir, disk.ro_opts()).unwrap_or_else(|e| panic!("{ctx}: read-only open: {e}"));
+    exp.check(&s, &format!("{ctx}, read-only"));
+    drop(s);
+    if !rw {
+        return;
+    }
+    let s = Storage::open(&dir, disk.opts()).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+    exp.check(&s, &ctx);
+    drop(s);
+    let s = Storage::open(&dir, disk.opts()).unwrap_or_else(|e| panic!("{ctx}: second open: {e}"));
+    assert!(s.open_warnings().is_empty(), "{ctx}: second open: {:?}", s.open_warnings());
+    exp.check(&s, &ctx);
+    if write {
+        let mut m = model.clone();
+        commit(&s, &mut m, txn(77, &[(1, W::S(9)), (90, W::E)]));
+        drop(s);
+        let s = Storage::open(&dir, disk.opts()).unwrap_or_else(|e| panic!("{ctx}: reopen after commit: {e}"));
+        check_model(&s, &m, false, &format!("{ctx}, after a new commit"));
+    }
+}
+
+/// Build a storage (a past segment; an active one whose last transaction follows a
+/// padding record), then cut its active segment at every byte of the last transaction,
+/// and of a voted one after it. `rw(len)`: also open read-write at that length.
+fn truncation_sweep(disk: &Disk, rw: impl Fn(u64) -> bool) -> (u64, u64) {
+    let scratch = fast_tempdir();
+    let dir = disk.dir();
+    let s = Storage::create(&dir, disk.opts()).unwrap();
+    let mut model = Model::new();
+    commit(&s, &mut model, txn(0, &[(1, W::S(100)), (2, W::E), (3, W::S(200))]));
+    commit(&s, &mut model, txn(1, &[(1, W::D), (4, W::S(50))]));
+    s.rotate().unwrap();
+    commit(&s, &mut model, txn(2, &[(2, W::S(10)), (5, W::S(2500))]));
+    commit(&s, &mut model, txn(3, &[(3, W::D), (6, W::E)]));
+    let active = s.segments().unwrap().last().unwrap().name.file_name();
+    let before = disk.len(&active);
+    let model_before = (model.clone(), Expected::new(&model, false));
+    // Too long for what is left of its 4096-byte block: it follows a padding record.
+    commit(&s, &mut model, txn(4, &[(1, W::S(1200)), (2, W::D), (6, W::S(400)), (7, W::E)]));
+    let after = disk.len(&active);
+    let last_at = visible(&s, "").last().unwrap().offset;
+    assert!(last_at > before && last_at.is_multiple_of(4096), "the last transaction follows a padding record");
+    let model_after = (model.clone(), Expected::new(&model, false));
+    let marks = [before, before + 12, last_at - 8, last_at, last_at + 12, last_at + 48, after - 8, after - 1];
+    for len in before..after {
+        let rw = rw(len) || marks.contains(&len);
+        check_truncated(disk, scratch.path(), &active, len, &model_before, rw, rw && len % 4 == 0);
+    }
+    check_truncated(disk, scratch.path(), &active, after, &model_after, true, true);
+
+    // A voted transaction (a durable PPPP record) is never visible, whole or cut.
+    let v = txn(5, &[(8, W::S(300)), (1, W::S(5))]);
+    let mut x = stage(&s, &v);
+    x.vote().unwrap();
+    let snap = fast_tempdir();
+    let voted = disk.copy(snap.path());
+    let after_vote = disk.len(&active);
+    assert!(after_vote > after);
+    for len in after..=after_vote {
+        let rw = rw(len) || len == after_vote || len == after + 4;
+        check_truncated(&voted, scratch.path(), &active, len, &model_after, rw, rw && len % 4 == 0);
+    }
+    let tid = x.finish().unwrap();
+    model.push((tid, v));
+    drop(s);
+    let s = Storage::open(&dir, disk.opts()).unwrap();
+    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
+    check_model(&s, &model, true, "after finish");
+    (after - before + 1, after_vote - after + 1)
+}
+
+#[test]
+fn truncation_at_every_byte_of_the_last_transaction_simulated() {
+    let t0 = Instant::now();
+    let (a, b) = truncation_sweep(&Disk::Sim(SimVfs::new()), |_| true);
+    println!(
+        "truncation (simulated disk): {a} lengths of the last transaction (padding + record), {b} of a voted one, \
+         read-only and read-write; {:?}",
+        t0.elapsed()
+    );
+}
+
+/// Real files (past segments memory-mapped): read-only opens at every byte, read-write
+/// ones every 7 bytes and at the record boundaries (the simulated sweep does every byte).
+#[test]
+fn truncation_at_every_byte_of_the_last_transaction_real_files() {
+    let t0 = Instant::now();
+    let d = fast_tempdir();
+    let (a, b) = truncation_sweep(&Disk::Real(d.path().to_path_buf()), |len| len % 7 == 0);
+    println!("truncation (real files): {a} + {b} lengths; {:?}", t0.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Flipped bytes (R4).
+
+/// A segment file to damage.
+struct Target {
+    name: String,
+    len: u64,
+    /// Past segments: where the index record starts, and where its block CRCs end (the
+    /// bytes from there to the trailer are zero padding that nothing reads).
+    index: Option<(u64, u64)>,
+    /// The active segment: where its last transaction starts (damage from there on is
+    /// indistinguishable from a torn write, and may drop that transaction).
+    last_txn: Option<u64>,
+}
+
+struct FlipSetup {
+    full: Expected,
+    /// The model without the last transaction, asked the same questions.
+    minus_last: Expected,
+    targets: Vec<Target>,
+}
+
+/// Two past segments and an active one, with deletions, empty objects, a two-phase
+/// commit and aborted votes (PPPP records) among the transactions.
+fn build_flip_storage(disk: &Disk) -> FlipSetup {
+    use W::*;
+    let s = Storage::create(&disk.dir(), disk.opts()).unwrap();
+    let mut model = Model::new();
+    commit(&s, &mut model, txn(0, &[(1, S(20)), (2, E), (3, S(40))]));
+    commit(&s, &mut model, txn(1, &[(1, S(30)), (4, S(10)), (2, D)]));
+    s.rotate().unwrap();
+    commit(&s, &mut model, txn(2, &[(2, S(5)), (5, S(60)), (1, S(8))]));
+    stage(&s, &txn(50, &[(6, S(10))])).vote().unwrap();
+    commit(&s, &mut model, txn(3, &[(3, D), (6, E)]));
+    s.rotate().unwrap();
+    commit(&s, &mut model, txn(4, &[(1, S(12)), (7, S(25))]));
+    let t5 = txn(5, &[(4, D), (8, S(15))]);
+    let mut x = stage(&s, &t5);
+    x.vote().unwrap();
+    model.push((x.finish().unwrap(), t5));
+    stage(&s, &txn(51, &[(1, S(3))])).vote().unwrap();
+    commit(&s, &mut model, txn(6, &[(2, S(20)), (5, S(0))]));
+    let last = visible(&s, "").last().unwrap().offset;
+    let mut targets = Vec::new();
+    for g in s.segments().unwrap() {
+        let name = g.name.file_name();
+        let len = disk.len(&name);
+        let index = (g.state == SegmentState::Past).then(|| {
+            let n = g.index_entries;
+            (g.data_end, g.data_end + 24 + 16 * n + 4 * n.div_ceil(256))
+        });
+        let last_txn = (g.state == SegmentState::Active).then_some(last);
+        targets.push(Target { name, len, index, last_txn });
+    }
+    assert_eq!(targets.len(), 3);
+    let full = Expected::asking(&model, Queries { light: true, ..queries(&model, false) });
+    let minus_last = Expected::asking(&model[..model.len() - 1].to_vec(), full.q.clone());
+    FlipSetup { full, minus_last, targets }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Found {
+    /// `Storage::open` refused.
+    OpenError,
+    /// Opened; some reads failed, every value read was right.
+    ReadError,
+    /// Opened; every read gave the right data.
+    Correct,
+    /// Opened without the last transaction (the damage looked like a torn write).
+    DroppedLast,
+}
+
+/// Open the damaged storage and read everything. `Err` = wrong data.
+fn read_damaged(disk: &Disk, ro: bool, setup: &FlipSetup, may_drop: bool) -> Result<(Found, Vec<String>), String> {
+    let opts = if ro { disk.ro_opts() } else { disk.opts() };
+    let s = match Storage::open(&disk.dir(), opts) {
+        Ok(s) => s,
+        Err(_) => return Ok((Found::OpenError, Vec::new())),
+    };
+    let d = dump(&s, &setup.full.q);
+    let found = match compare(&d, &setup.full.answers) {
+        Ok(o) if o.errors == 0 => Found::Correct,
+        Ok(_) => Found::ReadError,
+        Err(wrong) if may_drop => match compare(&d, &setup.minus_last.answers) {
+            Ok(o) if o.errors == 0 => Found::DroppedLast,
+            Ok(_) => Found::ReadError,
+            Err(_) => return Err(wrong),
+        },
+        Err(wrong) => return Err(wrong),
+    };
+    Ok((found, s.open_warnings()))
+}
+
+/// Run `f` on every item, on every core.
+fn par_for<T: Sync>(items: &[T], f: impl Fn(&T) + Sync) {
+    let next = AtomicUsize::new(0);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).min(8);
+    std::thread::scope(|sc| {
+        for _ in 0..threads {
+            sc.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(item) = items.get(i) else { break };
+                f(item);
+            });
+        }
+    });
+}
+
+/// Damage a copy of `disk` at every chosen byte (xor `mask`), open it read-write and
+/// read-only, read everything. `strict`: the index of a past segment is only a cache of
+/// its data: damage there must be repaired (rebuilt), giving the right data.
+fn flip_sweep(disk: &Disk, setup: &FlipSetup, only_past_data: bool, strict: bool, bits: bool) {
+    let mut cases = Vec::new();
+    for (i, t) in setup.targets.iter().enumerate() {
+        if only_past_data && t.index.is_none() {
+            continue;
+        }
+        let from = if only_past_data { 4096 } else { 0 };
+        for off in from..t.len {
+            cases.push((i, off, 0xffu8));
+            // A single bit too, except in the unused zero bytes of the header.
+            let used_header = !(256..4088).contains(&off) || (2108..2140).contains(&off);
+            if bits && (off >= 4096 || used_header) {
+                cases.push((i, off, 1u8 << (off % 8)));
+            }
+        }
+    }
+    let stats: Mutex<BTreeMap<(&str, &str, Found), usize>> = Mutex::default();
+    let failures: Mutex<Vec<String>> = Mutex::default();
+    let rebuilt = AtomicUsize::new(0);
+    let scratch: Vec<tempfile::TempDir> = (0..8).map(|_| fast_tempdir()).collect();
+    let slot = AtomicUsize::new(0);
+    thread_local!(static SLOT: std::cell::Cell<Option<usize>> = const { std::cell::Cell::new(None) });
+    par_for(&cases, |&(i, off, mask)| {
+        let t = &setup.targets[i];
+        let my = SLOT.with(|c| {
+            let v = c.get().unwrap_or_else(|| slot.fetch_add(1, Ordering::Relaxed));
+            c.set(Some(v));
+            v
+        });
+        let region = match (t.index, t.last_txn) {
+            _ if off < 4096 => "header",
+            (Some((at, _)), _) if off >= at => "past index+trailer",
+            (Some(_), _) => "past data",
+            (_, Some(at)) if off >= at => "active last txn",
+            _ => "active data",
+        };
+        let may_drop = t.last_txn.is_some_and(|at| off >= at);
+        for ro in [false, true] {
+            let mode = if ro { "read-only" } else { "read-write" };
+            let ctx = format!("{} offset {off} xor {mask:#04x} ({region}), {mode}", t.name);
+            let res = catch_unwind(AssertUnwindSafe(|| {
+                let copy = disk.copy(scratch[my].path());
+                copy.xor(&t.name, off, mask);
+                read_damaged(&copy, ro, setup, may_drop)
+            }));
+            let fail = |m: String| failures.lock().unwrap().push(m);
+            match res {
+                Err(p) => {
+                    let msg = p.downcast_ref::<String>().cloned().or(p.downcast_ref::<&str>().map(|s| s.to_string()));
+                    fail(format!("{ctx}: PANIC {msg:?}"));
+                }
+                Ok(Err(wrong)) => fail(format!("{ctx}: WRONG DATA: {wrong}")),
+                Ok(Ok((found, warnings))) => {
+                    *stats.lock().unwrap().entry((region, mode, found)).or_default() += 1;
+                    if let (true, Some((_, crcs_end))) = (strict, t.index.filter(|(at, _)| off >= *at)) {
+                        if found != Found::Correct {
+                            fail(format!("{ctx}: index damage must be rebuilt from the data, got {found:?}"));
+                        } else if warnings.iter().any(|w| w.contains("rebuilt")) {
+                            rebuilt.fetch_add(1, Ordering::Relaxed);
+                        } else if off < crcs_end || off >= t.len - 128 {
+                            fail(format!("{ctx}: damaged index used without a warning: {warnings:?}"));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    let stats = stats.into_inner().unwrap();
+    let mut by_found: BTreeMap<Found, usize> = BTreeMap::new();
+    for ((region, mode, found), n) in &stats {
+        println!("  {region:>20} {mode:>10}: {n:6} {found:?}");
+        *by_found.entry(*found).or_default() += n;
+    }
+    println!(
+        "  {} damaged copies opened ({} xor patterns); outcomes {by_found:?}; {} index rebuilds",
+        cases.len() * 2,
+        cases.len(),
+        rebuilt.load(Ordering::Relaxed)
+    );
+    let failures = failures.into_inner().unwrap();
+    assert!(
+        failures.is_empty(),
+        "{} bad outcomes, e.g.:\n{}",
+        failures.len(),
+        failures[..failures.len().min(20)].join("\n")
+    );
+    if !only_past_data {
+        assert!(by_found.get(&Found::OpenError).is_some_and(|&n| n > 0), "damage is detected at open");
+    }
+    assert!(by_found.get(&Found::ReadError).is_some_and(|&n| n > 0), "damage is detected at read");
+}
+
+/// Every byte of every segment file, on the simulated disk (indexes read with `pread`).
+#[test]
+fn flipped_bytes_are_detected_or_harmless_simulated() {
+    let t0 = Instant::now();
+    let disk = Disk::Sim(SimVfs::new());
+    let setup = build_flip_storage(&disk);
+    println!("flipped bytes, simulated disk:");
+    flip_sweep(&disk, &setup, false, true, true);
+    println!("  {:?}", t0.elapsed());
+}
+
+/// Every byte after the header of the past segments, on real files: they are
+/// memory-mapped and their index blocks verified lazily, so damage to index entries is an
+/// error at read rather than a rebuild. (The rest reads as on the simulated disk.)
+#[test]
+fn flipped_bytes_are_detected_or_harmless_real_files() {
+    let t0 = Instant::now();
+    let d = fast_tempdir();
+    let disk = Disk::Real(d.path().to_path_buf());
+    let setup = build_flip_storage(&disk);
+    println!("flipped bytes, real files:");
+    flip_sweep(&disk, &setup, true, false, false);
+    println!("  {:?}", t0.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. ENOSPC and EIO during commit (R6).
+
+/// Faults to inject under the engine.
+struct Faults {
+    /// Writes that still succeed before the disk is full (-1: never full). A write that
+    /// finds the disk full writes half its bytes, then fails with ENOSPC.
+    writes_left: AtomicI64,
+    /// Syncs (of files and directories) that still succeed before one fails with EIO
+    /// (-1: never).
+    syncs_left: AtomicI64,
+    /// After the first failing sync, keep failing.
+    eio_sticky: AtomicBool,
+}
+
+impl Faults {
+    fn new() -> Arc<Faults> {
+        Arc::new(Faults {
+            writes_left: AtomicI64::new(-1),
+            syncs_left: AtomicI64::new(-1),
+            eio_sticky: AtomicBool::new(false),
+        })
+    }
+    fn disk_full_after(&self, writes: i64) {
+        self.writes_left.store(writes, Ordering::SeqCst);
+    }
+    fn space_returns(&self) {
+        self.writes_left.store(-1, Ordering::SeqCst);
+    }
+    fn eio_after(&self, syncs: i64, sticky: bool) {
+        self.eio_sticky.store(sticky, Ordering::SeqCst);
+        self.syncs_left.store(syncs, Ordering::SeqCst);
+    }
+    fn heal(&self) {
+        self.syncs_left.store(-1, Ordering::SeqCst);
+    }
+    /// Count one operation against `left`; true if it must fail.
+    fn hit(left: &AtomicI64) -> bool {
+        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v > 0).then(|| v - 1)).is_err()
+            && left.load(Ordering::SeqCst) == 0
+    }
+    fn write_fails(&self) -> bool {
+        Faults::hit(&self.writes_left)
+    }
+    fn sync_fails(&self) -> bool {
+        let fail = Faults::hit(&self.syncs_left);
+        if fail && !self.eio_sticky.load(Ordering::SeqCst) {
+            self.heal();
+        }
+        fail
+    }
+}
+
+fn enospc() -> io::Error {
+    io::Error::from_raw_os_error(28)
+}
+
+fn eio() -> io::Error {
+    io::Error::from_raw_os_error(5)
+}
+
+/// A `Vfs` that delegates to another one, failing as `Faults` says.
+struct FaultVfs {
+    inner: Arc<dyn Vfs>,
+    faults: Arc<Faults>,
+}
+
+struct FaultFile {
+    inner: Arc<dyn VFile>,
+    faults: Arc<Faults>,
+}
+
+impl VFile for FaultFile {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.inner.read_exact_at(buf, off)
+    }
+    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        if self.faults.write_fails() {
+            self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
+            return Err(enospc());
+        }
+        self.inner.write_all_at(buf, off)
+    }
+    fn sync(&self) -> io::Result<()> {
+        if self.faults.sync_fails() {
+            return Err(eio());
+        }
+        self.inner.sync()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.inner.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn os_file(&self) -> Option<&File> {
+        self.inner.os_file()
+    }
+}
+
+impl FaultVfs {
+    fn wrap(&self, f: Arc<dyn VFile>) -> Arc<dyn VFile> {
+        Arc::new(FaultFile { inner: f, faults: self.faults.clone() })
+    }
+}
+
+impl Vfs for FaultVfs {
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
+        self.inner.open(path, write).map(|f| self.wrap(f))
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        self.inner.create_new(path).map(|f| self.wrap(f))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        self.inner.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        self.inner.remove(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        self.inner.list(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        if self.faults.sync_fails() {
+            return Err(eio());
+        }
+        self.inner.sync_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        self.inner.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.inner.exists(path)
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
+        self.inner.lock(dir)
+    }
+}
+
+/// A storage on a faulty disk: the real file system or the simulated one.
+struct Faulty {
+    inner: Arc<dyn Vfs>,
+    sim: Option<SimVfs>,
+    dir: PathBuf,
+    faults: Arc<Faults>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Faulty {
+    fn real() -> Faulty {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        Faulty { inner: Arc::new(RealVfs), sim: None, dir, faults: Faults::new(), _tmp: Some(tmp) }
+    }
+    fn sim() -> Faulty {
+        let sim = SimVfs::new();
+        Faulty { inner: Arc::new(sim.clone()), sim: Some(sim), dir: SIM_DIR.into(), faults: Faults::new(), _tmp: None }
+    }
+    fn opts(&self) -> Options {
+        let vfs = Arc::new(FaultVfs { inner: self.inner.clone(), faults: self.faults.clone() });
+        Options { vfs, alignment: 4096, rotate_size: 0, ..Default::default() }
+    }
+    fn open(&self, ctx: &str) -> Storage {
+        Storage::open(&self.dir, self.opts()).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"))
+    }
+    fn active_len(&self, s: &Storage) -> u64 {
+        let name = s.segments().unwrap().last().unwrap().name.file_name();
+        self.inner.open(&self.dir.join(name), false).unwrap().len().unwrap()
+    }
+    /// On the simulated disk: everything acknowledged survives a power cut now.
+    fn check_durable(&self, model: &Model, ctx: &str) {
+        if let Some(sim) = &self.sim {
+            let cut = sim.crash(CrashMode::DurableOnly);
+            let s =
+                Storage::open(&self.dir, sim_opts(&cut, 0)).unwrap_or_else(|e| panic!("{ctx}: after a power cut: {e}"));
+            check_model(&s, model, false, &format!("{ctx}, after a power cut"));
+        }
+    }
+}
+
+/// An I/O error keeping the OS error number, whose message names the file (or the storage
+/// directory) and says what went wrong.
+fn assert_os_error(e: &Error, errno: i32, text: &str, ctx: &str) {
+    let msg = e.to_string();
+    assert!(matches!(e, Error::Io { .. }), "{ctx}: an I/O error, got {e:?}");
+    assert_eq!(e.raw_os_error(), Some(errno), "{ctx}: the OS error number is kept: {e:?}");
+    let names_path = msg.contains("/seg-0000") || msg.contains("sync directory");
+    assert!(msg.contains(text) && names_path, "{ctx}: a clear message naming the file: {msg}");
+}
+
+/// The writer refuses every write until the storage is reopened.
+fn assert_poisoned(s: &Storage, ctx: &str) {
+    let refused = |what: &str, r: Result<(), Error>| match r {
+        Err(Error::ReadOnly(m)) => assert!(m.contains("reopen"), "{ctx}: {what}: the message says what to do: {m}"),
+        other => panic!("{ctx}: {what} after a failed sync must be refused as read-only, got {other:?}"),
+    };
+    refused("commit", stage(s, &txn(60, &[(1, W::S(1))])).commit().map(drop));
+    refused("vote", stage(s, &txn(61, &[(1, W::S(1))])).vote());
+    refused("rotate", s.rotate().map(drop));
+}
+
+fn enospc_scenario(disk: Faulty) {
+    let f = disk.faults.clone();
+    let s = Storage::create(&disk.dir, disk.opts()).unwrap();
+    let mut model = Model::new();
+    commit(&s, &mut model, txn(0, &[(1, W::S(100)), (2, W::E), (3, W::S(30))]));
+    commit(&s, &mut model, txn(1, &[(1, W::S(10)), (3, W::D)]));
+    let mut label = 10;
+    let mut next = |ws: &[(u64, W)]| {
+        label += 1;
+        txn(label, ws)
+    };
+    // A one-step commit: the disk fills at its batch write (0) or its marker flip (1).
+    for n in 0..2 {
+        let ctx = format!("disk full at write {n} of a commit");
+        let len = disk.active_len(&s);
+        f.disk_full_after(n);
+        let e = stage(&s, &next(&[(1, W::S(2000)), (4, W::S(5))])).commit().unwrap_err();
+        assert_os_error(&e, 28, "No space left on device", &ctx);
+        assert_eq!(disk.active_len(&s), len, "{ctx}: the partial write is taken back");
+        check_model(&s, &model, false, &ctx);
+        // Still full: the same clean failure, not a poisoned writer.
+        let e = stage(&s, &next(&[(5, W::S(5))])).commit().unwrap_err();
+        assert_os_error(&e, 28, "No space left on device", &ctx);
+        f.space_returns();
+        commit(&s, &mut model, next(&[(1, W::S(20)), (4, W::E), (6, W::S(7))]));
+        check_model(&s, &model, false, &ctx);
+    }
+    // A vote: the disk fills at its write.
+    let ctx = "disk full at a vote";
+    f.disk_full_after(0);
+    let mut x = stage(&s, &next(&[(7, W::S(300))]));
+    assert_os_error(&x.vote().unwrap_err(), 28, "No space left on device", ctx);
+    drop(x);
+    f.space_returns();
+    let t = next(&[(7, W::S(30)), (2, W::D)]);
+    let mut x = stage(&s, &t);
+    x.vote().unwrap();
+    model.push((x.finish().unwrap(), t));
+    check_model(&s, &model, false, ctx);
+    // A finish: the disk fills at the marker flip. Whether the transaction reached the
+    // disk is unknown: writes are refused until a reopen decides.
+    let ctx = "disk full at a finish";
+    let t = next(&[(8, W::S(8)), (1, W::D)]);
+    let mut x = stage(&s, &t);
+    x.vote().unwrap();
+    f.disk_full_after(0);
+    assert_os_error(&x.finish().unwrap_err(), 28, "No space left on device", ctx);
+    f.space_returns();
+    check_model(&s, &model, false, ctx);
+    assert_poisoned(&s, ctx);
+    drop(s);
+    let s = disk.open(ctx);
+    model = check_model_or_plus(&s, &model, Some(&t), ctx);
+    commit(&s, &mut model, next(&[(9, W::S(9))]));
+    // A rotation: the disk fills while writing the index.
+    let ctx = "disk full at a rotation";
+    f.disk_full_after(0);
+    assert_os_error(&s.rotate().unwrap_err(), 28, "No space left on device", ctx);
+    f.space_returns();
+    check_model(&s, &model, false, ctx);
+    drop(s);
+    let s = disk.open(ctx);
+    check_model(&s, &model, true, ctx);
+    assert_eq!(check_chain(&s, model.len(), ctx), 1);
+    s.rotate().unwrap();
+    commit(&s, &mut model, next(&[(1, W::S(1)), (10, W::E)]));
+    drop(s);
+    let s = disk.open("the end");
+    check_model(&s, &model, true, "the end");
+    check_chain(&s, model.len(), "the end");
+    disk.check_durable(&model, "the end");
+}
+
+#[test]
+fn enospc_during_commit_fails_cleanly_and_writes_resume_real_files() {
+    enospc_scenario(Faulty::real());
+}
+
+#[test]
+fn enospc_during_commit_fails_cleanly_and_writes_resume_simulated() {
+    enospc_scenario(Faulty::sim());
+}
+
+fn eio_scenario(disk: Faulty) {
+    let f = disk.faults.clone();
+    let mut s = Storage::create(&disk.dir, disk.opts()).unwrap();
+    let mut model = Model::new();
+    commit(&s, &mut model, txn(0, &[(1, W::S(100)), (2, W::E), (3, W::S(30))]));
+    commit(&s, &mut model, txn(1, &[(1, W::S(10)), (3, W::D)]));
+    let mut label = 10;
+    let mut next = |ws: &[(u64, W)]| {
+        label += 1;
+        txn(label, ws)
+    };
+    // A one-step commit whose sync fails once, or keeps failing (the undo fails too).
+    for sticky in [false, true] {
+        let ctx = format!("EIO at the sync of a commit (sticky: {sticky})");
+        f.eio_after(0, sticky);
+        let t = next(&[(1, W::S(50)), (4, W::S(5)), (2, W::D)]);
+        let e = stage(&s, &t).commit().unwrap_err();
+        assert_os_error(&e, 5, "Input/output error", &ctx);
+        check_model(&s, &model, false, &ctx);
+        assert_poisoned(&s, &ctx);
+        check_model(&s, &model, false, &ctx);
+        f.heal();
+        drop(s);
+        s = disk.open(&ctx);
+        model = check_model_or_plus(&s, &model, Some(&t), &ctx);
+        commit(&s, &mut model, next(&[(5, W::S(5))]));
+        drop(s);
+        s = disk.open(&ctx);
+        check_model(&s, &model, false, &ctx);
+    }
+    // A vote whose sync fails: never visible, even after a reopen.
+    let ctx = "EIO at the sync of a vote";
+    f.eio_after(0, false);
+    let mut x = stage(&s, &next(&[(6, W::S(6))]));
+    assert_os_error(&x.vote().unwrap_err(), 5, "Input/output error", ctx);
+    drop(x);
+    assert_poisoned(&s, ctx);
+    drop(s);
+    let s = disk.open(ctx);
+    check_model(&s, &model, false, ctx);
+    // A finish whose sync fails: the transaction is all there after a reopen, or absent.
+    let ctx = "EIO at the sync of a finish";
+    let t = next(&[(7, W::S(7)), (1, W::E)]);
+    let mut x = stage(&s, &t);
+    x.vote().unwrap();
+    f.eio_after(0, false);
+    assert_os_error(&x.finish().unwrap_err(), 5, "Input/output error", ctx);
+    check_model(&s, &model, false, ctx);
+    assert_poisoned(&s, ctx);
+    drop(s);
+    let s = disk.open(ctx);
+    model = check_model_or_plus(&s, &model, Some(&t), ctx);
+    commit(&s, &mut model, next(&[(8, W::S(8))]));
+    drop(s);
+    // A rotation whose n-th sync fails (seal, new segment file, directory).
+    for n in 0..3 {
+        let ctx = format!("EIO at sync {n} of a rotation");
+        let s = disk.open(&ctx);
+        let segments = check_chain(&s, model.len(), &ctx);
+        f.eio_after(n, false);
+        assert_os_error(&s.rotate().unwrap_err(), 5, "Input/output error", &ctx);
+        check_model(&s, &model, false, &ctx);
+        assert_poisoned(&s, &ctx);
+        drop(s);
+        let s = disk.open(&ctx);
+        check_model(&s, &model, true, &ctx);
+        let now = check_chain(&s, model.len(), &ctx);
+        assert!(now == segments || now == segments + 1, "{ctx}: old chain or new chain");
+        commit(&s, &mut model, next(&[(9, W::S(n as usize)), (1, W::S(1))]));
+    }
+    let s = disk.open("the end");
+    check_model(&s, &model, true, "the end");
+    check_chain(&s, model.len(), "the end");
+    disk.check_durable(&model, "the end");
+}
+
+#[test]
+fn eio_on_sync_refuses_writes_until_reopen_real_files() {
+    eio_scenario(Faulty::real());
+}
+
+#[test]
+fn eio_on_sync_refuses_writes_until_reopen_simulated() {
+    eio_scenario(Faulty::sim());
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. What recovery keeps, it makes durable before new commits build on it.
+
+/// Open the power-cut image `cut` and check that it shows a prefix of `attempted` holding
+/// the first `acked` of them.
+fn check_prefix(cut: &SimVfs, attempted: &[Txn], acked: usize, ctx: &str) {
+    let s = Storage::open(Path::new(SIM_DIR), sim_opts(cut, 0)).unwrap_or_else(|e| panic!("{ctx}: open: {e}"));
+    let r = Run { created: true, attempted: attempted.to_vec(), acked: Vec::new(), segments: 0, finished: false };
+    let model = recovered_model(&s, &r, ctx);
+    assert!(model.len() >= acked, "{ctx}: acknowledged transactions lost: {} of {acked} visible", model.len());
+    check_model(&s, &model, false, ctx);
+}
+
+/// A directory sync that fails during a rotation leaves the new segment's name in the
+/// directory but not durable; the storage reopened after it commits into that segment.
+#[test]
+fn reopen_after_a_failed_directory_sync_makes_the_new_segment_durable() {
+    let disk = Faulty::sim();
+    let s = Storage::create(&disk.dir, disk.opts()).unwrap();
+    let mut model = Model::new();
+    commit(&s, &mut model, txn(0, &[(1, W::S(100))]));
+    disk.faults.eio_after(2, false); // the seal, the new file, then the directory
+    let e = s.rotate().unwrap_err();
+    assert!(e.to_string().contains("sync directory"), "{e}");
+    drop(s);
+    let s = disk.open("reopen");
+    commit(&s, &mut model, txn(1, &[(1, W::S(10)), (2, W::E)]));
+    drop(s);
+    let attempted: Vec<Txn> = model.iter().map(|m| m.1.clone()).collect();
+    let sim = disk.sim.as_ref().unwrap();
+    for mode in crash_modes() {
+        check_prefix(&sim.crash(mode), &attempted, 2, &format!("power cut ({mode:?})"));
+    }
+}
+
+/// Bulk commits (`sync: false`) end without `Storage::sync` (the process exits). The
+/// reopened storage keeps them; a commit on top must not claim they are durable when
+/// they are not: a power cut during its sync must leave a storage that opens.
+#[test]
+fn reopen_after_unsynced_commits_then_crash_during_the_next_commit() {
+    let sim = SimVfs::new();
+    let bulk = Options { sync: false, ..sim_opts(&sim, 0) };
+    let s = Storage::create(Path::new(SIM_DIR), bulk.clone()).unwrap();
+    let mut attempted = Vec::new();
+    for i in 0..6 {
+        let t = txn(i, &[(i as u64 % 3, W::S(700)), (10 + i as u64, W::E)]);
+        stage(&s, &t).commit().unwrap();
+        attempted.push(t);
+    }
+    drop(s);
+    let s = Storage::open(Path::new(SIM_DIR), sim_opts(&sim, 0)).unwrap();
+    assert_eq!(visible(&s, "").len(), 6, "the reopened storage keeps the bulk commits");
+    sim.crash_at_sync(0);
+    let t = txn(6, &[(1, W::S(2000)), (20, W::S(5))]);
+    assert!(stage(&s, &t).commit().is_err(), "crashes at its sync");
+    attempted.push(t);
+    // Many torn images: the failure needs the new commit's sectors to land and some of the
+    // bulk commits' not.
+    let torn = (1..=256u64).map(|i| CrashMode::Torn(i.wrapping_mul(0x2545_f491_4f6c_dd1d)));
+    for mode in [CrashMode::DurableOnly, CrashMode::AllWritten].into_iter().chain(torn) {
+        check_prefix(&sim.crash(mode), &attempted, 0, &format!("crash during the commit after reopen ({mode:?})"));
+    }
+}
+
+/// Bulk commits, then a rotation whose seal is written but not synced (its sync fails).
+/// The reopened storage finishes the rotation: the sealed segment becomes a past segment
+/// (never truncated again), so it must be durable before the chain goes on without it.
+#[test]
+fn reopen_after_an_unsynced_seal_makes_the_sealed_segment_durable() {
+    let disk = Faulty::sim();
+    let bulk = Options { sync: false, ..disk.opts() };
+    let s = Storage::create(&disk.dir, bulk).unwrap();
+    let mut attempted = Vec::new();
+    for i in 0..6 {
+        let t = txn(i, &[(i as u64 % 3, W::S(700)), (10 + i as u64, W::E)]);
+        stage(&s, &t).commit().unwrap();
+        attempted.push(t);
+    }
+    disk.faults.eio_after(0, false);
+    assert!(s.rotate().is_err());
+    drop(s);
+    let s = disk.open("reopen");
+    let t = txn(6, &[(1, W::S(20)), (20, W::S(5))]);
+    stage(&s, &t).commit().unwrap();
+    attempted.push(t);
+    drop(s);
+    let sim = disk.sim.as_ref().unwrap();
+    for mode in crash_modes() {
+        check_prefix(&sim.crash(mode), &attempted, 7, &format!("power cut ({mode:?})"));
+    }
+}
