@@ -71,6 +71,8 @@ enum Cmd {
         #[arg(long)]
         repair: bool,
     },
+    /// Measure the engine against this machine's limits (TARGETS.md P1-P6); prints a table.
+    Bench(filestorage2::bench::BenchArgs),
     /// Build a demo storage with a few transactions (if DIR holds none) and show it.
     Demo {
         #[arg(default_value = "fs2-demo")]
@@ -261,6 +263,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             w(writeln!(out, "ok"))?;
         }
         Cmd::Demo { dir } => demo(&mut out, &dir)?,
+        Cmd::Bench(args) => filestorage2::bench::run(&args)?,
     }
     Ok(())
 }

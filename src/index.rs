@@ -100,6 +100,7 @@ impl SortedIndex {
     }
 
     /// Entry `i` (< len). A mapped block is checked against its CRC on first touch.
+    #[inline(always)]
     pub(crate) fn get(&self, bytes: &SealedBytes, path: &Path, i: u64) -> Result<(Oid, u64)> {
         match (&self.entries, bytes) {
             (Entries::Memory(v), _) => {
@@ -142,6 +143,7 @@ impl SortedIndex {
     }
 
     /// The position of the first entry with oid ≥ `oid`.
+    #[inline(always)]
     pub(crate) fn lower_bound(&self, bytes: &SealedBytes, path: &Path, oid: Oid) -> Result<u64> {
         let (mut lo, mut hi) = (0u64, self.count);
         while lo < hi {

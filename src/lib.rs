@@ -5,6 +5,7 @@
 //! `docs/FORMAT.md` for the bytes and `docs/DESIGN.md` for commit, recovery and
 //! concurrency. The entry point is [`Storage`].
 
+pub mod bench;
 pub mod check;
 pub mod error;
 pub mod format;

@@ -145,7 +145,7 @@ pub(crate) enum Step<'a> {
     Skip,
     /// The index record of a sealed segment starts here: the data ends.
     Index,
-    /// Clean end of file.
+    /// Clean end of the data: end of file, or only zeros (preallocated space) after.
     End,
     /// Not a valid record: a torn tail, or corruption (the caller decides).
     Invalid(String),
@@ -198,6 +198,9 @@ impl Scanner {
             return Ok(Step::Index);
         }
         if marker != MARK_TXN && marker != MARK_PAD {
+            if marker == [0; 4] && self.zeros_to_end(pos)? {
+                return Ok(Step::End);
+            }
             return Ok(Step::Invalid(format!("no record marker at offset {pos}")));
         }
         if len < MIN_PADDING || !len.is_multiple_of(8) || pos.checked_add(len).is_none_or(|e| e > self.end) {
@@ -223,6 +226,18 @@ impl Scanner {
             }
             Err(e) => Ok(Step::Invalid(e.to_string())),
         }
+    }
+
+    /// Whether every byte from `pos` to the end is zero (preallocated, never written).
+    fn zeros_to_end(&mut self, mut pos: u64) -> Result<bool> {
+        while pos < self.end {
+            let n = (self.end - pos).min(CHUNK as u64);
+            if self.bytes(pos, n)?.is_some_and(|b| b.iter().any(|&x| x != 0)) {
+                return Ok(false);
+            }
+            pos += n;
+        }
+        Ok(true)
     }
 
     /// After an invalid record at `at`: is there a later valid transaction written after

@@ -31,12 +31,22 @@ pub struct Options {
     pub rotate_size: u64,
     /// Alignment of new segments (records never span a multiple of it).
     pub alignment: u64,
+    /// Zero-fill the active segment this many bytes ahead of the data (0 = off), so that
+    /// durable commits do not change the file length (faster `fdatasync`).
+    pub preallocate: u64,
     pub vfs: Arc<dyn Vfs>,
 }
 
 impl Default for Options {
     fn default() -> Options {
-        Options { read_only: false, sync: true, rotate_size: 64 << 20, alignment: 1 << 28, vfs: Arc::new(RealVfs) }
+        Options {
+            read_only: false,
+            sync: true,
+            rotate_size: 64 << 20,
+            alignment: 1 << 28,
+            preallocate: 4 << 20,
+            vfs: Arc::new(RealVfs),
+        }
     }
 }
 
@@ -78,6 +88,9 @@ pub(crate) struct Inner {
     pub writer_cv: Condvar,
     /// One-step commits waiting for a leader to write them (group commit).
     pub queue: Mutex<Vec<Arc<Pending>>>,
+    /// True while a committer leads a batch; `batch_done` is signalled when it ends.
+    pub leader: Mutex<bool>,
+    pub batch_done: Condvar,
     pub next_oid: AtomicU64,
     pub next_txn_id: AtomicU64,
     pub commits: AtomicU64,
@@ -249,6 +262,8 @@ impl Storage {
             writer: Mutex::new(writer),
             writer_cv: Condvar::new(),
             queue: Mutex::new(Vec::new()),
+            leader: Mutex::new(false),
+            batch_done: Condvar::new(),
             next_oid: AtomicU64::new(next_oid),
             next_txn_id: AtomicU64::new(1),
             commits: AtomicU64::new(0),
