@@ -88,7 +88,7 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         }
         prev_name = Some(seg.header.name);
         report.bytes += seg.len()?;
-        let mut sc = Scanner::new(seg, HEADER_SIZE as u64, end);
+        let mut sc = Scanner::verifying(seg, HEADER_SIZE as u64, end);
         let mut newest: BTreeMap<Oid, u64> = BTreeMap::new();
         let mut at: HashMap<u64, (Oid, Tid)> = HashMap::new();
         let mut seen = SealStats::default();

@@ -157,7 +157,8 @@ pub(crate) fn scan_active(
 ) -> Result<Active> {
     let len = seg.len()?;
     let mut sc = Scanner::new(&seg, HEADER_SIZE as u64, len);
-    let mut index = BTreeMap::new();
+    // In file order; collected into the map in bulk at the end (later records win).
+    let mut entries: Vec<(Oid, Entry)> = Vec::new();
     let mut stats = SealStats::default();
     let why = loop {
         match sc.next_step()? {
@@ -166,9 +167,7 @@ pub(crate) fn scan_active(
                 if stats.txn_count > 0 && tid <= stats.last_tid {
                     return Err(Error::corrupted(&seg.path, offset, "transaction ids do not increase"));
                 }
-                for (rel, h) in &txn.records {
-                    index.insert(h.oid, Entry { offset: offset + rel, tid });
-                }
+                entries.extend(txn.records.iter().map(|(rel, h)| (h.oid, Entry { offset: offset + rel, tid })));
                 note_txn(&mut stats, tid, txn.records.len());
             }
             Step::Skip => {}
@@ -216,6 +215,16 @@ pub(crate) fn scan_active(
         // durable (`durable_end`): sync it, with the truncation if there was one.
         seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
     }
+    // Stable sort, keep the newest (last) entry per oid, build the map in bulk.
+    entries.sort_by_key(|e| e.0);
+    let mut newest: Vec<(Oid, Entry)> = Vec::with_capacity(entries.len());
+    for e in entries {
+        match newest.last_mut() {
+            Some(last) if last.0 == e.0 => *last = e,
+            _ => newest.push(e),
+        }
+    }
+    let index: BTreeMap<Oid, Entry> = newest.into_iter().collect();
     Ok(Active { seg: Arc::new(seg), index, end, stats })
 }
 

@@ -159,6 +159,7 @@ pub(crate) struct Scanner {
     end: u64,
     buf: Vec<u8>,
     buf_at: u64,
+    verify_data: bool,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -166,7 +167,20 @@ const CHUNK: usize = 1 << 20;
 impl Scanner {
     /// Scan `[from, end)` of `seg`.
     pub fn new(seg: &SegmentFile, from: u64, end: u64) -> Scanner {
-        Scanner { file: seg.file.clone(), path: seg.path.clone(), pos: from, end, buf: Vec::new(), buf_at: 0 }
+        Scanner {
+            file: seg.file.clone(),
+            path: seg.path.clone(),
+            pos: from,
+            end,
+            buf: Vec::new(),
+            buf_at: 0,
+            verify_data: false,
+        }
+    }
+
+    /// A scanner that also verifies each data record's own CRC (for `check`).
+    pub fn verifying(seg: &SegmentFile, from: u64, end: u64) -> Scanner {
+        Scanner { verify_data: true, ..Scanner::new(seg, from, end) }
     }
 
     /// `len` bytes at `off` (within `end`), through the chunk buffer.
@@ -217,8 +231,9 @@ impl Scanner {
         if len < (TXN_HEADER + crate::format::TXN_FOOTER) as u64 {
             return Ok(Step::Invalid(format!("transaction at offset {pos} is too short")));
         }
+        let verify_data = self.verify_data;
         let bytes = self.bytes(pos, len)?.expect("checked above");
-        match TxnHeader::decode(bytes, &path, pos) {
+        match TxnHeader::decode_with(bytes, &path, pos, verify_data) {
             Ok(txn) => {
                 self.pos = pos + len;
                 let s = (pos - self.buf_at) as usize;
@@ -252,7 +267,7 @@ impl Scanner {
                 if len >= MIN_PADDING && len % 8 == 0 && p.checked_add(len).is_some_and(|e| e <= self.end) {
                     let path = self.path.clone();
                     if let Some(b) = self.bytes(p, len)? {
-                        if let Ok(t) = TxnHeader::decode(b, &path, p) {
+                        if let Ok(t) = TxnHeader::decode_with(b, &path, p, false) {
                             if t.header.durable_end > at {
                                 return Ok(Some(p));
                             }

@@ -159,3 +159,27 @@ fn automatic_rotation_and_alignment_padding() {
     assert_eq!(s.history(Oid(0)).unwrap().len(), 8);
     assert_eq!(s.transactions(Tid::ZERO, Tid::MAX).count(), 400);
 }
+
+#[test]
+fn a_bad_data_crc_under_a_good_transaction_crc_is_refused_by_load_and_check() {
+    use filestorage2::format::{crc, DATA_HEADER, TXN_FOOTER, TXN_HEADER};
+    let d = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), Options { preallocate: 0, ..Options::default() }).unwrap();
+    commit(&s, &[(1, Some(b"precious"))]);
+    drop(s);
+    let path = d.path().join("seg-000001.fs2");
+    let mut b = std::fs::read(&path).unwrap();
+    let txn = 4096;
+    let rec = txn + TXN_HEADER; // no user, description or extension
+    b[rec + 44] ^= 1; // the data record's own CRC
+    let n = b.len() - txn;
+    let whole = crc(&b[txn + 4..txn + n - TXN_FOOTER]);
+    b[txn + n - TXN_FOOTER..txn + n - TXN_FOOTER + 4].copy_from_slice(&whole.to_le_bytes());
+    assert_eq!(&b[rec + DATA_HEADER..rec + DATA_HEADER + 8], b"precious");
+    std::fs::write(&path, &b).unwrap();
+    let s = Storage::open(d.path(), Options::read_only()).unwrap();
+    assert!(matches!(s.load(Oid(1)), Err(Error::Checksum { .. })), "never wrong bytes");
+    drop(s);
+    let r = filestorage2::check::check(d.path(), false, Options::default(), &mut |_, _| {}).unwrap();
+    assert!(!r.ok() && r.problems.iter().any(|p| p.contains("checksum")), "{:?}", r.problems);
+}
