@@ -298,7 +298,9 @@ impl Storage {
         self.view().last_tid
     }
 
-    /// Allocate a fresh oid, larger than every oid stored or allocated before.
+    /// Allocate a fresh oid: larger than every oid stored, and than every oid staged or
+    /// allocated since this storage was opened. (An oid allocated but never stored may be
+    /// handed out again after a reopen, as in ZODB.)
     pub fn new_oid(&self) -> Oid {
         Oid(self.inner.next_oid.fetch_add(1, Ordering::Relaxed))
     }

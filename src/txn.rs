@@ -242,7 +242,8 @@ impl Transaction {
 
     /// Phase one: check conflicts and write the transaction durably but invisibly. After
     /// `Ok`, `finish` cannot fail with a conflict; other commits wait until this one
-    /// finishes or aborts.
+    /// finishes or aborts. After an error the transaction is still open with its writes
+    /// (ZODB's transaction manager then aborts it).
     pub fn vote(&mut self) -> Result<()> {
         self.open()?;
         self.check_writable()?;

@@ -137,6 +137,17 @@ use std::os::unix::fs::DirBuilderExt;
 struct SimImage {
     written: Vec<u8>,
     durable: Vec<u8>,
+    /// Byte range written since the last sync (a sync copies only this).
+    dirty: Option<(usize, usize)>,
+}
+
+impl SimImage {
+    fn touch(&mut self, start: usize, end: usize) {
+        self.dirty = Some(match self.dirty {
+            Some((a, b)) => (a.min(start), b.max(end)),
+            None => (start, end),
+        });
+    }
 }
 
 /// One simulated inode; names point at it, so a rename keeps its content.
@@ -234,7 +245,7 @@ impl SimVfs {
                 }
             }
             let inode = Arc::new(SimInode::default());
-            *inode.img.lock().unwrap() = SimImage { written: data.clone(), durable: data };
+            *inode.img.lock().unwrap() = SimImage { written: data.clone(), durable: data, dirty: None };
             out.names.insert(path.clone(), inode.clone());
             out.durable_names.insert(path.clone(), inode);
         }
@@ -289,12 +300,20 @@ impl VFile for SimFile {
             img.written.resize(start + buf.len(), 0);
         }
         img.written[start..start + buf.len()].copy_from_slice(buf);
+        img.touch(start, start + buf.len());
         Ok(())
     }
     fn sync(&self) -> io::Result<()> {
         sync_point(&mut self.state.lock().unwrap())?;
         let mut img = self.inode.img.lock().unwrap();
-        img.durable = img.written.clone();
+        let SimImage { written, durable, dirty } = &mut *img;
+        durable.resize(written.len(), 0);
+        if let Some((a, b)) = dirty.take() {
+            let b = b.min(written.len());
+            if a < b {
+                durable[a..b].copy_from_slice(&written[a..b]);
+            }
+        }
         Ok(())
     }
     fn len(&self) -> io::Result<u64> {
@@ -304,7 +323,11 @@ impl VFile for SimFile {
         if self.state.lock().unwrap().crashed {
             return Err(crashed_err());
         }
-        self.inode.img.lock().unwrap().written.resize(len as usize, 0);
+        let mut img = self.inode.img.lock().unwrap();
+        let old = img.written.len();
+        img.written.resize(len as usize, 0);
+        // Bytes re-grown after a shrink are zeros the durable image may not have.
+        img.touch(old.min(len as usize), len as usize);
         Ok(())
     }
 }

@@ -1,0 +1,510 @@
+//! Concurrency (TARGETS.md R7): the bank-transfer invariant.
+//!
+//! `ACCOUNTS` objects hold balances. Writer threads move random amounts between two
+//! random accounts, reading both through their transaction's snapshot, and retry on
+//! conflicts; some transfers use `vote` + `finish`, some are voted and then aborted on
+//! purpose. Reader threads check, again and again, that the balances of one snapshot add
+//! up to the initial total, reading through `Transaction::load`, `load_at`,
+//! `load_before` and `list`, and also at older snapshots (time travel). Another thread
+//! rotates meanwhile. At the end: the total is unchanged, every acknowledged transfer is
+//! in the transaction log exactly as it was made, replaying the log gives the stored
+//! balances and keeps the total after every transaction, and all of it again after a
+//! reopen.
+//!
+//! Environment: `FS2_BANK_TRANSFERS=N` sets the number of transfers of the large run
+//! (default 20 000; R7 asks for 100 000 and more).
+
+use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
+use filestorage2::{Error, Oid, Options, Storage, Tid};
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const ACCOUNTS: u64 = 20;
+const INITIAL: u64 = 1_000;
+const TOTAL: u64 = ACCOUNTS * INITIAL;
+
+fn account(i: u64) -> Oid {
+    Oid(100 + i)
+}
+
+/// A balance as stored: the amount, then the account number (catches misrouted data).
+fn enc(i: u64, balance: u64) -> Vec<u8> {
+    let mut b = balance.to_le_bytes().to_vec();
+    b.extend_from_slice(&i.to_le_bytes());
+    b
+}
+
+fn dec(i: u64, data: &[u8]) -> u64 {
+    assert_eq!(data.len(), 16, "account {i}: a balance is 16 bytes, got {data:?}");
+    assert_eq!(u64::from_le_bytes(data[8..].try_into().unwrap()), i, "account {i} holds another account's balance");
+    u64::from_le_bytes(data[..8].try_into().unwrap())
+}
+
+/// splitmix64.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// A transfer as its writer made it; its description in the log says the same.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Transfer {
+    from: u64,
+    to: u64,
+    amount: u64,
+}
+
+impl Transfer {
+    fn describe(&self) -> String {
+        format!("transfer {} from {} to {}", self.amount, self.from, self.to)
+    }
+}
+
+/// A file system that counts data syncs (to see group commit share them).
+struct CountingVfs {
+    syncs: Arc<AtomicU64>,
+}
+
+struct CountingFile {
+    f: Arc<dyn VFile>,
+    syncs: Arc<AtomicU64>,
+}
+
+impl VFile for CountingFile {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.f.read_exact_at(buf, off)
+    }
+    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.f.write_all_at(buf, off)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        self.f.sync()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.f.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.f.set_len(len)
+    }
+    fn os_file(&self) -> Option<&File> {
+        self.f.os_file()
+    }
+}
+
+impl Vfs for CountingVfs {
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
+        Ok(Arc::new(CountingFile { f: RealVfs.open(path, write)?, syncs: self.syncs.clone() }))
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        Ok(Arc::new(CountingFile { f: RealVfs.create_new(path)?, syncs: self.syncs.clone() }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealVfs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        RealVfs.remove(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        RealVfs.list(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealVfs.sync_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        RealVfs.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        RealVfs.exists(path)
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
+        RealVfs.lock(dir)
+    }
+}
+
+struct Run {
+    writers: usize,
+    readers: usize,
+    transfers: u64,
+    /// Manual rotations spread over the run.
+    rotations: u64,
+}
+
+/// What a run did.
+#[derive(Debug, Default)]
+struct Outcome {
+    setup_tid: Tid,
+    /// tid -> the transfer its writer made (one-step or two-phase).
+    made: BTreeMap<Tid, Transfer>,
+    conflicts: u64,
+    two_phase: u64,
+    aborted_votes: u64,
+    snapshots: u64,
+    time_travels: u64,
+    rotations: u64,
+    /// Rotations made while the writers were running.
+    concurrent_rotations: u64,
+    elapsed: Duration,
+}
+
+fn setup(s: &Storage) -> Tid {
+    let mut t = s.begin();
+    for i in 0..ACCOUNTS {
+        t.store(account(i), &enc(i, INITIAL)).unwrap();
+    }
+    t.set_description(b"open the accounts");
+    t.commit().unwrap()
+}
+
+/// The balances of every account as of `at`.
+fn balances_at(s: &Storage, at: Tid) -> Vec<u64> {
+    (0..ACCOUNTS).map(|i| dec(i, &s.load_at(account(i), at).unwrap().expect("account exists").1)).collect()
+}
+
+fn writer(s: &Storage, seed: u64, next: &AtomicU64, run: &Run, out: &Mutex<Outcome>) {
+    let mut rng = Rng(seed);
+    let (mut conflicts, mut two_phase, mut aborted_votes) = (0, 0, 0);
+    let mut made = Vec::new();
+    while next.fetch_add(1, Ordering::Relaxed) < run.transfers {
+        // One acknowledged transfer, however many attempts it takes.
+        loop {
+            let mut t = s.begin();
+            let from = rng.below(ACCOUNTS);
+            let to = (from + 1 + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
+            let a = dec(from, &t.load(account(from)).unwrap().expect("account exists"));
+            let b = dec(to, &t.load(account(to)).unwrap().expect("account exists"));
+            let tr = Transfer { from, to, amount: rng.below(a + 1) };
+            t.store(account(from), &enc(from, a - tr.amount)).unwrap();
+            t.store(account(to), &enc(to, b + tr.amount)).unwrap();
+            t.set_description(tr.describe().as_bytes());
+            let mode = rng.below(20);
+            let r = match mode {
+                0..=4 => t.vote().and_then(|()| t.finish()),
+                5 => match t.vote() {
+                    Ok(()) => {
+                        // Durable but never visible: the retry makes the transfer.
+                        t.abort();
+                        aborted_votes += 1;
+                        continue;
+                    }
+                    Err(e) => Err(e),
+                },
+                _ => t.commit(),
+            };
+            match r {
+                Ok(tid) => {
+                    two_phase += (mode <= 4) as u64;
+                    made.push((tid, tr));
+                    break;
+                }
+                Err(Error::Conflict { oid, .. }) => {
+                    assert!(oid == account(from) || oid == account(to), "conflict on {oid:?}, not written");
+                    conflicts += 1;
+                }
+                Err(e) => panic!("transfer {tr:?} failed: {e}"),
+            }
+        }
+    }
+    let mut o = out.lock().unwrap();
+    for (tid, tr) in made {
+        assert!(o.made.insert(tid, tr).is_none(), "tid {tid:?} acknowledged twice");
+    }
+    o.conflicts += conflicts;
+    o.two_phase += two_phase;
+    o.aborted_votes += aborted_votes;
+}
+
+/// Check snapshots until `done`, with every read path.
+fn reader(s: &Storage, seed: u64, done: &AtomicBool, out: &Mutex<Outcome>) {
+    let mut rng = Rng(seed);
+    let mut older: Vec<Tid> = Vec::new();
+    let (mut snapshots, mut time_travels) = (0, 0);
+    while !done.load(Ordering::Acquire) {
+        let t = s.begin();
+        let base = t.base();
+        let sum: u64 = match rng.below(4) {
+            0 => (0..ACCOUNTS).map(|i| dec(i, &t.load(account(i)).unwrap().expect("account exists"))).sum(),
+            1 => balances_at(s, base).iter().sum(),
+            2 => (0..ACCOUNTS)
+                .map(|i| {
+                    let lb = s.load_before(account(i), Tid(base.0 + 1)).unwrap().expect("account exists");
+                    assert!(lb.tid <= base && lb.end.is_none_or(|e| e > base), "{lb:?} is not current at {base:?}");
+                    dec(i, &lb.data)
+                })
+                .sum(),
+            _ => {
+                let live = s.list(account(0), base, 1000).unwrap();
+                assert_eq!(live.len() as u64, ACCOUNTS, "accounts listed at {base:?}");
+                let mut sum = 0;
+                for (i, o) in live.iter().enumerate() {
+                    let (tid, data) = s.load_at(o.oid, base).unwrap().expect("listed, so live");
+                    assert_eq!((o.oid, o.tid), (account(i as u64), tid), "list and load_at agree at {base:?}");
+                    sum += dec(i as u64, &data);
+                }
+                sum
+            }
+        };
+        assert_eq!(sum, TOTAL, "balances of the snapshot at {base:?} do not add up");
+        // A snapshot never changes: one account again, read last.
+        let i = rng.below(ACCOUNTS);
+        assert_eq!(t.load(account(i)).unwrap(), s.load_at(account(i), base).unwrap().map(|x| x.1));
+        snapshots += 1;
+        // Time travel to an older snapshot (nothing is merged, so all history is kept).
+        let pick = rng.below(older.len() as u64 + 1) as usize;
+        if let Some(&old) = older.get(pick).filter(|_| snapshots % 4 == 0) {
+            assert_eq!(balances_at(s, old).iter().sum::<u64>(), TOTAL, "balances as of the older {old:?}");
+            time_travels += 1;
+        }
+        if older.len() < 64 {
+            older.push(base);
+        } else {
+            older[rng.below(64) as usize] = base;
+        }
+        // Leave the writers most of the CPU.
+        thread::sleep(Duration::from_micros(100));
+    }
+    let mut o = out.lock().unwrap();
+    o.snapshots += snapshots;
+    o.time_travels += time_travels;
+}
+
+/// Marks the end of one writer; the last one out stops the readers and the rotator.
+struct WriterExit<'a> {
+    left: &'a AtomicU64,
+    done: &'a AtomicBool,
+}
+
+impl Drop for WriterExit<'_> {
+    fn drop(&mut self) {
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.done.store(true, Ordering::Release);
+        }
+    }
+}
+
+/// Run the bank on `s` (already set up) and return what happened. A run that does not
+/// finish within `limit` (a hang: a deadlock or a lost wake-up) ends the test process.
+fn run_bank(s: &Storage, run: &Run, setup_tid: Tid) -> Outcome {
+    let limit = Duration::from_secs(300 + run.transfers / 200);
+    let (finished, watch) = std::sync::mpsc::channel::<()>();
+    thread::spawn(move || {
+        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(limit) {
+            eprintln!("bank run did not finish within {limit:?}: a hang; giving up");
+            std::process::exit(101);
+        }
+    });
+    let out = Mutex::new(Outcome { setup_tid, ..Outcome::default() });
+    let next = AtomicU64::new(0);
+    let writers_left = AtomicU64::new(run.writers as u64);
+    let done = AtomicBool::new(false);
+    let started = Instant::now();
+    thread::scope(|sc| {
+        for w in 0..run.writers {
+            let (next, out, done, writers_left) = (&next, &out, &done, &writers_left);
+            sc.spawn(move || {
+                // Count this writer out even if it panics, so the others stop.
+                let _exit = WriterExit { left: writers_left, done };
+                writer(s, 1000 + w as u64, next, run, out);
+            });
+        }
+        for r in 0..run.readers {
+            let (done, out) = (&done, &out);
+            sc.spawn(move || reader(s, 2000 + r as u64, done, out));
+        }
+        let (done, next, out) = (&done, &next, &out);
+        sc.spawn(move || {
+            let step = (run.transfers / (run.rotations + 1)).max(1);
+            let mut at = step;
+            let mut rotations = 0;
+            let mut during = 0;
+            while rotations < run.rotations {
+                let finished = done.load(Ordering::Acquire);
+                if finished || next.load(Ordering::Relaxed) >= at {
+                    s.rotate().unwrap();
+                    rotations += 1;
+                    during += !finished as u64;
+                    at += step;
+                } else {
+                    thread::sleep(Duration::from_micros(200));
+                }
+            }
+            let mut o = out.lock().unwrap();
+            o.rotations = rotations;
+            o.concurrent_rotations = during;
+        });
+    });
+    let _ = finished.send(());
+    let mut o = out.into_inner().unwrap();
+    o.elapsed = started.elapsed();
+    o
+}
+
+/// Everything that must hold after the run, on `s` (the running storage or a reopen).
+fn check_end(s: &Storage, o: &Outcome, what: &str) {
+    let last = *o.made.keys().next_back().unwrap_or(&o.setup_tid);
+    assert_eq!(s.last_tid(), last, "{what}: last tid is the last acknowledged transfer");
+    let now = balances_at(s, Tid::MAX);
+    assert_eq!(now.iter().sum::<u64>(), TOTAL, "{what}: total after the run");
+    let txns: Vec<_> = s.transactions(Tid::ZERO, Tid::MAX).collect::<Result<_, _>>().unwrap();
+    assert_eq!(txns.len() as u64, 1 + o.made.len() as u64, "{what}: transactions = setup + acknowledged transfers");
+    assert_eq!(txns[0].tid, o.setup_tid, "{what}: the setup comes first");
+    let mut bal = vec![INITIAL; ACCOUNTS as usize];
+    for w in txns.windows(2) {
+        assert!(w[0].tid < w[1].tid, "{what}: tids increase in the log");
+    }
+    for t in &txns[1..] {
+        let tr = o.made.get(&t.tid).unwrap_or_else(|| panic!("{what}: {:?} in the log was never acknowledged", t.tid));
+        assert_eq!(t.meta.description, tr.describe().as_bytes(), "{what}: description of {:?}", t.tid);
+        let mut recs = t.records.clone();
+        recs.sort_by_key(|r| r.0);
+        let mut want = vec![
+            (account(tr.from), Some(enc(tr.from, bal[tr.from as usize] - tr.amount))),
+            (account(tr.to), Some(enc(tr.to, bal[tr.to as usize] + tr.amount))),
+        ];
+        want.sort_by_key(|r| r.0);
+        assert_eq!(recs, want, "{what}: {:?} ({tr:?}) is not based on the balances before it", t.tid);
+        bal[tr.from as usize] -= tr.amount;
+        bal[tr.to as usize] += tr.amount;
+        assert_eq!(bal.iter().sum::<u64>(), TOTAL, "{what}: total after {:?}", t.tid);
+    }
+    assert_eq!(bal, now, "{what}: replaying the log gives the stored balances");
+    // Spot-check time travel on the finished storage at about 50 points of the log.
+    let every = (txns.len() / 50).max(1);
+    let mut replay = vec![INITIAL; ACCOUNTS as usize];
+    for (n, t) in txns[1..].iter().enumerate() {
+        let tr = o.made[&t.tid];
+        replay[tr.from as usize] -= tr.amount;
+        replay[tr.to as usize] += tr.amount;
+        if n % every == 0 {
+            assert_eq!(balances_at(s, t.tid), replay, "{what}: balances as of {:?}", t.tid);
+        }
+    }
+}
+
+fn report(name: &str, o: &Outcome, s: &Storage) {
+    let st = s.stats().unwrap();
+    eprintln!(
+        "{name}: {} transfers in {:.2} s ({:.0}/s), {} two-phase, {} aborted votes, {} conflicts, \
+         {} snapshots checked, {} time travels, {} manual rotations ({} during the transfers), {} segments",
+        o.made.len(),
+        o.elapsed.as_secs_f64(),
+        o.made.len() as f64 / o.elapsed.as_secs_f64(),
+        o.two_phase,
+        o.aborted_votes,
+        o.conflicts,
+        o.snapshots,
+        o.time_travels,
+        o.rotations,
+        o.concurrent_rotations,
+        st.segments
+    );
+}
+
+/// The invariants every run must show in its counters.
+fn check_outcome(s: &Storage, o: &Outcome, run: &Run) {
+    assert_eq!(o.made.len() as u64, run.transfers, "every transfer was acknowledged once");
+    assert!(o.snapshots > 0, "the readers checked no snapshot");
+    assert_eq!(o.rotations, run.rotations, "manual rotations");
+    assert!(o.two_phase > 0 && o.aborted_votes > 0, "two-phase commits and aborted votes happened: {o:?}");
+    let st = s.stats().unwrap();
+    assert_eq!(st.commits, 1 + run.transfers, "commits counted by the storage");
+    assert_eq!(st.conflicts, o.conflicts, "conflicts counted by the storage and seen by the writers");
+    assert!(st.segments as u64 > run.rotations, "{} segments after {} rotations", st.segments, run.rotations);
+}
+
+fn transfers_from_env(default: u64) -> u64 {
+    match std::env::var("FS2_BANK_TRANSFERS") {
+        Ok(v) => v.trim().parse().unwrap_or_else(|_| panic!("FS2_BANK_TRANSFERS={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// The large run: real files, no fsync per commit, automatic and manual rotation.
+#[test]
+fn bank_transfers_keep_the_total() {
+    let d = tempfile::tempdir().unwrap();
+    let opts = Options { sync: false, alignment: 4096, rotate_size: 1 << 20, ..Options::default() };
+    let s = Storage::create(d.path(), opts.clone()).unwrap();
+    let setup_tid = setup(&s);
+    let run = Run { writers: 6, readers: 3, transfers: transfers_from_env(20_000), rotations: 40 };
+    let o = run_bank(&s, &run, setup_tid);
+    report("bank (sync: false)", &o, &s);
+    check_outcome(&s, &o, &run);
+    assert!(o.conflicts > 0, "six writers on twenty accounts conflict sometimes");
+    check_end(&s, &o, "running storage");
+    s.sync().unwrap();
+    drop(s);
+    let s = Storage::open(d.path(), opts).unwrap();
+    assert_eq!(s.open_warnings(), Vec::<String>::new());
+    check_end(&s, &o, "after reopen");
+    let ro = Storage::open(d.path(), Options::read_only()).unwrap();
+    check_end(&ro, &o, "read-only open");
+}
+
+/// Group commit with durability: real files with an fsync per batch. Concurrent
+/// committers share syncs, and every acknowledged transfer is there after a reopen.
+#[test]
+fn bank_group_commit_with_fsync() {
+    let d = tempfile::tempdir().unwrap();
+    let syncs = Arc::new(AtomicU64::new(0));
+    let opts = Options { sync: true, vfs: Arc::new(CountingVfs { syncs: syncs.clone() }), ..Options::default() };
+    let s = Storage::create(d.path(), opts.clone()).unwrap();
+    let setup_tid = setup(&s);
+    let run = Run { writers: 6, readers: 2, transfers: 1000, rotations: 3 };
+    let before = syncs.load(Ordering::Relaxed);
+    let o = run_bank(&s, &run, setup_tid);
+    let used = syncs.load(Ordering::Relaxed) - before;
+    report("bank (sync: true)", &o, &s);
+    check_outcome(&s, &o, &run);
+    check_end(&s, &o, "running storage");
+    // Without sharing: one sync per one-step commit, two per two-phase commit, one per
+    // aborted vote, one per rotation (the seal; the new segment's syncs are extra).
+    let unshared = (run.transfers - o.two_phase) + 2 * o.two_phase + o.aborted_votes + o.rotations;
+    eprintln!("bank (sync: true): {used} syncs for {unshared} without group commit");
+    assert!(used < unshared, "group commit shared no sync: {used} syncs, {unshared} without sharing");
+    drop(s);
+    let s = Storage::open(d.path(), opts).unwrap();
+    assert_eq!(s.open_warnings(), Vec::<String>::new());
+    check_end(&s, &o, "after reopen");
+}
+
+/// Durability under group commit, checked by a power cut: on the simulated disk, with
+/// sync on, everything acknowledged survives a crash that keeps only synced bytes.
+#[test]
+fn bank_acknowledged_transfers_survive_a_power_cut() {
+    let vfs = SimVfs::new();
+    let dir = Path::new("/bank");
+    let opts = Options {
+        sync: true,
+        alignment: 4096,
+        rotate_size: 64 << 10,
+        vfs: Arc::new(vfs.clone()),
+        ..Options::default()
+    };
+    let s = Storage::create(dir, opts.clone()).unwrap();
+    let setup_tid = setup(&s);
+    let run = Run { writers: 6, readers: 2, transfers: 5_000, rotations: 10 };
+    let o = run_bank(&s, &run, setup_tid);
+    report("bank (simulated disk, sync: true)", &o, &s);
+    check_outcome(&s, &o, &run);
+    let after = vfs.crash(CrashMode::DurableOnly);
+    drop(s);
+    let s = Storage::open(dir, Options { vfs: Arc::new(after), ..opts }).unwrap();
+    check_end(&s, &o, "after a power cut");
+}
