@@ -215,8 +215,8 @@ pub(crate) fn scan_active(
         // durable (`durable_end`): sync it, with the truncation if there was one.
         seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
     }
-    // Stable sort, keep the newest (last) entry per oid, build the map in bulk.
-    entries.sort_by_key(|e| e.0);
+    // Sort by (oid, offset), keep the newest (last) entry per oid, build the map in bulk.
+    entries.sort_unstable_by_key(|e| (e.0, e.1.offset));
     let mut newest: Vec<(Oid, Entry)> = Vec::with_capacity(entries.len());
     for e in entries {
         match newest.last_mut() {
