@@ -324,18 +324,7 @@ impl Storage {
 
     /// The data of `oid` as of `at`: its newest retained revision with tid ≤ `at`.
     pub fn load_at(&self, oid: Oid, at: Tid) -> Result<Option<(Tid, Vec<u8>)>> {
-        let v = self.view();
-        let mut out = None;
-        walk(&v, oid, |r| {
-            if r.header.tid <= at {
-                if !r.header.is_delete() {
-                    out = Some((r.header.tid, r.data.into_owned()));
-                }
-                return Ok(false);
-            }
-            Ok(true)
-        })?;
-        Ok(out)
+        live_at(&self.view(), oid, at, |r| (r.header.tid, r.data.into_owned()))
     }
 
     /// ZODB `loadBefore(oid, tid)`: the revision current just before `before`.
@@ -424,17 +413,7 @@ impl Storage {
                     *i += 1;
                 }
             }
-            let mut found = None;
-            walk(&v, oid, |r| {
-                if r.header.tid <= at {
-                    if !r.header.is_delete() {
-                        found = Some(ObjectInfo { oid, tid: r.header.tid, size: r.header.data_len });
-                    }
-                    return Ok(false);
-                }
-                Ok(true)
-            })?;
-            out.extend(found);
+            out.extend(live_at(&v, oid, at, |r| ObjectInfo { oid, tid: r.header.tid, size: r.header.data_len })?);
         }
         Ok(out)
     }
@@ -577,6 +556,22 @@ pub(crate) fn walk(v: &View, oid: Oid, mut f: impl FnMut(Walked<'_>) -> Result<b
         }
     }
     Ok(())
+}
+
+/// `f` of `oid`'s newest retained record with tid ≤ `at`, unless that is a deletion.
+fn live_at<T>(v: &View, oid: Oid, at: Tid, f: impl FnOnce(Walked<'_>) -> T) -> Result<Option<T>> {
+    let mut f = Some(f);
+    let mut out = None;
+    walk(v, oid, |r| {
+        if r.header.tid > at {
+            return Ok(true);
+        }
+        if !r.header.is_delete() {
+            out = f.take().map(|f| f(r));
+        }
+        Ok(false)
+    })?;
+    Ok(out)
 }
 
 /// The tid of `oid`'s newest record in `v`.
