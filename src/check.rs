@@ -81,7 +81,7 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
     report.segments = segs.len();
     for (seg, end, entries, stats) in segs {
         let path = seg.path.display().to_string();
-        if seg.header.prev.as_deref().map(Path::new).and_then(|p| p.file_name()).and_then(|n| n.to_str())
+        if seg.prev().as_deref().map(Path::new).and_then(|p| p.file_name()).and_then(|n| n.to_str())
             != prev_name.map(|n| n.file_name()).as_deref()
         {
             report.problems.push(format!("{path}: previous-segment reference does not name the previous segment"));

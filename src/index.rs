@@ -157,3 +157,60 @@ impl SortedIndex {
         Ok(lo)
     }
 }
+
+/// The merge's work area: a table of (oid u64, location u64) entries sorted by oid in an
+/// unlinked temporary file, mapped read-write. Memory use is the page cache's business,
+/// not the heap's: this is what keeps a merge's memory flat in the number of objects.
+pub(crate) struct WorkTable {
+    map: Option<memmap2::MmapMut>,
+    count: u64,
+    _file: std::fs::File,
+}
+
+impl WorkTable {
+    /// Map `file`, which holds `count` entries written sequentially.
+    pub(crate) fn map(file: std::fs::File, count: u64) -> std::io::Result<WorkTable> {
+        let map = if count == 0 {
+            None
+        } else {
+            // SAFETY: `file` is an unlinked temporary file created by this merge; no other
+            // process or handle can truncate or write it while the map lives, and every
+            // access below is bounds-checked against `count` entries.
+            Some(unsafe { memmap2::MmapMut::map_mut(&file)? })
+        };
+        if map.as_ref().is_some_and(|m| (m.len() as u64) < count * INDEX_ENTRY as u64) {
+            return Err(std::io::Error::other("merge work table shorter than its entries"));
+        }
+        Ok(WorkTable { map, count, _file: file })
+    }
+
+    pub(crate) fn len(&self) -> u64 {
+        self.count
+    }
+
+    pub(crate) fn get(&self, i: u64) -> (Oid, u64) {
+        let m = self.map.as_ref().expect("non-empty table");
+        let s = i as usize * INDEX_ENTRY;
+        (Oid(le64(&m[s..s + 8], 0)), le64(&m[s + 8..s + 16], 0))
+    }
+
+    pub(crate) fn set_location(&mut self, i: u64, loc: u64) {
+        let m = self.map.as_mut().expect("non-empty table");
+        let s = i as usize * INDEX_ENTRY + 8;
+        m[s..s + 8].copy_from_slice(&loc.to_le_bytes());
+    }
+
+    /// The position of `oid`, if present.
+    pub(crate) fn find(&self, oid: Oid) -> Option<u64> {
+        let (mut lo, mut hi) = (0u64, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            match self.get(mid).0.cmp(&oid) {
+                std::cmp::Ordering::Less => lo = mid + 1,
+                std::cmp::Ordering::Greater => hi = mid,
+                std::cmp::Ordering::Equal => return Some(mid),
+            }
+        }
+        None
+    }
+}

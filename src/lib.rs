@@ -10,6 +10,7 @@ pub mod check;
 pub mod error;
 pub mod format;
 mod index;
+pub mod merge;
 mod recovery;
 mod segment;
 mod store;

@@ -88,9 +88,22 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             Some(p) => path = resolve(dir, &p),
         }
     }
-    for n in &in_dir {
-        if !chain.iter().any(|s| s.header.name == *n) {
-            warnings.push(format!("{}: not in the chain; ignored", dir.join(n.file_name()).display()));
+    // Segments in the directory but not in the chain: leftovers of an interrupted merge.
+    for n in in_dir.iter().filter(|n| !chain.iter().any(|s| s.header.name == **n)) {
+        let path = dir.join(n.file_name());
+        let names = chain.iter().map(|s| s.header.name);
+        let replaced = names.clone().any(|c| c.first <= n.first && n.last <= c.last);
+        let unswitched = names.clone().any(|c| n.first <= c.first && c.last <= n.last);
+        if replaced && writable {
+            let archive = opts.archive_dir.clone().unwrap_or_else(|| dir.join("archive"));
+            let to = crate::merge::move_to_archive(vfs, &archive, &path)?;
+            warnings.push(format!("{}: merged away; moved to {}", path.display(), to.display()));
+        } else if unswitched && writable {
+            vfs.remove(&path).map_err(|e| Error::io(&path, "remove unfinished merge result", e))?;
+            vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+            warnings.push(format!("{}: a merge result never put in the chain; removed", path.display()));
+        } else {
+            warnings.push(format!("{}: not in the chain; ignored", path.display()));
         }
     }
     let alignment = chain[0].header.alignment;

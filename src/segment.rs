@@ -18,8 +18,11 @@ pub(crate) use crate::format::DecodedTxn;
 /// An open segment file and its header.
 pub(crate) struct SegmentFile {
     pub path: PathBuf,
+    /// The header as read at open (`prev` may since have been rewritten: see `prev()`).
     pub header: Header,
     pub file: Arc<dyn VFile>,
+    /// The current (generation, previous-segment reference) of the header slots.
+    slot: std::sync::Mutex<(u64, Option<String>)>,
 }
 
 impl SegmentFile {
@@ -39,7 +42,32 @@ impl SegmentFile {
                 format!("the header names this segment {}, not its file name", header.name),
             ));
         }
-        Ok(SegmentFile { path: path.to_path_buf(), header, file })
+        Ok(SegmentFile::new(path.to_path_buf(), header, file))
+    }
+
+    fn new(path: PathBuf, header: Header, file: Arc<dyn VFile>) -> SegmentFile {
+        let slot = std::sync::Mutex::new((header.generation, header.prev.clone()));
+        SegmentFile { path, header, file, slot }
+    }
+
+    /// The previous segment's reference as it is now.
+    pub fn prev(&self) -> Option<String> {
+        self.slot.lock().unwrap().1.clone()
+    }
+
+    /// Point this segment's header at a new previous segment, crash-atomically: the next
+    /// generation goes into the slot not in use, then the file is synced. A torn write
+    /// leaves the old slot in force. (`vfs` opens the file for writing if needed.)
+    pub fn rewrite_prev(&self, vfs: &dyn Vfs, prev: Option<String>) -> Result<()> {
+        let mut slot = self.slot.lock().unwrap();
+        let next = Header { generation: slot.0 + 1, prev: prev.clone(), ..self.header.clone() };
+        let bytes = next.slot_bytes()?;
+        let file = vfs.open(&self.path, true).map_err(|e| Error::io(&self.path, "open for header rewrite", e))?;
+        let io = |e| Error::io(&self.path, "rewrite the previous-segment reference of", e);
+        file.write_all_at(&bytes, Header::slot_offset(next.generation)).map_err(io)?;
+        file.sync().map_err(|e| Error::io(&self.path, "sync", e))?;
+        *slot = (next.generation, prev);
+        Ok(())
     }
 
     /// Create `dir/<name>.fs2` durably: written under a temporary name, synced, renamed,
@@ -54,7 +82,7 @@ impl SegmentFile {
         file.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
         vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
         vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
-        Ok(SegmentFile { path, header, file })
+        Ok(SegmentFile::new(path, header, file))
     }
 
     pub fn len(&self) -> Result<u64> {
@@ -366,6 +394,23 @@ impl PastSegment {
             return Ok(None);
         }
         self.index.find(&self.bytes, &self.seg.path, oid)
+    }
+
+    /// The header of the record at `off`, shape-checked but not checksum-verified (the
+    /// caller verifies the record later, e.g. by scanning its transaction).
+    pub fn record_header(&self, off: u64) -> Result<DataHeader> {
+        let end = self.data_end();
+        if off < HEADER_SIZE as u64 || off.checked_add(DATA_HEADER as u64).is_none_or(|e| e > end) {
+            return Err(Error::corrupted(&self.seg.path, off, "record offset outside the segment"));
+        }
+        let b = match self.map() {
+            Some(m) => m.get(off as usize..off as usize + DATA_HEADER).map(|s| s.to_vec()),
+            None => Some(self.seg.read(off, DATA_HEADER)?),
+        }
+        .ok_or_else(|| Error::corrupted(&self.seg.path, off, "record outside the map"))?;
+        let h = DataHeader::from_bytes(b.as_slice().try_into().expect("sized"));
+        h.check_shape(&self.seg.path, off, end)?;
+        Ok(h)
     }
 
     pub fn record(&self, off: u64, oid: Oid) -> Result<RecordRef<'_>> {

@@ -34,6 +34,8 @@ pub struct Options {
     /// Zero-fill the active segment this many bytes ahead of the data (0 = off), so that
     /// durable commits do not change the file length (faster `fdatasync`).
     pub preallocate: u64,
+    /// Where merged-away segments go (default: `archive/` in the storage directory).
+    pub archive_dir: Option<PathBuf>,
     pub vfs: Arc<dyn Vfs>,
 }
 
@@ -45,6 +47,7 @@ impl Default for Options {
             rotate_size: 64 << 20,
             alignment: 1 << 28,
             preallocate: 4 << 20,
+            archive_dir: None,
             vfs: Arc::new(RealVfs),
         }
     }
@@ -97,6 +100,8 @@ pub(crate) struct Inner {
     pub conflicts: AtomicU64,
     /// Problems recovery worked around at open (shown by `check`).
     pub warnings: Mutex<Vec<String>>,
+    /// The merge running now (at most one).
+    pub merging: Mutex<Option<Arc<crate::merge::MergeProgress>>>,
     _lock: Option<std::fs::File>,
 }
 
@@ -269,6 +274,7 @@ impl Storage {
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             warnings: Mutex::new(opened.warnings),
+            merging: Mutex::new(None),
             opts,
             _lock: lock,
         };
@@ -459,7 +465,7 @@ impl Storage {
                 name: p.seg.header.name,
                 path: p.seg.path.clone(),
                 state: SegmentState::Past,
-                prev: p.seg.header.prev.clone(),
+                prev: p.seg.prev(),
                 bytes: p.seg.len()?,
                 data_end: p.data_end(),
                 first_tid: some.then_some(t.first_tid),
@@ -475,7 +481,7 @@ impl Storage {
                 name: a.seg.header.name,
                 path: a.seg.path.clone(),
                 state: SegmentState::Active,
-                prev: a.seg.header.prev.clone(),
+                prev: a.seg.prev(),
                 bytes: a.end,
                 data_end: a.end,
                 first_tid: some.then_some(a.stats.first_tid),

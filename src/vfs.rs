@@ -27,6 +27,9 @@ pub trait VFile: Send + Sync {
     fn os_file(&self) -> Option<&File> {
         None
     }
+    /// Drop this file's clean pages from the page cache (after a bulk write, so that a
+    /// merge does not evict the pages readers rely on). A hint: errors are ignored.
+    fn drop_cache(&self) {}
 }
 
 /// A directory tree of files.
@@ -76,6 +79,12 @@ impl VFile for RealFile {
     }
     fn os_file(&self) -> Option<&File> {
         Some(&self.0)
+    }
+    fn drop_cache(&self) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is ours
+        // and open for the duration of the call.
+        unsafe { libc::posix_fadvise(self.0.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
     }
 }
 

@@ -142,32 +142,69 @@ impl Trailer {
 }
 
 /// Encode a whole index record for sorted, unique `entries` (oid, record offset).
-pub fn encode_index(entries: &[(Oid, u64)], mut trailer: Trailer) -> Vec<u8> {
-    let count = entries.len() as u64;
+pub fn encode_index(entries: &[(Oid, u64)], trailer: Trailer) -> Vec<u8> {
+    let mut out = Vec::with_capacity(IndexHeader::record_len(entries.len() as u64) as usize);
+    let sink = |b: &[u8]| -> Result<()> {
+        out.extend_from_slice(b);
+        Ok(())
+    };
+    encode_index_to(entries.iter().map(|e| Ok(*e)), entries.len() as u64, trailer, sink).expect("in memory");
+    out
+}
+
+/// Stream an index record for `count` sorted, unique entries to `sink` in order, with
+/// memory bounded by a chunk and the block CRCs (4 bytes per 256 entries). Returns the
+/// trailer written.
+pub fn encode_index_to(
+    entries: impl Iterator<Item = Result<(Oid, u64)>>,
+    count: u64,
+    mut trailer: Trailer,
+    mut sink: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<Trailer> {
     let len = IndexHeader::record_len(count);
     let header = IndexHeader { len, count }.to_bytes();
-    let mut out = Vec::with_capacity(len as usize);
-    out.extend_from_slice(&header);
-    for (oid, off) in entries {
-        out.extend_from_slice(&oid.to_le_bytes());
-        out.extend_from_slice(&off.to_le_bytes());
+    sink(&header)?;
+    let mut crcs = Vec::with_capacity(count.div_ceil(INDEX_BLOCK) as usize * 4);
+    let mut chunk = Vec::with_capacity(INDEX_BLOCK as usize * INDEX_ENTRY);
+    let mut n = 0u64;
+    let mut last: Option<Oid> = None;
+    for e in entries {
+        let (oid, off) = e?;
+        if last.is_some_and(|l| l >= oid) {
+            return Err(Error::invalid("index entries must be sorted by oid and unique"));
+        }
+        if last.is_none() {
+            trailer.first_oid = oid;
+        }
+        last = Some(oid);
+        chunk.extend_from_slice(&oid.to_le_bytes());
+        chunk.extend_from_slice(&off.to_le_bytes());
+        n += 1;
+        if chunk.len() == INDEX_BLOCK as usize * INDEX_ENTRY {
+            crcs.extend_from_slice(&crc(&chunk).to_le_bytes());
+            sink(&chunk)?;
+            chunk.clear();
+        }
     }
-    let mut crcs = Vec::new();
-    for block in out[INDEX_HEADER..].chunks(INDEX_BLOCK as usize * INDEX_ENTRY) {
-        crcs.extend_from_slice(&crc(block).to_le_bytes());
+    if !chunk.is_empty() {
+        crcs.extend_from_slice(&crc(&chunk).to_le_bytes());
+        sink(&chunk)?;
     }
-    out.extend_from_slice(&crcs);
-    out.resize(len as usize - TRAILER_SIZE, 0);
+    if n != count {
+        return Err(Error::invalid(format!("index has {n} entries, {count} announced")));
+    }
+    sink(&crcs)?;
+    let used = INDEX_HEADER as u64 + count * INDEX_ENTRY as u64 + crcs.len() as u64;
+    sink(&vec![0u8; (len - TRAILER_SIZE as u64 - used) as usize])?;
     trailer.count = count;
     trailer.version = super::VERSION;
     trailer.header_crc = crc(&header);
     trailer.crcs_crc = crc(&crcs);
-    if let (Some(first), Some(last)) = (entries.first(), entries.last()) {
-        trailer.first_oid = first.0;
-        trailer.last_oid = last.0;
+    if let Some(l) = last {
+        trailer.last_oid = l;
     }
-    out.extend_from_slice(&trailer.to_bytes());
-    out
+    sink(&trailer.to_bytes())?;
+    Ok(trailer)
 }
 
 #[cfg(test)]

@@ -9,7 +9,9 @@ mod index;
 mod txn;
 
 pub use header::{Header, HEADER_SIZE, MAX_PREV_PATH, VERSION};
-pub use index::{encode_index, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE};
+pub use index::{
+    encode_index, encode_index_to, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE,
+};
 pub use txn::{
     encode_padding, encode_txn, encoded_txn_len, DataHeader, DecodedTxn, RecordToWrite, TxnHeader, TxnMeta,
     DATA_HEADER, MIN_PADDING, TXN_FOOTER, TXN_HEADER,

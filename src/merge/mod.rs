@@ -1,0 +1,241 @@
+//! Merging (packing) adjacent past segments: `policy` decides what (a pure function),
+//! `worker` does the I/O; this module switches the chain over and archives the inputs.
+//!
+//! Chain switch: the merged segment is written under a temporary name, synced and renamed
+//! into place (still outside the chain); then the successor's previous-segment reference
+//! is rewritten to name it (one crash-atomic header-slot write + sync: old chain or new
+//! chain, never a mix); then the inputs move to the archive directory. Recovery removes a
+//! merged segment that never got into the chain and archives inputs that were replaced.
+
+pub mod policy;
+mod worker;
+
+pub use policy::{choose, Policy, SegmentStat};
+pub use worker::MergeCounts;
+
+use crate::error::{Error, Result};
+use crate::segment::PastSegment;
+use crate::store::{Inner, Storage};
+use crate::types::SegmentName;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Progress of a running merge, readable from any thread.
+#[derive(Debug)]
+pub struct MergeProgress {
+    pub inputs: Vec<SegmentName>,
+    pub bytes_done: AtomicU64,
+    pub bytes_total: AtomicU64,
+    pub records_done: AtomicU64,
+    pub records_total: AtomicU64,
+    pub started: Instant,
+}
+
+impl MergeProgress {
+    fn new(inputs: Vec<SegmentName>) -> MergeProgress {
+        MergeProgress {
+            inputs,
+            bytes_done: AtomicU64::new(0),
+            bytes_total: AtomicU64::new(0),
+            records_done: AtomicU64::new(0),
+            records_total: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+    /// Fraction done, 0.0 to 1.0 (by bytes).
+    pub fn fraction(&self) -> f64 {
+        let t = self.bytes_total.load(Ordering::Relaxed);
+        if t == 0 {
+            0.0
+        } else {
+            (self.bytes_done.load(Ordering::Relaxed) as f64 / t as f64).min(1.0)
+        }
+    }
+}
+
+/// The result of a merge.
+#[derive(Clone, Debug)]
+pub struct MergeReport {
+    pub inputs: Vec<SegmentName>,
+    pub output: SegmentName,
+    pub counts: MergeCounts,
+    pub seconds: f64,
+    /// Where the replaced segments went.
+    pub archived: Vec<PathBuf>,
+}
+
+/// A merge running in a background thread.
+pub struct MergeHandle {
+    thread: std::thread::JoinHandle<Result<MergeReport>>,
+    pub progress: Arc<MergeProgress>,
+}
+
+impl MergeHandle {
+    pub fn wait(self) -> Result<MergeReport> {
+        self.thread.join().unwrap_or_else(|_| Err(Error::Invalid("the merge thread panicked".into())))
+    }
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+}
+
+/// Clears the running-merge slot when the merge ends, however it ends.
+struct Running(Arc<Inner>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        *self.0.merging.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Storage {
+    /// The merge running now, if any.
+    pub fn merge_progress(&self) -> Option<Arc<MergeProgress>> {
+        self.inner.merging.lock().unwrap().clone()
+    }
+
+    /// Stats of the past segments, oldest first (what a policy decides on).
+    pub fn past_segment_stats(&self) -> Result<Vec<SegmentStat>> {
+        let v = self.view();
+        v.pasts
+            .iter()
+            .rev()
+            .map(|p| Ok(SegmentStat { name: p.seg.header.name, bytes: p.seg.len()?, records: p.trailer.record_count }))
+            .collect()
+    }
+
+    /// Merge as `policy` chooses, in this thread; `Ok(None)` if there is nothing to merge.
+    pub fn merge(&self, policy: &Policy) -> Result<Option<MergeReport>> {
+        match self.start_merge(policy)? {
+            Some(h) => h.wait().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Start a merge as `policy` chooses in a background thread. Commits and reads go on
+    /// meanwhile. `Error::Busy` if a merge is already running.
+    pub fn start_merge(&self, policy: &Policy) -> Result<Option<MergeHandle>> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly("the storage is open read-only; merging needs the writer".into()));
+        }
+        let mut slot = self.inner.merging.lock().unwrap();
+        if let Some(p) = slot.as_ref() {
+            let names: Vec<String> = p.inputs.iter().map(|n| n.to_string()).collect();
+            return Err(Error::Busy(format!(
+                "a merge of {} is running ({:.0}% done); wait for it to finish",
+                names.join(" "),
+                p.fraction() * 100.0
+            )));
+        }
+        let stats = self.past_segment_stats()?;
+        let Some(range) = choose(&stats, policy)? else { return Ok(None) };
+        let names: Vec<SegmentName> = stats[range].iter().map(|s| s.name).collect();
+        let progress = Arc::new(MergeProgress::new(names.clone()));
+        *slot = Some(progress.clone());
+        drop(slot);
+        let running = Running(self.inner.clone());
+        let storage = self.clone();
+        let p = progress.clone();
+        let thread = std::thread::Builder::new()
+            .name("fs2-merge".into())
+            .spawn(move || {
+                let _running = running;
+                storage.run_merge(&names, &p)
+            })
+            .map_err(|e| Error::io(&self.inner.dir, "start merge thread for", e))?;
+        Ok(Some(MergeHandle { thread, progress }))
+    }
+
+    fn run_merge(&self, names: &[SegmentName], progress: &MergeProgress) -> Result<MergeReport> {
+        let inner = &self.inner;
+        let vfs = &*inner.opts.vfs;
+        // Inputs oldest first, and the segments older than them (newest first).
+        let (inputs, older) = {
+            let v = self.view();
+            let pos = |n: &SegmentName| v.pasts.iter().position(|p| p.seg.header.name == *n);
+            let idx: Vec<usize> = names.iter().map(|n| pos(n).ok_or_else(|| not_in_chain(n))).collect::<Result<_>>()?;
+            let inputs: Vec<Arc<PastSegment>> = idx.iter().map(|&i| v.pasts[i].clone()).collect();
+            let oldest = *idx.first().expect("two inputs");
+            (inputs, v.pasts[oldest + 1..].to_vec())
+        };
+        let (out, counts) = worker::copy_merge(vfs, &inner.dir, &inputs, &older, progress)?;
+        let output = out.header.name;
+        let merged = Arc::new(PastSegment::open(out)?);
+        {
+            // Under the writer lock: no rotation changes the successor meanwhile.
+            let _w = inner.writer.lock().unwrap();
+            let newest = inputs.last().expect("inputs").seg.header.name;
+            let v = self.view();
+            let at = v.pasts.iter().position(|p| p.seg.header.name == newest).ok_or_else(|| not_in_chain(&newest))?;
+            let successor = match at {
+                0 => v
+                    .active
+                    .as_ref()
+                    .map(|a| a.seg.clone())
+                    .ok_or_else(|| Error::ReadOnly("no active segment".into()))?,
+                n => Arc::new(crate::segment::SegmentFile::open(vfs, &v.pasts[n - 1].seg.path, false)?),
+            };
+            drop(v);
+            successor.rewrite_prev(vfs, Some(output.file_name()))?;
+            if at > 0 {
+                // Keep the in-memory reference current for `segments()` and `check`.
+                let mut v = inner.view.write().unwrap();
+                let s = &v.pasts[at - 1];
+                v.pasts[at - 1] =
+                    Arc::new(PastSegment::open(crate::segment::SegmentFile::open(vfs, &s.seg.path, false)?)?);
+            }
+            let mut v = inner.view.write().unwrap();
+            let first = at + inputs.len() - 1;
+            v.pasts.splice(at..=first, [merged]);
+        }
+        let mut archived = Vec::new();
+        for p in &inputs {
+            match archive(inner, &p.seg.path) {
+                Ok(to) => archived.push(to),
+                Err(e) => {
+                    log::warn!("merged {} but could not archive it: {e} (the next open retries)", p.seg.path.display())
+                }
+            }
+        }
+        let report = MergeReport {
+            inputs: names.to_vec(),
+            output,
+            counts,
+            seconds: progress.started.elapsed().as_secs_f64(),
+            archived,
+        };
+        log::info!("merged {} segments into {output} in {:.2} s", names.len(), report.seconds);
+        Ok(report)
+    }
+}
+
+fn not_in_chain(n: &SegmentName) -> Error {
+    Error::NotFound(format!("segment {n} is not a past segment of this storage's chain"))
+}
+
+/// The archive directory of a storage.
+pub(crate) fn archive_dir(inner: &Inner) -> PathBuf {
+    inner.opts.archive_dir.clone().unwrap_or_else(|| inner.dir.join("archive"))
+}
+
+/// Move a replaced segment file into the archive directory, durably.
+pub(crate) fn archive(inner: &Inner, path: &std::path::Path) -> Result<PathBuf> {
+    move_to_archive(&*inner.opts.vfs, &archive_dir(inner), path)
+}
+
+pub(crate) fn move_to_archive(
+    vfs: &dyn crate::vfs::Vfs,
+    dir: &std::path::Path,
+    path: &std::path::Path,
+) -> Result<PathBuf> {
+    vfs.create_dir_all(dir).map_err(|e| Error::io(dir, "create archive directory", e))?;
+    let to = dir.join(path.file_name().expect("a segment file name"));
+    vfs.rename(path, &to).map_err(|e| Error::io(path, "move to the archive", e))?;
+    vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+    if let Some(from) = path.parent() {
+        vfs.sync_dir(from).map_err(|e| Error::io(from, "sync directory", e))?;
+    }
+    Ok(to)
+}

@@ -1,0 +1,244 @@
+//! The copy merge: adjacent past segments f1..fk in, one past segment out, holding for
+//! each oid only the record current at the end of fk. Memory stays flat: the indexes are
+//! merged by streaming into a sorted work table in a temporary file (pass 1), the inputs
+//! are copied in file order, which is tid order (pass 2), and the work table, updated in
+//! place with the new offsets, is streamed out as the new index.
+
+use super::MergeProgress;
+use crate::error::{Error, Result};
+use crate::format::{
+    encode_index_to, encode_padding, encode_txn, encoded_txn_len, Header, RecordToWrite, Trailer, DATA_HEADER,
+    HEADER_SIZE, MARK_TXN,
+};
+use crate::index::WorkTable;
+use crate::segment::{place, PastSegment, Scanner, SealStats, SegmentFile, Step};
+use crate::types::{Oid, SegmentName};
+use crate::vfs::{VFile, Vfs};
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+/// A work-table location before pass 2: tag bit, input number, offset in that input.
+const OLD: u64 = 1 << 63;
+const INPUT_SHIFT: u32 = 56;
+const OFFSET_MASK: u64 = (1 << INPUT_SHIFT) - 1;
+/// Inputs a location can name.
+pub(crate) const MAX_INPUTS: usize = 127;
+
+fn old_location(input: usize, offset: u64) -> u64 {
+    OLD | ((input as u64) << INPUT_SHIFT) | offset
+}
+
+/// What a merge did.
+#[derive(Clone, Debug, Default)]
+pub struct MergeCounts {
+    pub records_in: u64,
+    pub records_out: u64,
+    /// Deletion records dropped with their object (nothing older holds the oid).
+    pub deletions_dropped: u64,
+    pub transactions_in: u64,
+    pub transactions_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+
+/// Does any segment older than the merge hold `oid`?
+fn held_by_older(older: &[Arc<PastSegment>], oid: Oid) -> Result<bool> {
+    for p in older {
+        if p.find(oid)?.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Merge `inputs` (adjacent, oldest first) into a new segment file in `dir`, durable and
+/// renamed into place but not yet in the chain. `older`: the segments older than the
+/// inputs (they decide whether a deletion must be kept).
+pub(crate) fn copy_merge(
+    vfs: &dyn Vfs,
+    dir: &Path,
+    inputs: &[Arc<PastSegment>],
+    older: &[Arc<PastSegment>],
+    progress: &MergeProgress,
+) -> Result<(SegmentFile, MergeCounts)> {
+    if inputs.len() < 2 || inputs.len() > MAX_INPUTS {
+        return Err(Error::invalid(format!("a merge takes 2 to {MAX_INPUTS} adjacent past segments")));
+    }
+    let mut counts = MergeCounts::default();
+    for p in inputs {
+        counts.records_in += p.trailer.record_count;
+        counts.transactions_in += p.trailer.txn_count;
+        counts.bytes_in += p.seg.len()?;
+    }
+    progress.bytes_total.store(inputs.iter().map(|p| p.data_end()).sum(), Ordering::Relaxed);
+    progress.records_total.store(counts.records_in, Ordering::Relaxed);
+
+    // Pass 1: stream-merge the indexes; keep each oid's newest record, unless it is a
+    // deletion that nothing older needs to see.
+    let work = tempfile::tempfile_in(dir)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(|e| Error::io(dir, "create merge work file in", e))?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, work);
+    let mut heap = BinaryHeap::new();
+    let mut pos = vec![0u64; inputs.len()];
+    for (i, p) in inputs.iter().enumerate() {
+        if p.index.len() > 0 {
+            heap.push(Reverse((p.entry(0)?.0, i)));
+        }
+    }
+    let mut retained = 0u64;
+    while let Some(Reverse((oid, _))) = heap.peek().copied() {
+        let mut newest = None;
+        while let Some(Reverse((o, i))) = heap.peek().copied() {
+            if o != oid {
+                break;
+            }
+            heap.pop();
+            let off = inputs[i].entry(pos[i])?.1;
+            if newest.is_none_or(|(n, _)| i > n) {
+                newest = Some((i, off));
+            }
+            pos[i] += 1;
+            if pos[i] < inputs[i].index.len() {
+                heap.push(Reverse((inputs[i].entry(pos[i])?.0, i)));
+            }
+        }
+        let (i, off) = newest.expect("one at least");
+        if off > OFFSET_MASK {
+            return Err(Error::corrupted(&inputs[i].seg.path, off, "record offset too large"));
+        }
+        if inputs[i].record_header(off)?.is_delete() && !held_by_older(older, oid)? {
+            counts.deletions_dropped += 1;
+            continue;
+        }
+        w.write_all(&oid.to_le_bytes())
+            .and_then(|_| w.write_all(&old_location(i, off).to_le_bytes()))
+            .map_err(|e| Error::io(dir, "write merge work file in", e))?;
+        retained += 1;
+    }
+    let work = w.into_inner().map_err(|e| Error::io(dir, "write merge work file in", e.into_error()))?;
+    let mut table = WorkTable::map(work, retained).map_err(|e| Error::io(dir, "map merge work file in", e))?;
+
+    // Pass 2: copy the retained records in file order, grouped by their transactions.
+    let first = &inputs[0].seg.header;
+    let name = SegmentName { first: first.name.first, last: inputs[inputs.len() - 1].seg.header.name.last };
+    let header = Header { name, prev: inputs[0].seg.prev(), generation: 1, flags: 0, ..first.clone() };
+    let path = dir.join(name.file_name());
+    let tmp = dir.join(format!("{}.tmp", name.file_name()));
+    let _ = vfs.remove(&tmp);
+    let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+    let mut sink = Sink { file: &*out, path: &tmp, at: 0, buf: Vec::with_capacity(2 << 20) };
+    sink.put(&header.to_bytes()?)?;
+    let mut stats = SealStats::default();
+    let mut done_before = 0u64;
+    for (i, p) in inputs.iter().enumerate() {
+        let mut sc = Scanner::new(&p.seg, HEADER_SIZE as u64, p.data_end());
+        loop {
+            let scanned = sc.pos;
+            match sc.next_step()? {
+                Step::Txn { offset, txn, bytes } => {
+                    let (mut js, mut recs) = (Vec::new(), Vec::new());
+                    for (rel, h) in &txn.records {
+                        let Some(j) = table.find(h.oid) else { continue };
+                        if table.get(j).1 != old_location(i, offset + rel) {
+                            continue;
+                        }
+                        let s = *rel as usize + DATA_HEADER;
+                        let data = (!h.is_delete()).then(|| &bytes[s..s + h.data_len as usize]);
+                        let prev = if held_by_older(older, h.oid)? { 1 } else { 0 };
+                        js.push(j);
+                        recs.push(RecordToWrite { oid: h.oid, prev, data });
+                    }
+                    progress.records_done.fetch_add(txn.records.len() as u64, Ordering::Relaxed);
+                    progress.bytes_done.store(done_before + scanned - HEADER_SIZE as u64, Ordering::Relaxed);
+                    if recs.is_empty() {
+                        continue;
+                    }
+                    let (pad, len) = place(sink.pos(), encoded_txn_len(&txn.meta, &recs), header.alignment);
+                    if pad > 0 {
+                        let (head, tail) = encode_padding(pad);
+                        sink.put(&head)?;
+                        sink.put(&vec![0u8; pad as usize - 20])?;
+                        sink.put(&tail)?;
+                    }
+                    let at = sink.pos();
+                    let mut rec = Vec::with_capacity(len as usize);
+                    let rels = encode_txn(&mut rec, len, txn.header.tid, at, &txn.meta, &recs);
+                    rec[..4].copy_from_slice(&MARK_TXN);
+                    sink.put(&rec)?;
+                    for (j, rel) in js.into_iter().zip(rels) {
+                        table.set_location(j, at + rel);
+                    }
+                    crate::recovery::note_txn(&mut stats, txn.header.tid, recs.len());
+                }
+                Step::Skip => {}
+                Step::End | Step::Index => break,
+                Step::Invalid(why) => return Err(Error::corrupted(&p.seg.path, sc.pos, why)),
+            }
+        }
+        done_before += p.data_end() - HEADER_SIZE as u64;
+    }
+    let data_end = sink.pos();
+
+    // The work table now holds (oid, new offset), sorted: it is the new index.
+    let trailer = Trailer {
+        index_offset: data_end,
+        first_tid: stats.first_tid,
+        last_tid: stats.last_tid,
+        txn_count: stats.txn_count,
+        record_count: stats.record_count,
+        ..Default::default()
+    };
+    let table = &table;
+    let entries = (0..table.len()).map(|j| {
+        let (oid, loc) = table.get(j);
+        if loc & OLD != 0 {
+            Err(Error::corrupted(&inputs[0].seg.path, 0, format!("merge: the record of oid {oid} was never copied")))
+        } else {
+            Ok((oid, loc))
+        }
+    });
+    encode_index_to(entries, table.len(), trailer, |b| sink.put(b))?;
+    sink.flush()?;
+    out.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
+    out.drop_cache();
+    vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
+    vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+    counts.records_out = stats.record_count;
+    counts.transactions_out = stats.txn_count;
+    counts.bytes_out = sink.pos();
+    progress.bytes_done.store(progress.bytes_total.load(Ordering::Relaxed), Ordering::Relaxed);
+    Ok((SegmentFile::open(vfs, &path, false)?, counts))
+}
+
+/// Sequential writes through a buffer.
+struct Sink<'a> {
+    file: &'a dyn VFile,
+    path: &'a Path,
+    /// File offset of the start of `buf`.
+    at: u64,
+    buf: Vec<u8>,
+}
+
+impl Sink<'_> {
+    fn pos(&self) -> u64 {
+        self.at + self.buf.len() as u64
+    }
+    fn put(&mut self, b: &[u8]) -> Result<()> {
+        self.buf.extend_from_slice(b);
+        if self.buf.len() >= 1 << 20 {
+            self.flush()?;
+        }
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<()> {
+        self.file.write_all_at(&self.buf, self.at).map_err(|e| Error::io(self.path, "write", e))?;
+        self.at += self.buf.len() as u64;
+        self.buf.clear();
+        Ok(())
+    }
+}
