@@ -13,6 +13,7 @@ mod index;
 pub mod merge;
 mod recovery;
 mod segment;
+pub mod settings;
 mod store;
 mod txn;
 pub mod types;

@@ -88,6 +88,15 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             Some(p) => path = resolve(dir, &p),
         }
     }
+    // A segment moved elsewhere whose old copy was not removed yet.
+    for seg in chain.iter().filter(|s| s.path != dir.join(s.header.name.file_name())) {
+        let stale = dir.join(seg.header.name.file_name());
+        if writable && in_dir.contains(&seg.header.name) {
+            vfs.remove(&stale).map_err(|e| Error::io(&stale, "remove the old copy of a moved segment", e))?;
+            vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+            warnings.push(format!("{}: moved to {}; removed the old copy", stale.display(), seg.path.display()));
+        }
+    }
     // Segments in the directory but not in the chain: leftovers of an interrupted merge.
     for n in in_dir.iter().filter(|n| !chain.iter().any(|s| s.header.name == **n)) {
         let path = dir.join(n.file_name());

@@ -100,6 +100,7 @@ pub(crate) struct Inner {
     pub conflicts: AtomicU64,
     /// Problems recovery worked around at open (shown by `check`).
     pub warnings: Mutex<Vec<String>>,
+    pub settings: Mutex<crate::settings::Settings>,
     /// The merge running now (at most one).
     pub merging: Mutex<Option<Arc<crate::merge::MergeProgress>>>,
     _lock: Option<std::fs::File>,
@@ -259,6 +260,7 @@ impl Storage {
         for w in &opened.warnings {
             log::warn!("{w}");
         }
+        let settings = crate::settings::Settings::load(&*opts.vfs, dir)?;
         let next_oid = opened.max_oid.map_or(1, |o| o.0.saturating_add(1)).max(1);
         let writer = Writer::new(&opened);
         let inner = Inner {
@@ -275,10 +277,28 @@ impl Storage {
             conflicts: AtomicU64::new(0),
             warnings: Mutex::new(opened.warnings),
             merging: Mutex::new(None),
+            settings: Mutex::new(settings),
             opts,
             _lock: lock,
         };
         Ok(Storage { inner: Arc::new(inner) })
+    }
+
+    /// How much history this storage keeps (see `settings`).
+    pub fn retention(&self) -> crate::settings::Retention {
+        self.inner.settings.lock().unwrap().retention
+    }
+
+    /// Change and save the retention policy.
+    pub fn set_retention(&self, r: crate::settings::Retention) -> Result<()> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly("the storage is open read-only".into()));
+        }
+        let mut s = self.inner.settings.lock().unwrap();
+        let new = crate::settings::Settings { retention: r };
+        new.save(&*self.inner.opts.vfs, &self.inner.dir)?;
+        *s = new;
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {

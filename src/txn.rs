@@ -234,8 +234,11 @@ impl Transaction {
         }
         let batch = std::mem::take(&mut *inner.queue.lock().unwrap());
         write_batch(inner, &mut w, &batch, false);
-        maybe_rotate(inner, &mut w);
+        let rotated = maybe_rotate(inner, &mut w);
         drop(w);
+        if rotated {
+            Storage { inner: inner.clone() }.after_rotation();
+        }
         let r = req.result.lock().unwrap().take();
         r.expect("the leader answers its own request")
     }
@@ -305,7 +308,11 @@ impl Transaction {
         }
         let tid = voted.done.tid;
         publish(&inner, &w, vec![voted.done]);
-        maybe_rotate(&inner, &mut w);
+        let rotated = maybe_rotate(&inner, &mut w);
+        drop(w);
+        if rotated {
+            Storage { inner: inner.clone() }.after_rotation();
+        }
         Ok(tid)
     }
 
@@ -548,13 +555,16 @@ fn publish(inner: &Inner, w: &Writer, written: Vec<Written>) {
 }
 
 /// Rotate when the active segment has grown past the configured size.
-fn maybe_rotate(inner: &Inner, w: &mut MutexGuard<'_, Writer>) {
+/// Whether it rotated.
+fn maybe_rotate(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> bool {
     let limit = inner.opts.rotate_size;
     if limit > 0 && w.end >= limit && w.voted.is_none() && w.poisoned.is_none() {
-        if let Err(e) = rotate_locked(inner, w) {
-            log::error!("automatic rotation failed: {e}");
+        match rotate_locked(inner, w) {
+            Ok(_) => return true,
+            Err(e) => log::error!("automatic rotation failed: {e}"),
         }
     }
+    false
 }
 
 /// Seal the active segment (index + trailer), start the next one, swap the in-memory
@@ -625,7 +635,22 @@ impl Storage {
         while w.voted.is_some() {
             w = inner.writer_cv.wait(w).unwrap();
         }
-        rotate_locked(inner, &mut w)
+        let name = rotate_locked(inner, &mut w)?;
+        drop(w);
+        self.after_rotation();
+        Ok(name)
+    }
+
+    /// With minimal retention, merge every past segment in the background after a
+    /// rotation. A merge already running is left to finish (the next rotation retries).
+    pub(crate) fn after_rotation(&self) {
+        if self.retention() != crate::settings::Retention::Minimal {
+            return;
+        }
+        match self.start_merge(&crate::merge::Policy::All) {
+            Ok(_) | Err(Error::Busy(_)) => {}
+            Err(e) => log::warn!("minimal retention: could not start a merge: {e}"),
+        }
     }
 
     /// Make every commit durable (after bulk loads with `sync: false`).

@@ -143,3 +143,58 @@ fn merges_run_online_and_a_second_request_is_busy() {
     drop(s);
     checked(d.path());
 }
+
+#[test]
+fn move_segment_relinks_the_chain_and_recovery_removes_a_stale_copy() {
+    let d = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), Options::default()).unwrap();
+    let t1 = commit(&s, &[(1, Some(b"one")), (2, Some(b"two"))]);
+    s.rotate().unwrap();
+    let t2 = commit(&s, &[(1, Some(b"uno"))]);
+    s.rotate().unwrap();
+    commit(&s, &[(3, Some(b"three"))]);
+    let seg1 = SegmentName::single(1);
+    assert!(s.move_segment(seg1, std::path::Path::new("relative")).is_err());
+    let to = s.move_segment(seg1, elsewhere.path()).unwrap();
+    assert_eq!(to, elsewhere.path().join("seg-000001.fs2"));
+    assert!(!d.path().join("seg-000001.fs2").exists());
+    assert_eq!(s.load_at(Oid(1), t1).unwrap(), Some((t1, b"one".to_vec())));
+    let segs = s.segments().unwrap();
+    assert_eq!(segs[0].path, to);
+    assert_eq!(segs[1].prev.as_deref(), Some(to.to_str().unwrap()), "the successor names the new path");
+    drop(s);
+    checked(d.path());
+    // A crash after the switch but before the old copy was removed: open removes it.
+    std::fs::copy(&to, d.path().join("seg-000001.fs2")).unwrap();
+    let s = Storage::open(d.path(), Options::default()).unwrap();
+    assert!(s.open_warnings().iter().any(|w| w.contains("removed the old copy")), "{:?}", s.open_warnings());
+    assert!(!d.path().join("seg-000001.fs2").exists());
+    assert_eq!(s.load(Oid(2)).unwrap(), Some((t1, b"two".to_vec())));
+    // And back home: the reference is a plain file name again.
+    s.move_segment(seg1, d.path()).unwrap();
+    assert_eq!(s.segments().unwrap()[1].prev.as_deref(), Some("seg-000001.fs2"));
+    assert_eq!(s.history(Oid(1)).unwrap().iter().map(|r| r.tid).collect::<Vec<_>>(), vec![t2, t1]);
+    drop(s);
+    checked(d.path());
+}
+
+#[test]
+fn minimal_retention_merges_after_each_rotation() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), Options::default()).unwrap();
+    s.set_retention(filestorage2::settings::Retention::Minimal).unwrap();
+    for i in 0..4u64 {
+        commit(&s, &[(1, Some(format!("v{i}").as_bytes())), (i + 10, Some(b"x"))]);
+        s.rotate().unwrap();
+        while s.merge_progress().is_some() {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let past = s.segments().unwrap().iter().filter(|g| g.state == filestorage2::SegmentState::Past).count();
+    assert_eq!(past, 1, "{:?}", names(&s));
+    assert_eq!(s.history(Oid(1)).unwrap().len(), 1, "only the current revision is kept");
+    drop(s);
+    let s = Storage::open(d.path(), Options::default()).unwrap();
+    assert_eq!(s.retention(), filestorage2::settings::Retention::Minimal, "the setting is the storage's");
+}

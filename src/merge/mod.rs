@@ -15,9 +15,10 @@ pub use worker::MergeCounts;
 
 use crate::error::{Error, Result};
 use crate::segment::PastSegment;
+use crate::segment::SegmentFile;
 use crate::store::{Inner, Storage};
 use crate::types::SegmentName;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -163,33 +164,8 @@ impl Storage {
         let (out, counts) = worker::copy_merge(vfs, &inner.dir, &inputs, &older, progress)?;
         let output = out.header.name;
         let merged = Arc::new(PastSegment::open(out)?);
-        {
-            // Under the writer lock: no rotation changes the successor meanwhile.
-            let _w = inner.writer.lock().unwrap();
-            let newest = inputs.last().expect("inputs").seg.header.name;
-            let v = self.view();
-            let at = v.pasts.iter().position(|p| p.seg.header.name == newest).ok_or_else(|| not_in_chain(&newest))?;
-            let successor = match at {
-                0 => v
-                    .active
-                    .as_ref()
-                    .map(|a| a.seg.clone())
-                    .ok_or_else(|| Error::ReadOnly("no active segment".into()))?,
-                n => Arc::new(crate::segment::SegmentFile::open(vfs, &v.pasts[n - 1].seg.path, false)?),
-            };
-            drop(v);
-            successor.rewrite_prev(vfs, Some(output.file_name()))?;
-            if at > 0 {
-                // Keep the in-memory reference current for `segments()` and `check`.
-                let mut v = inner.view.write().unwrap();
-                let s = &v.pasts[at - 1];
-                v.pasts[at - 1] =
-                    Arc::new(PastSegment::open(crate::segment::SegmentFile::open(vfs, &s.seg.path, false)?)?);
-            }
-            let mut v = inner.view.write().unwrap();
-            let first = at + inputs.len() - 1;
-            v.pasts.splice(at..=first, [merged]);
-        }
+        let newest = inputs.last().expect("inputs").seg.header.name;
+        self.relink(newest, inputs.len(), merged, output.file_name())?;
         let mut archived = Vec::new();
         for p in &inputs {
             match archive(inner, &p.seg.path) {
@@ -208,6 +184,88 @@ impl Storage {
         };
         log::info!("merged {} segments into {output} in {:.2} s", names.len(), report.seconds);
         Ok(report)
+    }
+}
+
+impl Storage {
+    /// Replace the `count` past segments ending with `newest` (newest first in the view)
+    /// by `replacement`, whose file the successor of `newest` is made to reference as
+    /// `prev_ref`: one crash-atomic header-slot write. Under the writer lock, so that no
+    /// rotation changes the successor meanwhile.
+    fn relink(&self, newest: SegmentName, count: usize, replacement: Arc<PastSegment>, prev_ref: String) -> Result<()> {
+        let inner = &self.inner;
+        let vfs = &*inner.opts.vfs;
+        let _w = inner.writer.lock().unwrap();
+        let v = self.view();
+        let at = v.pasts.iter().position(|p| p.seg.header.name == newest).ok_or_else(|| not_in_chain(&newest))?;
+        let successor = match at {
+            0 => v.active.as_ref().map(|a| a.seg.clone()).ok_or_else(|| Error::ReadOnly("no active segment".into()))?,
+            n => Arc::new(SegmentFile::open(vfs, &v.pasts[n - 1].seg.path, false)?),
+        };
+        drop(v);
+        successor.rewrite_prev(vfs, Some(prev_ref))?;
+        let mut v = inner.view.write().unwrap();
+        if at > 0 {
+            // Keep the in-memory reference current for `segments()` and `check`.
+            v.pasts[at - 1] = Arc::new(PastSegment::open(Arc::try_unwrap(successor).ok().expect("sole owner"))?);
+        }
+        v.pasts.splice(at..at + count, [replacement]);
+        Ok(())
+    }
+
+    /// Move past segment `name` to `to_dir` (for example another file system) and update
+    /// the chain: copy, sync, rename into place there, switch the successor's reference
+    /// (crash-atomic), then remove the old file. Returns the new path. A crash before the
+    /// switch leaves an unused copy in `to_dir`; after it, the next open removes the old
+    /// file.
+    pub fn move_segment(&self, name: SegmentName, to_dir: &Path) -> Result<PathBuf> {
+        let inner = &self.inner;
+        let vfs = &*inner.opts.vfs;
+        if inner.opts.read_only {
+            return Err(Error::ReadOnly("the storage is open read-only".into()));
+        }
+        if !to_dir.is_absolute() {
+            return Err(Error::invalid(format!("{}: give the target directory as an absolute path", to_dir.display())));
+        }
+        let mut slot = inner.merging.lock().unwrap();
+        if slot.is_some() {
+            return Err(Error::Busy("a merge or move is running; wait for it to finish".into()));
+        }
+        *slot = Some(Arc::new(MergeProgress::new(vec![name])));
+        drop(slot);
+        let _running = Running(inner.clone());
+        let p = {
+            let v = self.view();
+            v.pasts.iter().find(|p| p.seg.header.name == name).cloned().ok_or_else(|| not_in_chain(&name))?
+        };
+        let from = p.seg.path.clone();
+        let to = to_dir.join(name.file_name());
+        if from.parent() == Some(to_dir) {
+            return Err(Error::invalid(format!("{} is already in {}", name, to_dir.display())));
+        }
+        vfs.create_dir_all(to_dir).map_err(|e| Error::io(to_dir, "create directory", e))?;
+        let tmp = to_dir.join(format!("{}.tmp", name.file_name()));
+        let _ = vfs.remove(&tmp);
+        let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+        let len = p.seg.len()?;
+        let mut at = 0u64;
+        while at < len {
+            let n = (len - at).min(1 << 20) as usize;
+            out.write_all_at(&p.seg.read(at, n)?, at).map_err(|e| Error::io(&tmp, "write", e))?;
+            at += n as u64;
+        }
+        out.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
+        out.drop_cache();
+        vfs.rename(&tmp, &to).map_err(|e| Error::io(&to, "rename into place", e))?;
+        vfs.sync_dir(to_dir).map_err(|e| Error::io(to_dir, "sync directory", e))?;
+        let moved = Arc::new(PastSegment::open(SegmentFile::open(vfs, &to, false)?)?);
+        let reference = if to_dir == inner.dir { name.file_name() } else { to.display().to_string() };
+        self.relink(name, 1, moved, reference)?;
+        vfs.remove(&from).map_err(|e| Error::io(&from, "remove the old copy of", e))?;
+        if let Some(d) = from.parent() {
+            vfs.sync_dir(d).map_err(|e| Error::io(d, "sync directory", e))?;
+        }
+        Ok(to)
     }
 }
 
