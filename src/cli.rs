@@ -2,7 +2,9 @@
 
 use clap::{Args, Parser, Subcommand};
 use filestorage2::check::check;
-use filestorage2::{Error, Oid, Options, SegmentState, Storage, Tid};
+use filestorage2::merge::Policy;
+use filestorage2::{Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
+use std::sync::atomic::Ordering;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,6 +28,10 @@ enum Cmd {
         /// Records never span a multiple of this many bytes (a multiple of 4096).
         #[arg(long, default_value_t = 1 << 28)]
         alignment: u64,
+        /// full: keep history until merged; minimal: merge past segments after every
+        /// rotation so that only current revisions remain.
+        #[arg(long, default_value = "full", value_parser = ["full", "minimal"])]
+        retention: String,
     },
     /// Show the chain of segments, their tid ranges, sizes and counts.
     Info {
@@ -64,6 +70,24 @@ enum Cmd {
     Commit(CommitArgs),
     /// Seal the active segment and start a new one.
     Rotate { dir: PathBuf },
+    /// Merge (pack) adjacent past segments into one that keeps only each object's record
+    /// current at the end of the merged range; the inputs move to DIR/archive/.
+    Merge(MergeArgs),
+    /// Move a past segment to another directory (another file system) and relink the chain.
+    MoveSegment {
+        dir: PathBuf,
+        #[arg(value_parser = parse_segment)]
+        segment: SegmentName,
+        /// The target directory (created if missing).
+        to: PathBuf,
+    },
+    /// Show or set how much history the storage keeps: full (until merged) or minimal
+    /// (past segments merged after every rotation).
+    Retention {
+        dir: PathBuf,
+        #[arg(value_parser = ["full", "minimal"])]
+        set: Option<String>,
+    },
     /// Verify every checksum, the chain, and every index against its data.
     Check {
         dir: PathBuf,
@@ -78,6 +102,28 @@ enum Cmd {
         #[arg(default_value = "fs2-demo")]
         dir: PathBuf,
     },
+}
+
+#[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["all", "policy", "segments"])))]
+struct MergeArgs {
+    dir: PathBuf,
+    /// Merge every past segment into one.
+    #[arg(long)]
+    all: bool,
+    /// Let the size-tiered policy choose: keep at most --keep past segments.
+    #[arg(long)]
+    policy: bool,
+    #[arg(long, default_value_t = 4, requires = "policy")]
+    keep: usize,
+    /// Adjacent past segments to merge, as `fs2 info` names them.
+    #[arg(value_parser = parse_segment, conflicts_with_all = ["all", "policy"])]
+    segments: Vec<SegmentName>,
+}
+
+/// A segment name, with or without the `.fs2` suffix.
+fn parse_segment(s: &str) -> Result<SegmentName, String> {
+    s.strip_suffix(".fs2").unwrap_or(s).parse().map_err(|e: Error| e.to_string())
 }
 
 #[derive(Args, Debug)]
@@ -188,8 +234,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let mut out = out.lock();
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     match cli.cmd {
-        Cmd::Init { dir, alignment } => {
+        Cmd::Init { dir, alignment, retention } => {
             let s = Storage::create(&dir, Options { alignment, ..Options::default() })?;
+            s.set_retention(retention.parse()?)?;
             w(writeln!(out, "created storage {} (active segment {})", dir.display(), s.segments()?[0].name))?;
         }
         Cmd::Info { dir, no_count } => info(&mut out, &dir, !no_count)?,
@@ -262,6 +309,21 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             w(writeln!(out, "ok"))?;
         }
+        Cmd::Merge(a) => merge(&mut out, a)?,
+        Cmd::MoveSegment { dir, segment, to } => {
+            let to = std::path::absolute(&to).map_err(|e| fail(1, format!("{}: {e}", to.display())))?;
+            let s = Storage::open(&dir, Options::default())?;
+            let path = s.move_segment(segment, &to)?;
+            w(writeln!(out, "moved {segment} to {}", path.display()))?;
+        }
+        Cmd::Retention { dir, set } => match set {
+            Some(r) => {
+                let s = Storage::open(&dir, Options::default())?;
+                s.set_retention(r.parse()?)?;
+                w(writeln!(out, "retention: {}", s.retention()))?;
+            }
+            None => w(writeln!(out, "retention: {}", open_ro(&dir)?.retention()))?,
+        },
         Cmd::Demo { dir } => demo(&mut out, &dir)?,
         Cmd::Bench(args) => filestorage2::bench::run(&args)?,
     }
@@ -287,6 +349,7 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
     w(writeln!(out, "transactions: {}", st.transactions))?;
     w(writeln!(out, "records:      {}", st.records))?;
     w(writeln!(out, "bytes:        {} ({})", st.bytes, human(st.bytes)))?;
+    w(writeln!(out, "retention:    {}", s.retention()))?;
     w(writeln!(out, "segments:     {} (oldest first)", segs.len()))?;
     w(writeln!(
         out,
@@ -306,6 +369,66 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
             g.bytes,
             g.path.display()
         ))?;
+    }
+    let archive = dir.join("archive");
+    let mut archived: Vec<(String, u64)> = std::fs::read_dir(&archive)
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_str()?.to_string();
+                    SegmentName::from_file_name(&name)?;
+                    Some((name, e.metadata().ok()?.len()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    archived.sort();
+    if !archived.is_empty() {
+        w(writeln!(out, "archived:     {} in {} (merged away; each is a complete segment)", archived.len(), archive.display()))?;
+        for (name, len) in archived {
+            w(writeln!(out, "  {name:<24} {len:>12}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn merge(out: &mut impl Write, a: MergeArgs) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let policy = if a.all {
+        Policy::All
+    } else if a.policy {
+        Policy::KeepAtMost(a.keep)
+    } else {
+        Policy::Named(a.segments)
+    };
+    let s = Storage::open(&a.dir, Options::default())?;
+    let Some(h) = s.start_merge(&policy)? else {
+        let n = s.past_segment_stats()?.len();
+        return w(writeln!(out, "nothing to merge ({n} past segments)"));
+    };
+    let mut p = Progress::new("merge");
+    while !h.is_finished() {
+        let pr = &h.progress;
+        p.update(pr.bytes_done.load(Ordering::Relaxed), pr.bytes_total.load(Ordering::Relaxed));
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(p);
+    let r = h.wait()?;
+    let c = &r.counts;
+    let names: Vec<String> = r.inputs.iter().map(|n| n.to_string()).collect();
+    w(writeln!(out, "merged {} into {} in {:.2} s", names.join(" "), r.output, r.seconds))?;
+    w(writeln!(out, "  bytes:        {} before, {} after", human(c.bytes_in), human(c.bytes_out)))?;
+    w(writeln!(
+        out,
+        "  records:      {} before, {} after ({} dropped; {} deletions dropped with their objects)",
+        c.records_in,
+        c.records_out,
+        c.records_in - c.records_out,
+        c.deletions_dropped
+    ))?;
+    w(writeln!(out, "  transactions: {} before, {} after", c.transactions_in, c.transactions_out))?;
+    for p in &r.archived {
+        w(writeln!(out, "  archived:     {}", p.display()))?;
     }
     Ok(())
 }

@@ -172,3 +172,44 @@ fn contrib_offline_gc_deletes_only_unreachable_objects() {
     assert!(ok(&["history", d, "0000000000000009"]).contains("deleted"));
     assert!(run(&[]).contains("no garbage"));
 }
+
+#[test]
+fn merge_move_and_retention_from_the_command_line() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    ok(&["init", d, "--retention", "full"]);
+    let f = t.path().join("x");
+    for i in 0..3 {
+        std::fs::write(&f, format!("v{i}")).unwrap();
+        ok(&[
+            "commit",
+            d,
+            &format!("0000000000000001={}", f.display()),
+            &format!("000000000000000{}={}", i + 2, f.display()),
+        ]);
+        ok(&["rotate", d]);
+    }
+    assert_eq!(code(&["merge", d]).0, 2, "say what to merge");
+    assert_eq!(code(&["merge", d, "seg-000001", "seg-000003"]).0, 1, "not adjacent");
+    assert_eq!(code(&["merge", d, "seg-000001", "seg-000042"]).0, 3, "unknown segment");
+    let out = ok(&["merge", d, "seg-000001.fs2", "seg-000002"]);
+    assert!(out.contains("into seg-000001-000002") && out.contains("archived:"), "{out}");
+    assert!(dir.join("archive/seg-000001.fs2").exists());
+    let info = ok(&["info", d]);
+    assert!(info.contains("archived:     2") && info.contains("seg-000001-000002"), "{info}");
+    assert!(ok(&["merge", d, "--policy", "--keep", "1"]).contains("into seg-000001-000003"));
+    assert!(ok(&["merge", d, "--all"]).contains("nothing to merge"));
+    assert_eq!(ok(&["cat", d, "0000000000000001"]), "v2");
+    assert_eq!(ok(&["history", d, "0000000000000001"]).lines().count(), 1, "history merged away");
+    let away = t.path().join("away");
+    let out = ok(&["move-segment", d, "seg-000001-000003", away.to_str().unwrap()]);
+    assert!(out.contains("moved seg-000001-000003"), "{out}");
+    assert!(away.join("seg-000001-000003.fs2").exists());
+    assert_eq!(ok(&["cat", d, "0000000000000003"]), "v1");
+    assert!(ok(&["check", d]).contains("ok"));
+    assert_eq!(ok(&["retention", d]).trim(), "retention: full");
+    ok(&["retention", d, "minimal"]);
+    assert!(ok(&["info", d]).contains("retention:    minimal"));
+    assert_eq!(code(&["retention", d, "some"]).0, 2);
+}
