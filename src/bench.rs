@@ -1,4 +1,4 @@
-//! `fs2 bench`: the performance targets P1–P6 of `TARGETS.md`, measured through the
+//! `fs2 bench`: the performance targets P1–P7 of `TARGETS.md`, measured through the
 //! public API next to the machine's own limits measured in the same run, printed as one
 //! table (progress goes to stderr). Never a timed test: figures on shared machines are
 //! noisy, so read the ratios, which compare things measured side by side.
@@ -16,14 +16,23 @@
 //!   `<exe> bench --open-probe DIR`, which opens the storage read-write, does a few loads
 //!   and prints `open_ns=… rss_kib=…`. That works from the `fs2` binary (and
 //!   `examples/bench.rs`), not from inside a test harness.
+//! - P7: merge (`Policy::All`) of 4 past segments holding `--merge-objects` objects,
+//!   each written twice in two different segments (50% garbage, spread over the
+//!   segments). Throughput and memory in a fresh process (`<exe> bench --merge-probe
+//!   DIR`: open, merge, print `merge_ns=… anon_peak_kib=… hwm_kib=…`), at a quarter and
+//!   at the full size; next to a plain copy (read + write + fsync) of the same input
+//!   files. Then commit latency of one durable writer, idle and while a background merge
+//!   (`start_merge`) of the same size runs, and whether that merge finishes meanwhile.
 
+use crate::merge::{MergeReport, Policy};
 use crate::{Error, Oid, Options, Result, SegmentState, Storage, Tid};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::hint::black_box;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -42,8 +51,25 @@ const REOPENS: usize = 5;
 /// The crash variant of P5 fills the active segment to this fraction of `rotate_size`.
 const CRASH_FILL: (u64, u64) = (15, 16);
 const SEED: u64 = 0x5eed_f500_2bec_0001;
+/// Targets (P1..P7) the bench knows.
+const TARGETS: usize = 7;
+/// Past segments of the P7 merge input; each object is in two of them.
+const MERGE_SEGMENTS: usize = 4;
+/// The 6 pairs of P7 segments an object can be written to (older first).
+const MERGE_PAIRS: [(usize, usize); 6] = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)];
+/// ZODB pack on this machine kind (TARGETS.md): 55 MB / 360k records in 3 s at best.
+const ZODB_PACK_BPS: f64 = 55e6 / 3.0;
+const ZODB_PACK_RPS: f64 = 360e3 / 3.0;
+/// How often the merge probe samples its anonymous memory.
+const SAMPLE_EVERY: Duration = Duration::from_millis(1);
+/// Untimed durable commits before the P7 latency phases.
+const LATENCY_WARMUP: u64 = 50;
+/// Rounds of the P7 latency measurement (idle, during a merge, idle), pooled.
+const MERGE_ROUNDS: u64 = 3;
+/// A merge under the P7 writer that has not finished by then is reported as not finishing.
+const MERGE_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Measure the performance targets P1–P6 (see TARGETS.md) and print one table.
+/// Measure the performance targets P1–P7 (see TARGETS.md) and print one table.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Where to create the bench storages (in a temporary directory removed at the end).
@@ -51,7 +77,8 @@ pub struct BenchArgs {
     /// the current directory.
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// Durable commits for P1 (and the fsync limit); P2 runs 4× as many in all.
+    /// Durable commits for P1 (and the fsync limit); P2 runs 4× as many in all; P7 times
+    /// as many idle commits for its latency reference.
     #[arg(long, default_value_t = 2000)]
     pub commits: u64,
     /// Writer threads for P2.
@@ -67,26 +94,45 @@ pub struct BenchArgs {
     /// runs at a tenth of it to show flatness. The target figure is 10_000_000.
     #[arg(long, default_value_t = 1_000_000)]
     pub open_objects: u64,
+    /// Objects merged for P7: each written twice, in 4 past segments (50% garbage); the
+    /// merge memory is also measured at a quarter of it to show flatness, and the commit
+    /// latency during a merge at this size.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub merge_objects: u64,
     /// Object size in bytes.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
-    /// Run only these targets (comma-separated, e.g. `p1,p4`).
+    /// Run only these targets (comma-separated, e.g. `p1,p4`; p1..p7).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub only: Vec<String>,
     /// Internal: open the storage in DIR, print open time and RSS, exit.
     #[arg(long, hide = true, value_name = "DIR")]
     pub open_probe: Option<PathBuf>,
+    /// Internal: open the storage in DIR, merge all its past segments, print the merge
+    /// time and memory, exit.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub merge_probe: Option<PathBuf>,
 }
 
-/// Run the benchmark (or, with `--open-probe`, the probe half of P5/P6).
+/// Run the benchmark (or, with `--open-probe` / `--merge-probe`, the probe half of P5/P6 / P7).
 pub fn run(args: &BenchArgs) -> Result<()> {
     if let Some(dir) = &args.open_probe {
         return probe(dir);
     }
+    if let Some(dir) = &args.merge_probe {
+        return merge_probe(dir);
+    }
     let sel = Selection::parse(&args.only)?;
-    if args.commits == 0 || args.writers == 0 || args.objects == 0 || args.loads == 0 || args.open_objects < 10 {
+    if args.commits == 0
+        || args.writers == 0
+        || args.objects == 0
+        || args.loads == 0
+        || args.open_objects < 10
+        || args.merge_objects < 8
+    {
         return Err(Error::invalid(
-            "bench: --commits, --writers, --objects and --loads must be at least 1, --open-objects at least 10",
+            "bench: --commits, --writers, --objects and --loads must be at least 1, --open-objects at least 10, \
+             --merge-objects at least 8",
         ));
     }
     let base = args.dir.clone().unwrap_or_else(|| std::env::var_os("TMPDIR").map_or(PathBuf::from("."), PathBuf::from));
@@ -107,9 +153,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             );
         }
     }
-    println!("fs2 bench: {}", machine_info());
+    println!("fs2 bench: {}; load average {}", machine_info(), load_average());
     println!(
-        "dir {} ({}); --commits {} --writers {} --objects {} --loads {} --open-objects {} --size {} --only {}",
+        "dir {} ({}); --commits {} --writers {} --objects {} --loads {} --open-objects {} --merge-objects {} \
+         --size {} --only {}",
         root.display(),
         fs.map_or("filesystem unknown".into(), |(t, src)| format!("{t} on {src}")),
         args.commits,
@@ -117,6 +164,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         args.objects,
         args.loads,
         args.open_objects,
+        args.merge_objects,
         args.size,
         sel.names().join(",")
     );
@@ -134,7 +182,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             println!("note: {n}");
         }
     }
-    println!("total bench time {:.1} s", started.elapsed().as_secs_f64());
+    println!("total bench time {:.1} s; load average at the end {}", started.elapsed().as_secs_f64(), load_average());
     drop(b);
     outcome?;
     tmp.close().map_err(|e| Error::io(&root, "remove", e))
@@ -143,18 +191,22 @@ pub fn run(args: &BenchArgs) -> Result<()> {
 // ---------------------------------------------------------------------------------------
 // Selection of targets.
 
-struct Selection([bool; 6]);
+struct Selection([bool; TARGETS]);
 
 impl Selection {
     fn parse(only: &[String]) -> Result<Selection> {
         if only.is_empty() {
-            return Ok(Selection([true; 6]));
+            return Ok(Selection([true; TARGETS]));
         }
-        let mut s = [false; 6];
+        let mut s = [false; TARGETS];
         for w in only.iter().map(|w| w.trim().to_ascii_lowercase()).filter(|w| !w.is_empty()) {
             match w.strip_prefix('p').and_then(|d| d.parse::<usize>().ok()) {
-                Some(i @ 1..=6) => s[i - 1] = true,
-                _ => return Err(Error::invalid(format!("bench: --only takes p1..p6 (comma-separated), not {w:?}"))),
+                Some(i @ 1..=TARGETS) => s[i - 1] = true,
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "bench: --only takes p1..p{TARGETS} (comma-separated), not {w:?}"
+                    )))
+                }
             }
         }
         Ok(Selection(s))
@@ -163,7 +215,7 @@ impl Selection {
         self.0[i - 1]
     }
     fn names(&self) -> Vec<String> {
-        (1..=6).filter(|i| self.has(*i)).map(|i| format!("p{i}")).collect()
+        (1..=TARGETS).filter(|i| self.has(*i)).map(|i| format!("p{i}")).collect()
     }
 }
 
@@ -225,6 +277,9 @@ impl Bench<'_> {
         });
         if keep_for_open {
             self.open_and_memory(open_sizes, sel.has(5), sel.has(6))?;
+        }
+        if sel.has(7) {
+            self.merge()?;
         }
         Ok(())
     }
@@ -578,6 +633,217 @@ impl Bench<'_> {
             met: Some(pr.open_ns <= 10_000_000),
         })
     }
+    /// P7: merge throughput and memory in a fresh process at a quarter and at the full
+    /// `--merge-objects`, next to a plain copy of the same files; then commit latency
+    /// during a background merge of the full size.
+    fn merge(&mut self) -> Result<()> {
+        let a = self.args;
+        let n = a.merge_objects;
+        let mut first: Option<(u64, MergeProbe)> = None;
+        let mut full: Option<(PathBuf, f64)> = None;
+        let mut notes = Vec::new();
+        for m in [n / 4, n] {
+            let dir = self.root.join(format!("merge-{m}"));
+            let built = build_merge_input(&dir, m, a.size)?;
+            // The reference: copy the same input files. The copy (with the rest of the
+            // storage, untimed) is a second storage of the same data for the latency test.
+            let copy = self.root.join(format!("merge-{m}-copy"));
+            eprintln!("bench: P7: copying the {} of input segments (reference)", fmt_bytes(built.bytes));
+            let cp = copy_storage(&dir, &copy, &built.inputs)?;
+            eprintln!("bench: P7: merging {} objects in a fresh process", fmt_count(m));
+            let pr = run_merge_probe(&dir)?;
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, "remove", e))?;
+            let secs = pr.merge_ns as f64 / 1e9;
+            if m == n {
+                full = Some((copy, secs));
+            } else {
+                std::fs::remove_dir_all(&copy).map_err(|e| Error::io(&copy, "remove", e))?;
+            }
+            let (bps, rps) = (pr.bytes_in as f64 / secs, pr.records_in as f64 / secs);
+            let cp_bps = built.bytes as f64 / cp.as_secs_f64();
+            self.rows.push(Row {
+                id: "P7".into(),
+                workload: format!(
+                    "merge All (fresh process), {} × {} B objects written twice, {} past segs",
+                    fmt_count(m),
+                    a.size,
+                    pr.inputs
+                ),
+                measured: format!("{} = {} rec/s ({:.2} s)", fmt_bps(bps), fmt_num(rps), secs),
+                reference: format!("cp {} ({:.2} s)", fmt_bps(cp_bps), cp.as_secs_f64()),
+                ratio: fmt_ratio(bps / cp_bps),
+                target: format!(
+                    "≥ 10× ZODB pack: {}, {} rec/s",
+                    fmt_bps(10.0 * ZODB_PACK_BPS),
+                    fmt_num(10.0 * ZODB_PACK_RPS)
+                ),
+                met: Some(bps >= 10.0 * ZODB_PACK_BPS && rps >= 10.0 * ZODB_PACK_RPS),
+            });
+            let (reference, ratio, met) = match &first {
+                None => (format!("heap before merge {}", fmt_kib(pr.anon_open_kib)), "-".to_string(), None),
+                Some((q, f)) => {
+                    let r = pr.anon_peak_kib as f64 / f.anon_peak_kib as f64;
+                    (format!("{}: heap peak {}", fmt_count(*q), fmt_kib(f.anon_peak_kib)), fmt_ratio(r), Some(r <= 1.5))
+                }
+            };
+            self.rows.push(Row {
+                id: "P7".into(),
+                workload: format!("  merge memory (fresh process), {} objects", fmt_count(m)),
+                measured: format!("heap peak {} (VmHWM {})", fmt_kib(pr.anon_peak_kib), fmt_kib(pr.hwm_kib)),
+                reference,
+                ratio,
+                target: "heap peak flat (≤ 1.5×)".into(),
+                met,
+            });
+            notes.push(format!(
+                "P7 {}: input {} ({} records, {} txns; built in {:.2} s), output {} ({} records); merge {:.2} s, \
+                 cp {:.2} s; merge CPU user {:.2} s + sys {:.2} s; RSS after open {} (heap {}); {} memory samples{}",
+                fmt_count(m),
+                fmt_bytes(pr.bytes_in),
+                fmt_num(pr.records_in as f64),
+                fmt_num(pr.transactions_in as f64),
+                built.load.as_secs_f64(),
+                fmt_bytes(pr.bytes_out),
+                fmt_num(pr.records_out as f64),
+                secs,
+                cp.as_secs_f64(),
+                pr.user_ms as f64 / 1e3,
+                pr.sys_ms as f64 / 1e3,
+                fmt_kib(pr.rss_open_kib),
+                fmt_kib(pr.anon_open_kib),
+                pr.samples,
+                if pr.hwm_reset { "" } else { "; VmHWM could not be reset after open (it includes the open)" }
+            ));
+            first.get_or_insert((m, pr));
+        }
+        self.notes.push(format!(
+            "P7: each object is written twice, in two of {MERGE_SEGMENTS} past segments chosen pseudo-randomly \
+             (each segment holds half of the objects, in oid order, transactions of {BULK_TXN}; 50% of the records \
+             are garbage); the merge (Policy::All) runs in a fresh process (`bench --merge-probe`), page cache warm; \
+             throughput = bytes (records) of the input files / merge time; cp = read + write (1 MiB buffers) + \
+             fsync of each input file on the same disk, warm; ZODB not run: its pack figure is the orientation in \
+             TARGETS.md (55 MB, 360k records in 3 s)"
+        ));
+        self.notes.push(format!(
+            "P7 memory: heap = RssAnon (heap, stacks), the highest of samples taken every {} ms during the merge; \
+             VmHWM = peak VmRSS during the merge (reset after open via /proc/self/clear_refs), which also counts \
+             the mapped input pages the merge reads and its mapped work table (clean file pages, not heap): it \
+             grows with the input bytes by design",
+            SAMPLE_EVERY.as_millis()
+        ));
+        self.notes.extend(notes);
+        if let Some((dir, idle_secs)) = full {
+            self.merge_latency(&dir, n, idle_secs)?;
+            std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, "remove", e))?;
+        }
+        Ok(())
+    }
+
+    /// P7 under load, in `MERGE_ROUNDS` rounds, each on a fresh copy of the input in
+    /// `src`: one durable writer timed per commit, idle, then while a background merge of
+    /// all past segments runs (until it finishes), then idle again. Pooled percentiles.
+    fn merge_latency(&mut self, src: &Path, n: u64, idle_merge_secs: f64) -> Result<()> {
+        let a = self.args;
+        let per = (a.commits / (2 * MERGE_ROUNDS)).max(1);
+        let (mut idle, mut during) = (Vec::new(), Vec::new());
+        let (mut rounds, mut secs, mut idle_rates, mut during_rates) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut all_finished = true;
+        let mut report = None;
+        // All copies first, all removals at the end: a copy's writes or a removal's
+        // discards would otherwise slow the fsyncs of the idle phase that follows.
+        let dirs: Vec<PathBuf> = (0..MERGE_ROUNDS).map(|r| self.root.join(format!("merge-latency-{r}"))).collect();
+        for dir in &dirs {
+            copy_storage(src, dir, &[])?;
+        }
+        for (r, dir) in dirs.iter().enumerate() {
+            let s = Storage::open(dir, Options::default())?;
+            let (mut k, mut i_lat, mut d_lat) = (0u64, Vec::new(), Vec::new());
+            timed_commits(&s, &mut k, a.size, &mut Vec::new(), |c| c < LATENCY_WARMUP)?;
+            let t = Instant::now();
+            timed_commits(&s, &mut k, a.size, &mut i_lat, |c| c < per)?;
+            idle_rates.push(per as f64 / t.elapsed().as_secs_f64());
+            let h = s.start_merge(&Policy::All)?.ok_or_else(|| Error::invalid("bench: P7: nothing to merge"))?;
+            let t = Instant::now();
+            timed_commits(&s, &mut k, a.size, &mut d_lat, |_| !h.is_finished() && t.elapsed() < MERGE_DEADLINE)?;
+            let writing = t.elapsed();
+            all_finished &= h.is_finished();
+            let rep = h.wait()?;
+            during_rates.push(d_lat.len() as f64 / writing.as_secs_f64());
+            timed_commits(&s, &mut k, a.size, &mut i_lat, |c| c < per)?;
+            drop(s);
+            secs.push(rep.seconds);
+            let (i99, d99) = (sorted(&i_lat), sorted(&d_lat));
+            let (i99, d99) = (percentile(&i99, 99.0), percentile(&d99, 99.0));
+            eprintln!(
+                "bench: P7: round {}/{MERGE_ROUNDS}: merge under a writer {:.2} s, {} commits meanwhile; p99 idle {}, \
+                 during {}",
+                r + 1,
+                rep.seconds,
+                d_lat.len(),
+                fmt_ns(i99 as f64),
+                fmt_ns(d99 as f64)
+            );
+            rounds.push(format!("{}/{} ({})", fmt_ns(d99 as f64), fmt_ns(i99 as f64), d_lat.len()));
+            idle.extend(i_lat);
+            during.extend(d_lat);
+            report = Some(rep);
+        }
+        for dir in &dirs {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, "remove", e))?;
+        }
+        let report: MergeReport = report.ok_or_else(|| Error::invalid("bench: P7: no latency round ran"))?;
+        idle.sort_unstable();
+        during.sort_unstable();
+        let (i50, i99) = (percentile(&idle, 50.0), percentile(&idle, 99.0));
+        let (d50, d99) = (percentile(&during, 50.0), percentile(&during, 99.0));
+        let r = d99 as f64 / i99 as f64;
+        self.rows.push(Row {
+            id: "P7".into(),
+            workload: format!(
+                "commit during a merge of {}, 1 writer, {TXN_OBJECTS} × {} B, durable",
+                fmt_count(n),
+                a.size
+            ),
+            measured: format!("p50 {}, p99 {}", fmt_ns(d50 as f64), fmt_ns(d99 as f64)),
+            reference: format!("idle p50 {}, p99 {}", fmt_ns(i50 as f64), fmt_ns(i99 as f64)),
+            ratio: fmt_ratio(r),
+            target: "p99 ≤ 2× idle".into(),
+            met: Some(r <= 2.0 && !during.is_empty()),
+        });
+        let merge_secs = median_f64(&secs);
+        self.rows.push(Row {
+            id: "P7".into(),
+            workload: format!("  the merge of {} under that steady writer", fmt_count(n)),
+            measured: if all_finished {
+                format!("finished in {merge_secs:.2} s, {} commits meanwhile", during.len() / MERGE_ROUNDS as usize)
+            } else {
+                format!("not finished after {} s", MERGE_DEADLINE.as_secs())
+            },
+            reference: format!("idle merge {idle_merge_secs:.2} s"),
+            ratio: fmt_ratio(merge_secs / idle_merge_secs),
+            target: "finishes (never chases the writer)".into(),
+            met: Some(all_finished),
+        });
+        self.notes.push(format!(
+            "P7 latency: {MERGE_ROUNDS} rounds, each on a fresh copy of the full-size P7 input: {LATENCY_WARMUP} \
+             untimed commits, {per} idle, as many as fit during a background merge (start_merge), {per} idle \
+             again; each commit timed from begin to commit's return; percentiles pooled over the rounds ({} idle, \
+             {} during); p99 during/idle per round: {}; max idle {}, during {}; commit rate idle {} tx/s, during \
+             the merge {} tx/s (medians); each merge read {} ({} records) and wrote {}; merge time = median of \
+             the rounds, the idle one is the fresh-process one",
+            idle.len(),
+            during.len(),
+            rounds.join(", "),
+            fmt_ns(idle.last().copied().unwrap_or(0) as f64),
+            fmt_ns(during.last().copied().unwrap_or(0) as f64),
+            fmt_num(median_f64(&idle_rates)),
+            fmt_num(median_f64(&during_rates)),
+            fmt_bytes(report.counts.bytes_in),
+            fmt_num(report.counts.records_in as f64),
+            fmt_bytes(report.counts.bytes_out)
+        ));
+        Ok(())
+    }
 }
 
 /// Durable commits of `TXN_OBJECTS` objects from `writers` threads, `per_writer` each;
@@ -619,6 +885,134 @@ fn durable_commits(s: &Storage, writers: u64, per_writer: u64, round: u64, size:
         }
         Ok(t.elapsed())
     })
+}
+
+/// Durable commits of `TXN_OBJECTS` objects (cycling through the P1 working set), each
+/// timed from `begin` to `commit`'s return into `lat`, while `more(commits so far)`; `k`
+/// counts commits across calls, so the writer goes on where it stopped.
+fn timed_commits(
+    s: &Storage,
+    k: &mut u64,
+    size: usize,
+    lat: &mut Vec<u64>,
+    mut more: impl FnMut(u64) -> bool,
+) -> Result<()> {
+    let mut buf = Vec::new();
+    let mut c = 0;
+    while more(c) {
+        let t = Instant::now();
+        let mut txn = s.begin();
+        for j in 0..TXN_OBJECTS {
+            let oid = 1 + (*k * TXN_OBJECTS + j) % WORKING_SET;
+            object_data(oid, size, &mut buf);
+            txn.store(Oid(oid), &buf)?;
+        }
+        txn.commit()?;
+        lat.push(t.elapsed().as_nanos() as u64);
+        *k += 1;
+        c += 1;
+    }
+    Ok(())
+}
+
+/// A P7 merge input: `MERGE_SEGMENTS` past segments and an empty active segment.
+struct MergeInput {
+    /// Time of the load, the syncs and the rotations.
+    load: Duration,
+    /// Bytes of the past segments.
+    bytes: u64,
+    /// The past segment files.
+    inputs: Vec<PathBuf>,
+}
+
+/// The two P7 segments (older first) that object `i` is written to.
+fn merge_pair(i: u64) -> (usize, usize) {
+    MERGE_PAIRS[(splitmix(i ^ SEED ^ 0x7777) % MERGE_PAIRS.len() as u64) as usize]
+}
+
+/// Build the P7 input in `dir`: objects `0..n` (dense oids), each written in the two
+/// segments `merge_pair` names, one segment at a time in oid order (`sync: false`, one
+/// sync and a rotation per segment).
+fn build_merge_input(dir: &Path, n: u64, size: usize) -> Result<MergeInput> {
+    let s = Storage::create(dir, Options { sync: false, rotate_size: 0, ..Options::default() })?;
+    let mut buf = Vec::new();
+    let t = Instant::now();
+    for seg in 0..MERGE_SEGMENTS {
+        let mut oids = (0..n)
+            .filter(|&i| {
+                let (a, b) = merge_pair(i);
+                a == seg || b == seg
+            })
+            .map(|i| Oids::Dense.oid(i))
+            .peekable();
+        while oids.peek().is_some() {
+            let mut txn = s.begin();
+            for oid in oids.by_ref().take(BULK_TXN as usize) {
+                object_data(oid, size, &mut buf);
+                txn.store(Oid(oid), &buf)?;
+            }
+            txn.commit()?;
+        }
+        s.sync()?;
+        s.rotate()?;
+        eprintln!(
+            "bench: P7: built past segment {}/{MERGE_SEGMENTS} of {} objects ({:.1} s)",
+            seg + 1,
+            fmt_count(n),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let load = t.elapsed();
+    let past: Vec<_> = s.segments()?.into_iter().filter(|x| x.state == SegmentState::Past).collect();
+    if past.len() != MERGE_SEGMENTS {
+        return Err(Error::invalid(format!(
+            "bench: P7: expected {MERGE_SEGMENTS} past segments, the storage has {}",
+            past.len()
+        )));
+    }
+    Ok(MergeInput {
+        load,
+        bytes: past.iter().map(|x| x.bytes).sum(),
+        inputs: past.into_iter().map(|x| x.path).collect(),
+    })
+}
+
+/// Copy the storage in `from` to `to`: the files `timed` first, timed (read + write in
+/// 1 MiB buffers + fsync of each, then of the directory), then every other plain file,
+/// untimed. Returns the time of the timed part.
+fn copy_storage(from: &Path, to: &Path, timed: &[PathBuf]) -> Result<Duration> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, "create directory", e))?;
+    let t = Instant::now();
+    for p in timed {
+        copy_file(p, &to.join(p.file_name().unwrap_or_default()))?;
+    }
+    File::open(to).and_then(|d| d.sync_all()).map_err(|e| Error::io(to, "sync directory", e))?;
+    let dt = t.elapsed();
+    for e in std::fs::read_dir(from).map_err(|e| Error::io(from, "list", e))? {
+        let e = e.map_err(|e| Error::io(from, "list", e))?;
+        let is_file = e.file_type().is_ok_and(|t| t.is_file());
+        if is_file && !timed.iter().any(|p| p.file_name() == Some(&e.file_name())) {
+            copy_file(&e.path(), &to.join(e.file_name()))?;
+        }
+    }
+    Ok(dt)
+}
+
+/// What `cp` does without reflinks or in-kernel copies: read, write, fsync.
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut r = File::open(from).map_err(|e| Error::io(from, "open", e))?;
+    let mut w =
+        OpenOptions::new().write(true).create_new(true).mode(0o600).open(to).map_err(|e| Error::io(to, "create", e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let k = r.read(&mut buf).map_err(|e| Error::io(from, "read", e))?;
+        if k == 0 {
+            break;
+        }
+        w.write_all(&buf[..k]).map_err(|e| Error::io(to, "write", e))?;
+    }
+    w.sync_all().map_err(|e| Error::io(to, "sync", e))
 }
 
 /// The machine's fsync limit: `n` × (append `bytes` + fdatasync) on a fresh plain file.
@@ -890,37 +1284,52 @@ fn probe(dir: &Path) -> Result<()> {
 
 /// The parent side: run `<this exe> bench --open-probe DIR` and parse its report.
 fn run_probe(dir: &Path) -> Result<Probe> {
+    let (text, ok) = run_child("--open-probe", dir)?;
+    match parse_probe(&text) {
+        Some(p) if ok => Ok(p),
+        _ => Err(child_failed("--open-probe", dir, &text, "P5/P6")),
+    }
+}
+
+/// Run `<this exe> bench FLAG DIR`; its stdout and whether it succeeded.
+fn run_child(flag: &str, dir: &Path) -> Result<(String, bool)> {
     let exe = std::env::current_exe().map_err(|e| Error::io(Path::new("/proc/self/exe"), "locate", e))?;
     let out = Command::new(&exe)
         .arg("bench")
-        .arg("--open-probe")
+        .arg(flag)
         .arg(dir)
         .stdin(Stdio::null())
         .stderr(Stdio::inherit())
         .output()
         .map_err(|e| Error::io(&exe, "run", e))?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    match parse_probe(&text) {
-        Some(p) if out.status.success() => Ok(p),
-        _ => Err(Error::invalid(format!(
-            "bench: the open probe `{} bench --open-probe {}` failed ({}; output {:?}); P5/P6 need the fs2 \
-             binary: run `cargo run --release -- bench`",
-            exe.display(),
-            dir.display(),
-            out.status,
-            text.trim()
-        ))),
-    }
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), out.status.success()))
+}
+
+fn child_failed(flag: &str, dir: &Path, out: &str, what: &str) -> Error {
+    let exe = std::env::current_exe().unwrap_or_default();
+    Error::invalid(format!(
+        "bench: the probe `{} bench {flag} {}` failed (output {:?}); {what} need the fs2 binary: run \
+         `cargo run --release -- bench`",
+        exe.display(),
+        dir.display(),
+        out.trim()
+    ))
+}
+
+/// The `key=value` pairs of the last line of `out` that contains `marker`.
+fn kv_line<'a>(out: &'a str, marker: &str) -> Option<HashMap<&'a str, u64>> {
+    let line = out.lines().rev().find(|l| l.contains(marker))?;
+    Some(
+        line.split_whitespace()
+            .filter_map(|w| w.split_once('='))
+            .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
+            .collect(),
+    )
 }
 
 /// Parse the probe's `key=value` line (the last line that has `open_ns=`).
 fn parse_probe(out: &str) -> Option<Probe> {
-    let line = out.lines().rev().find(|l| l.contains("open_ns="))?;
-    let kv: HashMap<&str, u64> = line
-        .split_whitespace()
-        .filter_map(|w| w.split_once('='))
-        .filter_map(|(k, v)| Some((k, v.parse().ok()?)))
-        .collect();
+    let kv = kv_line(out, "open_ns=")?;
     let get = |k: &str| kv.get(k).copied();
     Some(Probe {
         open_ns: get("open_ns")?,
@@ -932,6 +1341,132 @@ fn parse_probe(out: &str) -> Option<Probe> {
         segments: get("segments").unwrap_or(0),
         active_bytes: get("active_bytes").unwrap_or(0),
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// The merge probe (P7), run in a fresh process.
+
+/// What the merge probe reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct MergeProbe {
+    merge_ns: u64,
+    inputs: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    records_in: u64,
+    records_out: u64,
+    transactions_in: u64,
+    /// VmRSS and RssAnon right after open.
+    rss_open_kib: u64,
+    anon_open_kib: u64,
+    /// The highest RssAnon sampled during the merge.
+    anon_peak_kib: u64,
+    /// VmHWM after the merge (reset after open if `hwm_reset`).
+    hwm_kib: u64,
+    hwm_reset: bool,
+    samples: u64,
+    /// CPU time of the probe process during the merge (all threads; 10 ms resolution).
+    user_ms: u64,
+    sys_ms: u64,
+}
+
+/// The child side: open `dir`, merge all past segments while a thread samples RssAnon,
+/// report on stdout as `key=value` pairs.
+fn merge_probe(dir: &Path) -> Result<()> {
+    let s = Storage::open(dir, Options::default())?;
+    let rss_open = proc_status_kib("VmRSS").unwrap_or(0);
+    let anon_open = proc_status_kib("RssAnon").unwrap_or(0);
+    // Writing 5 resets VmHWM to the current RSS (Linux ≥ 4.0).
+    let hwm_reset = std::fs::write("/proc/self/clear_refs", "5").is_ok();
+    let stop = AtomicBool::new(false);
+    let (user0, sys0) = cpu_ticks().unwrap_or((0, 0));
+    let (merged, merge_ns, (anon_peak, samples)) = std::thread::scope(|sc| {
+        let sampler = sc.spawn(|| {
+            let (mut peak, mut samples) = (0u64, 0u64);
+            loop {
+                let last = stop.load(Ordering::Relaxed);
+                if let Some(k) = proc_status_kib("RssAnon") {
+                    peak = peak.max(k);
+                    samples += 1;
+                }
+                if last {
+                    return (peak, samples);
+                }
+                std::thread::sleep(SAMPLE_EVERY);
+            }
+        });
+        let t = Instant::now();
+        let merged = s.merge(&Policy::All);
+        let ns = t.elapsed().as_nanos() as u64;
+        stop.store(true, Ordering::Relaxed);
+        (merged, ns, sampler.join().unwrap_or((0, 0)))
+    });
+    let cpu = cpu_ticks().map(|(u, s)| (u - user0, s - sys0));
+    let report = merged?.ok_or_else(|| Error::invalid("bench: merge probe: nothing to merge"))?;
+    let hwm = proc_status_kib("VmHWM").unwrap_or(0);
+    let c = &report.counts;
+    println!(
+        "merge_ns={merge_ns} inputs={} bytes_in={} bytes_out={} records_in={} records_out={} transactions_in={} \
+         rss_open_kib={rss_open} anon_open_kib={anon_open} anon_peak_kib={anon_peak} hwm_kib={hwm} hwm_reset={} \
+         samples={samples} user_ms={} sys_ms={}",
+        report.inputs.len(),
+        c.bytes_in,
+        c.bytes_out,
+        c.records_in,
+        c.records_out,
+        c.transactions_in,
+        hwm_reset as u8,
+        cpu.map_or(0, |c| c.0 * 1000 / USER_HZ),
+        cpu.map_or(0, |c| c.1 * 1000 / USER_HZ),
+    );
+    Ok(())
+}
+
+/// The parent side: run `<this exe> bench --merge-probe DIR` and parse its report.
+fn run_merge_probe(dir: &Path) -> Result<MergeProbe> {
+    let (text, ok) = run_child("--merge-probe", dir)?;
+    match parse_merge_probe(&text) {
+        Some(p) if ok => Ok(p),
+        _ => Err(child_failed("--merge-probe", dir, &text, "P7")),
+    }
+}
+
+fn parse_merge_probe(out: &str) -> Option<MergeProbe> {
+    let kv = kv_line(out, "merge_ns=")?;
+    let get = |k: &str| kv.get(k).copied();
+    Some(MergeProbe {
+        merge_ns: get("merge_ns")?.max(1),
+        inputs: get("inputs")?,
+        bytes_in: get("bytes_in")?,
+        bytes_out: get("bytes_out")?,
+        records_in: get("records_in")?,
+        records_out: get("records_out")?,
+        transactions_in: get("transactions_in").unwrap_or(0),
+        rss_open_kib: get("rss_open_kib").unwrap_or(0),
+        anon_open_kib: get("anon_open_kib").unwrap_or(0),
+        anon_peak_kib: get("anon_peak_kib")?,
+        hwm_kib: get("hwm_kib").unwrap_or(0),
+        hwm_reset: get("hwm_reset") == Some(1),
+        samples: get("samples").unwrap_or(0),
+        user_ms: get("user_ms").unwrap_or(0),
+        sys_ms: get("sys_ms").unwrap_or(0),
+    })
+}
+
+/// Clock ticks per second of /proc times (fixed by the kernel ABI).
+const USER_HZ: u64 = 100;
+
+/// User and system CPU time of this process so far (all threads, live and exited), in
+/// clock ticks, from /proc/self/stat.
+fn cpu_ticks() -> Option<(u64, u64)> {
+    stat_cpu_ticks(&std::fs::read_to_string("/proc/self/stat").ok()?)
+}
+
+/// Fields 14 and 15 (utime, stime) of a /proc/PID/stat line; the name (field 2) may hold
+/// spaces and parentheses, so count from the last `)`.
+fn stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    let mut rest = stat.get(stat.rfind(')')? + 1..)?.split_whitespace().skip(11);
+    Some((rest.next()?.parse().ok()?, rest.next()?.parse().ok()?))
 }
 
 /// A `kB` field of /proc/self/status.
@@ -965,6 +1500,14 @@ fn machine_info() -> String {
         .and_then(|v| v.split_whitespace().nth(2).map(str::to_string))
         .unwrap_or_else(|| "unknown".into());
     format!("{cpus} CPUs ({model}), {} RAM, Linux {kernel}", mem.map_or("?".into(), fmt_kib))
+}
+
+/// The 1-minute load average (other work on a shared machine skews every figure).
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into())
 }
 
 /// The filesystem type and source of the mount holding `path`, from /proc/self/mountinfo.
@@ -1006,6 +1549,13 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         ((self.next() as u128 * n as u128) >> 64) as u64
     }
+}
+
+/// A sorted copy.
+fn sorted(v: &[u64]) -> Vec<u64> {
+    let mut v = v.to_vec();
+    v.sort_unstable();
+    v
 }
 
 /// Nearest-rank percentile of a sorted slice (0 for an empty one).
@@ -1202,6 +1752,46 @@ mod tests {
         assert_eq!((p.open_ns, p.reopen_median_ns, p.rss_kib, p.segments, p.active_bytes), (1200, 900, 5000, 4, 4096));
         assert!(parse_probe("open_ns=x").is_none());
         assert!(parse_probe("").is_none());
+    }
+
+    #[test]
+    fn merge_probe_report_parses() {
+        let out = "noise\nmerge_ns=2000000000 inputs=4 bytes_in=300 bytes_out=150 records_in=20 records_out=10 \
+                   transactions_in=2 rss_open_kib=5 anon_open_kib=1 anon_peak_kib=3 hwm_kib=400 hwm_reset=1 samples=9\n";
+        let p = parse_merge_probe(out).unwrap();
+        assert_eq!((p.merge_ns, p.inputs, p.bytes_in, p.records_out), (2_000_000_000, 4, 300, 10));
+        assert_eq!((p.anon_peak_kib, p.hwm_kib, p.hwm_reset, p.samples), (3, 400, true, 9));
+        assert!(parse_merge_probe("merge_ns=1 inputs=4").is_none());
+        let stat = "4242 (fs2 (x) y) R 1 4242 4242 0 -1 4194304 500 0 0 0 137 42 0 0 20 0 3 0 100 0 0";
+        assert_eq!(stat_cpu_ticks(stat), Some((137, 42)));
+        assert_eq!(stat_cpu_ticks("1 (a) R 1"), None);
+        assert!(parse_merge_probe("open_ns=1 rss_kib=2").is_none());
+    }
+
+    #[test]
+    fn selection_takes_p1_to_p7() {
+        let all = Selection::parse(&[]).unwrap();
+        assert_eq!(all.names(), ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]);
+        let some = Selection::parse(&["P7".into(), " p2 ".into()]).unwrap();
+        assert_eq!(some.names(), ["p2", "p7"]);
+        assert!(Selection::parse(&["p8".into()]).is_err());
+        assert!(Selection::parse(&["x".into()]).is_err());
+    }
+
+    #[test]
+    fn merge_layout_is_half_garbage_in_every_segment() {
+        let n = 60_000;
+        let mut per_seg = [0u64; MERGE_SEGMENTS];
+        for i in 0..n {
+            let (a, b) = merge_pair(i);
+            assert!(a < b && b < MERGE_SEGMENTS);
+            per_seg[a] += 1;
+            per_seg[b] += 1;
+        }
+        // Each segment is in 3 of the 6 pairs: it holds about half of the objects.
+        for c in per_seg {
+            assert!((c as f64 / n as f64 - 0.5).abs() < 0.02, "{per_seg:?}");
+        }
     }
 
     #[test]

@@ -95,7 +95,7 @@ enum Cmd {
         #[arg(long)]
         repair: bool,
     },
-    /// Measure the engine against this machine's limits (TARGETS.md P1-P6); prints a table.
+    /// Measure the engine against this machine's limits (TARGETS.md P1-P7); prints a table.
     Bench(filestorage2::bench::BenchArgs),
     /// Build a demo storage with a few transactions (if DIR holds none) and show it.
     Demo {

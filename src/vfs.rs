@@ -32,6 +32,14 @@ pub trait VFile: Send + Sync {
     fn drop_cache(&self) {}
 }
 
+/// Lower the calling thread's CPU priority (Linux applies `setpriority` per thread), so
+/// that background work such as a merge yields the CPU to committers. A hint: errors
+/// are ignored.
+pub fn lower_thread_priority(nice: i32) {
+    // SAFETY: setpriority reads only its integer arguments; `0` names the calling thread.
+    unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+}
+
 /// A directory tree of files.
 pub trait Vfs: Send + Sync {
     /// Open an existing file, read-only or read-write.

@@ -143,6 +143,9 @@ impl Storage {
             .name("fs2-merge".into())
             .spawn(move || {
                 let _running = running;
+                // A merge is CPU-bound; on few cores it must not delay commits (P7: commit
+                // p99 during a merge within 2x idle). It runs slower on a busy machine.
+                crate::vfs::lower_thread_priority(10);
                 storage.run_merge(&names, &p)
             })
             .map_err(|e| Error::io(&self.inner.dir, "start merge thread for", e))?;
