@@ -4,9 +4,9 @@ use clap::{Args, Parser, Subcommand};
 use filestorage2::check::check;
 use filestorage2::merge::Policy;
 use filestorage2::{Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
-use std::sync::atomic::Ordering;
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const EXIT_CODES: &str = "Exit status: 0 success; 1 error; 2 bad usage; 3 no such object, revision or storage; \
@@ -384,7 +384,12 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
         .unwrap_or_default();
     archived.sort();
     if !archived.is_empty() {
-        w(writeln!(out, "archived:     {} in {} (merged away; each is a complete segment)", archived.len(), archive.display()))?;
+        w(writeln!(
+            out,
+            "archived:     {} in {} (merged away; each is a complete segment)",
+            archived.len(),
+            archive.display()
+        ))?;
         for (name, len) in archived {
             w(writeln!(out, "  {name:<24} {len:>12}"))?;
         }
