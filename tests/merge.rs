@@ -3,7 +3,11 @@
 //! inputs archived, storage reopens and checks clean.
 
 use filestorage2::merge::Policy;
+use filestorage2::vfs::{RealVfs, VFile, Vfs};
 use filestorage2::{Error, Oid, Options, SegmentName, Storage, Tid};
+use std::io;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
 
 fn commit(s: &Storage, writes: &[(u64, Option<&[u8]>)]) -> Tid {
     let mut t = s.begin();
@@ -197,4 +201,371 @@ fn minimal_retention_merges_after_each_rotation() {
     drop(s);
     let s = Storage::open(d.path(), Options::default()).unwrap();
     assert_eq!(s.retention(), filestorage2::settings::Retention::Minimal, "the setting is the storage's");
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests while a merge runs, and requests that must change nothing.
+
+/// A file system that can hold the writes of a merge's output (`*.fs2.tmp`) until told to
+/// go on, so that a test can act while a merge is surely running.
+struct HoldVfs {
+    hold: Arc<Hold>,
+}
+
+#[derive(Default)]
+struct Hold {
+    /// (holding, a merge write is waiting)
+    state: Mutex<(bool, bool)>,
+    cv: Condvar,
+}
+
+impl Hold {
+    fn wait_until_held(&self) {
+        let mut s = self.state.lock().unwrap();
+        while !s.1 {
+            s = self.cv.wait(s).unwrap();
+        }
+    }
+    fn release(&self) {
+        self.state.lock().unwrap().0 = false;
+        self.cv.notify_all();
+    }
+}
+
+struct HoldFile {
+    f: Arc<dyn VFile>,
+    hold: Option<Arc<Hold>>,
+}
+
+impl VFile for HoldFile {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        self.f.read_exact_at(buf, off)
+    }
+    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        if let Some(h) = &self.hold {
+            let mut s = h.state.lock().unwrap();
+            s.1 = true;
+            h.cv.notify_all();
+            while s.0 {
+                s = h.cv.wait(s).unwrap();
+            }
+        }
+        self.f.write_all_at(buf, off)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.f.sync()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.f.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.f.set_len(len)
+    }
+    fn os_file(&self) -> Option<&std::fs::File> {
+        self.f.os_file()
+    }
+}
+
+impl Vfs for HoldVfs {
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
+        Ok(Arc::new(HoldFile { f: RealVfs.open(path, write)?, hold: None }))
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        // A merge writes `seg-FFFFFF-LLLLLL.fs2.tmp` (a rotation `seg-NNNNNN.fs2.tmp`).
+        let name = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".tmp"));
+        let merge_output = name.and_then(SegmentName::from_file_name).is_some_and(|n| n.first < n.last);
+        let hold = merge_output.then(|| self.hold.clone());
+        Ok(Arc::new(HoldFile { f: RealVfs.create_new(path)?, hold }))
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealVfs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        RealVfs.remove(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        RealVfs.list(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealVfs.sync_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        RealVfs.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        RealVfs.exists(path)
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<std::fs::File>> {
+        RealVfs.lock(dir)
+    }
+}
+
+/// Everything a client can read, for comparing a storage before and after a request.
+fn everything(s: &Storage, oids: u64) -> String {
+    let mut out = format!("last {:?} max {:?}\n", s.last_tid(), s.max_oid());
+    for g in s.segments().unwrap() {
+        out += &format!("{} {:?} {:?} {} {} {}\n", g.name, g.state, g.prev, g.bytes, g.transactions, g.records);
+    }
+    for t in s.transactions(Tid::ZERO, Tid::MAX) {
+        let t = t.unwrap();
+        out += &format!("{:?} {} {:?}\n", t.tid, t.segment, t.records);
+    }
+    for o in 0..oids {
+        out += &format!("{o}: {:?} {:?}\n", s.load(Oid(o)).unwrap(), s.history(Oid(o)).unwrap());
+    }
+    out
+}
+
+fn files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    v.sort();
+    v
+}
+
+/// While a merge surely runs (its output writes are held): a second request of any kind
+/// is refused as busy, naming the running merge; commits, reads and a rotation go on.
+/// Released, the merge completes, relinking the segment that became past meanwhile.
+#[test]
+fn a_request_while_a_merge_runs_is_busy_and_commits_reads_and_rotations_go_on() {
+    let d = tempfile::tempdir().unwrap();
+    let hold = Arc::new(Hold::default());
+    let opts = Options { vfs: Arc::new(HoldVfs { hold: hold.clone() }), ..Options::default() };
+    let s = Storage::create(d.path(), opts.clone()).unwrap();
+    let mut tids = Vec::new();
+    for i in 0..3u64 {
+        tids.push(commit(&s, &[(1, Some(format!("v{i}").as_bytes())), (10 + i, Some(b"x"))]));
+        s.rotate().unwrap();
+    }
+    commit(&s, &[(2, Some(b"in the active segment"))]);
+    hold.state.lock().unwrap().0 = true;
+    let h = s.start_merge(&Policy::All).unwrap().unwrap();
+    hold.wait_until_held();
+    let p = s.merge_progress().expect("a merge is running");
+    assert_eq!(p.inputs, [SegmentName::single(1), SegmentName::single(2), SegmentName::single(3)]);
+    assert!((0.0..1.0).contains(&p.fraction()));
+    let busy = |r: Result<Option<filestorage2::merge::MergeReport>, Error>, what: &str| match r {
+        Err(Error::Busy(m)) => assert!(m.contains("seg-000001") && m.contains("running"), "{what}: {m}"),
+        other => panic!("{what} while a merge runs: expected Busy, got {other:?}"),
+    };
+    busy(s.start_merge(&Policy::All).map(|h| h.map(|_| unreachable!())), "start_merge");
+    busy(s.merge(&Policy::KeepAtMost(1)), "merge");
+    busy(s.merge(&Policy::Named(vec![SegmentName::single(2), SegmentName::single(3)])), "named merge");
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert!(matches!(s.move_segment(SegmentName::single(1), elsewhere.path()), Err(Error::Busy(_))));
+    // Reads (of every revision, the inputs' too), commits and a rotation go on.
+    assert_eq!(s.load_at(Oid(1), tids[0]).unwrap(), Some((tids[0], b"v0".to_vec())));
+    assert_eq!(s.history(Oid(1)).unwrap().len(), 3);
+    let t4 = commit(&s, &[(1, Some(b"during"))]);
+    assert_eq!(s.rotate().unwrap(), SegmentName::single(5), "seg-000004 becomes past, the merge's successor");
+    let t5 = commit(&s, &[(3, Some(b"after the rotation"))]);
+    assert!(s.merge_progress().is_some(), "still held");
+    hold.release();
+    let r = h.wait().unwrap();
+    assert_eq!(r.output, SegmentName { first: 1, last: 3 });
+    assert!(s.merge_progress().is_none());
+    assert_eq!(names(&s), ["seg-000001-000003", "seg-000004", "seg-000005"]);
+    let segs = s.segments().unwrap();
+    assert_eq!(segs[1].prev.as_deref(), Some("seg-000001-000003.fs2"), "the successor names the merged segment");
+    assert_eq!(s.history(Oid(1)).unwrap().iter().map(|r| r.tid).collect::<Vec<_>>(), vec![t4, tids[2]]);
+    assert_eq!(s.load(Oid(3)).unwrap(), Some((t5, b"after the rotation".to_vec())));
+    // Not busy any more: the next merge runs.
+    s.merge(&Policy::All).unwrap().unwrap();
+    assert_eq!(names(&s), ["seg-000001-000004", "seg-000005"]);
+    drop(s);
+    checked(d.path());
+    let s = Storage::open(d.path(), opts).unwrap();
+    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
+    assert_eq!(s.load(Oid(1)).unwrap(), Some((t4, b"during".to_vec())));
+    assert_eq!(s.load(Oid(12)).unwrap(), Some((tids[2], b"x".to_vec())));
+}
+
+/// Refused merge requests change nothing: not the chain, not a file, not a read.
+#[test]
+fn refused_merges_change_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), Options::default()).unwrap();
+    for i in 0..4u64 {
+        commit(&s, &[(1, Some(format!("v{i}").as_bytes())), (i + 2, None), (i + 10, Some(b""))]);
+        s.rotate().unwrap();
+    }
+    commit(&s, &[(1, Some(b"active"))]);
+    let seg = SegmentName::single;
+    let named = |v: &[SegmentName]| Policy::Named(v.to_vec());
+    let requests = |s: &Storage| {
+        let expect_err = |p: Policy, invalid: bool| {
+            let r = s.merge(&p);
+            match (&r, invalid) {
+                (Err(Error::Invalid(m)), true) | (Err(Error::NotFound(m)), false) => assert!(!m.is_empty()),
+                _ => panic!("{p:?}: got {r:?}"),
+            }
+        };
+        expect_err(named(&[seg(1), seg(3)]), true); // not adjacent
+        expect_err(named(&[seg(1), seg(2), seg(4)]), true); // a gap
+        expect_err(named(&[seg(2), seg(2)]), true); // the same twice
+        expect_err(named(&[seg(2)]), true); // one
+        expect_err(named(&[]), true);
+        expect_err(named(&[seg(4), seg(5)]), false); // the active segment
+        expect_err(named(&[seg(98), seg(99)]), false); // unknown
+        expect_err(named(&[seg(3), SegmentName { first: 4, last: 5 }]), false);
+        assert!(s.merge(&Policy::KeepAtMost(4)).unwrap().is_none(), "four past segments: nothing to do");
+        assert!(s.merge(&Policy::KeepAtMost(9)).unwrap().is_none());
+    };
+    let before = (everything(&s, 20), files(d.path()));
+    requests(&s);
+    assert_eq!((everything(&s, 20), files(d.path())), before, "refused requests changed something");
+    assert!(!d.path().join("archive").exists());
+    // After a merge, its inputs are unknown names.
+    s.merge(&named(&[seg(2), seg(3)])).unwrap().unwrap();
+    let before = (everything(&s, 20), files(d.path()), files(&d.path().join("archive")));
+    assert!(matches!(s.merge(&named(&[seg(1), seg(2)])), Err(Error::NotFound(_))), "seg-000002 was merged away");
+    assert!(matches!(s.merge(&named(&[seg(3), seg(4)])), Err(Error::NotFound(_))));
+    let merged = SegmentName { first: 2, last: 3 };
+    assert!(matches!(s.merge(&named(&[seg(1), seg(4)])), Err(Error::Invalid(_))), "no longer adjacent");
+    let after = (everything(&s, 20), files(d.path()), files(&d.path().join("archive")));
+    assert_eq!(after, before, "refused requests changed something");
+    // The merged segment merges again with its neighbours.
+    s.merge(&named(&[seg(4), merged, seg(1)])).unwrap().unwrap();
+    assert_eq!(names(&s), ["seg-000001-000004", "seg-000005"]);
+    drop(s);
+    checked(d.path());
+}
+
+/// Every record of the merged range goes (deletions of objects nothing older holds): the
+/// merged segment keeps only the newest transaction, without records, so that the last
+/// tid does not go back at the next open.
+#[test]
+fn a_merge_that_drops_everything_keeps_the_last_tid() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), Options::default()).unwrap();
+    commit(&s, &[(1, Some(b"a")), (2, Some(b"b"))]);
+    s.rotate().unwrap();
+    let mut t = s.begin();
+    t.set_description(b"nothing");
+    let empty = t.commit().unwrap();
+    let last = commit(&s, &[(1, None), (2, None)]);
+    s.rotate().unwrap();
+    let r = s.merge(&Policy::All).unwrap().unwrap();
+    assert_eq!((r.counts.records_out, r.counts.transactions_out, r.counts.deletions_dropped), (0, 1, 2));
+    let check = |s: &Storage| {
+        assert_eq!(s.last_tid(), last, "the last tid stays");
+        let txns: Vec<_> = s.transactions(Tid::ZERO, Tid::MAX).map(|t| t.unwrap()).collect();
+        assert_eq!(txns.iter().map(|t| (t.tid, t.records.len())).collect::<Vec<_>>(), vec![(last, 0)]);
+        assert_ne!(empty, last);
+        assert_eq!(s.count_objects().unwrap(), 0);
+        assert_eq!(s.max_oid(), None);
+        assert!(s.history(Oid(1)).unwrap().is_empty());
+    };
+    check(&s);
+    drop(s);
+    checked(d.path());
+    let s = Storage::open(d.path(), Options::default()).unwrap();
+    check(&s);
+    let t = commit(&s, &[(3, Some(b"c"))]);
+    assert!(t > last, "a new tid follows the last one");
+}
+
+/// More past segments than one merge takes (127): `Policy::All` is refused cleanly (or
+/// done), a run that fits merges, and then everything does.
+#[test]
+fn a_merge_of_more_segments_than_one_merge_takes() {
+    let sim = filestorage2::vfs::SimVfs::new();
+    let opts = Options { vfs: Arc::new(sim), alignment: 4096, preallocate: 0, ..Options::default() };
+    let dir = Path::new("/many");
+    let s = Storage::create(dir, opts.clone()).unwrap();
+    let mut last = Tid::ZERO;
+    for i in 0..130u64 {
+        last = commit(&s, &[(i % 7, Some(format!("v{i}").as_bytes())), (1000 + i, Some(b""))]);
+        s.rotate().unwrap();
+    }
+    let before = everything(&s, 8);
+    match s.merge(&Policy::All) {
+        Err(Error::Invalid(m)) => {
+            assert!(m.contains("127"), "{m}");
+            assert_eq!(everything(&s, 8), before, "a refused merge changes nothing");
+            assert!(s.merge_progress().is_none());
+            let r = s.merge(&Policy::KeepAtMost(4)).unwrap().unwrap();
+            assert_eq!(r.inputs.len(), 127);
+            s.merge(&Policy::All).unwrap().unwrap();
+        }
+        Ok(r) => assert_eq!(r.unwrap().inputs.len(), 130),
+        Err(e) => panic!("{e}"),
+    }
+    assert_eq!(s.segments().unwrap().len(), 2);
+    assert_eq!(s.count_objects().unwrap(), 7 + 130);
+    assert_eq!(s.load(Oid(129 % 7)).unwrap().unwrap().0, last);
+    drop(s);
+    let s = Storage::open(dir, opts).unwrap();
+    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
+    assert_eq!(s.last_tid(), last);
+}
+
+/// Merges with segments moved to another directory: a moved input is archived like the
+/// others; a merged segment whose predecessor was moved keeps naming it by its path.
+#[test]
+fn merges_of_and_next_to_moved_segments() {
+    let d = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), Options::default()).unwrap();
+    let mut tids = Vec::new();
+    for i in 0..5u64 {
+        tids.push(commit(&s, &[(1, Some(format!("v{i}").as_bytes())), (10 + i, Some(b"x"))]));
+        s.rotate().unwrap();
+    }
+    let seg = SegmentName::single;
+    let moved1 = s.move_segment(seg(1), elsewhere.path()).unwrap();
+    let moved3 = s.move_segment(seg(3), elsewhere.path()).unwrap();
+    // seg 3 (moved) and seg 4: the output goes to the storage directory.
+    let r = s.merge(&Policy::Named(vec![seg(3), seg(4)])).unwrap().unwrap();
+    assert!(!moved3.exists(), "the moved input left its directory");
+    assert!(d.path().join("archive/seg-000003.fs2").exists(), "and went to the archive: {:?}", r.archived);
+    assert!(d.path().join("seg-000003-000004.fs2").exists());
+    // seg 2 names seg 1 by its path; merging seg 2 with seg 3-4 keeps that reference.
+    s.merge(&Policy::Named(vec![seg(2), SegmentName { first: 3, last: 4 }])).unwrap().unwrap();
+    let segs = s.segments().unwrap();
+    assert_eq!(segs[0].path, moved1);
+    assert_eq!(segs[1].name, SegmentName { first: 2, last: 4 });
+    assert_eq!(segs[1].prev.as_deref(), Some(moved1.to_str().unwrap()));
+    let state = everything(&s, 20);
+    assert_eq!(s.history(Oid(1)).unwrap().iter().map(|r| r.tid).collect::<Vec<_>>(), vec![tids[4], tids[3], tids[0]]);
+    drop(s);
+    checked(d.path());
+    let s = Storage::open(d.path(), Options::default()).unwrap();
+    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
+    assert_eq!(everything(&s, 20), state);
+    // Everything, the moved first segment too.
+    s.merge(&Policy::All).unwrap().unwrap();
+    assert!(!moved1.exists());
+    assert_eq!(s.history(Oid(1)).unwrap().iter().map(|r| r.tid).collect::<Vec<_>>(), vec![tids[4]]);
+    drop(s);
+    checked(d.path());
+}
+
+/// `Options::archive_dir`: replaced segments go there, at merge time and when recovery
+/// finishes an interrupted merge.
+#[test]
+fn replaced_segments_go_to_the_configured_archive_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let opts = Options { archive_dir: Some(archive.path().join("old")), ..Options::default() };
+    let s = Storage::create(d.path(), opts.clone()).unwrap();
+    for i in 0..4u64 {
+        commit(&s, &[(i, Some(b"v"))]);
+        s.rotate().unwrap();
+    }
+    let r = s.merge(&Policy::Named(vec![SegmentName::single(1), SegmentName::single(2)])).unwrap().unwrap();
+    assert_eq!(r.archived, [archive.path().join("old/seg-000001.fs2"), archive.path().join("old/seg-000002.fs2")]);
+    assert!(!d.path().join("archive").exists());
+    // An interrupted merge whose switch happened: an input still in the directory.
+    s.merge(&Policy::Named(vec![SegmentName::single(3), SegmentName::single(4)])).unwrap().unwrap();
+    drop(s);
+    std::fs::copy(archive.path().join("old/seg-000004.fs2"), d.path().join("seg-000004.fs2")).unwrap();
+    std::fs::remove_file(archive.path().join("old/seg-000004.fs2")).unwrap();
+    let s = Storage::open(d.path(), opts).unwrap();
+    assert_eq!(s.open_warnings().len(), 1, "{:?}", s.open_warnings());
+    assert!(archive.path().join("old/seg-000004.fs2").exists());
+    assert!(!d.path().join("seg-000004.fs2").exists());
+    assert_eq!(s.count_objects().unwrap(), 4);
+    drop(s);
+    checked(d.path());
 }

@@ -4,8 +4,16 @@
 //!
 //! Operations: begin up to three concurrent transactions (each with its own snapshot);
 //! store, delete, unstage, set metadata and read inside them; commit, abort, vote+finish,
-//! vote+abort; rotate; reopen with other options (sync on/off, automatic rotation);
-//! sync; and a read-only open that is compared like the writer. Oids come from a small
+//! vote+abort; rotate; merge (all past segments, a random adjacent run by name, or
+//! "keep at most k"); reopen with other options (sync on/off, automatic rotation);
+//! sync; and a read-only open that is compared like the writer.
+//!
+//! A merge changes the model as the engine documents it: the current state stays exactly
+//! the same; of the records in the merged range only each oid's newest is retained, and a
+//! deletion only while an older segment still holds the oid (otherwise the object's
+//! records in the range vanish with it); transactions left without records vanish,
+//! except the newest of the range (so the last tid stays what it was, also after a
+//! reopen). Oids come from a small
 //! range so that conflicts are frequent; data sizes run from empty to larger than the
 //! 4096-byte alignment, so padding and over-long records both happen.
 //!
@@ -17,14 +25,15 @@
 //! - `FS2_MODEL_SEED=S`: run only seed S (replay a reported failure).
 //! - `FS2_MODEL_STEPS=N`: operations per seed.
 
-use filestorage2::vfs::SimVfs;
+use filestorage2::merge::{MergeReport, Policy, SegmentStat};
+use filestorage2::vfs::{SimVfs, Vfs};
 use filestorage2::{
     Error, LoadBefore, ObjectInfo, Oid, Options, Revision, SegmentName, SegmentState, Storage, Tid, Transaction,
     TxnMeta, TxnRecord,
 };
 use std::collections::BTreeMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 type Res<T = ()> = Result<T, String>;
@@ -169,6 +178,13 @@ enum Op {
         t: usize,
     },
     Rotate,
+    /// `how` 0: `Policy::All`; 1: `Policy::Named` of the adjacent run of past segments
+    /// picked by `at` and `len`; 2: `Policy::KeepAtMost(1 + len % 4)`.
+    Merge {
+        how: u8,
+        at: usize,
+        len: usize,
+    },
     Reopen {
         session: usize,
     },
@@ -176,12 +192,23 @@ enum Op {
     Sync,
 }
 
-fn gen_op(r: &mut Rng, h: &Harness) -> Op {
+/// Weights of rotations and merges among the operations (the rest are fixed).
+#[derive(Clone, Copy, Debug)]
+struct Mix {
+    rotate: u64,
+    merge: u64,
+}
+
+const MIX: Mix = Mix { rotate: 3, merge: 3 };
+/// Many short segments, merged often.
+const MERGE_HEAVY: Mix = Mix { rotate: 12, merge: 10 };
+
+fn gen_op(r: &mut Rng, h: &Harness, mix: Mix) -> Op {
     let open: Vec<usize> = (0..SLOTS).filter(|i| h.slots[*i].is_some()).collect();
     let begin = if open.len() < SLOTS { [60, 35, 20, 0][open.len()] } else { 0 };
     let txn = if open.is_empty() { 0 } else { 100 };
     // (weight, kind) — the weights of transaction operations apply when one is open.
-    let table = [(begin, 0), (txn, 1), (3, 2), (1, 3), (1, 4), (1, 5)];
+    let table = [(begin, 0), (txn, 1), (mix.rotate, 2), (1, 3), (1, 4), (1, 5), (mix.merge, 6)];
     let total: u64 = table.iter().map(|x| x.0).sum();
     let mut x = r.below(total);
     let kind = table
@@ -202,6 +229,7 @@ fn gen_op(r: &mut Rng, h: &Harness) -> Op {
         3 => Op::Reopen { session: r.pick(SESSIONS.len()) },
         4 => Op::ReadOnlyCheck,
         5 => Op::Sync,
+        6 => Op::Merge { how: r.below(3) as u8, at: r.pick(8), len: r.pick(8) },
         _ => {
             let t = open[r.pick(open.len())];
             match r.below(100) {
@@ -241,15 +269,26 @@ struct MTxn {
 
 #[derive(Clone, Default)]
 struct Model {
-    /// oid -> every revision, oldest first; `None` = deletion.
+    /// oid -> every retained revision, oldest first; `None` = deletion.
     history: BTreeMap<u64, Vec<Rev>>,
-    /// Committed transactions, oldest first.
+    /// Committed transactions that kept records, oldest first.
     txns: Vec<MTxn>,
+    /// The tid of the newest committed transaction (a merge may drop the transaction,
+    /// never this).
+    last: Tid,
+}
+
+/// What a merge of the model did (the engine's `MergeCounts` must agree).
+#[derive(Debug, PartialEq, Eq)]
+struct Merged {
+    records_out: u64,
+    transactions_out: u64,
+    deletions_dropped: u64,
 }
 
 impl Model {
     fn last_tid(&self) -> Tid {
-        self.txns.last().map_or(Tid::ZERO, |t| t.tid)
+        self.last
     }
     fn hist(&self, oid: u64) -> &[Rev] {
         self.history.get(&oid).map_or(&[], |h| h.as_slice())
@@ -288,6 +327,47 @@ impl Model {
             self.history.entry(*oid).or_default().push((tid, d.clone()));
         }
         self.txns.push(MTxn { tid, meta, records: writes.into_iter().collect() });
+        self.last = tid;
+    }
+    /// Merge the segments holding the transactions with `lo <= tid <= hi` (and nothing
+    /// else: the segments older than the merge hold exactly the tids below `lo`).
+    fn merge(&mut self, lo: Tid, hi: Tid) -> Merged {
+        let inside = |t: Tid| lo <= t && t <= hi;
+        let mut dropped = 0;
+        // Per oid: the newest record in the range survives, unless it is a deletion that
+        // no older record needs (then the oid's records in the range all go).
+        let mut keep: BTreeMap<u64, Option<Tid>> = BTreeMap::new();
+        for (oid, h) in &self.history {
+            let Some((t, d)) = h.iter().rev().find(|(t, _)| inside(*t)) else { continue };
+            let older = h.iter().any(|(t, _)| *t < lo);
+            if d.is_none() && !older {
+                dropped += 1;
+                keep.insert(*oid, None);
+            } else {
+                keep.insert(*oid, Some(*t));
+            }
+        }
+        for (oid, k) in &keep {
+            let h = self.history.get_mut(oid).expect("an oid of the history");
+            h.retain(|(t, _)| !inside(*t) || Some(*t) == *k);
+            if h.is_empty() {
+                self.history.remove(oid);
+            }
+        }
+        let (mut records_out, mut transactions_out) = (0, 0);
+        self.txns.retain_mut(|x| {
+            if !inside(x.tid) {
+                return true;
+            }
+            x.records.retain(|(oid, _)| keep.get(oid) == Some(&Some(x.tid)));
+            records_out += x.records.len() as u64;
+            // The newest transaction of the range stays even without records: it keeps
+            // the last tid of a reopened storage.
+            let stays = !x.records.is_empty() || x.tid == hi;
+            transactions_out += stays as u64;
+            stays
+        });
+        Merged { records_out, transactions_out, deletions_dropped: dropped }
     }
 }
 
@@ -322,6 +402,8 @@ struct Harness {
     /// could rotate automatically.
     min_segments: usize,
     auto_rotation: bool,
+    /// Merges done: (merges, segments merged, deletions dropped, transactions dropped).
+    merges: (u64, u64, u64, u64),
 }
 
 impl Harness {
@@ -348,6 +430,7 @@ impl Harness {
             total: (0, 0),
             min_segments: 1,
             auto_rotation: false,
+            merges: (0, 0, 0, 0),
         };
         let opts = Options { alignment: cfg.alignment, ..h.options(cfg.session) };
         h.storage = Some(ok(Storage::create(&h.dir, opts), format_args!("create {cfg:?}"))?);
@@ -536,6 +619,7 @@ impl Harness {
                 ensure_eq!(last.name, name, "rotate returns the new active segment");
                 ensure!(last.state == SegmentState::Active && last.transactions == 0, "fresh active: {last:?}");
             }
+            Op::Merge { how, at, len } => self.merge(*how, *at, *len)?,
             Op::Reopen { session } => {
                 for s in self.slots.iter_mut() {
                     *s = None;
@@ -565,6 +649,115 @@ impl Harness {
         }
         Ok(())
     }
+}
+
+impl Harness {
+    fn exists(&self, path: &Path) -> bool {
+        if self.cfg.real {
+            path.exists()
+        } else {
+            self.vfs.exists(path)
+        }
+    }
+
+    /// Merge as `how` says (see `Op::Merge`); check the report, the files and `check`;
+    /// apply the merge to the model.
+    fn merge(&mut self, how: u8, at: usize, len: usize) -> Res {
+        let s = self.s().clone();
+        let stats = ok(s.past_segment_stats(), format_args!("past_segment_stats"))?;
+        let n = stats.len();
+        let all: Vec<SegmentName> = stats.iter().map(|x| x.name).collect();
+        let (policy, want) = match how % 3 {
+            0 => (Policy::All, (n >= 2).then(|| all.clone())),
+            1 if n < 2 => {
+                let r = s.merge(&Policy::Named(all));
+                ensure!(matches!(r, Err(Error::Invalid(_))), "a named merge of {n} segments must be refused: {r:?}");
+                return Ok(());
+            }
+            1 => {
+                let start = at % (n - 1);
+                let run = all[start..start + 2 + len % (n - start - 1)].to_vec();
+                let mut names = run.clone();
+                if at % 2 == 1 {
+                    names.reverse(); // any order names the same run
+                }
+                (Policy::Named(names), Some(run))
+            }
+            _ => {
+                let k = 1 + len % 4;
+                (Policy::KeepAtMost(k), keep_at_most(&stats, k))
+            }
+        };
+        // The tid range of the merged segments (none if they hold no transaction).
+        let segs = ok(s.segments(), format_args!("segments"))?;
+        let inputs: Vec<_> = segs.iter().filter(|g| want.as_ref().is_some_and(|w| w.contains(&g.name))).collect();
+        let lo = inputs.iter().filter_map(|g| g.first_tid).min();
+        let hi = inputs.iter().filter_map(|g| g.last_tid).max();
+        let records_in: u64 = inputs.iter().map(|g| g.records).sum();
+        let got = ok(s.merge(&policy), format_args!("merge {policy:?}"))?;
+        let (want, r): (Vec<SegmentName>, MergeReport) = match (want, got) {
+            (None, None) => return Ok(()),
+            (Some(w), Some(r)) => (w, r),
+            (w, r) => return Err(format!("merge {policy:?} of {all:?}: expected a merge of {w:?}, got {r:?}")),
+        };
+        ensure_eq!(r.inputs, want, "merge {policy:?}: inputs");
+        let output = SegmentName { first: want[0].first, last: want[want.len() - 1].last };
+        ensure_eq!(r.output, output, "merge {policy:?}: output");
+        ensure!(s.merge_progress().is_none(), "a finished merge is not running");
+        let merged = match (lo, hi) {
+            (Some(lo), Some(hi)) => self.model.merge(lo, hi),
+            _ => Merged { records_out: 0, transactions_out: 0, deletions_dropped: 0 },
+        };
+        let c = &r.counts;
+        ensure_eq!(c.records_in, records_in, "merge {policy:?}: records in");
+        let txns_in: u64 = inputs.iter().map(|g| g.transactions).sum();
+        ensure_eq!(c.transactions_in, txns_in, "merge {policy:?}: transactions in");
+        self.merges.0 += 1;
+        self.merges.1 += want.len() as u64;
+        self.merges.2 += merged.deletions_dropped;
+        self.merges.3 += txns_in - merged.transactions_out;
+        ensure_eq!(
+            Merged {
+                records_out: c.records_out,
+                transactions_out: c.transactions_out,
+                deletions_dropped: c.deletions_dropped
+            },
+            merged,
+            "merge {policy:?}: counts"
+        );
+        self.min_segments = self.min_segments.saturating_sub(want.len() - 1).max(1);
+        let archive = self.dir.join("archive");
+        ensure_eq!(r.archived.len(), want.len(), "merge {policy:?}: archived");
+        for name in &want {
+            let f = name.file_name();
+            ensure!(!self.exists(&self.dir.join(&f)), "{f} is still in the storage directory");
+            ensure!(self.exists(&archive.join(&f)), "{f} is not in the archive");
+        }
+        ensure!(self.exists(&self.dir.join(output.file_name())), "the merged segment exists");
+        let opts = Options { read_only: true, ..self.options(0) };
+        let report = ok(filestorage2::check::check(&self.dir, false, opts, &mut |_, _| {}), format_args!("check"))?;
+        ensure!(report.ok(), "check after merge {policy:?}: {:?}", report.problems);
+        Ok(())
+    }
+}
+
+/// The run `Policy::KeepAtMost(k)` merges, worked out here: the adjacent run that leaves
+/// `k` past segments with the fewest bytes (the oldest such run on a tie).
+fn keep_at_most(stats: &[SegmentStat], k: usize) -> Option<Vec<SegmentName>> {
+    let n = stats.len();
+    if n <= k {
+        return None;
+    }
+    let run = n - k + 1;
+    let mut best: Option<(u64, usize)> = None;
+    for i in 0..=n - run {
+        let bytes: u64 = stats[i..i + run].iter().map(|x| x.bytes).sum();
+        if best.is_none_or(|(b, _)| bytes < b) {
+            best = Some((bytes, i));
+        }
+    }
+    let (_, i) = best.expect("a run");
+    Some(stats[i..i + run].iter().map(|x| x.name).collect())
 }
 
 /// Compare every observable of `s` with the model.
@@ -766,6 +959,11 @@ struct Tally {
     conflicts: u64,
     transactions: u64,
     segments: u64,
+    /// Merges that merged, segments they took in, deletions and transactions they dropped.
+    merges: u64,
+    merged_segments: u64,
+    deletions_dropped: u64,
+    transactions_dropped: u64,
     ops: BTreeMap<&'static str, u64>,
 }
 
@@ -783,6 +981,7 @@ fn op_name(op: &Op) -> &'static str {
         Op::VoteFinish { .. } => "vote_finish",
         Op::VoteAbort { .. } => "vote_abort",
         Op::Rotate => "rotate",
+        Op::Merge { .. } => "merge",
         Op::Reopen { .. } => "reopen",
         Op::ReadOnlyCheck => "read_only_check",
         Op::Sync => "sync",
@@ -790,7 +989,7 @@ fn op_name(op: &Op) -> &'static str {
 }
 
 /// Generate and run one seed; on failure, panic with everything needed to replay it.
-fn run_seed(test: &str, seed: u64, real: bool, steps: usize, tally: &mut Tally) {
+fn run_seed(test: &str, seed: u64, real: bool, steps: usize, mix: Mix, tally: &mut Tally) {
     let cfg = config(seed, real);
     let mut log: Vec<Op> = Vec::new();
     let r = catch_unwind(AssertUnwindSafe(|| -> Res {
@@ -798,7 +997,7 @@ fn run_seed(test: &str, seed: u64, real: bool, steps: usize, tally: &mut Tally) 
         let mut h = Harness::new(cfg)?;
         h.check().map_err(|e| format!("fresh storage: {e}"))?;
         for i in 0..steps {
-            let op = gen_op(&mut rng, &h);
+            let op = gen_op(&mut rng, &h, mix);
             log.push(op.clone());
             h.apply(&op).map_err(|e| format!("step {i} {op:?}: {e}"))?;
             h.check().map_err(|e| format!("after step {i} {op:?}: {e}"))?;
@@ -810,6 +1009,10 @@ fn run_seed(test: &str, seed: u64, real: bool, steps: usize, tally: &mut Tally) 
         tally.conflicts += h.total.1;
         tally.transactions += h.model.txns.len() as u64;
         tally.segments += h.s().segments().map_err(|e| e.to_string())?.len() as u64;
+        tally.merges += h.merges.0;
+        tally.merged_segments += h.merges.1;
+        tally.deletions_dropped += h.merges.2;
+        tally.transactions_dropped += h.merges.3;
         Ok(())
     }));
     let err = match r {
@@ -839,16 +1042,16 @@ fn env_u64(name: &str) -> Option<u64> {
 }
 
 /// Run `default_seeds` seeds from `first` (or what the environment asks for).
-fn run_seeds(test: &str, first: u64, default_seeds: u64, default_steps: u64, real: bool) {
+fn run_seeds(test: &str, first: u64, default_seeds: u64, default_steps: u64, real: bool, mix: Mix) {
     let steps = env_u64("FS2_MODEL_STEPS").unwrap_or(default_steps) as usize;
     let mut tally = Tally::default();
     let started = std::time::Instant::now();
     if let Some(seed) = env_u64("FS2_MODEL_SEED") {
-        run_seed(test, seed, real, steps, &mut tally);
+        run_seed(test, seed, real, steps, mix, &mut tally);
     } else {
         let n = env_u64("FS2_MODEL_SEEDS").unwrap_or(default_seeds);
         for seed in first..first + n {
-            run_seed(test, seed, real, steps, &mut tally);
+            run_seed(test, seed, real, steps, mix, &mut tally);
         }
     }
     eprintln!("{test}: {:.1} s, {tally:?}", started.elapsed().as_secs_f64());
@@ -857,17 +1060,24 @@ fn run_seeds(test: &str, first: u64, default_seeds: u64, default_steps: u64, rea
 
 #[test]
 fn model_simulated_disk() {
-    run_seeds("model_simulated_disk", 0, 150, 80, false);
+    run_seeds("model_simulated_disk", 0, 150, 80, false, MIX);
 }
 
 #[test]
 fn model_real_files() {
-    run_seeds("model_real_files", 1 << 32, 30, 80, true);
+    run_seeds("model_real_files", 1 << 32, 30, 80, true, MIX);
 }
 
 #[test]
 fn model_long_sequences() {
-    run_seeds("model_long_sequences", 2 << 32, 4, 400, false);
+    run_seeds("model_long_sequences", 2 << 32, 4, 400, false, MIX);
+}
+
+/// Many rotations and merges: merges of long runs, of runs holding empty segments, of
+/// segments merged before, with transactions open across them.
+#[test]
+fn model_merge_heavy() {
+    run_seeds("model_merge_heavy", 3 << 32, 100, 120, false, MERGE_HEAVY);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -961,4 +1171,23 @@ fn regression_conflict_behind_an_empty_past_segment() {
         ],
     )
     .unwrap();
+}
+
+/// A merge dropped every transaction of its range that kept no record, the newest one
+/// too: the running storage still said the old last tid, a reopened one an older tid (or
+/// none), so the last tid went back and a new commit could reuse a tid clients had seen.
+/// (Found by `model_simulated_disk` with merges: an empty commit, a rotation, a merge.)
+/// The newest transaction of a merged range now stays, even without records.
+#[test]
+fn regression_a_merge_keeps_the_last_tid_across_a_reopen() {
+    use Op::*;
+    for last in [Commit { t: 0 }, Delete { t: 0, oid: 1 }] {
+        let deletes = matches!(last, Delete { .. });
+        let mut ops = vec![Begin, Store { t: 0, oid: 1, len: 5, seed: 1 }, Commit { t: 0 }, Rotate, Begin, last];
+        if deletes {
+            ops.push(Commit { t: 0 }); // a deletion of all there was: nothing is left
+        }
+        ops.extend([Rotate, Merge { how: 0, at: 0, len: 0 }, Reopen { session: 0 }, ReadOnlyCheck]);
+        run_script(Config { real: false, alignment: 4096, session: 0 }, &ops).unwrap();
+    }
 }

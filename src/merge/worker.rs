@@ -124,6 +124,9 @@ pub(crate) fn copy_merge(
     let mut table = WorkTable::map(work, retained).map_err(|e| Error::io(dir, "map merge work file in", e))?;
 
     // Pass 2: copy the retained records in file order, grouped by their transactions.
+    // A transaction left without records goes, except the newest of the range: it keeps
+    // the storage's last tid (read from the trailers at open) from going back.
+    let newest_tid = inputs.iter().filter(|p| p.trailer.txn_count > 0).map(|p| p.trailer.last_tid).max();
     let first = &inputs[0].seg.header;
     let name = SegmentName { first: first.name.first, last: inputs[inputs.len() - 1].seg.header.name.last };
     let header = Header { name, prev: inputs[0].seg.prev(), generation: 1, flags: 0, ..first.clone() };
@@ -131,6 +134,8 @@ pub(crate) fn copy_merge(
     let tmp = dir.join(format!("{}.tmp", name.file_name()));
     let _ = vfs.remove(&tmp);
     let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+    // A merge that fails (a full disk) removes its unfinished output.
+    let mut unfinished = Unfinished { vfs, path: Some(tmp.clone()) };
     let mut sink = Sink { file: &*out, path: &tmp, at: 0, buf: Vec::with_capacity(2 << 20) };
     sink.put(&header.to_bytes()?)?;
     let mut stats = SealStats::default();
@@ -155,7 +160,7 @@ pub(crate) fn copy_merge(
                     }
                     progress.records_done.fetch_add(txn.records.len() as u64, Ordering::Relaxed);
                     progress.bytes_done.store(done_before + scanned - HEADER_SIZE as u64, Ordering::Relaxed);
-                    if recs.is_empty() {
+                    if recs.is_empty() && Some(txn.header.tid) != newest_tid {
                         continue;
                     }
                     let (pad, len) = place(sink.pos(), encoded_txn_len(&txn.meta, &recs), header.alignment);
@@ -207,12 +212,30 @@ pub(crate) fn copy_merge(
     out.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
     out.drop_cache();
     vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
+    unfinished.path = Some(path.clone());
     vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
     counts.records_out = stats.record_count;
     counts.transactions_out = stats.txn_count;
     counts.bytes_out = sink.pos();
     progress.bytes_done.store(progress.bytes_total.load(Ordering::Relaxed), Ordering::Relaxed);
-    Ok((SegmentFile::open(vfs, &path, false)?, counts))
+    let seg = SegmentFile::open(vfs, &path, false)?;
+    unfinished.path = None;
+    Ok((seg, counts))
+}
+
+/// Removes the output of a merge that failed before it was complete (best effort: the
+/// next open removes what is left).
+struct Unfinished<'a> {
+    vfs: &'a dyn Vfs,
+    path: Option<std::path::PathBuf>,
+}
+
+impl Drop for Unfinished<'_> {
+    fn drop(&mut self) {
+        if let Some(p) = &self.path {
+            let _ = self.vfs.remove(p);
+        }
+    }
 }
 
 /// Sequential writes through a buffer.
