@@ -12,6 +12,10 @@ pub struct SegmentStat {
     pub records: u64,
 }
 
+/// The most segments one merge takes (a work-table location has 7 bits for the input).
+/// Policies choose at most this many; a longer chain merges in rounds.
+pub const MAX_INPUTS: usize = 127;
+
 /// How to choose the segments to merge.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Policy {
@@ -27,7 +31,8 @@ pub enum Policy {
 /// The adjacent run of `past` (oldest first) to merge, or `None` if there is nothing to do.
 pub fn choose(past: &[SegmentStat], policy: &Policy) -> Result<Option<Range<usize>>> {
     match policy {
-        Policy::All => Ok((past.len() >= 2).then_some(0..past.len())),
+        // The oldest run first: repeated merges converge to one segment.
+        Policy::All => Ok((past.len() >= 2).then_some(0..past.len().min(MAX_INPUTS))),
         Policy::Named(names) => {
             if names.len() < 2 {
                 return Err(Error::invalid("name at least two adjacent past segments to merge"));
@@ -38,6 +43,9 @@ pub fn choose(past: &[SegmentStat], policy: &Policy) -> Result<Option<Range<usiz
                     Error::NotFound(format!("{n} is not a past segment of this storage (see `fs2 info`)"))
                 })?;
                 idx.push(i);
+            }
+            if names.len() > MAX_INPUTS {
+                return Err(Error::invalid(format!("one merge takes at most {MAX_INPUTS} segments")));
             }
             idx.sort_unstable();
             if idx.windows(2).any(|w| w[1] != w[0] + 1) {
@@ -50,7 +58,7 @@ pub fn choose(past: &[SegmentStat], policy: &Policy) -> Result<Option<Range<usiz
             if past.len() <= k {
                 return Ok(None);
             }
-            let run = past.len() - k + 1;
+            let run = (past.len() - k + 1).min(MAX_INPUTS);
             let best = (0..=past.len() - run)
                 .min_by_key(|&i| past[i..i + run].iter().map(|s| s.bytes).sum::<u64>())
                 .expect("at least one window");
@@ -86,6 +94,13 @@ mod tests {
         assert!(choose(&s, &n(&[2, 2])).is_err());
         assert!(choose(&s, &n(&[2])).is_err());
         assert!(matches!(choose(&s, &n(&[4, 9])), Err(Error::NotFound(_))));
+    }
+
+    #[test]
+    fn long_chains_merge_in_rounds() {
+        let s = stats(&[1; 300]);
+        assert_eq!(choose(&s, &Policy::All).unwrap(), Some(0..MAX_INPUTS));
+        assert_eq!(choose(&s, &Policy::KeepAtMost(1)).unwrap().map(|r| r.len()), Some(MAX_INPUTS));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! are copied in file order, which is tid order (pass 2), and the work table, updated in
 //! place with the new offsets, is streamed out as the new index.
 
+use super::policy::MAX_INPUTS;
 use super::MergeProgress;
 use crate::error::{Error, Result};
 use crate::format::{
@@ -25,8 +26,6 @@ use std::sync::Arc;
 const OLD: u64 = 1 << 63;
 const INPUT_SHIFT: u32 = 56;
 const OFFSET_MASK: u64 = (1 << INPUT_SHIFT) - 1;
-/// Inputs a location can name.
-pub(crate) const MAX_INPUTS: usize = 127;
 
 fn old_location(input: usize, offset: u64) -> u64 {
     OLD | ((input as u64) << INPUT_SHIFT) | offset
