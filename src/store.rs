@@ -101,6 +101,9 @@ pub(crate) struct Inner {
     /// Problems recovery worked around at open (shown by `check`).
     pub warnings: Mutex<Vec<String>>,
     pub settings: Mutex<crate::settings::Settings>,
+    /// Base tids of the transactions open now, with counts (a merge keeps deletions that
+    /// one of them could still conflict with).
+    pub open_bases: Mutex<BTreeMap<Tid, usize>>,
     /// The merge running now (at most one).
     pub merging: Mutex<Option<Arc<crate::merge::MergeProgress>>>,
     _lock: Option<std::fs::File>,
@@ -277,6 +280,7 @@ impl Storage {
             conflicts: AtomicU64::new(0),
             warnings: Mutex::new(opened.warnings),
             merging: Mutex::new(None),
+            open_bases: Mutex::new(BTreeMap::new()),
             settings: Mutex::new(settings),
             opts,
             _lock: lock,

@@ -99,6 +99,7 @@ pub struct Transaction {
 impl Transaction {
     pub(crate) fn new(inner: Arc<Inner>, base: Tid) -> Transaction {
         let id = inner.next_txn_id.fetch_add(1, Ordering::Relaxed);
+        *inner.open_bases.lock().unwrap().entry(base).or_insert(0) += 1;
         Transaction {
             inner,
             id,
@@ -346,6 +347,13 @@ impl Drop for Leading<'_> {
 impl Drop for Transaction {
     fn drop(&mut self) {
         self.release();
+        let mut bases = self.inner.open_bases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = bases.get_mut(&self.base) {
+            *n -= 1;
+            if *n == 0 {
+                bases.remove(&self.base);
+            }
+        }
     }
 }
 

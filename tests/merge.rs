@@ -566,3 +566,30 @@ fn replaced_segments_go_to_the_configured_archive_directory() {
     drop(s);
     checked(d.path());
 }
+
+/// A transaction that began before a deletion must still conflict with it after a merge:
+/// the merge keeps the deletion while such a transaction is open, and drops it after.
+#[test]
+fn a_deletion_an_open_transaction_could_conflict_with_survives_the_merge() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), Options::default()).unwrap();
+    commit(&s, &[(5, Some(b"garbage"))]);
+    s.rotate().unwrap();
+    let mut stale = s.begin();
+    let t2 = commit(&s, &[(5, None)]);
+    s.rotate().unwrap();
+    let r = s.merge(&Policy::All).unwrap().unwrap();
+    assert_eq!(r.counts.deletions_dropped, 0, "an open transaction began before the deletion");
+    stale.store(Oid(5), b"resurrected").unwrap();
+    match stale.commit() {
+        Err(Error::Conflict { oid, tid }) => assert_eq!((oid, tid), (Oid(5), t2)),
+        other => panic!("the stale transaction must conflict with the deletion: {other:?}"),
+    }
+    assert_eq!(s.load(Oid(5)).unwrap(), None);
+    // With no such transaction open, the next merge drops the deletion and the object.
+    commit(&s, &[(6, Some(b"x"))]);
+    s.rotate().unwrap();
+    let r = s.merge(&Policy::All).unwrap().unwrap();
+    assert_eq!(r.counts.deletions_dropped, 1);
+    assert!(s.history(Oid(5)).unwrap().is_empty());
+}

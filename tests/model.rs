@@ -331,16 +331,19 @@ impl Model {
     }
     /// Merge the segments holding the transactions with `lo <= tid <= hi` (and nothing
     /// else: the segments older than the merge hold exactly the tids below `lo`).
-    fn merge(&mut self, lo: Tid, hi: Tid) -> Merged {
+    /// `oldest_open`: the oldest base of an open transaction (a deletion newer than it stays).
+    fn merge(&mut self, lo: Tid, hi: Tid, oldest_open: Option<Tid>) -> Merged {
         let inside = |t: Tid| lo <= t && t <= hi;
         let mut dropped = 0;
         // Per oid: the newest record in the range survives, unless it is a deletion that
-        // no older record needs (then the oid's records in the range all go).
+        // no older record and no open transaction needs (then the oid's records in the
+        // range all go).
         let mut keep: BTreeMap<u64, Option<Tid>> = BTreeMap::new();
         for (oid, h) in &self.history {
             let Some((t, d)) = h.iter().rev().find(|(t, _)| inside(*t)) else { continue };
             let older = h.iter().any(|(t, _)| *t < lo);
-            if d.is_none() && !older {
+            let open_conflict = oldest_open.is_some_and(|b| *t > b);
+            if d.is_none() && !older && !open_conflict {
                 dropped += 1;
                 keep.insert(*oid, None);
             } else {
@@ -694,6 +697,7 @@ impl Harness {
         let lo = inputs.iter().filter_map(|g| g.first_tid).min();
         let hi = inputs.iter().filter_map(|g| g.last_tid).max();
         let records_in: u64 = inputs.iter().map(|g| g.records).sum();
+        let oldest_open = self.slots.iter().flatten().map(|o| o.base).min();
         let got = ok(s.merge(&policy), format_args!("merge {policy:?}"))?;
         let (want, r): (Vec<SegmentName>, MergeReport) = match (want, got) {
             (None, None) => return Ok(()),
@@ -705,7 +709,7 @@ impl Harness {
         ensure_eq!(r.output, output, "merge {policy:?}: output");
         ensure!(s.merge_progress().is_none(), "a finished merge is not running");
         let merged = match (lo, hi) {
-            (Some(lo), Some(hi)) => self.model.merge(lo, hi),
+            (Some(lo), Some(hi)) => self.model.merge(lo, hi, oldest_open),
             _ => Merged { records_out: 0, transactions_out: 0, deletions_dropped: 0 },
         };
         let c = &r.counts;

@@ -164,7 +164,11 @@ impl Storage {
             let oldest = *idx.first().expect("two inputs");
             (inputs, v.pasts[oldest + 1..].to_vec())
         };
-        let (out, counts) = worker::copy_merge(vfs, &inner.dir, &inputs, &older, progress)?;
+        // A transaction open now with base B conflicts with a deletion newer than B: such a
+        // deletion must stay even if nothing older holds the object any more. (Later
+        // transactions have bases past every tid merged here.)
+        let oldest_open = inner.open_bases.lock().unwrap().keys().next().copied();
+        let (out, counts) = worker::copy_merge(vfs, &inner.dir, &inputs, &older, oldest_open, progress)?;
         let output = out.header.name;
         let merged = Arc::new(PastSegment::open(out)?);
         let newest = inputs.last().expect("inputs").seg.header.name;

@@ -56,12 +56,14 @@ fn held_by_older(older: &[Arc<PastSegment>], oid: Oid) -> Result<bool> {
 
 /// Merge `inputs` (adjacent, oldest first) into a new segment file in `dir`, durable and
 /// renamed into place but not yet in the chain. `older`: the segments older than the
-/// inputs (they decide whether a deletion must be kept).
+/// inputs, and `oldest_open`: the oldest base tid of an open transaction; they decide
+/// whether a deletion must be kept.
 pub(crate) fn copy_merge(
     vfs: &dyn Vfs,
     dir: &Path,
     inputs: &[Arc<PastSegment>],
     older: &[Arc<PastSegment>],
+    oldest_open: Option<crate::types::Tid>,
     progress: &MergeProgress,
 ) -> Result<(SegmentFile, MergeCounts)> {
     if inputs.len() < 2 || inputs.len() > MAX_INPUTS {
@@ -110,7 +112,9 @@ pub(crate) fn copy_merge(
         if off > OFFSET_MASK {
             return Err(Error::corrupted(&inputs[i].seg.path, off, "record offset too large"));
         }
-        if inputs[i].record_header(off)?.is_delete() && !held_by_older(older, oid)? {
+        let h = inputs[i].record_header(off)?;
+        let conflicts_with_open = oldest_open.is_some_and(|b| h.tid > b);
+        if h.is_delete() && !conflicts_with_open && !held_by_older(older, oid)? {
             counts.deletions_dropped += 1;
             continue;
         }
