@@ -14,8 +14,11 @@
 //! Environment: `FS2_BANK_TRANSFERS=N` sets the number of transfers of the large run
 //! (default 20 000; R7 asks for 100 000 and more).
 
+mod common;
+use common::bank::*;
+use common::Rng;
 use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
-use filestorage2::{Error, Oid, Options, Storage, Tid};
+use filestorage2::{Error, Options, Storage, Tid};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -24,57 +27,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-
-const ACCOUNTS: u64 = 20;
-const INITIAL: u64 = 1_000;
-const TOTAL: u64 = ACCOUNTS * INITIAL;
-
-fn account(i: u64) -> Oid {
-    Oid(100 + i)
-}
-
-/// A balance as stored: the amount, then the account number (catches misrouted data).
-fn enc(i: u64, balance: u64) -> Vec<u8> {
-    let mut b = balance.to_le_bytes().to_vec();
-    b.extend_from_slice(&i.to_le_bytes());
-    b
-}
-
-fn dec(i: u64, data: &[u8]) -> u64 {
-    assert_eq!(data.len(), 16, "account {i}: a balance is 16 bytes, got {data:?}");
-    assert_eq!(u64::from_le_bytes(data[8..].try_into().unwrap()), i, "account {i} holds another account's balance");
-    u64::from_le_bytes(data[..8].try_into().unwrap())
-}
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// A transfer as its writer made it; its description in the log says the same.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Transfer {
-    from: u64,
-    to: u64,
-    amount: u64,
-}
-
-impl Transfer {
-    fn describe(&self) -> String {
-        format!("transfer {} from {} to {}", self.amount, self.from, self.to)
-    }
-}
 
 /// A file system that counts data syncs (to see group commit share them).
 struct CountingVfs {
@@ -161,20 +113,6 @@ struct Outcome {
     /// Rotations made while the writers were running.
     concurrent_rotations: u64,
     elapsed: Duration,
-}
-
-fn setup(s: &Storage) -> Tid {
-    let mut t = s.begin();
-    for i in 0..ACCOUNTS {
-        t.store(account(i), &enc(i, INITIAL)).unwrap();
-    }
-    t.set_description(b"open the accounts");
-    t.commit().unwrap()
-}
-
-/// The balances of every account as of `at`.
-fn balances_at(s: &Storage, at: Tid) -> Vec<u64> {
-    (0..ACCOUNTS).map(|i| dec(i, &s.load_at(account(i), at).unwrap().expect("account exists").1)).collect()
 }
 
 fn writer(s: &Storage, seed: u64, next: &AtomicU64, run: &Run, out: &Mutex<Outcome>) {
@@ -282,20 +220,6 @@ fn reader(s: &Storage, seed: u64, done: &AtomicBool, out: &Mutex<Outcome>) {
     let mut o = out.lock().unwrap();
     o.snapshots += snapshots;
     o.time_travels += time_travels;
-}
-
-/// Marks the end of one writer; the last one out stops the readers and the rotator.
-struct WriterExit<'a> {
-    left: &'a AtomicU64,
-    done: &'a AtomicBool,
-}
-
-impl Drop for WriterExit<'_> {
-    fn drop(&mut self) {
-        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.done.store(true, Ordering::Release);
-        }
-    }
 }
 
 /// Run the bank on `s` (already set up) and return what happened. A run that does not

@@ -20,10 +20,11 @@
 //! Every transaction writes values that name it (`txn7/oid3/...`), so a visible state is
 //! checked against a model: the exact transactions, in order, with exactly their data.
 
+mod common;
+use common::workload::*;
 use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
-use filestorage2::{Error, Oid, Options, SegmentState, Storage, Tid, Transaction, TxnRecord};
+use filestorage2::{Error, Oid, Options, SegmentState, Storage, Tid};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::File;
 use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -34,100 +35,6 @@ use std::time::Instant;
 
 // ---------------------------------------------------------------------------------------
 // The model: transactions whose values name them, and what every read must answer.
-
-type Writes = BTreeMap<u64, Option<Vec<u8>>>;
-
-/// One staged write: a store of a value naming the transaction plus `n` filler bytes, an
-/// empty object, or a deletion.
-#[derive(Clone, Copy)]
-enum W {
-    S(usize),
-    E,
-    D,
-}
-
-#[derive(Clone, Debug)]
-struct Txn {
-    user: Vec<u8>,
-    desc: Vec<u8>,
-    ext: Vec<u8>,
-    writes: Writes,
-}
-
-/// Committed transactions, oldest first.
-type Model = Vec<(Tid, Txn)>;
-
-fn value(label: usize, oid: u64, extra: usize) -> Vec<u8> {
-    let mut v = format!("txn{label}/oid{oid}/").into_bytes();
-    v.extend((0..extra).map(|i| b'a' + ((i * 7 + label + oid as usize) % 26) as u8));
-    v
-}
-
-fn txn(label: usize, ws: &[(u64, W)]) -> Txn {
-    let writes = ws
-        .iter()
-        .map(|&(oid, w)| {
-            let d = match w {
-                W::S(n) => Some(value(label, oid, n)),
-                W::E => Some(Vec::new()),
-                W::D => None,
-            };
-            (oid, d)
-        })
-        .collect();
-    Txn {
-        user: if label.is_multiple_of(2) { format!("user{label}").into_bytes() } else { Vec::new() },
-        desc: format!("txn{label}").into_bytes(),
-        ext: if label.is_multiple_of(3) { vec![label as u8, 0, 0xff] } else { Vec::new() },
-        writes,
-    }
-}
-
-fn stage(s: &Storage, t: &Txn) -> Transaction {
-    let mut x = s.begin();
-    x.set_user(&t.user);
-    x.set_description(&t.desc);
-    x.set_extension(&t.ext);
-    for (oid, d) in &t.writes {
-        match d {
-            Some(d) => x.store(Oid(*oid), d).unwrap(),
-            None => x.delete(Oid(*oid)).unwrap(),
-        }
-    }
-    x
-}
-
-fn commit(s: &Storage, model: &mut Model, t: Txn) -> Tid {
-    let tid = stage(s, &t).commit().unwrap_or_else(|e| panic!("commit of {:?}: {e}", t.desc.escape_ascii()));
-    model.push((tid, t));
-    tid
-}
-
-/// Bytes, shown as their start, their length and a 64-bit hash of all of them.
-#[derive(PartialEq, Clone)]
-struct B(Vec<u8>);
-
-impl fmt::Debug for B {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hasher::write(&mut h, &self.0);
-        let head = &self.0[..self.0.len().min(24)];
-        write!(f, "b\"{}\"[{}#{:x}]", head.escape_ascii(), self.0.len(), std::hash::Hasher::finish(&h))
-    }
-}
-
-/// A transaction as read: tid, user, description, extension, (oid, data or deletion).
-type TxnV = (Tid, B, B, B, Vec<(Oid, Option<B>)>);
-
-fn record_v(r: &TxnRecord) -> TxnV {
-    let recs = r.records.iter().map(|(o, d)| (*o, d.clone().map(B))).collect();
-    (r.tid, B(r.meta.user.clone()), B(r.meta.description.clone()), B(r.meta.extension.clone()), recs)
-}
-
-fn model_v(tid: Tid, t: &Txn) -> TxnV {
-    let recs = t.writes.iter().map(|(o, d)| (Oid(*o), d.clone().map(B))).collect();
-    (tid, B(t.user.clone()), B(t.desc.clone()), B(t.ext.clone()), recs)
-}
 
 /// What to ask: every oid (and one never stored), at every tid of the model (and just
 /// before each, when thorough); `load_before` and `revision` at every tid unless light.
@@ -148,41 +55,6 @@ fn queries(model: &Model, thorough: bool) -> Queries {
         tids.push(*t);
     }
     Queries { oids: (0..=max + 1).collect(), tids, light: false }
-}
-
-/// The value of one answer (compared as is; formatted only to report a difference).
-#[derive(Debug, PartialEq)]
-enum V {
-    Tid(Tid),
-    Oid(Option<Oid>),
-    Count(u64),
-    Load(Option<(Tid, B)>),
-    Current(Option<Tid>),
-    History(Vec<(Tid, u64, bool)>),
-    Before(Option<(B, Tid, Option<Tid>)>),
-    Revision(Option<(Tid, Option<B>)>),
-    List(Vec<(Oid, Tid, u64)>),
-}
-
-/// One answer: a value, or a list read item by item (the items before an error count).
-#[derive(Debug)]
-enum Ans {
-    One(Result<V, String>),
-    Many(Vec<TxnV>, Option<String>),
-}
-
-/// A question: what, of which oid, at which tid.
-type Key = (&'static str, u64, Tid);
-type Dump = Vec<(Key, Ans)>;
-
-const NO: Tid = Tid::ZERO;
-
-fn one(r: Result<V, Error>) -> Ans {
-    Ans::One(r.map_err(|e| e.to_string()))
-}
-
-fn val(v: V) -> Ans {
-    Ans::One(Ok(v))
 }
 
 fn txn_range(q: &Queries) -> (Tid, Tid) {
@@ -369,10 +241,6 @@ fn check_model(s: &Storage, model: &Model, thorough: bool, ctx: &str) {
     Expected::new(model, thorough).check(s, ctx)
 }
 
-fn visible(s: &Storage, ctx: &str) -> Vec<TxnRecord> {
-    s.transactions(Tid::ZERO, Tid::MAX).collect::<Result<Vec<_>, _>>().unwrap_or_else(|e| panic!("{ctx}: {e}"))
-}
-
 /// The storage holds `model`, or `model` plus all of `maybe` (a transaction whose commit
 /// failed, so it may or may not have reached the disk, but never partly). Returns the
 /// model of what is visible.
@@ -411,7 +279,6 @@ fn check_chain(s: &Storage, txns: usize, ctx: &str) -> usize {
 // ---------------------------------------------------------------------------------------
 // 1. Crash at every sync point (R1; R5 for rotation).
 
-const SIM_DIR: &str = "/s";
 /// Small enough that the workload rotates automatically a few times.
 const ROTATE_SIZE: u64 = 4096 + 2048;
 
@@ -498,12 +365,6 @@ fn run_workload(sim: &SimVfs, steps: &[Step]) -> Run {
     }
     r.finished = true;
     r
-}
-
-fn crash_modes() -> Vec<CrashMode> {
-    let mut m = vec![CrashMode::DurableOnly, CrashMode::AllWritten];
-    m.extend((1..=8u64).map(|i| CrashMode::Torn(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
-    m
 }
 
 /// Run the workload once without a crash (counting its sync points), then once per sync

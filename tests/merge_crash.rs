@@ -26,11 +26,12 @@
 //!
 //! `cargo test --test merge_crash -- --nocapture` prints what the crash images showed.
 
+mod common;
+use common::workload::*;
 use filestorage2::merge::{choose, MergeReport, Policy};
 use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
-use filestorage2::{Error, Oid, Options, SegmentName, SegmentState, Storage, Tid, Transaction, TxnRecord};
+use filestorage2::{Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
 use std::collections::BTreeMap;
-use std::fmt;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -40,74 +41,6 @@ use std::time::Instant;
 
 // ---------------------------------------------------------------------------------------
 // The model: transactions whose values name them, and what every read must answer.
-
-type Writes = BTreeMap<u64, Option<Vec<u8>>>;
-
-/// One staged write: a store of a value naming the transaction plus `n` filler bytes, an
-/// empty object, or a deletion.
-#[derive(Clone, Copy)]
-enum W {
-    S(usize),
-    E,
-    D,
-}
-
-#[derive(Clone, Debug)]
-struct Txn {
-    user: Vec<u8>,
-    desc: Vec<u8>,
-    ext: Vec<u8>,
-    writes: Writes,
-}
-
-/// Retained transactions, oldest first, with their retained records.
-type Model = Vec<(Tid, Txn)>;
-
-fn value(label: usize, oid: u64, extra: usize) -> Vec<u8> {
-    let mut v = format!("txn{label}/oid{oid}/").into_bytes();
-    v.extend((0..extra).map(|i| b'a' + ((i * 7 + label + oid as usize) % 26) as u8));
-    v
-}
-
-fn txn(label: usize, ws: &[(u64, W)]) -> Txn {
-    let writes = ws
-        .iter()
-        .map(|&(oid, w)| {
-            let d = match w {
-                W::S(n) => Some(value(label, oid, n)),
-                W::E => Some(Vec::new()),
-                W::D => None,
-            };
-            (oid, d)
-        })
-        .collect();
-    Txn {
-        user: if label.is_multiple_of(2) { format!("user{label}").into_bytes() } else { Vec::new() },
-        desc: format!("txn{label}").into_bytes(),
-        ext: if label.is_multiple_of(3) { vec![label as u8, 0, 0xff] } else { Vec::new() },
-        writes,
-    }
-}
-
-fn stage(s: &Storage, t: &Txn) -> Transaction {
-    let mut x = s.begin();
-    x.set_user(&t.user);
-    x.set_description(&t.desc);
-    x.set_extension(&t.ext);
-    for (oid, d) in &t.writes {
-        match d {
-            Some(d) => x.store(Oid(*oid), d).unwrap(),
-            None => x.delete(Oid(*oid)).unwrap(),
-        }
-    }
-    x
-}
-
-fn commit(s: &Storage, model: &mut Model, t: Txn) -> Tid {
-    let tid = stage(s, &t).commit().unwrap_or_else(|e| panic!("commit of {:?}: {e}", t.desc.escape_ascii()));
-    model.push((tid, t));
-    tid
-}
 
 /// The model after a merge of the segments holding the transactions with
 /// `lo <= tid <= hi` (the segments older than the merge hold exactly the tids below `lo`).
@@ -138,32 +71,6 @@ fn merge_model(m: &Model, lo: Tid, hi: Tid) -> Model {
     out
 }
 
-/// Bytes, shown as their start, their length and a 64-bit hash of all of them.
-#[derive(PartialEq, Clone)]
-struct B(Vec<u8>);
-
-impl fmt::Debug for B {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hasher::write(&mut h, &self.0);
-        let head = &self.0[..self.0.len().min(24)];
-        write!(f, "b\"{}\"[{}#{:x}]", head.escape_ascii(), self.0.len(), std::hash::Hasher::finish(&h))
-    }
-}
-
-/// A transaction as read: tid, user, description, extension, (oid, data or deletion).
-type TxnV = (Tid, B, B, B, Vec<(Oid, Option<B>)>);
-
-fn record_v(r: &TxnRecord) -> TxnV {
-    let recs = r.records.iter().map(|(o, d)| (*o, d.clone().map(B))).collect();
-    (r.tid, B(r.meta.user.clone()), B(r.meta.description.clone()), B(r.meta.extension.clone()), recs)
-}
-
-fn model_v(tid: Tid, t: &Txn) -> TxnV {
-    let recs = t.writes.iter().map(|(o, d)| (Oid(*o), d.clone().map(B))).collect();
-    (tid, B(t.user.clone()), B(t.desc.clone()), B(t.ext.clone()), recs)
-}
-
 /// What to ask: every oid (and one never stored), at every tid of the model and just
 /// before each.
 #[derive(Clone)]
@@ -176,41 +83,6 @@ fn queries(model: &Model) -> Queries {
     let max = model.iter().flat_map(|(_, t)| t.writes.keys()).max().copied().unwrap_or(0);
     let tids = model.iter().flat_map(|(t, _)| [Tid(t.0 - 1), *t]).collect();
     Queries { oids: (0..=max + 1).collect(), tids }
-}
-
-/// The value of one answer (compared as is; formatted only to report a difference).
-#[derive(Debug, PartialEq)]
-enum V {
-    Tid(Tid),
-    Oid(Option<Oid>),
-    Count(u64),
-    Load(Option<(Tid, B)>),
-    Current(Option<Tid>),
-    History(Vec<(Tid, u64, bool)>),
-    Before(Option<(B, Tid, Option<Tid>)>),
-    Revision(Option<(Tid, Option<B>)>),
-    List(Vec<(Oid, Tid, u64)>),
-}
-
-/// One answer: a value, or a list read item by item.
-#[derive(Debug)]
-enum Ans {
-    One(Result<V, String>),
-    Many(Vec<TxnV>, Option<String>),
-}
-
-/// A question: what, of which oid, at which tid.
-type Key = (&'static str, u64, Tid);
-type Dump = Vec<(Key, Ans)>;
-
-const NO: Tid = Tid::ZERO;
-
-fn one(r: Result<V, Error>) -> Ans {
-    Ans::One(r.map_err(|e| e.to_string()))
-}
-
-fn val(v: V) -> Ans {
-    Ans::One(Ok(v))
 }
 
 /// Read everything the storage answers for `q`, errors included.
@@ -324,10 +196,6 @@ fn check_model(s: &Storage, model: &Model, ctx: &str) {
     check_model_q(s, model, &queries(model), ctx)
 }
 
-fn visible(s: &Storage, ctx: &str) -> Vec<TxnRecord> {
-    s.transactions(Tid::ZERO, Tid::MAX).collect::<Result<Vec<_>, _>>().unwrap_or_else(|e| panic!("{ctx}: {e}"))
-}
-
 /// The chain is well formed: past segments then the active one, each naming the one
 /// before, names going up, transactions adding up to `txns`. Returns the names.
 fn check_chain(s: &Storage, txns: usize, ctx: &str) -> Vec<SegmentName> {
@@ -347,8 +215,6 @@ fn check_chain(s: &Storage, txns: usize, ctx: &str) -> Vec<SegmentName> {
 
 // ---------------------------------------------------------------------------------------
 // The storage to merge, and the scenarios.
-
-const SIM_DIR: &str = "/s";
 
 fn sim_opts(v: &SimVfs) -> Options {
     // Small preallocation chunks: zero tails get crash coverage without big images.
@@ -584,12 +450,6 @@ fn scenario_concurrent() -> Vec<Step> {
     use W::*;
     let during = vec![txn(30, &[(1, S(30)), (16, S(16))]), txn(31, &[(2, S(31)), (16, D)]), txn(32, &[(17, E)])];
     vec![Step::MergeWhile(Policy::All, during), Step::Commit(txn(33, &[(18, S(18))]))]
-}
-
-fn crash_modes() -> Vec<CrashMode> {
-    let mut m = vec![CrashMode::DurableOnly, CrashMode::AllWritten];
-    m.extend((1..=8u64).map(|i| CrashMode::Torn(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
-    m
 }
 
 /// How the crash images of a scenario fared.

@@ -25,6 +25,8 @@
 //! - `FS2_MODEL_SEED=S`: run only seed S (replay a reported failure).
 //! - `FS2_MODEL_STEPS=N`: operations per seed.
 
+mod common;
+use common::Rng;
 use filestorage2::merge::{MergeReport, Policy, SegmentStat};
 use filestorage2::vfs::{SimVfs, Vfs};
 use filestorage2::{
@@ -62,24 +64,6 @@ fn ok<T>(r: filestorage2::Result<T>, what: std::fmt::Arguments<'_>) -> Res<T> {
 
 // ---------------------------------------------------------------------------------------
 // Randomness: splitmix64, seeded, reproducible.
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn pick(&mut self, n: usize) -> usize {
-        self.below(n as u64) as usize
-    }
-}
 
 /// `len` pseudo-random bytes determined by `seed`.
 fn bytes(seed: u64, len: usize) -> Vec<u8> {
