@@ -48,8 +48,9 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         report.problems.push(format!("{w} (run `fs2 check --repair`)"));
     }
     let v = s.view();
-    // Oldest first: (segment, data end, index entries as the storage sees them, trailer).
-    type ToCheck<'a> = (&'a SegmentFile, u64, Vec<(Oid, u64)>, Option<SealStats>);
+    // Oldest first, each region of a segment on its own: (segment, data start, data end,
+    // index entries as the storage sees them, trailer).
+    type ToCheck<'a> = (&'a SegmentFile, u64, u64, Vec<(Oid, u64)>, Option<SealStats>);
     let mut segs: Vec<ToCheck<'_>> = Vec::new();
     for p in v.pasts.iter().rev() {
         let mut entries = Vec::with_capacity(p.index.len() as usize);
@@ -69,31 +70,34 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
             txn_count: t.txn_count,
             record_count: t.record_count,
         };
-        segs.push((&p.seg, p.data_end(), entries, Some(stats)));
+        segs.push((&p.seg, p.data_start(), p.data_end(), entries, Some(stats)));
     }
     if let Some(a) = &v.active {
-        segs.push((&a.seg, a.end, a.index.iter().map(|(o, e)| (*o, e.offset)).collect(), None));
+        segs.push((&a.seg, HEADER_SIZE as u64, a.end, a.index.iter().map(|(o, e)| (*o, e.offset)).collect(), None));
     }
-    let total: u64 = segs.iter().map(|s| s.1).sum();
+    let total: u64 = segs.iter().map(|s| s.2 - s.1).sum();
     let mut done = 0u64;
     let mut last_tid = Tid::ZERO;
     let mut prev_name: Option<SegmentName> = None;
-    report.segments = segs.len();
-    for (seg, end, entries, stats) in segs {
+    for (seg, start, end, entries, stats) in segs {
         let path = seg.path.display().to_string();
-        if seg.prev().as_deref().map(Path::new).and_then(|p| p.file_name()).and_then(|n| n.to_str())
-            != prev_name.map(|n| n.file_name()).as_deref()
-        {
-            report.problems.push(format!("{path}: previous-segment reference does not name the previous segment"));
+        // The first region seen of a segment (its oldest data): check the chain link.
+        if prev_name != Some(seg.header.name) {
+            if seg.prev().as_deref().map(Path::new).and_then(|p| p.file_name()).and_then(|n| n.to_str())
+                != prev_name.map(|n| n.file_name()).as_deref()
+            {
+                report.problems.push(format!("{path}: previous-segment reference does not name the previous segment"));
+            }
+            prev_name = Some(seg.header.name);
+            report.segments += 1;
+            report.bytes += seg.effective_len()?;
         }
-        prev_name = Some(seg.header.name);
-        report.bytes += seg.len()?;
-        let mut sc = Scanner::verifying(seg, HEADER_SIZE as u64, end);
+        let mut sc = Scanner::verifying(seg, start, end);
         let mut newest: BTreeMap<Oid, u64> = BTreeMap::new();
         let mut at: HashMap<u64, (Oid, Tid)> = HashMap::new();
         let mut seen = SealStats::default();
         loop {
-            progress(done + sc.pos, total);
+            progress(done + (sc.pos - start), total);
             match sc.next_step()? {
                 Step::Txn { offset, txn, .. } => {
                     let tid = txn.header.tid;
@@ -127,7 +131,7 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
                 }
             }
         }
-        done += end;
+        done += end - start;
         report.transactions += seen.txn_count;
         report.records += seen.record_count;
         let rebuilt: Vec<(Oid, u64)> = newest.into_iter().collect();

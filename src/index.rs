@@ -9,15 +9,16 @@ use memmap2::Mmap;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// Map a whole sealed segment read-only. `None` where the file system cannot map.
-pub(crate) fn map_sealed(file: &dyn VFile) -> Option<Mmap> {
+/// Map the first `len` bytes (the sealed length) of a sealed segment read-only. `None`
+/// where the file system cannot map.
+pub(crate) fn map_sealed(file: &dyn VFile, len: u64) -> Option<Mmap> {
     let f = file.os_file()?;
     // SAFETY: only sealed segment files are mapped. A sealed file is never truncated and
     // never rewritten in place in the bytes read through the map: the only in-place
     // rewrite is of a previous-segment slot inside the 4096-byte header, which is read
     // with pread, and appends (semi-sequential merge) land beyond the mapped length.
     // Every access through the map is bounds-checked against the map's length.
-    unsafe { Mmap::map(f) }.ok()
+    unsafe { memmap2::MmapOptions::new().len(usize::try_from(len).ok()?).map(f) }.ok()
 }
 
 /// Bytes of a sealed segment: the map, or positional reads.

@@ -22,8 +22,8 @@ pub mod vfs;
 pub use error::{Error, Result};
 pub use format::TxnMeta;
 pub use store::{
-    LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage, TxnIter,
-    TxnRecord,
+    AppendedInfo, LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage,
+    TxnIter, TxnRecord,
 };
 pub use txn::Transaction;
-pub use types::{Oid, SegmentName, Tid};
+pub use types::{AsOf, Oid, SegmentName, Tid};

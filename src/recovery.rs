@@ -97,24 +97,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             warnings.push(format!("{}: moved to {}; removed the old copy", stale.display(), seg.path.display()));
         }
     }
-    // Segments in the directory but not in the chain: leftovers of an interrupted merge.
-    for n in in_dir.iter().filter(|n| !chain.iter().any(|s| s.header.name == **n)) {
-        let path = dir.join(n.file_name());
-        let names = chain.iter().map(|s| s.header.name);
-        let replaced = names.clone().any(|c| c.first <= n.first && n.last <= c.last);
-        let unswitched = names.clone().any(|c| n.first <= c.first && c.last <= n.last);
-        if replaced && writable {
-            let archive = opts.archive_dir.clone().unwrap_or_else(|| dir.join("archive"));
-            let to = crate::merge::move_to_archive(vfs, &archive, &path)?;
-            warnings.push(format!("{}: merged away; moved to {}", path.display(), to.display()));
-        } else if unswitched && writable {
-            vfs.remove(&path).map_err(|e| Error::io(&path, "remove unfinished merge result", e))?;
-            vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
-            warnings.push(format!("{}: a merge result never put in the chain; removed", path.display()));
-        } else {
-            warnings.push(format!("{}: not in the chain; ignored", path.display()));
-        }
-    }
+    let chain_names: Vec<SegmentName> = chain.iter().map(|s| s.header.name).collect();
     let alignment = chain[0].header.alignment;
 
     let head = chain.remove(0);
@@ -125,6 +108,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             name: SegmentName::single(head.header.name.last + 1),
             prev: Some(head.header.name.file_name()),
             generation: 1,
+            sealed_len: None,
             ..head.header.clone()
         };
         let made = if writable {
@@ -147,7 +131,27 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
 
     let mut pasts = Vec::new();
     for seg in sealed_head.into_iter().chain(chain) {
-        pasts.push(Arc::new(open_past(seg, opts, &mut warnings)?));
+        pasts.extend(open_past(seg, opts, &mut warnings)?);
+    }
+    // Segments in the directory but not in the chain: leftovers of an interrupted merge.
+    // Replaced: inside a chain segment's range, or appended to one (semi-sequential
+    // merge). Unswitched: a merge result that never got into the chain.
+    let appended: Vec<SegmentName> = pasts.iter().filter_map(|p| p.trailer.appended.map(|a| a.source)).collect();
+    for n in in_dir.iter().filter(|n| !chain_names.contains(n)) {
+        let path = dir.join(n.file_name());
+        let replaced = chain_names.iter().any(|c| c.first <= n.first && n.last <= c.last) || appended.contains(n);
+        let unswitched = chain_names.iter().any(|c| n.first <= c.first && c.last <= n.last);
+        if replaced && writable {
+            let archive = opts.archive_dir.clone().unwrap_or_else(|| dir.join("archive"));
+            let to = crate::merge::move_to_archive(vfs, &archive, &path)?;
+            warnings.push(format!("{}: merged away; moved to {}", path.display(), to.display()));
+        } else if unswitched && writable {
+            vfs.remove(&path).map_err(|e| Error::io(&path, "remove unfinished merge result", e))?;
+            vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+            warnings.push(format!("{}: a merge result never put in the chain; removed", path.display()));
+        } else {
+            warnings.push(format!("{}: not in the chain; ignored", path.display()));
+        }
     }
     for w in pasts.windows(2) {
         let (newer, older) = (&w[0].trailer, &w[1].trailer);
@@ -315,13 +319,31 @@ pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64))
     Ok(SealedScan { entries: index.into_iter().collect(), stats, data_end: sc.pos })
 }
 
-/// Open a past segment; rebuild its index from the data if the index is lost.
-fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Result<PastSegment> {
+/// Open a past segment's parts; drop an unfinished append; rebuild the index from the
+/// data if the index is lost.
+fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Result<Vec<Arc<PastSegment>>> {
     let path = seg.path.clone();
+    let writable = !opts.read_only;
+    if let Some(sealed) = seg.sealed_len() {
+        // A semi-sequential merge records the sealed length before it appends: anything
+        // past it is an append that never switched the chain over.
+        let len = seg.len()?;
+        if len > sealed && writable {
+            let f = opts.vfs.open(&path, true).map_err(|e| Error::io(&path, "open", e))?;
+            f.set_len(sealed).map_err(|e| Error::io(&path, "truncate an unfinished append to", e))?;
+            f.sync().map_err(|e| Error::io(&path, "sync", e))?;
+            warnings.push(format!("{}: dropped {} bytes of an unfinished merge append", path.display(), len - sealed));
+        }
+    }
+    let appended = seg.sealed_len().is_some();
     match PastSegment::open(seg) {
         Ok(p) => Ok(p),
+        Err(e) if e.is_corruption() && appended => Err(Error::corrupted(
+            &path,
+            0,
+            format!("{e}; the index of a segment with appended regions cannot be rebuilt: restore it from a copy"),
+        )),
         Err(e) if e.is_corruption() => {
-            let writable = !opts.read_only;
             let seg = SegmentFile::open(&*opts.vfs, &path, writable)?;
             let scan = scan_sealed(&seg, |_, _| {})?;
             if writable {
@@ -342,7 +364,7 @@ fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Re
                     last_oid: scan.entries.last().map_or(Oid(0), |e| e.0),
                     ..Default::default()
                 };
-                PastSegment::with_memory_index(seg, t, scan.entries)
+                Ok(vec![Arc::new(PastSegment::with_memory_index(seg, t, scan.entries)?)])
             }
         }
         Err(e) => Err(e),

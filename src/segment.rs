@@ -21,8 +21,8 @@ pub(crate) struct SegmentFile {
     /// The header as read at open (`prev` may since have been rewritten: see `prev()`).
     pub header: Header,
     pub file: Arc<dyn VFile>,
-    /// The current (generation, previous-segment reference) of the header slots.
-    slot: std::sync::Mutex<(u64, Option<String>)>,
+    /// The header slot in force now (`prev`, `generation`, `sealed_len`).
+    slot: std::sync::Mutex<Header>,
 }
 
 impl SegmentFile {
@@ -46,27 +46,53 @@ impl SegmentFile {
     }
 
     fn new(path: PathBuf, header: Header, file: Arc<dyn VFile>) -> SegmentFile {
-        let slot = std::sync::Mutex::new((header.generation, header.prev.clone()));
+        let slot = std::sync::Mutex::new(header.clone());
         SegmentFile { path, header, file, slot }
     }
 
     /// The previous segment's reference as it is now.
     pub fn prev(&self) -> Option<String> {
-        self.slot.lock().unwrap().1.clone()
+        self.slot.lock().unwrap().prev.clone()
     }
 
-    /// Point this segment's header at a new previous segment, crash-atomically: the next
-    /// generation goes into the slot not in use, then the file is synced. A torn write
-    /// leaves the old slot in force. (`vfs` opens the file for writing if needed.)
+    /// The sealed length the header records now, if any (see `Header::sealed_len`).
+    pub fn sealed_len(&self) -> Option<u64> {
+        self.slot.lock().unwrap().sealed_len
+    }
+
+    /// Where the segment's bytes end: the sealed length, else the file's length.
+    pub fn effective_len(&self) -> Result<u64> {
+        let len = self.len()?;
+        match self.sealed_len() {
+            Some(s) if s > len => Err(Error::corrupted(
+                &self.path,
+                len,
+                format!("the file is {len} bytes but its header says it ends at {s} (truncated?)"),
+            )),
+            Some(s) => Ok(s),
+            None => Ok(len),
+        }
+    }
+
+    /// Point this segment's header at a new previous segment, crash-atomically (the
+    /// sealed length stays).
     pub fn rewrite_prev(&self, vfs: &dyn Vfs, prev: Option<String>) -> Result<()> {
+        let sealed_len = self.sealed_len();
+        self.rewrite_slot(vfs, prev, sealed_len)
+    }
+
+    /// Rewrite the header slot crash-atomically: the next generation goes into the slot
+    /// not in use, then the file is synced. A torn write leaves the old slot in force.
+    /// (`vfs` opens the file for writing if needed.)
+    pub fn rewrite_slot(&self, vfs: &dyn Vfs, prev: Option<String>, sealed_len: Option<u64>) -> Result<()> {
         let mut slot = self.slot.lock().unwrap();
-        let next = Header { generation: slot.0 + 1, prev: prev.clone(), ..self.header.clone() };
+        let next = Header { generation: slot.generation + 1, prev, sealed_len, ..self.header.clone() };
         let bytes = next.slot_bytes()?;
         let file = vfs.open(&self.path, true).map_err(|e| Error::io(&self.path, "open for header rewrite", e))?;
         let io = |e| Error::io(&self.path, "rewrite the previous-segment reference of", e);
         file.write_all_at(&bytes, Header::slot_offset(next.generation)).map_err(io)?;
         file.sync().map_err(|e| Error::io(&self.path, "sync", e))?;
-        *slot = (next.generation, prev);
+        *slot = next;
         Ok(())
     }
 
@@ -160,6 +186,17 @@ pub(crate) fn place(pos: u64, len: u64, align: u64) -> (u64, u64) {
     let gap = if end.is_multiple_of(align) { 0 } else { boundary(end) - end };
     let extra = if gap > 0 && gap < MIN_PADDING { gap } else { 0 };
     (pad, len + extra)
+}
+
+/// Where the records of a region appended at `base_len` start: there, or at the next
+/// alignment boundary if the gap to it is too small for a padding record (see `place`).
+pub(crate) fn appended_start(base_len: u64, align: u64) -> u64 {
+    let gap = (align - base_len % align) % align;
+    if gap > 0 && gap < MIN_PADDING {
+        base_len + gap
+    } else {
+        base_len
+    }
 }
 
 // -----------------------------------------------------------------------------------
@@ -340,49 +377,78 @@ pub(crate) fn seal(seg: &SegmentFile, data_end: u64, entries: &[(Oid, u64)], sta
     Trailer::from_bytes(t, &seg.path, data_end + bytes.len() as u64)
 }
 
-/// Read the trailer of `seg`, if it is sealed.
+/// Read the trailer of `seg`, if it is sealed: the one that ends its sealed length.
 pub(crate) fn read_trailer(seg: &SegmentFile) -> Result<Trailer> {
-    let len = seg.len()?;
-    if len < (HEADER_SIZE + TRAILER_SIZE) as u64 {
-        return Err(Error::corrupted(&seg.path, len, "no segment trailer (the segment is not sealed)"));
-    }
-    let b = seg.read(len - TRAILER_SIZE as u64, TRAILER_SIZE)?;
-    Trailer::from_bytes(b.as_slice().try_into().expect("sized"), &seg.path, len)
+    read_trailer_at(seg, seg.effective_len()?)
 }
 
-/// A sealed segment: its trailer, its bytes (mapped where possible) and sorted index.
+/// Read the trailer that ends at `end`.
+fn read_trailer_at(seg: &SegmentFile, end: u64) -> Result<Trailer> {
+    if end < (HEADER_SIZE + TRAILER_SIZE) as u64 {
+        return Err(Error::corrupted(&seg.path, end, "no segment trailer (the segment is not sealed)"));
+    }
+    let b = seg.read(end - TRAILER_SIZE as u64, TRAILER_SIZE)?;
+    Trailer::from_bytes(b.as_slice().try_into().expect("sized"), &seg.path, end)
+}
+
+/// One indexed region of a sealed segment: its own transactions (the first part), or a
+/// region a semi-sequential merge appended. The view lists a segment's parts newest data
+/// first, like segments: the segment's own records, then each appended region in the
+/// order it was appended (each holds older transactions than the one before).
 pub(crate) struct PastSegment {
-    pub seg: SegmentFile,
+    pub seg: Arc<SegmentFile>,
+    /// This part's trailer.
     pub trailer: Trailer,
-    bytes: SealedBytes,
+    bytes: Arc<SealedBytes>,
     pub index: SortedIndex,
 }
 
 impl PastSegment {
-    /// Open a sealed segment: O(1) in its size (trailer, index header, block CRCs).
-    pub fn open(seg: SegmentFile) -> Result<PastSegment> {
-        let trailer = read_trailer(&seg)?;
-        let bytes = match map_sealed(&*seg.file) {
+    /// Open a sealed segment's parts, newest data first: O(1) in its size per part
+    /// (trailer, index header, block CRCs).
+    pub fn open(seg: SegmentFile) -> Result<Vec<Arc<PastSegment>>> {
+        let len = seg.effective_len()?;
+        let bytes = Arc::new(match map_sealed(&*seg.file, len) {
             Some(m) => SealedBytes::Mapped(m),
             None => SealedBytes::File,
-        };
-        let index = SortedIndex::open(&bytes, &*seg.file, &seg.path, &trailer)?;
-        Ok(PastSegment { seg, trailer, bytes, index })
+        });
+        let seg = Arc::new(seg);
+        let mut parts = Vec::new();
+        let mut end = len;
+        loop {
+            let trailer = read_trailer_at(&seg, end)?;
+            let index = SortedIndex::open(&bytes, &*seg.file, &seg.path, &trailer)?;
+            let appended = trailer.appended;
+            parts.push(Arc::new(PastSegment { seg: seg.clone(), trailer, bytes: bytes.clone(), index }));
+            match appended {
+                Some(a) => end = a.base_len,
+                None => break,
+            }
+        }
+        // Read from the end, the parts came oldest data first.
+        parts.reverse();
+        Ok(parts)
     }
 
     /// A past segment whose index was lost, with an index rebuilt from its data in
     /// memory (read-only opens cannot write the rebuilt index back).
     pub fn with_memory_index(seg: SegmentFile, trailer: Trailer, entries: Vec<(Oid, u64)>) -> Result<PastSegment> {
         let index = SortedIndex::memory(entries, &seg.path, trailer.index_offset)?;
-        Ok(PastSegment { seg, trailer, bytes: SealedBytes::File, index })
+        Ok(PastSegment { seg: Arc::new(seg), trailer, bytes: Arc::new(SealedBytes::File), index })
     }
 
+    /// Where this part's transactions start.
+    pub fn data_start(&self) -> u64 {
+        self.trailer.appended.map_or(HEADER_SIZE as u64, |a| appended_start(a.base_len, self.seg.header.alignment))
+    }
+
+    /// Where this part's transactions end (its index record starts).
     pub fn data_end(&self) -> u64 {
         self.trailer.index_offset
     }
 
     fn map(&self) -> Option<&[u8]> {
-        match &self.bytes {
+        match &*self.bytes {
             SealedBytes::Mapped(m) => Some(m),
             SealedBytes::File => None,
         }
@@ -400,7 +466,7 @@ impl PastSegment {
     /// caller verifies the record later, e.g. by scanning its transaction).
     pub fn record_header(&self, off: u64) -> Result<DataHeader> {
         let end = self.data_end();
-        if off < HEADER_SIZE as u64 || off.checked_add(DATA_HEADER as u64).is_none_or(|e| e > end) {
+        if off < self.data_start() || off.checked_add(DATA_HEADER as u64).is_none_or(|e| e > end) {
             return Err(Error::corrupted(&self.seg.path, off, "record offset outside the segment"));
         }
         let b = match self.map() {
@@ -414,6 +480,13 @@ impl PastSegment {
     }
 
     pub fn record(&self, off: u64, oid: Oid) -> Result<RecordRef<'_>> {
+        if off < self.data_start() {
+            return Err(Error::corrupted(
+                &self.seg.path,
+                off,
+                format!("record offset of oid {oid} is outside its region"),
+            ));
+        }
         read_record(self.map(), &self.seg, off, self.data_end(), oid)
     }
 

@@ -78,8 +78,24 @@ pub(crate) struct Active {
 /// What readers see: the active segment and the past segments, newest first.
 pub(crate) struct View {
     pub active: Option<Active>,
+    /// The parts of the past segments, newest data first (a segment with regions
+    /// appended by a semi-sequential merge has several; see `PastSegment`).
     pub pasts: Vec<Arc<PastSegment>>,
     pub last_tid: Tid,
+}
+
+impl View {
+    /// The past segments, newest first, each as the run of its parts.
+    pub fn files(&self) -> impl DoubleEndedIterator<Item = &[Arc<PastSegment>]> + '_ {
+        self.pasts.chunk_by(|a, b| Arc::ptr_eq(&a.seg, &b.seg))
+    }
+
+    /// Where in `pasts` the parts of past segment `name` are.
+    pub fn parts_of(&self, name: SegmentName) -> Option<std::ops::Range<usize>> {
+        let start = self.pasts.iter().position(|p| p.seg.header.name == name)?;
+        let len = self.pasts[start..].iter().take_while(|p| p.seg.header.name == name).count();
+        Some(start..start + len)
+    }
 }
 
 pub(crate) struct Inner {
@@ -182,6 +198,23 @@ pub struct SegmentInfo {
     pub transactions: u64,
     pub records: u64,
     pub index_entries: u64,
+    /// Regions semi-sequential merges appended, newest data first: the history this
+    /// segment retains beyond its own transactions.
+    pub appended: Vec<AppendedInfo>,
+}
+
+/// A region a semi-sequential merge appended to a segment.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AppendedInfo {
+    /// The segment whose records it holds (now archived).
+    pub source: SegmentName,
+    /// `Source`: the source's newest record of every oid (time travel to the end of the
+    /// source is exact); `Target`: only records still current at the end of this segment.
+    pub as_of: crate::types::AsOf,
+    pub first_tid: Option<Tid>,
+    pub last_tid: Option<Tid>,
+    pub transactions: u64,
+    pub records: u64,
 }
 
 /// Storage-wide counters.
@@ -227,6 +260,7 @@ impl Storage {
             name: SegmentName::single(1),
             prev: None,
             generation: 1,
+            sealed_len: None,
         };
         SegmentFile::create(&*vfs, dir, header)?;
         Storage::open(dir, opts)
@@ -468,7 +502,7 @@ impl Storage {
         let mut segs = Vec::new();
         for p in v.pasts.iter().rev() {
             if p.trailer.txn_count > 0 && p.trailer.last_tid >= from && p.trailer.first_tid <= to {
-                segs.push((p.seg.header.name, Scanner::new(&p.seg, HEADER_SIZE as u64, p.data_end())));
+                segs.push((p.seg.header.name, Scanner::new(&p.seg, p.data_start(), p.data_end())));
             }
         }
         if let Some(a) = &v.active {
@@ -482,21 +516,37 @@ impl Storage {
     pub fn segments(&self) -> Result<Vec<SegmentInfo>> {
         let v = self.view();
         let mut out = Vec::new();
-        for p in v.pasts.iter().rev() {
-            let t = &p.trailer;
-            let some = t.txn_count > 0;
+        for parts in v.files().rev() {
+            let own = &parts[0];
+            let with_txns = || parts.iter().map(|p| &p.trailer).filter(|t| t.txn_count > 0);
             out.push(SegmentInfo {
-                name: p.seg.header.name,
-                path: p.seg.path.clone(),
+                name: own.seg.header.name,
+                path: own.seg.path.clone(),
                 state: SegmentState::Past,
-                prev: p.seg.prev(),
-                bytes: p.seg.len()?,
-                data_end: p.data_end(),
-                first_tid: some.then_some(t.first_tid),
-                last_tid: some.then_some(t.last_tid),
-                transactions: t.txn_count,
-                records: t.record_count,
-                index_entries: t.count,
+                prev: own.seg.prev(),
+                bytes: own.seg.effective_len()?,
+                data_end: own.data_end(),
+                first_tid: with_txns().map(|t| t.first_tid).min(),
+                last_tid: with_txns().map(|t| t.last_tid).max(),
+                transactions: parts.iter().map(|p| p.trailer.txn_count).sum(),
+                records: parts.iter().map(|p| p.trailer.record_count).sum(),
+                index_entries: parts.iter().map(|p| p.trailer.count).sum(),
+                appended: parts[1..]
+                    .iter()
+                    .filter_map(|p| {
+                        let a = p.trailer.appended?;
+                        let t = &p.trailer;
+                        let some = t.txn_count > 0;
+                        Some(AppendedInfo {
+                            source: a.source,
+                            as_of: a.as_of,
+                            first_tid: some.then_some(t.first_tid),
+                            last_tid: some.then_some(t.last_tid),
+                            transactions: t.txn_count,
+                            records: t.record_count,
+                        })
+                    })
+                    .collect(),
             });
         }
         if let Some(a) = &v.active {
@@ -513,6 +563,7 @@ impl Storage {
                 transactions: a.stats.txn_count,
                 records: a.stats.record_count,
                 index_entries: a.index.len() as u64,
+                appended: Vec::new(),
             });
         }
         Ok(out)

@@ -604,19 +604,20 @@ pub(crate) fn rotate_locked(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> Re
         name: SegmentName::single(seg.header.name.last + 1),
         prev: Some(seg.header.name.file_name()),
         generation: 1,
+        sealed_len: None,
         ..seg.header.clone()
     };
     let new_seg = match SegmentFile::create(&*inner.opts.vfs, &inner.dir, header) {
         Ok(s) => Arc::new(s),
         Err(e) => return Err(fail(w, e)),
     };
-    let past = match SegmentFile::open(&*inner.opts.vfs, &seg.path, false).and_then(PastSegment::open) {
-        Ok(p) => Arc::new(p),
+    let parts = match SegmentFile::open(&*inner.opts.vfs, &seg.path, false).and_then(PastSegment::open) {
+        Ok(p) => p,
         Err(e) => return Err(fail(w, e)),
     };
     {
         let mut v = inner.view.write().unwrap();
-        v.pasts.insert(0, past);
+        v.pasts.splice(0..0, parts);
         v.active = Some(Active {
             seg: new_seg.clone(),
             index: BTreeMap::new(),

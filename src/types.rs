@@ -225,6 +225,18 @@ impl SegmentName {
     }
 }
 
+/// What a semi-sequential merge keeps of the segment it appends (the source) to the
+/// next one (the target).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AsOf {
+    /// The source's newest record of every oid: time travel to the end of the source
+    /// stays exact.
+    Source,
+    /// Only the records still current at the end of the target: the source's records of
+    /// oids the target holds go.
+    Target,
+}
+
 impl fmt::Display for SegmentName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.first == self.last {

@@ -16,8 +16,12 @@ pub const VERSION: u32 = 1;
 const FIXED: usize = 128;
 const SLOT: usize = (HEADER_SIZE - 8 - FIXED) / 2; // 1980
 const SLOT_HEAD: usize = 16;
+/// The sealed length, when the slot's flags say it is there, ends the slot.
+const SLOT_SEALED_LEN: usize = SLOT - 8;
+/// Slot flag: the slot holds the segment's sealed length.
+const SLOT_HAS_SEALED_LEN: u16 = 1;
 /// The longest previous-segment path a slot holds.
-pub const MAX_PREV_PATH: usize = SLOT - SLOT_HEAD; // 1964
+pub const MAX_PREV_PATH: usize = SLOT_SEALED_LEN - SLOT_HEAD; // 1956
 
 // Fixed-part offsets.
 const O_LEN: usize = 4;
@@ -44,6 +48,10 @@ pub struct Header {
     pub prev: Option<String>,
     /// Generation of the slot `prev` was read from (1 for a new file).
     pub generation: u64,
+    /// Where the segment's data ends (its last trailer), once an append merge has
+    /// written beyond its original end: bytes past it are an unfinished append and are
+    /// ignored (and truncated by a writable open). `None`: the file's length.
+    pub sealed_len: Option<u64>,
 }
 
 impl Header {
@@ -82,7 +90,12 @@ impl Header {
         put(&mut s, 0, &self.generation.to_le_bytes());
         put(&mut s, 8, &(path.len() as u16).to_le_bytes());
         put(&mut s, SLOT_HEAD, path);
-        let c = crc_append(crc(&s[..12]), path);
+        let mut c = crc_append(crc(&s[..12]), path);
+        if let Some(len) = self.sealed_len {
+            put(&mut s, 10, &SLOT_HAS_SEALED_LEN.to_le_bytes());
+            put(&mut s, SLOT_SEALED_LEN, &len.to_le_bytes());
+            c = crc_append(crc_append(crc(&s[..12]), path), &s[SLOT_SEALED_LEN..]);
+        }
         put(&mut s, 12, &c.to_le_bytes());
         Ok(s)
     }
@@ -129,24 +142,35 @@ impl Header {
         if alignment < HEADER_SIZE as u64 || !alignment.is_multiple_of(HEADER_SIZE as u64) {
             return Err(Error::corrupted(path, O_ALIGN as u64, format!("bad alignment {alignment}")));
         }
-        let mut best: Option<(u64, Option<String>)> = None;
+        let mut best: Option<(u64, Option<String>, Option<u64>)> = None;
         for i in 0..2 {
             let s = &b[FIXED + i * SLOT..FIXED + (i + 1) * SLOT];
             let generation = le64(s, 0);
             let len = le16(s, 8) as usize;
-            if generation == 0 || len > MAX_PREV_PATH || Header::slot_offset(generation) as usize != FIXED + i * SLOT {
+            let flags = le16(s, 10);
+            if generation == 0
+                || len > MAX_PREV_PATH
+                || flags & !SLOT_HAS_SEALED_LEN != 0
+                || Header::slot_offset(generation) as usize != FIXED + i * SLOT
+            {
                 continue;
             }
             let p = &s[SLOT_HEAD..SLOT_HEAD + len];
-            if le32(s, 12) != crc_append(crc(&s[..12]), p) {
+            let has_len = flags & SLOT_HAS_SEALED_LEN != 0;
+            let mut c = crc_append(crc(&s[..12]), p);
+            if has_len {
+                c = crc_append(c, &s[SLOT_SEALED_LEN..]);
+            }
+            if le32(s, 12) != c {
                 continue; // a torn rewrite: the other slot holds the truth
             }
             let Ok(p) = std::str::from_utf8(p) else { continue };
-            if best.as_ref().is_none_or(|(g, _)| generation > *g) {
-                best = Some((generation, (!p.is_empty()).then(|| p.to_string())));
+            if best.as_ref().is_none_or(|(g, _, _)| generation > *g) {
+                let sealed_len = has_len.then(|| le64(s, SLOT_SEALED_LEN));
+                best = Some((generation, (!p.is_empty()).then(|| p.to_string()), sealed_len));
             }
         }
-        let Some((generation, prev)) = best else {
+        let Some((generation, prev, sealed_len)) = best else {
             return Err(Error::checksum(path, FIXED as u64, "both previous-segment slots of the header"));
         };
         Ok(Header {
@@ -157,6 +181,7 @@ impl Header {
             name,
             prev,
             generation,
+            sealed_len,
         })
     }
 }
@@ -175,6 +200,7 @@ mod tests {
             name: SegmentName::single(2),
             prev: Some("seg-000001.fs2".into()),
             generation: 1,
+            sealed_len: None,
         }
     }
 
@@ -234,6 +260,28 @@ mod tests {
         assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), h);
         // A flipped byte in the newer slot falls back to the older one.
         b[off + 20] ^= 1;
+        assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), sample());
+    }
+
+    #[test]
+    fn slot_with_a_sealed_length() {
+        let mut h = sample();
+        h.generation = 2;
+        h.prev = None;
+        h.sealed_len = Some(0x0102_0304_0506);
+        let s = h.slot_bytes().unwrap();
+        // Generation 2, path length 0, flags 1 (sealed length present), crc; the sealed
+        // length in the slot's last 8 bytes, covered by the crc.
+        assert_eq!(hex(&s[..12]), "020000000000000000000100");
+        assert_eq!(hex(&s[SLOT - 8..]), "0605040302010000");
+        let c = crc_append(crc(&s[..12]), &s[SLOT - 8..]);
+        assert_eq!(le32(&s, 12), c);
+        let mut b = sample().to_bytes().unwrap();
+        let off = Header::slot_offset(2) as usize;
+        put(&mut b, off, &s);
+        assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), h);
+        // A flipped bit in the sealed length falls back to the other slot.
+        b[off + SLOT - 3] ^= 4;
         assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), sample());
     }
 

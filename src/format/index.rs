@@ -10,7 +10,7 @@
 
 use super::{crc, le32, le64, put, MARK_INDEX, MARK_TRAILER};
 use crate::error::{Error, Result};
-use crate::types::{Oid, Tid};
+use crate::types::{AsOf, Oid, SegmentName, Tid};
 use std::path::Path;
 
 pub const INDEX_HEADER: usize = 24;
@@ -61,11 +61,25 @@ pub struct Trailer {
     pub record_count: u64,
     pub first_oid: Oid,
     pub last_oid: Oid,
-    /// Reserved for segment metadata (what history a merged segment retains).
-    pub flags: u64,
+    /// Set when this index covers a region appended by a semi-sequential merge.
+    pub appended: Option<Appended>,
     pub header_crc: u32,
     pub crcs_crc: u32,
 }
+
+/// What an appended region holds: the records of segment `source` retained as of
+/// `as_of`, written after `base_len`, the end of the file before the append (whose last
+/// 128 bytes are the trailer of the region before this one).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Appended {
+    pub base_len: u64,
+    pub source: SegmentName,
+    pub as_of: AsOf,
+}
+
+/// Trailer flags.
+const APPENDED: u64 = 1;
+const AS_OF_TARGET: u64 = 2;
 
 impl Trailer {
     pub const SIZE: usize = TRAILER_SIZE;
@@ -82,7 +96,13 @@ impl Trailer {
         put(&mut b, 48, &self.record_count.to_le_bytes());
         put(&mut b, 56, &self.first_oid.to_le_bytes());
         put(&mut b, 64, &self.last_oid.to_le_bytes());
-        put(&mut b, 72, &self.flags.to_le_bytes());
+        if let Some(a) = &self.appended {
+            let flags = APPENDED | if a.as_of == AsOf::Target { AS_OF_TARGET } else { 0 };
+            put(&mut b, 72, &flags.to_le_bytes());
+            put(&mut b, 88, &a.base_len.to_le_bytes());
+            put(&mut b, 96, &a.source.first.to_le_bytes());
+            put(&mut b, 104, &a.source.last.to_le_bytes());
+        }
         put(&mut b, 80, &self.header_crc.to_le_bytes());
         put(&mut b, 84, &self.crcs_crc.to_le_bytes());
         let c = crc(&b[..112]);
@@ -100,6 +120,12 @@ impl Trailer {
         if le32(b, 112) != crc(&b[..112]) {
             return Err(Error::checksum(path, at, "segment trailer"));
         }
+        let flags = le64(b, 72);
+        let appended = (flags & APPENDED != 0).then(|| Appended {
+            base_len: le64(b, 88),
+            source: SegmentName { first: le64(b, 96), last: le64(b, 104) },
+            as_of: if flags & AS_OF_TARGET != 0 { AsOf::Target } else { AsOf::Source },
+        });
         let t = Trailer {
             version: le32(b, 4),
             index_offset: le64(b, 8),
@@ -110,7 +136,7 @@ impl Trailer {
             record_count: le64(b, 48),
             first_oid: Oid(le64(b, 56)),
             last_oid: Oid(le64(b, 64)),
-            flags: le64(b, 72),
+            appended,
             header_crc: le32(b, 80),
             crcs_crc: le32(b, 84),
         };
@@ -118,11 +144,23 @@ impl Trailer {
             return Err(Error::corrupted(path, at, format!("trailer format version {} is not supported", t.version)));
         }
         let len = le64(b, 120);
+        let data_start = t.appended.map_or(super::HEADER_SIZE as u64, |a| a.base_len);
+        let appended_ok = match &t.appended {
+            None => flags == 0 && b[88..112].iter().all(|&x| x == 0),
+            Some(a) => {
+                flags & !(APPENDED | AS_OF_TARGET) == 0
+                    && a.base_len >= (super::HEADER_SIZE + TRAILER_SIZE) as u64
+                    && a.base_len % 8 == 0
+                    && a.source.first >= 1
+                    && a.source.first <= a.source.last
+            }
+        };
         let plausible = t.count <= file_len / INDEX_ENTRY as u64
             && len == IndexHeader::record_len(t.count)
             && t.index_offset.checked_add(len) == Some(file_len)
-            && t.index_offset >= super::HEADER_SIZE as u64
-            && b[88..112].iter().chain(&b[116..120]).all(|&x| x == 0)
+            && t.index_offset >= data_start
+            && appended_ok
+            && b[116..120].iter().all(|&x| x == 0)
             && t.first_tid <= t.last_tid
             && t.first_oid <= t.last_oid;
         if !plausible {
@@ -251,6 +289,36 @@ mod tests {
         let tr = Trailer::from_bytes(t.try_into().unwrap(), Path::new("x"), 4096 + 192).unwrap();
         assert_eq!(tr.count, 2);
         tr.check_index_header(b[..24].try_into().unwrap(), Path::new("x")).unwrap();
+    }
+
+    #[test]
+    fn known_bytes_of_an_appended_region_trailer() {
+        let appended = Appended { base_len: 8192, source: SegmentName { first: 3, last: 4 }, as_of: AsOf::Target };
+        let t = Trailer { index_offset: 8192 + 64, appended: Some(appended), ..Default::default() };
+        let b = encode_index(&[(Oid(1), 8192 + 48)], t);
+        let t = &b[b.len() - 128..];
+        assert_eq!(hex(&t[72..80]), "0300000000000000", "flags: appended, as of the target's end");
+        assert_eq!(
+            hex(&t[88..112]),
+            concat!("0020000000000000", "0300000000000000", "0400000000000000"),
+            "base length, source first and last sequence numbers"
+        );
+        let len = 8192 + 64 + b.len() as u64;
+        let tr = Trailer::from_bytes(t.try_into().unwrap(), Path::new("x"), len).unwrap();
+        assert_eq!(tr.appended, Some(appended));
+        // An appended region cannot start inside the header, nor its index before it.
+        let mut bad = tr.clone();
+        bad.appended = Some(Appended { base_len: 4096, ..appended });
+        assert!(Trailer::from_bytes(&bad.to_bytes(), Path::new("x"), len).is_err());
+        let mut bad = tr.clone();
+        bad.appended = Some(Appended { base_len: 8192 + 72, ..appended });
+        assert!(Trailer::from_bytes(&bad.to_bytes(), Path::new("x"), len).is_err());
+        // Unknown flags are refused.
+        let mut raw = tr.to_bytes();
+        raw[72] |= 8;
+        let c = crc(&raw[..112]);
+        raw[112..116].copy_from_slice(&c.to_le_bytes());
+        assert!(Trailer::from_bytes(&raw, Path::new("x"), len).is_err());
     }
 
     #[test]

@@ -10,7 +10,7 @@ mod txn;
 
 pub use header::{Header, HEADER_SIZE, MAX_PREV_PATH, VERSION};
 pub use index::{
-    encode_index, encode_index_to, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE,
+    encode_index, encode_index_to, Appended, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE,
 };
 pub use txn::{
     encode_padding, encode_txn, encoded_txn_len, DataHeader, DecodedTxn, RecordToWrite, TxnHeader, TxnMeta,

@@ -1,11 +1,18 @@
 //! Merging (packing) adjacent past segments: `policy` decides what (a pure function),
 //! `worker` does the I/O; this module switches the chain over and archives the inputs.
 //!
-//! Chain switch: the merged segment is written under a temporary name, synced and renamed
-//! into place (still outside the chain); then the successor's previous-segment reference
-//! is rewritten to name it (one crash-atomic header-slot write + sync: old chain or new
-//! chain, never a mix); then the inputs move to the archive directory. Recovery removes a
-//! merged segment that never got into the chain and archives inputs that were replaced.
+//! Copy merge, chain switch: the merged segment is written under a temporary name, synced
+//! and renamed into place (still outside the chain); then the successor's previous-segment
+//! reference is rewritten to name it (one crash-atomic header-slot write + sync: old chain
+//! or new chain, never a mix); then the inputs move to the archive directory. Recovery
+//! removes a merged segment that never got into the chain and archives inputs that were
+//! replaced.
+//!
+//! Append merge of f1 into the next segment f2: f2's header first records its sealed
+//! length L (a slot write + sync); the records are appended behind L and synced; then one
+//! slot write makes f2's header name f1's predecessor *and* record the new sealed length
+//! (the switch); then f1 moves to the archive. Until the switch, the appended bytes lie
+//! past the sealed length: readers ignore them and a writable open truncates them.
 
 pub mod policy;
 mod worker;
@@ -17,11 +24,12 @@ use crate::error::{Error, Result};
 use crate::segment::PastSegment;
 use crate::segment::SegmentFile;
 use crate::store::{Inner, Storage};
-use crate::types::SegmentName;
+use crate::types::{AsOf, SegmentName};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+use worker::{Output, Written};
 
 /// Progress of a running merge, readable from any thread.
 #[derive(Debug)]
@@ -54,6 +62,17 @@ impl MergeProgress {
             (self.bytes_done.load(Ordering::Relaxed) as f64 / t as f64).min(1.0)
         }
     }
+}
+
+/// How a merge writes its result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Copy the retained records of the chosen segments into one new segment.
+    #[default]
+    Copy,
+    /// Semi-sequential: append each older segment's retained records to the newest chosen
+    /// segment (the target), newest source first; the target's own records are not copied.
+    Append(AsOf),
 }
 
 /// The result of a merge.
@@ -100,24 +119,37 @@ impl Storage {
     /// Stats of the past segments, oldest first (what a policy decides on).
     pub fn past_segment_stats(&self) -> Result<Vec<SegmentStat>> {
         let v = self.view();
-        v.pasts
-            .iter()
+        v.files()
             .rev()
-            .map(|p| Ok(SegmentStat { name: p.seg.header.name, bytes: p.seg.len()?, records: p.trailer.record_count }))
+            .map(|f| {
+                let records = f.iter().map(|p| p.trailer.record_count).sum();
+                Ok(SegmentStat { name: f[0].seg.header.name, bytes: f[0].seg.effective_len()?, records })
+            })
             .collect()
     }
 
-    /// Merge as `policy` chooses, in this thread; `Ok(None)` if there is nothing to merge.
+    /// Copy-merge as `policy` chooses, in this thread; `Ok(None)` if there is nothing to
+    /// merge.
     pub fn merge(&self, policy: &Policy) -> Result<Option<MergeReport>> {
-        match self.start_merge(policy)? {
+        self.merge_with(policy, Strategy::Copy)
+    }
+
+    /// Merge as `policy` chooses with `strategy`, in this thread.
+    pub fn merge_with(&self, policy: &Policy, strategy: Strategy) -> Result<Option<MergeReport>> {
+        match self.start_merge_with(policy, strategy)? {
             Some(h) => h.wait().map(Some),
             None => Ok(None),
         }
     }
 
+    /// Start a copy merge as `policy` chooses in a background thread.
+    pub fn start_merge(&self, policy: &Policy) -> Result<Option<MergeHandle>> {
+        self.start_merge_with(policy, Strategy::Copy)
+    }
+
     /// Start a merge as `policy` chooses in a background thread. Commits and reads go on
     /// meanwhile. `Error::Busy` if a merge is already running.
-    pub fn start_merge(&self, policy: &Policy) -> Result<Option<MergeHandle>> {
+    pub fn start_merge_with(&self, policy: &Policy, strategy: Strategy) -> Result<Option<MergeHandle>> {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly("the storage is open read-only; merging needs the writer".into()));
         }
@@ -146,40 +178,38 @@ impl Storage {
                 // A merge is CPU-bound; on few cores it must not delay commits (P7: commit
                 // p99 during a merge within 2x idle). It runs slower on a busy machine.
                 crate::vfs::lower_thread_priority(10);
-                storage.run_merge(&names, &p)
+                storage.run_merge(&names, strategy, &p)
             })
             .map_err(|e| Error::io(&self.inner.dir, "start merge thread for", e))?;
         Ok(Some(MergeHandle { thread, progress }))
     }
 
-    fn run_merge(&self, names: &[SegmentName], progress: &MergeProgress) -> Result<MergeReport> {
+    /// Merge the adjacent past segments `names` (oldest first).
+    fn run_merge(&self, names: &[SegmentName], strategy: Strategy, progress: &MergeProgress) -> Result<MergeReport> {
         let inner = &self.inner;
-        let vfs = &*inner.opts.vfs;
-        // Inputs oldest first, and the segments older than them (newest first).
-        let (inputs, older) = {
-            let v = self.view();
-            let pos = |n: &SegmentName| v.pasts.iter().position(|p| p.seg.header.name == *n);
-            let idx: Vec<usize> = names.iter().map(|n| pos(n).ok_or_else(|| not_in_chain(n))).collect::<Result<_>>()?;
-            let inputs: Vec<Arc<PastSegment>> = idx.iter().map(|&i| v.pasts[i].clone()).collect();
-            let oldest = *idx.first().expect("two inputs");
-            (inputs, v.pasts[oldest + 1..].to_vec())
-        };
-        // A transaction open now with base B conflicts with a deletion newer than B: such a
-        // deletion must stay even if nothing older holds the object any more. (Later
-        // transactions have bases past every tid merged here.)
-        let oldest_open = inner.open_bases.lock().unwrap().keys().next().copied();
-        let (out, counts) = worker::copy_merge(vfs, &inner.dir, &inputs, &older, oldest_open, progress)?;
-        let output = out.header.name;
-        let merged = Arc::new(PastSegment::open(out)?);
-        let newest = inputs.last().expect("inputs").seg.header.name;
-        self.relink(newest, inputs.len(), merged, output.file_name())?;
-        let mut archived = Vec::new();
-        for p in &inputs {
-            match archive(inner, &p.seg.path) {
-                Ok(to) => archived.push(to),
-                Err(e) => {
-                    log::warn!("merged {} but could not archive it: {e} (the next open retries)", p.seg.path.display())
+        let (mut counts, mut replaced) = (MergeCounts::default(), Vec::new());
+        let output = match strategy {
+            Strategy::Copy => {
+                let (out, c, files) = self.copy_step(names, progress)?;
+                (counts, replaced) = (c, files);
+                out
+            }
+            Strategy::Append(as_of) => {
+                let (&target, sources) = names.split_last().expect("two segments");
+                // Each source goes into the target when it is the target's neighbour.
+                for &source in sources.iter().rev() {
+                    let (c, file) = self.append_step(source, target, as_of, progress)?;
+                    counts.add(&c);
+                    replaced.push(file);
                 }
+                target
+            }
+        };
+        let mut archived = Vec::new();
+        for path in &replaced {
+            match archive(inner, path) {
+                Ok(to) => archived.push(to),
+                Err(e) => log::warn!("merged {} but could not archive it: {e} (the next open retries)", path.display()),
             }
         }
         let report = MergeReport {
@@ -195,16 +225,109 @@ impl Storage {
 }
 
 impl Storage {
+    /// The parts of the past segments `names` (adjacent, oldest first), oldest first, and
+    /// the parts of the segments older than them.
+    fn parts(&self, names: &[SegmentName]) -> Result<(Vec<Arc<PastSegment>>, Vec<Arc<PastSegment>>)> {
+        let v = self.view();
+        let mut inputs = Vec::new();
+        for n in names {
+            let r = v.parts_of(*n).ok_or_else(|| not_in_chain(n))?;
+            inputs.extend(v.pasts[r].iter().rev().cloned());
+        }
+        let oldest = v.parts_of(names[0]).expect("found above");
+        Ok((inputs, v.pasts[oldest.end..].to_vec()))
+    }
+
+    /// The oldest base tid of an open transaction. A transaction open now with base B
+    /// conflicts with a deletion newer than B: such a deletion must stay even if nothing
+    /// older holds the object any more. (Later transactions have bases past every tid
+    /// merged here.)
+    fn oldest_open(&self) -> Option<crate::types::Tid> {
+        self.inner.open_bases.lock().unwrap().keys().next().copied()
+    }
+
+    /// Copy `names` into a new segment and put it in their place. Returns the new
+    /// segment's name and the replaced files.
+    fn copy_step(
+        &self,
+        names: &[SegmentName],
+        progress: &MergeProgress,
+    ) -> Result<(SegmentName, MergeCounts, Vec<PathBuf>)> {
+        let inner = &self.inner;
+        let (inputs, older) = self.parts(names)?;
+        let out =
+            worker::merge(&*inner.opts.vfs, &inner.dir, &inputs, &older, self.oldest_open(), Output::New, progress);
+        let (Written::New(out), counts) = out? else { unreachable!("a copy merge writes a new segment") };
+        let output = out.header.name;
+        let merged = PastSegment::open(out)?;
+        let newest = *names.last().expect("inputs");
+        self.relink(newest, names.len(), merged, output.file_name())?;
+        let mut files: Vec<PathBuf> = inputs.iter().map(|p| p.seg.path.clone()).collect();
+        files.dedup();
+        Ok((output, counts, files))
+    }
+
+    /// Append the retained records of `source` to the next segment, `target`, and switch
+    /// the chain over. Returns the replaced file (the source's).
+    fn append_step(
+        &self,
+        source: SegmentName,
+        target: SegmentName,
+        as_of: AsOf,
+        progress: &MergeProgress,
+    ) -> Result<(MergeCounts, PathBuf)> {
+        let inner = &self.inner;
+        let vfs = &*inner.opts.vfs;
+        let (inputs, older) = self.parts(&[source])?;
+        let (target_parts, _) = self.parts(&[target])?;
+        let from = &inputs[0].seg;
+        let t = SegmentFile::open(vfs, &target_parts[0].seg.path, true)?;
+        if from.header.name != source || t.prev().as_deref().map(file_name_of) != Some(&source.file_name()) {
+            return Err(Error::invalid(format!("{source} is not the segment just before {target}")));
+        }
+        // The intent: from here on, bytes past the sealed length are an unfinished append.
+        let sealed = t.effective_len()?;
+        if t.sealed_len() != Some(sealed) {
+            t.rewrite_slot(vfs, t.prev(), Some(sealed))?;
+        }
+        let out = Output::Append { target: &t, parts: &target_parts, as_of };
+        let (written, counts) = worker::merge(vfs, &inner.dir, &inputs, &older, self.oldest_open(), out, progress)?;
+        let Written::Appended(new_len) = written else { unreachable!("an append merge appends") };
+        // The switch, under the writer lock like every chain change.
+        let _w = inner.writer.lock().unwrap();
+        let switched = t.rewrite_slot(vfs, from.prev(), Some(new_len));
+        if let Err(e) = switched {
+            // The old slot is in force (or the next open decides): cut the append off.
+            let _ = t.file.set_len(sealed);
+            return Err(e);
+        }
+        let parts = PastSegment::open(SegmentFile::open(vfs, &t.path, false)?)?;
+        let mut v = inner.view.write().unwrap();
+        let (Some(tr), Some(sr)) = (v.parts_of(target), v.parts_of(source)) else {
+            return Err(not_in_chain(&source));
+        };
+        v.pasts.splice(tr.start..sr.end, parts);
+        Ok((counts, from.path.clone()))
+    }
+
     /// Replace the `count` past segments ending with `newest` (newest first in the view)
-    /// by `replacement`, whose file the successor of `newest` is made to reference as
-    /// `prev_ref`: one crash-atomic header-slot write. Under the writer lock, so that no
-    /// rotation changes the successor meanwhile.
-    fn relink(&self, newest: SegmentName, count: usize, replacement: Arc<PastSegment>, prev_ref: String) -> Result<()> {
+    /// by `replacement` (the parts of one segment), whose file the successor of `newest`
+    /// is made to reference as `prev_ref`: one crash-atomic header-slot write. Under the
+    /// writer lock, so that no rotation changes the successor meanwhile.
+    fn relink(
+        &self,
+        newest: SegmentName,
+        count: usize,
+        replacement: Vec<Arc<PastSegment>>,
+        prev_ref: String,
+    ) -> Result<()> {
         let inner = &self.inner;
         let vfs = &*inner.opts.vfs;
         let _w = inner.writer.lock().unwrap();
         let v = self.view();
-        let at = v.pasts.iter().position(|p| p.seg.header.name == newest).ok_or_else(|| not_in_chain(&newest))?;
+        let at = v.parts_of(newest).ok_or_else(|| not_in_chain(&newest))?.start;
+        let end =
+            at + v.files().skip_while(|f| f[0].seg.header.name != newest).take(count).map(|f| f.len()).sum::<usize>();
         let successor = match at {
             0 => v.active.as_ref().map(|a| a.seg.clone()).ok_or_else(|| Error::ReadOnly("no active segment".into()))?,
             n => Arc::new(SegmentFile::open(vfs, &v.pasts[n - 1].seg.path, false)?),
@@ -212,11 +335,14 @@ impl Storage {
         drop(v);
         successor.rewrite_prev(vfs, Some(prev_ref))?;
         let mut v = inner.view.write().unwrap();
+        v.pasts.splice(at..end, replacement);
         if at > 0 {
             // Keep the in-memory reference current for `segments()` and `check`.
-            v.pasts[at - 1] = Arc::new(PastSegment::open(Arc::try_unwrap(successor).ok().expect("sole owner"))?);
+            let name = successor.header.name;
+            let parts = PastSegment::open(Arc::try_unwrap(successor).ok().expect("sole owner"))?;
+            let r = v.parts_of(name).expect("the successor");
+            v.pasts.splice(r, parts);
         }
-        v.pasts.splice(at..at + count, [replacement]);
         Ok(())
     }
 
@@ -254,7 +380,7 @@ impl Storage {
         let tmp = to_dir.join(format!("{}.tmp", name.file_name()));
         let _ = vfs.remove(&tmp);
         let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-        let len = p.seg.len()?;
+        let len = p.seg.effective_len()?;
         let mut at = 0u64;
         while at < len {
             let n = (len - at).min(1 << 20) as usize;
@@ -265,7 +391,7 @@ impl Storage {
         out.drop_cache();
         vfs.rename(&tmp, &to).map_err(|e| Error::io(&to, "rename into place", e))?;
         vfs.sync_dir(to_dir).map_err(|e| Error::io(to_dir, "sync directory", e))?;
-        let moved = Arc::new(PastSegment::open(SegmentFile::open(vfs, &to, false)?)?);
+        let moved = PastSegment::open(SegmentFile::open(vfs, &to, false)?)?;
         let reference = if to_dir == inner.dir { name.file_name() } else { to.display().to_string() };
         self.relink(name, 1, moved, reference)?;
         vfs.remove(&from).map_err(|e| Error::io(&from, "remove the old copy of", e))?;
@@ -274,6 +400,11 @@ impl Storage {
         }
         Ok(to)
     }
+}
+
+/// The file name at the end of a previous-segment reference.
+fn file_name_of(reference: &str) -> &str {
+    reference.rsplit('/').next().unwrap_or(reference)
 }
 
 fn not_in_chain(n: &SegmentName) -> Error {

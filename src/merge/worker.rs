@@ -1,19 +1,21 @@
-//! The copy merge: adjacent past segments f1..fk in, one past segment out, holding for
-//! each oid only the record current at the end of fk. Memory stays flat: the indexes are
-//! merged by streaming into a sorted work table in a temporary file (pass 1), the inputs
-//! are copied in file order, which is tid order (pass 2), and the work table, updated in
-//! place with the new offsets, is streamed out as the new index.
+//! The merge worker. Copy merge: adjacent past segments f1..fk in, one past segment out,
+//! holding for each oid only the record current at the end of fk. Append merge (semi-
+//! sequential): segment f1 in, its retained records appended to the next segment f2
+//! behind f2's own data, with an index and trailer of their own. Memory stays flat: the
+//! indexes are merged by streaming into a sorted work table in a temporary file (pass 1),
+//! the inputs are copied in file order, which is tid order (pass 2), and the work table,
+//! updated in place with the new offsets, is streamed out as the new index.
 
 use super::policy::MAX_INPUTS;
 use super::MergeProgress;
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_index_to, encode_padding, encode_txn, encoded_txn_len, Header, RecordToWrite, Trailer, DATA_HEADER,
-    HEADER_SIZE, MARK_TXN,
+    encode_index_to, encode_padding, encode_txn, encoded_txn_len, Appended, Header, RecordToWrite, Trailer,
+    DATA_HEADER, MARK_TXN,
 };
 use crate::index::WorkTable;
 use crate::segment::{place, PastSegment, Scanner, SealStats, SegmentFile, Step};
-use crate::types::{Oid, SegmentName};
+use crate::types::{AsOf, Oid, SegmentName};
 use crate::vfs::{VFile, Vfs};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -24,7 +26,9 @@ use std::sync::Arc;
 
 /// A work-table location before pass 2: tag bit, input number, offset in that input.
 const OLD: u64 = 1 << 63;
-const INPUT_SHIFT: u32 = 56;
+const INPUT_SHIFT: u32 = 48;
+/// The most inputs (segment parts) one merge reads.
+const MAX_PARTS: usize = (1 << (63 - INPUT_SHIFT)) - 1;
 const OFFSET_MASK: u64 = (1 << INPUT_SHIFT) - 1;
 
 fn old_location(input: usize, offset: u64) -> u64 {
@@ -32,7 +36,7 @@ fn old_location(input: usize, offset: u64) -> u64 {
 }
 
 /// What a merge did.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MergeCounts {
     pub records_in: u64,
     pub records_out: u64,
@@ -44,9 +48,22 @@ pub struct MergeCounts {
     pub bytes_out: u64,
 }
 
-/// Does any segment older than the merge hold `oid`?
-fn held_by_older(older: &[Arc<PastSegment>], oid: Oid) -> Result<bool> {
-    for p in older {
+impl MergeCounts {
+    /// Add the counts of another step of the same merge.
+    pub fn add(&mut self, o: &MergeCounts) {
+        self.records_in += o.records_in;
+        self.records_out += o.records_out;
+        self.deletions_dropped += o.deletions_dropped;
+        self.transactions_in += o.transactions_in;
+        self.transactions_out += o.transactions_out;
+        self.bytes_in += o.bytes_in;
+        self.bytes_out += o.bytes_out;
+    }
+}
+
+/// Does any of `parts` hold `oid`?
+fn held_by(parts: &[Arc<PastSegment>], oid: Oid) -> Result<bool> {
+    for p in parts {
         if p.find(oid)?.is_some() {
             return Ok(true);
         }
@@ -54,29 +71,61 @@ fn held_by_older(older: &[Arc<PastSegment>], oid: Oid) -> Result<bool> {
     Ok(false)
 }
 
-/// Merge `inputs` (adjacent, oldest first) into a new segment file in `dir`, durable and
-/// renamed into place but not yet in the chain. `older`: the segments older than the
-/// inputs, and `oldest_open`: the oldest base tid of an open transaction; they decide
-/// whether a deletion must be kept.
-pub(crate) fn copy_merge(
+/// Where a merge writes.
+pub(crate) enum Output<'a> {
+    /// A new segment file in the storage directory.
+    New,
+    /// Behind the sealed end of `target` (opened for writing), the segment after the
+    /// inputs, whose parts are `parts`; `as_of` says which of the inputs' records stay.
+    Append { target: &'a SegmentFile, parts: &'a [Arc<PastSegment>], as_of: AsOf },
+}
+
+/// What a merge wrote.
+pub(crate) enum Written {
+    /// The new segment file, durable and renamed into place but not yet in the chain.
+    New(SegmentFile),
+    /// The target's new sealed length: the appended bytes are durable, but in force only
+    /// once the target's header records this length (the chain switch).
+    Appended(u64),
+}
+
+/// Merge `inputs` (the parts of adjacent past segments, oldest first) as `output` says.
+/// `older`: the parts of the segments older than the inputs, and `oldest_open`: the
+/// oldest base tid of an open transaction; they decide whether a deletion must be kept.
+pub(crate) fn merge(
     vfs: &dyn Vfs,
     dir: &Path,
     inputs: &[Arc<PastSegment>],
     older: &[Arc<PastSegment>],
     oldest_open: Option<crate::types::Tid>,
+    output: Output<'_>,
     progress: &MergeProgress,
-) -> Result<(SegmentFile, MergeCounts)> {
-    if inputs.len() < 2 || inputs.len() > MAX_INPUTS {
-        return Err(Error::invalid(format!("a merge takes 2 to {MAX_INPUTS} adjacent past segments")));
+) -> Result<(Written, MergeCounts)> {
+    let files = 1 + inputs.windows(2).filter(|w| !Arc::ptr_eq(&w[0].seg, &w[1].seg)).count();
+    let enough = match output {
+        Output::New => files >= 2,
+        Output::Append { .. } => files == 1,
+    };
+    if inputs.is_empty() || !enough || files > MAX_INPUTS || inputs.len() > MAX_PARTS {
+        return Err(Error::invalid(format!(
+            "a merge takes 2 to {MAX_INPUTS} adjacent past segments, an append merge one into the next"
+        )));
     }
     let mut counts = MergeCounts::default();
-    for p in inputs {
+    for (i, p) in inputs.iter().enumerate() {
         counts.records_in += p.trailer.record_count;
         counts.transactions_in += p.trailer.txn_count;
-        counts.bytes_in += p.seg.len()?;
+        if i == 0 || !Arc::ptr_eq(&inputs[i - 1].seg, &p.seg) {
+            counts.bytes_in += p.seg.effective_len()?;
+        }
     }
-    progress.bytes_total.store(inputs.iter().map(|p| p.data_end()).sum(), Ordering::Relaxed);
-    progress.records_total.store(counts.records_in, Ordering::Relaxed);
+    progress.bytes_total.fetch_add(inputs.iter().map(|p| p.data_end() - p.data_start()).sum(), Ordering::Relaxed);
+    progress.records_total.fetch_add(counts.records_in, Ordering::Relaxed);
+    // Append merge, as of the target's end: the target's records supersede the inputs'.
+    let superseding = match output {
+        Output::Append { parts, as_of: AsOf::Target, .. } => parts,
+        _ => &[][..],
+    };
 
     // Pass 1: stream-merge the indexes; keep each oid's newest record, unless it is a
     // deletion that nothing older needs to see.
@@ -112,9 +161,12 @@ pub(crate) fn copy_merge(
         if off > OFFSET_MASK {
             return Err(Error::corrupted(&inputs[i].seg.path, off, "record offset too large"));
         }
+        if held_by(superseding, oid)? {
+            continue;
+        }
         let h = inputs[i].record_header(off)?;
         let conflicts_with_open = oldest_open.is_some_and(|b| h.tid > b);
-        if h.is_delete() && !conflicts_with_open && !held_by_older(older, oid)? {
+        if h.is_delete() && !conflicts_with_open && !held_by(older, oid)? {
             counts.deletions_dropped += 1;
             continue;
         }
@@ -131,20 +183,44 @@ pub(crate) fn copy_merge(
     // the storage's last tid (read from the trailers at open) from going back.
     let newest_tid = inputs.iter().filter(|p| p.trailer.txn_count > 0).map(|p| p.trailer.last_tid).max();
     let first = &inputs[0].seg.header;
-    let name = SegmentName { first: first.name.first, last: inputs[inputs.len() - 1].seg.header.name.last };
-    let header = Header { name, prev: inputs[0].seg.prev(), generation: 1, flags: 0, ..first.clone() };
-    let path = dir.join(name.file_name());
-    let tmp = dir.join(format!("{}.tmp", name.file_name()));
-    let _ = vfs.remove(&tmp);
-    let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-    // A merge that fails (a full disk) removes its unfinished output.
-    let mut unfinished = Unfinished { vfs, path: Some(tmp.clone()) };
-    let mut sink = Sink { file: &*out, path: &tmp, at: 0, buf: Vec::with_capacity(2 << 20) };
-    sink.put(&header.to_bytes()?)?;
+    let source = SegmentName { first: first.name.first, last: inputs[inputs.len() - 1].seg.header.name.last };
+    let alignment = first.alignment;
+    let tmp = dir.join(format!("{}.tmp", source.file_name()));
+    let created;
+    let (file, path, base_len, mut unfinished) = match &output {
+        Output::New => {
+            let _ = vfs.remove(&tmp);
+            created = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+            (&*created, tmp.as_path(), 0, Unfinished(Some(Undo::Remove(vfs, tmp.clone()))))
+        }
+        Output::Append { target, .. } => {
+            let base = target.effective_len()?;
+            (&*target.file, target.path.as_path(), base, Unfinished(Some(Undo::Truncate(&*target.file, base))))
+        }
+    };
+    let mut sink = Sink { file, path, at: base_len, buf: Vec::with_capacity(2 << 20) };
+    match &output {
+        Output::New => {
+            let header = Header {
+                name: source,
+                prev: inputs[0].seg.prev(),
+                generation: 1,
+                flags: 0,
+                sealed_len: None,
+                ..first.clone()
+            };
+            sink.put(&header.to_bytes()?)?;
+        }
+        Output::Append { .. } => {
+            let start = crate::segment::appended_start(base_len, alignment);
+            sink.put(&vec![0u8; (start - base_len) as usize])?;
+        }
+    }
     let mut stats = SealStats::default();
-    let mut done_before = 0u64;
+    // Progress counts on from earlier steps of the same merge (an append merge of a run).
+    let mut done_before = progress.bytes_done.load(Ordering::Relaxed);
     for (i, p) in inputs.iter().enumerate() {
-        let mut sc = Scanner::new(&p.seg, HEADER_SIZE as u64, p.data_end());
+        let mut sc = Scanner::new(&p.seg, p.data_start(), p.data_end());
         loop {
             let scanned = sc.pos;
             match sc.next_step()? {
@@ -157,16 +233,16 @@ pub(crate) fn copy_merge(
                         }
                         let s = *rel as usize + DATA_HEADER;
                         let data = (!h.is_delete()).then(|| &bytes[s..s + h.data_len as usize]);
-                        let prev = if held_by_older(older, h.oid)? { 1 } else { 0 };
+                        let prev = if held_by(older, h.oid)? { 1 } else { 0 };
                         js.push(j);
                         recs.push(RecordToWrite { oid: h.oid, prev, data });
                     }
                     progress.records_done.fetch_add(txn.records.len() as u64, Ordering::Relaxed);
-                    progress.bytes_done.store(done_before + scanned - HEADER_SIZE as u64, Ordering::Relaxed);
+                    progress.bytes_done.store(done_before + scanned - p.data_start(), Ordering::Relaxed);
                     if recs.is_empty() && Some(txn.header.tid) != newest_tid {
                         continue;
                     }
-                    let (pad, len) = place(sink.pos(), encoded_txn_len(&txn.meta, &recs), header.alignment);
+                    let (pad, len) = place(sink.pos(), encoded_txn_len(&txn.meta, &recs), alignment);
                     if pad > 0 {
                         let (head, tail) = encode_padding(pad);
                         sink.put(&head)?;
@@ -188,9 +264,13 @@ pub(crate) fn copy_merge(
                 Step::Invalid(why) => return Err(Error::corrupted(&p.seg.path, sc.pos, why)),
             }
         }
-        done_before += p.data_end() - HEADER_SIZE as u64;
+        done_before += p.data_end() - p.data_start();
     }
     let data_end = sink.pos();
+    let appended = match &output {
+        Output::New => None,
+        Output::Append { as_of, .. } => Some(Appended { base_len, source, as_of: *as_of }),
+    };
 
     // The work table now holds (oid, new offset), sorted: it is the new index.
     let trailer = Trailer {
@@ -199,6 +279,7 @@ pub(crate) fn copy_merge(
         last_tid: stats.last_tid,
         txn_count: stats.txn_count,
         record_count: stats.record_count,
+        appended,
         ..Default::default()
     };
     let table = &table;
@@ -212,31 +293,47 @@ pub(crate) fn copy_merge(
     });
     encode_index_to(entries, table.len(), trailer, |b| sink.put(b))?;
     sink.flush()?;
-    out.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
-    out.drop_cache();
-    vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
-    unfinished.path = Some(path.clone());
-    vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+    file.sync().map_err(|e| Error::io(path, "sync", e))?;
+    file.drop_cache();
     counts.records_out = stats.record_count;
     counts.transactions_out = stats.txn_count;
-    counts.bytes_out = sink.pos();
-    progress.bytes_done.store(progress.bytes_total.load(Ordering::Relaxed), Ordering::Relaxed);
-    let seg = SegmentFile::open(vfs, &path, false)?;
-    unfinished.path = None;
-    Ok((seg, counts))
+    counts.bytes_out = sink.pos() - base_len;
+    let written = match output {
+        Output::New => {
+            let path = dir.join(source.file_name());
+            vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
+            unfinished.0 = Some(Undo::Remove(vfs, path.clone()));
+            vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+            Written::New(SegmentFile::open(vfs, &path, false)?)
+        }
+        Output::Append { .. } => Written::Appended(sink.pos()),
+    };
+    unfinished.0 = None;
+    progress.bytes_done.store(done_before, Ordering::Relaxed);
+    Ok((written, counts))
 }
 
-/// Removes the output of a merge that failed before it was complete (best effort: the
+/// Undoes the output of a merge that failed before it was complete (best effort: the
 /// next open removes what is left).
-struct Unfinished<'a> {
-    vfs: &'a dyn Vfs,
-    path: Option<std::path::PathBuf>,
+struct Unfinished<'a>(Option<Undo<'a>>);
+
+enum Undo<'a> {
+    /// A new segment file: remove it.
+    Remove(&'a dyn Vfs, std::path::PathBuf),
+    /// An append: cut the target back to its sealed length (beyond every reader's map).
+    Truncate(&'a dyn VFile, u64),
 }
 
 impl Drop for Unfinished<'_> {
     fn drop(&mut self) {
-        if let Some(p) = &self.path {
-            let _ = self.vfs.remove(p);
+        match &self.0 {
+            Some(Undo::Remove(vfs, p)) => {
+                let _ = vfs.remove(p);
+            }
+            Some(Undo::Truncate(f, len)) => {
+                let _ = f.set_len(*len);
+            }
+            None => {}
         }
     }
 }
