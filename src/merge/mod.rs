@@ -227,7 +227,7 @@ impl Storage {
 impl Storage {
     /// The parts of the past segments `names` (adjacent, oldest first), oldest first, and
     /// the parts of the segments older than them.
-    fn parts(&self, names: &[SegmentName]) -> Result<(Vec<Arc<PastSegment>>, Vec<Arc<PastSegment>>)> {
+    fn parts(&self, names: &[SegmentName]) -> Result<(Parts, Parts)> {
         let v = self.view();
         let mut inputs = Vec::new();
         for n in names {
@@ -259,7 +259,7 @@ impl Storage {
             worker::merge(&*inner.opts.vfs, &inner.dir, &inputs, &older, self.oldest_open(), Output::New, progress);
         let (Written::New(out), counts) = out? else { unreachable!("a copy merge writes a new segment") };
         let output = out.header.name;
-        let merged = PastSegment::open(out)?;
+        let merged = PastSegment::open(*out)?;
         let newest = *names.last().expect("inputs");
         self.relink(newest, names.len(), merged, output.file_name())?;
         let mut files: Vec<PathBuf> = inputs.iter().map(|p| p.seg.path.clone()).collect();
@@ -406,6 +406,8 @@ impl Storage {
 fn file_name_of(reference: &str) -> &str {
     reference.rsplit('/').next().unwrap_or(reference)
 }
+
+type Parts = Vec<Arc<PastSegment>>;
 
 fn not_in_chain(n: &SegmentName) -> Error {
     Error::NotFound(format!("segment {n} is not a past segment of this storage's chain"))

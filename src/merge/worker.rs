@@ -83,7 +83,7 @@ pub(crate) enum Output<'a> {
 /// What a merge wrote.
 pub(crate) enum Written {
     /// The new segment file, durable and renamed into place but not yet in the chain.
-    New(SegmentFile),
+    New(Box<SegmentFile>),
     /// The target's new sealed length: the appended bytes are durable, but in force only
     /// once the target's header records this length (the chain switch).
     Appended(u64),
@@ -304,7 +304,7 @@ pub(crate) fn merge(
             vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
             unfinished.0 = Some(Undo::Remove(vfs, path.clone()));
             vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
-            Written::New(SegmentFile::open(vfs, &path, false)?)
+            Written::New(Box::new(SegmentFile::open(vfs, &path, false)?))
         }
         Output::Append { .. } => Written::Appended(sink.pos()),
     };
