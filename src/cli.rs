@@ -2,8 +2,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use filestorage2::check::check;
-use filestorage2::merge::Policy;
-use filestorage2::{Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
+use filestorage2::merge::{Policy, Strategy};
+use filestorage2::{AsOf, Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -71,7 +71,8 @@ enum Cmd {
     /// Seal the active segment and start a new one.
     Rotate { dir: PathBuf },
     /// Merge (pack) adjacent past segments into one that keeps only each object's record
-    /// current at the end of the merged range; the inputs move to DIR/archive/.
+    /// current at the end of the merged range; the inputs move to DIR/archive/. With
+    /// --append, the older segments' records are appended to the newest one instead.
     Merge(MergeArgs),
     /// Move a past segment to another directory (another file system) and relink the chain.
     MoveSegment {
@@ -119,6 +120,18 @@ struct MergeArgs {
     /// Adjacent past segments to merge, as `fs2 info` names them.
     #[arg(value_parser = parse_segment, conflicts_with_all = ["all", "policy"])]
     segments: Vec<SegmentName>,
+    /// Semi-sequential merge: append each older segment's retained records to the newest
+    /// chosen segment (its own records are not copied). source-end: each source's newest
+    /// record of every object (time travel to the end of each source stays exact);
+    /// target-end: only records still current at the end of the newest segment.
+    #[arg(long, value_name = "AS_OF")]
+    append: Option<AppendAsOf>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum AppendAsOf {
+    SourceEnd,
+    TargetEnd,
 }
 
 /// A segment name, with or without the `.fs2` suffix.
@@ -369,6 +382,21 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
             g.bytes,
             g.path.display()
         ))?;
+        for a in &g.appended {
+            let kept = match a.as_of {
+                AsOf::Source => "as of its end: time travel to it is exact",
+                AsOf::Target => "as current at this segment's end",
+            };
+            w(writeln!(
+                out,
+                "    + {:<14} appended {:<16} {:<16} {:>8} {:>9}  ({kept})",
+                a.source.to_string(),
+                tid_or_none(a.first_tid),
+                tid_or_none(a.last_tid),
+                a.transactions,
+                a.records,
+            ))?;
+        }
     }
     let archive = dir.join("archive");
     let mut archived: Vec<(String, u64)> = std::fs::read_dir(&archive)
@@ -406,8 +434,13 @@ fn merge(out: &mut impl Write, a: MergeArgs) -> Result<(), Failure> {
     } else {
         Policy::Named(a.segments)
     };
+    let strategy = match a.append {
+        None => Strategy::Copy,
+        Some(AppendAsOf::SourceEnd) => Strategy::Append(AsOf::Source),
+        Some(AppendAsOf::TargetEnd) => Strategy::Append(AsOf::Target),
+    };
     let s = Storage::open(&a.dir, Options::default())?;
-    let Some(h) = s.start_merge(&policy)? else {
+    let Some(h) = s.start_merge_with(&policy, strategy)? else {
         let n = s.past_segment_stats()?.len();
         return w(writeln!(out, "nothing to merge ({n} past segments)"));
     };
@@ -422,7 +455,16 @@ fn merge(out: &mut impl Write, a: MergeArgs) -> Result<(), Failure> {
     let c = &r.counts;
     let names: Vec<String> = r.inputs.iter().map(|n| n.to_string()).collect();
     w(writeln!(out, "merged {} into {} in {:.2} s", names.join(" "), r.output, r.seconds))?;
-    w(writeln!(out, "  bytes:        {} before, {} after", human(c.bytes_in), human(c.bytes_out)))?;
+    if let Strategy::Append(as_of) = strategy {
+        let how = match as_of {
+            AsOf::Source => "each source's newest records",
+            AsOf::Target => "records current at the target's end",
+        };
+        w(writeln!(out, "  appended:     {how} to {}, whose own records stay in place", r.output))?;
+        w(writeln!(out, "  bytes:        {} in the sources, {} appended", human(c.bytes_in), human(c.bytes_out)))?;
+    } else {
+        w(writeln!(out, "  bytes:        {} before, {} after", human(c.bytes_in), human(c.bytes_out)))?;
+    }
     w(writeln!(
         out,
         "  records:      {} before, {} after ({} dropped; {} deletions dropped with their objects)",

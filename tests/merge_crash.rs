@@ -19,18 +19,20 @@
 //!
 //! Every transaction writes values that name it (`txn7/oid3/...`); a visible state is
 //! compared with a model: the exact transactions, in order, with exactly their records.
-//! A merge of the model keeps, of the records in the merged tid range, each oid's newest,
+//! A merge of the model keeps, of the records in the merged range, each oid's newest,
 //! and drops a deletion (with the object's other records in the range) unless an older
 //! segment holds the oid; transactions left without records go, except the newest of the
-//! range (it keeps the last tid).
+//! range (it keeps the last tid). An append merge of a source segment into the next one
+//! is a merge of the source's range alone; as of the target's end it also drops the
+//! source's records of oids the target holds.
 //!
 //! `cargo test --test merge_crash -- --nocapture` prints what the crash images showed.
 
 mod common;
 use common::workload::*;
-use filestorage2::merge::{choose, MergeReport, Policy};
+use filestorage2::merge::{choose, MergeReport, Policy, Strategy};
 use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
-use filestorage2::{Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
+use filestorage2::{AsOf, Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
@@ -44,8 +46,13 @@ use std::time::Instant;
 
 /// The model after a merge of the segments holding the transactions with
 /// `lo <= tid <= hi` (the segments older than the merge hold exactly the tids below `lo`).
-fn merge_model(m: &Model, lo: Tid, hi: Tid) -> Model {
+/// `superseded_until`: an append merge as of the target's end, whose last tid this is:
+/// the range's records of oids written in `(hi, superseded_until]` go.
+fn merge_model(m: &Model, lo: Tid, hi: Tid, superseded_until: Option<Tid>) -> Model {
     let inside = |t: Tid| lo <= t && t <= hi;
+    let superseded = |oid: &u64| {
+        superseded_until.is_some_and(|u| m.iter().any(|(t, x)| hi < *t && *t <= u && x.writes.contains_key(oid)))
+    };
     // Per oid, the tid of its newest record in the range, if that record stays.
     let mut newest: BTreeMap<u64, (Tid, bool)> = BTreeMap::new();
     for (t, x) in m.iter().filter(|(t, _)| inside(*t)) {
@@ -54,8 +61,11 @@ fn merge_model(m: &Model, lo: Tid, hi: Tid) -> Model {
         }
     }
     let older = |oid: u64| m.iter().any(|(t, x)| *t < lo && x.writes.contains_key(&oid));
-    let keep: BTreeMap<u64, Tid> =
-        newest.into_iter().filter(|(oid, (_, del))| !del || older(*oid)).map(|(o, (t, _))| (o, t)).collect();
+    let keep: BTreeMap<u64, Tid> = newest
+        .into_iter()
+        .filter(|(oid, (_, del))| (!del || older(*oid)) && !superseded(oid))
+        .map(|(o, (t, _))| (o, t))
+        .collect();
     let mut out = Model::new();
     for (t, x) in m {
         if !inside(*t) {
@@ -267,6 +277,8 @@ enum Step {
     Commit(Txn),
     Rotate,
     Merge(Policy),
+    /// An append merge of a segment (the source) into the next one (the target).
+    Append(SegmentName, SegmentName, AsOf),
     /// A background merge while this thread commits these transactions.
     MergeWhile(Policy, Vec<Txn>),
 }
@@ -279,6 +291,9 @@ struct Planned {
     /// First and last tid of the merged transactions (`None`: the inputs hold none).
     range: Option<(Tid, Tid)>,
     chain_before: Vec<SegmentName>,
+    strategy: Strategy,
+    /// Append merge: the target's last tid.
+    target_last: Option<Tid>,
 }
 
 impl Planned {
@@ -287,15 +302,20 @@ impl Planned {
         for n in &self.chain_before {
             if *n == self.inputs[0] {
                 c.push(self.output);
-            } else if !self.inputs.contains(n) {
+            } else if !self.inputs.contains(n) || *n == self.output {
                 c.push(*n);
             }
         }
+        c.dedup();
         c
     }
     fn apply(&self, m: &Model) -> Model {
+        let until = match self.strategy {
+            Strategy::Append(AsOf::Target) => self.target_last,
+            _ => None,
+        };
         match self.range {
-            Some((lo, hi)) => merge_model(m, lo, hi),
+            Some((lo, hi)) => merge_model(m, lo, hi, until),
             None => m.clone(),
         }
     }
@@ -312,9 +332,22 @@ fn plan(s: &Storage, policy: &Policy) -> Planned {
     let (firsts, lasts) = (of(|g| g.first_tid), of(|g| g.last_tid));
     let range = firsts.iter().min().map(|lo| (*lo, *lasts.iter().max().unwrap()));
     let output = SegmentName { first: inputs[0].first, last: inputs[inputs.len() - 1].last };
-    Planned { inputs, output, range, chain_before: segs.iter().map(|g| g.name).collect() }
+    let chain_before = segs.iter().map(|g| g.name).collect();
+    Planned { inputs, output, range, chain_before, strategy: Strategy::Copy, target_last: None }
 }
 
+/// An append merge of `source` into `target` about to run.
+fn plan_append(s: &Storage, source: SegmentName, target: SegmentName, as_of: AsOf) -> Planned {
+    let mut p = plan(s, &Policy::Named(vec![source, target]));
+    let segs = s.segments().unwrap();
+    let of = |n: SegmentName| segs.iter().find(|g| g.name == n).unwrap().clone();
+    let src = of(source);
+    p.range = src.first_tid.map(|lo| (lo, src.last_tid.unwrap()));
+    p.output = target;
+    p.strategy = Strategy::Append(as_of);
+    p.target_last = of(target).last_tid;
+    p
+}
 fn check_report(r: &MergeReport, p: &Planned) {
     assert_eq!(r.inputs, p.inputs, "the merge took the planned inputs");
     assert_eq!(r.output, p.output);
@@ -366,9 +399,15 @@ fn run_steps(s: &Storage, built: &Model, steps: &[Step]) -> Run {
                     return r;
                 }
             }
-            Step::Merge(policy) => {
-                let p = plan(s, policy);
-                match s.merge(policy) {
+            Step::Merge(_) | Step::Append(..) => {
+                let (p, policy, strategy) = match step {
+                    Step::Merge(policy) => (plan(s, policy), policy.clone(), Strategy::Copy),
+                    Step::Append(from, to, as_of) => {
+                        (plan_append(s, *from, *to, *as_of), Policy::Named(vec![*from, *to]), Strategy::Append(*as_of))
+                    }
+                    _ => unreachable!(),
+                };
+                match s.merge_with(&policy, strategy) {
                     Ok(Some(rep)) => {
                         check_report(&rep, &p);
                         r.model = p.apply(&r.model);
@@ -445,6 +484,20 @@ fn scenario_commits() -> Vec<Step> {
     ]
 }
 
+/// Scenario: append merges, as of the source's end and of the target's, a second region
+/// appended to the same target, a copy merge of a segment with appended regions, an
+/// append into the result that reaches the oldest segment.
+fn scenario_append() -> Vec<Step> {
+    use W::*;
+    vec![
+        Step::Append(seg(3), seg(4), AsOf::Source),
+        Step::Commit(txn(40, &[(3, S(40)), (19, E)])),
+        Step::Append(seg(2), seg(4), AsOf::Target),
+        Step::Merge(Policy::Named(vec![seg(4), seg(5)])),
+        Step::Append(seg(1), SegmentName { first: 4, last: 5 }, AsOf::Source),
+    ]
+}
+
 /// Scenario: commits while a background merge runs.
 fn scenario_concurrent() -> Vec<Step> {
     use W::*;
@@ -503,7 +556,7 @@ fn recovered(s: &Storage, r: &Run, ctx: &str, tally: &mut Tally) -> Model {
         }
         Pending::Commit(t) => plus(&r.model, std::slice::from_ref(t), 0),
         Pending::Merge(p, during, acked) => {
-            let (base, want_chain) = if chain.contains(&p.output) {
+            let (base, want_chain) = if chain == p.chain_after() {
                 tally.new_chain += 1;
                 (p.apply(&r.model), p.chain_after())
             } else {
@@ -534,7 +587,7 @@ fn check_files(v: &SimVfs, chain: &[SegmentName], merged: &[&Planned], ctx: &str
     want.sort();
     assert_eq!(names, want, "{ctx}: the segment files in the directory are the chain's");
     for p in merged.iter().filter(|p| chain.contains(&p.output)) {
-        for n in &p.inputs {
+        for n in p.inputs.iter().filter(|n| !chain.contains(n)) {
             assert!(v.exists(&dir().join("archive").join(n.file_name())), "{ctx}: {n} is archived");
         }
     }
@@ -593,6 +646,10 @@ fn check_image(img: &SimVfs, r: &Run, ctx: &str, tally: &mut Tally) {
     assert_eq!(format!("{:?}", dump(&ro, &q)), first, "{ctx}: the read-only open reads the same");
     drop(ro);
     let chain = check_chain(&s, model.len(), ctx);
+    for g in s.segments().unwrap().iter().filter(|g| g.state == SegmentState::Past) {
+        let len = img.open(&g.path, false).unwrap().len().unwrap();
+        assert_eq!(len, g.bytes, "{ctx}: {} ends where it is sealed (an unfinished append is cut off)", g.name);
+    }
     let mut merged: Vec<&Planned> = r.merged.iter().collect();
     if let Pending::Merge(p, ..) = &r.pending {
         merged.push(p);
@@ -640,6 +697,12 @@ fn crash_at_every_sync_point_of_merges_between_commits() {
 }
 
 #[test]
+fn crash_at_every_sync_point_of_append_merges() {
+    let t = crash_sweep("append merges", &scenario_append());
+    assert!(t.old_chain > 0 && t.new_chain > 0 && t.repaired > 0, "every outcome happens: {t:?}");
+}
+
+#[test]
 fn crash_at_every_sync_point_of_a_merge_with_concurrent_commits() {
     let t = crash_sweep("merge with concurrent commits", &scenario_concurrent());
     assert!(t.old_chain > 0 && t.new_chain > 0, "both outcomes happen: {t:?}");
@@ -656,7 +719,7 @@ fn crash_at_every_sync_point_of_the_recovery_of_a_crashed_merge() {
     let built = build(&s);
     drop(s);
     let (mut images, mut cases) = (0, 0);
-    for steps in [scenario_middle(), scenario_all()] {
+    for steps in [scenario_middle(), scenario_all(), scenario_append()] {
         for k in 0.. {
             let sim = base.crash(CrashMode::DurableOnly);
             let s = Storage::open(&dir(), sim_opts(&sim)).unwrap();
