@@ -5,7 +5,8 @@
 //! Operations: begin up to three concurrent transactions (each with its own snapshot);
 //! store, delete, unstage, set metadata and read inside them; commit, abort, vote+finish,
 //! vote+abort; rotate; merge (all past segments, a random adjacent run by name, or
-//! "keep at most k"); reopen with other options (sync on/off, automatic rotation);
+//! "keep at most k"; copying, or appending to the run's newest segment as of each
+//! source's end or of the target's end); reopen with other options (sync on/off, automatic rotation);
 //! sync; and a read-only open that is compared like the writer.
 //!
 //! A merge changes the model as the engine documents it: the current state stays exactly
@@ -13,7 +14,10 @@
 //! deletion only while an older segment still holds the oid (otherwise the object's
 //! records in the range vanish with it); transactions left without records vanish,
 //! except the newest of the range (so the last tid stays what it was, also after a
-//! reopen). Oids come from a small
+//! reopen). An append merge folds the run into its newest segment one source at a time,
+//! newest first; each step is a merge of the source's range alone, and as of the
+//! target's end it also drops the source's records of oids the target holds. Oids come
+//! from a small
 //! range so that conflicts are frequent; data sizes run from empty to larger than the
 //! 4096-byte alignment, so padding and over-long records both happen.
 //!
@@ -27,10 +31,10 @@
 
 mod common;
 use common::Rng;
-use filestorage2::merge::{MergeReport, Policy, SegmentStat};
+use filestorage2::merge::{MergeReport, Policy, SegmentStat, Strategy};
 use filestorage2::vfs::{SimVfs, Vfs};
 use filestorage2::{
-    Error, LoadBefore, ObjectInfo, Oid, Options, Revision, SegmentName, SegmentState, Storage, Tid, Transaction,
+    AsOf, Error, LoadBefore, ObjectInfo, Oid, Options, Revision, SegmentName, SegmentState, Storage, Tid, Transaction,
     TxnMeta, TxnRecord,
 };
 use std::collections::BTreeMap;
@@ -163,11 +167,13 @@ enum Op {
     },
     Rotate,
     /// `how` 0: `Policy::All`; 1: `Policy::Named` of the adjacent run of past segments
-    /// picked by `at` and `len`; 2: `Policy::KeepAtMost(1 + len % 4)`.
+    /// picked by `at` and `len`; 2: `Policy::KeepAtMost(1 + len % 4)`. `strategy` 0: copy;
+    /// 1: append as of each source's end; 2: append as of the target's end.
     Merge {
         how: u8,
         at: usize,
         len: usize,
+        strategy: u8,
     },
     Reopen {
         session: usize,
@@ -213,7 +219,7 @@ fn gen_op(r: &mut Rng, h: &Harness, mix: Mix) -> Op {
         3 => Op::Reopen { session: r.pick(SESSIONS.len()) },
         4 => Op::ReadOnlyCheck,
         5 => Op::Sync,
-        6 => Op::Merge { how: r.below(3) as u8, at: r.pick(8), len: r.pick(8) },
+        6 => Op::Merge { how: r.below(3) as u8, at: r.pick(8), len: r.pick(8), strategy: r.below(3) as u8 },
         _ => {
             let t = open[r.pick(open.len())];
             match r.below(100) {
@@ -316,7 +322,9 @@ impl Model {
     /// Merge the segments holding the transactions with `lo <= tid <= hi` (and nothing
     /// else: the segments older than the merge hold exactly the tids below `lo`).
     /// `oldest_open`: the oldest base of an open transaction (a deletion newer than it stays).
-    fn merge(&mut self, lo: Tid, hi: Tid, oldest_open: Option<Tid>) -> Merged {
+    /// `superseded_until`: an append as of the end of the target, whose last tid this is:
+    /// the range's records of an oid written in `(hi, superseded_until]` go.
+    fn merge(&mut self, lo: Tid, hi: Tid, oldest_open: Option<Tid>, superseded_until: Option<Tid>) -> Merged {
         let inside = |t: Tid| lo <= t && t <= hi;
         let mut dropped = 0;
         // Per oid: the newest record in the range survives, unless it is a deletion that
@@ -325,6 +333,10 @@ impl Model {
         let mut keep: BTreeMap<u64, Option<Tid>> = BTreeMap::new();
         for (oid, h) in &self.history {
             let Some((t, d)) = h.iter().rev().find(|(t, _)| inside(*t)) else { continue };
+            if superseded_until.is_some_and(|u| h.iter().any(|(t, _)| hi < *t && *t <= u)) {
+                keep.insert(*oid, None);
+                continue;
+            }
             let older = h.iter().any(|(t, _)| *t < lo);
             let open_conflict = oldest_open.is_some_and(|b| *t > b);
             if d.is_none() && !older && !open_conflict {
@@ -389,8 +401,9 @@ struct Harness {
     /// could rotate automatically.
     min_segments: usize,
     auto_rotation: bool,
-    /// Merges done: (merges, segments merged, deletions dropped, transactions dropped).
-    merges: (u64, u64, u64, u64),
+    /// Merges done: (merges, segments merged, deletions dropped, transactions dropped,
+    /// append merges).
+    merges: (u64, u64, u64, u64, u64),
 }
 
 impl Harness {
@@ -417,7 +430,7 @@ impl Harness {
             total: (0, 0),
             min_segments: 1,
             auto_rotation: false,
-            merges: (0, 0, 0, 0),
+            merges: (0, 0, 0, 0, 0),
         };
         let opts = Options { alignment: cfg.alignment, ..h.options(cfg.session) };
         h.storage = Some(ok(Storage::create(&h.dir, opts), format_args!("create {cfg:?}"))?);
@@ -606,7 +619,7 @@ impl Harness {
                 ensure_eq!(last.name, name, "rotate returns the new active segment");
                 ensure!(last.state == SegmentState::Active && last.transactions == 0, "fresh active: {last:?}");
             }
-            Op::Merge { how, at, len } => self.merge(*how, *at, *len)?,
+            Op::Merge { how, at, len, strategy } => self.merge(*how, *at, *len, *strategy)?,
             Op::Reopen { session } => {
                 for s in self.slots.iter_mut() {
                     *s = None;
@@ -647,9 +660,14 @@ impl Harness {
         }
     }
 
-    /// Merge as `how` says (see `Op::Merge`); check the report, the files and `check`;
-    /// apply the merge to the model.
-    fn merge(&mut self, how: u8, at: usize, len: usize) -> Res {
+    /// Merge as `how` and `strategy` say (see `Op::Merge`); check the report, the files and
+    /// `check`; apply the merge to the model.
+    fn merge(&mut self, how: u8, at: usize, len: usize, strategy: u8) -> Res {
+        let strategy = match strategy % 3 {
+            0 => Strategy::Copy,
+            1 => Strategy::Append(AsOf::Source),
+            _ => Strategy::Append(AsOf::Target),
+        };
         let s = self.s().clone();
         let stats = ok(s.past_segment_stats(), format_args!("past_segment_stats"))?;
         let n = stats.len();
@@ -657,7 +675,7 @@ impl Harness {
         let (policy, want) = match how % 3 {
             0 => (Policy::All, (n >= 2).then(|| all.clone())),
             1 if n < 2 => {
-                let r = s.merge(&Policy::Named(all));
+                let r = s.merge_with(&Policy::Named(all), strategy);
                 ensure!(matches!(r, Err(Error::Invalid(_))), "a named merge of {n} segments must be refused: {r:?}");
                 return Ok(());
             }
@@ -675,33 +693,60 @@ impl Harness {
                 (Policy::KeepAtMost(k), keep_at_most(&stats, k))
             }
         };
-        // The tid range of the merged segments (none if they hold no transaction).
+        // The segments whose records are merged (an append's sources; not its target) and
+        // the tid ranges merged, one per step: a copy merges one range, an append one per
+        // source, newest first (none for a segment without transactions), as of the end
+        // of what the target holds by then (as of the target's end) or not superseded.
         let segs = ok(s.segments(), format_args!("segments"))?;
-        let inputs: Vec<_> = segs.iter().filter(|g| want.as_ref().is_some_and(|w| w.contains(&g.name))).collect();
-        let lo = inputs.iter().filter_map(|g| g.first_tid).min();
-        let hi = inputs.iter().filter_map(|g| g.last_tid).max();
+        let run: Vec<_> = segs.iter().filter(|g| want.as_ref().is_some_and(|w| w.contains(&g.name))).collect();
+        let (sources, steps) = match strategy {
+            Strategy::Copy => {
+                let lo = run.iter().filter_map(|g| g.first_tid).min();
+                let hi = run.iter().filter_map(|g| g.last_tid).max();
+                (run.clone(), lo.zip(hi).map(|(lo, hi)| (lo, hi, None)).into_iter().collect())
+            }
+            Strategy::Append(as_of) => {
+                let sources = run[..run.len().saturating_sub(1)].to_vec();
+                let mut steps = Vec::new();
+                for (i, g) in sources.iter().enumerate().rev() {
+                    let target_last = run[i + 1..].iter().filter_map(|g| g.last_tid).max();
+                    let until = if as_of == AsOf::Target { target_last } else { None };
+                    steps.extend(g.first_tid.zip(g.last_tid).map(|(lo, hi)| (lo, hi, until)));
+                }
+                (sources, steps)
+            }
+        };
+        let inputs = &sources;
+        let sources: Vec<SegmentName> = sources.iter().map(|g| g.name).collect();
         let records_in: u64 = inputs.iter().map(|g| g.records).sum();
         let oldest_open = self.slots.iter().flatten().map(|o| o.base).min();
-        let got = ok(s.merge(&policy), format_args!("merge {policy:?}"))?;
+        let got = ok(s.merge_with(&policy, strategy), format_args!("merge {policy:?} {strategy:?}"))?;
         let (want, r): (Vec<SegmentName>, MergeReport) = match (want, got) {
             (None, None) => return Ok(()),
             (Some(w), Some(r)) => (w, r),
             (w, r) => return Err(format!("merge {policy:?} of {all:?}: expected a merge of {w:?}, got {r:?}")),
         };
         ensure_eq!(r.inputs, want, "merge {policy:?}: inputs");
-        let output = SegmentName { first: want[0].first, last: want[want.len() - 1].last };
+        let output = match strategy {
+            Strategy::Copy => SegmentName { first: want[0].first, last: want[want.len() - 1].last },
+            Strategy::Append(_) => want[want.len() - 1],
+        };
         ensure_eq!(r.output, output, "merge {policy:?}: output");
         ensure!(s.merge_progress().is_none(), "a finished merge is not running");
-        let merged = match (lo, hi) {
-            (Some(lo), Some(hi)) => self.model.merge(lo, hi, oldest_open),
-            _ => Merged { records_out: 0, transactions_out: 0, deletions_dropped: 0 },
-        };
+        let mut merged = Merged { records_out: 0, transactions_out: 0, deletions_dropped: 0 };
+        for (lo, hi, until) in steps {
+            let m = self.model.merge(lo, hi, oldest_open, until);
+            merged.records_out += m.records_out;
+            merged.transactions_out += m.transactions_out;
+            merged.deletions_dropped += m.deletions_dropped;
+        }
         let c = &r.counts;
         ensure_eq!(c.records_in, records_in, "merge {policy:?}: records in");
         let txns_in: u64 = inputs.iter().map(|g| g.transactions).sum();
         ensure_eq!(c.transactions_in, txns_in, "merge {policy:?}: transactions in");
         self.merges.0 += 1;
         self.merges.1 += want.len() as u64;
+        self.merges.4 += matches!(strategy, Strategy::Append(_)) as u64;
         self.merges.2 += merged.deletions_dropped;
         self.merges.3 += txns_in - merged.transactions_out;
         ensure_eq!(
@@ -715,8 +760,8 @@ impl Harness {
         );
         self.min_segments = self.min_segments.saturating_sub(want.len() - 1).max(1);
         let archive = self.dir.join("archive");
-        ensure_eq!(r.archived.len(), want.len(), "merge {policy:?}: archived");
-        for name in &want {
+        ensure_eq!(r.archived.len(), sources.len(), "merge {policy:?}: archived");
+        for name in &sources {
             let f = name.file_name();
             ensure!(!self.exists(&self.dir.join(&f)), "{f} is still in the storage directory");
             ensure!(self.exists(&archive.join(&f)), "{f} is not in the archive");
@@ -724,7 +769,7 @@ impl Harness {
         ensure!(self.exists(&self.dir.join(output.file_name())), "the merged segment exists");
         let opts = Options { read_only: true, ..self.options(0) };
         let report = ok(filestorage2::check::check(&self.dir, false, opts, &mut |_, _| {}), format_args!("check"))?;
-        ensure!(report.ok(), "check after merge {policy:?}: {:?}", report.problems);
+        ensure!(report.ok(), "check after merge {policy:?} {strategy:?}: {:?}", report.problems);
         Ok(())
     }
 }
@@ -949,6 +994,7 @@ struct Tally {
     segments: u64,
     /// Merges that merged, segments they took in, deletions and transactions they dropped.
     merges: u64,
+    append_merges: u64,
     merged_segments: u64,
     deletions_dropped: u64,
     transactions_dropped: u64,
@@ -998,6 +1044,7 @@ fn run_seed(test: &str, seed: u64, real: bool, steps: usize, mix: Mix, tally: &m
         tally.transactions += h.model.txns.len() as u64;
         tally.segments += h.s().segments().map_err(|e| e.to_string())?.len() as u64;
         tally.merges += h.merges.0;
+        tally.append_merges += h.merges.4;
         tally.merged_segments += h.merges.1;
         tally.deletions_dropped += h.merges.2;
         tally.transactions_dropped += h.merges.3;
@@ -1175,7 +1222,7 @@ fn regression_a_merge_keeps_the_last_tid_across_a_reopen() {
         if deletes {
             ops.push(Commit { t: 0 }); // a deletion of all there was: nothing is left
         }
-        ops.extend([Rotate, Merge { how: 0, at: 0, len: 0 }, Reopen { session: 0 }, ReadOnlyCheck]);
+        ops.extend([Rotate, Merge { how: 0, at: 0, len: 0, strategy: 0 }, Reopen { session: 0 }, ReadOnlyCheck]);
         run_script(Config { real: false, alignment: 4096, session: 0 }, &ops).unwrap();
     }
 }
