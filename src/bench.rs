@@ -24,7 +24,7 @@
 //!   files. Then commit latency of one durable writer, idle and while a background merge
 //!   (`start_merge`) of the same size runs, and whether that merge finishes meanwhile.
 
-use crate::merge::{MergeReport, Policy};
+use crate::merge::{MergeReport, Policy, Strategy};
 use crate::{Error, Oid, Options, Result, SegmentState, Storage, Tid};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -112,6 +112,9 @@ pub struct BenchArgs {
     /// time and memory, exit.
     #[arg(long, hide = true, value_name = "DIR")]
     pub merge_probe: Option<PathBuf>,
+    /// Internal: as --merge-probe, with an append merge (as of the target's end).
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub merge_append_probe: Option<PathBuf>,
 }
 
 /// Run the benchmark (or, with `--open-probe` / `--merge-probe`, the probe half of P5/P6 / P7).
@@ -120,7 +123,10 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         return probe(dir);
     }
     if let Some(dir) = &args.merge_probe {
-        return merge_probe(dir);
+        return merge_probe(dir, Strategy::Copy);
+    }
+    if let Some(dir) = &args.merge_append_probe {
+        return merge_probe(dir, Strategy::Append(crate::types::AsOf::Target));
     }
     let sel = Selection::parse(&args.only)?;
     if args.commits == 0
@@ -651,9 +657,32 @@ impl Bench<'_> {
             eprintln!("bench: P7: copying the {} of input segments (reference)", fmt_bytes(built.bytes));
             let cp = copy_storage(&dir, &copy, &built.inputs)?;
             eprintln!("bench: P7: merging {} objects in a fresh process", fmt_count(m));
-            let pr = run_merge_probe(&dir)?;
+            let pr = run_merge_probe(&dir, "--merge-probe")?;
             std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, "remove", e))?;
             let secs = pr.merge_ns as f64 / 1e9;
+            if m == n {
+                // The same input, merged semi-sequentially into the newest segment.
+                let adir = self.root.join(format!("merge-{m}-append"));
+                copy_storage(&copy, &adir, &[])?;
+                eprintln!("bench: P7: append-merging {} objects in a fresh process", fmt_count(m));
+                let pa = run_merge_probe(&adir, "--merge-append-probe")?;
+                std::fs::remove_dir_all(&adir).map_err(|e| Error::io(&adir, "remove", e))?;
+                let asecs = pa.merge_ns as f64 / 1e9;
+                self.rows.push(Row {
+                    id: "P7".into(),
+                    workload: format!("  same, --append target-end: {} → newest (fresh process)", pa.inputs - 1),
+                    measured: format!(
+                        "{:.2} s, wrote {} (heap peak {})",
+                        asecs,
+                        fmt_bytes(pa.bytes_out),
+                        fmt_kib(pa.anon_peak_kib)
+                    ),
+                    reference: format!("copy merge {:.2} s, wrote {}", secs, fmt_bytes(pr.bytes_out)),
+                    ratio: fmt_ratio(secs / asecs),
+                    target: "-".into(),
+                    met: None,
+                });
+            }
             if m == n {
                 full = Some((copy, secs));
             } else {
@@ -1372,7 +1401,7 @@ struct MergeProbe {
 
 /// The child side: open `dir`, merge all past segments while a thread samples RssAnon,
 /// report on stdout as `key=value` pairs.
-fn merge_probe(dir: &Path) -> Result<()> {
+fn merge_probe(dir: &Path, strategy: Strategy) -> Result<()> {
     let s = Storage::open(dir, Options::default())?;
     let rss_open = proc_status_kib("VmRSS").unwrap_or(0);
     let anon_open = proc_status_kib("RssAnon").unwrap_or(0);
@@ -1396,7 +1425,7 @@ fn merge_probe(dir: &Path) -> Result<()> {
             }
         });
         let t = Instant::now();
-        let merged = s.merge(&Policy::All);
+        let merged = s.merge_with(&Policy::All, strategy);
         let ns = t.elapsed().as_nanos() as u64;
         stop.store(true, Ordering::Relaxed);
         (merged, ns, sampler.join().unwrap_or((0, 0)))
@@ -1423,11 +1452,12 @@ fn merge_probe(dir: &Path) -> Result<()> {
 }
 
 /// The parent side: run `<this exe> bench --merge-probe DIR` and parse its report.
-fn run_merge_probe(dir: &Path) -> Result<MergeProbe> {
-    let (text, ok) = run_child("--merge-probe", dir)?;
+/// `flag`: `--merge-probe` or `--merge-append-probe`.
+fn run_merge_probe(dir: &Path, flag: &str) -> Result<MergeProbe> {
+    let (text, ok) = run_child(flag, dir)?;
     match parse_merge_probe(&text) {
         Some(p) if ok => Ok(p),
-        _ => Err(child_failed("--merge-probe", dir, &text, "P7")),
+        _ => Err(child_failed(flag, dir, &text, "P7")),
     }
 }
 
