@@ -499,10 +499,14 @@ fn a_merge_of_more_segments_than_one_merge_takes() {
 
 /// Merges with segments moved to another directory: a moved input is archived like the
 /// others; a merged segment whose predecessor was moved keeps naming it by its path.
+/// The moved segments live on another file system (tmpfs): archiving them copies.
 #[test]
 fn merges_of_and_next_to_moved_segments() {
+    use std::os::unix::fs::MetadataExt;
     let d = tempfile::tempdir().unwrap();
-    let elsewhere = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir_in("/dev/shm").expect("a tmpfs at /dev/shm");
+    let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+    assert_ne!(dev(d.path()), dev(elsewhere.path()), "/dev/shm must be another file system than the temp dir");
     let s = Storage::create(d.path(), Options::default()).unwrap();
     let mut tids = Vec::new();
     for i in 0..5u64 {

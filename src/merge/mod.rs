@@ -295,12 +295,10 @@ impl Storage {
         let Written::Appended(new_len) = written else { unreachable!("an append merge appends") };
         // The switch, under the writer lock like every chain change.
         let _w = inner.writer.lock().unwrap();
-        let switched = t.rewrite_slot(vfs, from.prev(), Some(new_len));
-        if let Err(e) = switched {
-            // The old slot is in force (or the next open decides): cut the append off.
-            let _ = t.file.set_len(sealed);
-            return Err(e);
-        }
+        // A failed switch leaves the appended bytes alone: the slot may have reached the
+        // disk even if its sync failed. If the old slot is in force, the next open cuts
+        // them off; if the new one is, they are the segment's data.
+        t.rewrite_slot(vfs, from.prev(), Some(new_len))?;
         let parts = PastSegment::open(SegmentFile::open(vfs, &t.path, false)?)?;
         let mut v = inner.view.write().unwrap();
         let (Some(tr), Some(sr)) = (v.parts_of(target), v.parts_of(source)) else {
@@ -377,20 +375,7 @@ impl Storage {
             return Err(Error::invalid(format!("{} is already in {}", name, to_dir.display())));
         }
         vfs.create_dir_all(to_dir).map_err(|e| Error::io(to_dir, "create directory", e))?;
-        let tmp = to_dir.join(format!("{}.tmp", name.file_name()));
-        let _ = vfs.remove(&tmp);
-        let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-        let len = p.seg.effective_len()?;
-        let mut at = 0u64;
-        while at < len {
-            let n = (len - at).min(1 << 20) as usize;
-            out.write_all_at(&p.seg.read(at, n)?, at).map_err(|e| Error::io(&tmp, "write", e))?;
-            at += n as u64;
-        }
-        out.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
-        out.drop_cache();
-        vfs.rename(&tmp, &to).map_err(|e| Error::io(&to, "rename into place", e))?;
-        vfs.sync_dir(to_dir).map_err(|e| Error::io(to_dir, "sync directory", e))?;
+        copy_durably(vfs, &*p.seg.file, &from, p.seg.effective_len()?, &to)?;
         let moved = PastSegment::open(SegmentFile::open(vfs, &to, false)?)?;
         let reference = if to_dir == inner.dir { name.file_name() } else { to.display().to_string() };
         self.relink(name, 1, moved, reference)?;
@@ -430,10 +415,46 @@ pub(crate) fn move_to_archive(
 ) -> Result<PathBuf> {
     vfs.create_dir_all(dir).map_err(|e| Error::io(dir, "create archive directory", e))?;
     let to = dir.join(path.file_name().expect("a segment file name"));
-    vfs.rename(path, &to).map_err(|e| Error::io(path, "move to the archive", e))?;
-    vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+    match vfs.rename(path, &to) {
+        Ok(()) => vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?,
+        // A segment moved to another file system: copy it into the archive, then remove it.
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
+            let f = vfs.open(path, false).map_err(|e| Error::io(path, "open", e))?;
+            let len = f.len().map_err(|e| Error::io(path, "stat", e))?;
+            copy_durably(vfs, &*f, path, len, &to)?;
+            vfs.remove(path).map_err(|e| Error::io(path, "remove the archived", e))?;
+        }
+        Err(e) => return Err(Error::io(path, "move to the archive", e)),
+    }
     if let Some(from) = path.parent() {
         vfs.sync_dir(from).map_err(|e| Error::io(from, "sync directory", e))?;
     }
     Ok(to)
+}
+
+/// Copy the first `len` bytes of `from` to the new file `to` durably: written as
+/// `<to>.tmp`, synced (and dropped from the page cache), renamed, directory synced.
+fn copy_durably(
+    vfs: &dyn crate::vfs::Vfs,
+    from: &dyn crate::vfs::VFile,
+    from_path: &Path,
+    len: u64,
+    to: &Path,
+) -> Result<()> {
+    let tmp = PathBuf::from(format!("{}.tmp", to.display()));
+    let _ = vfs.remove(&tmp);
+    let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(buf.len() as u64) as usize;
+        from.read_exact_at(&mut buf[..n], at).map_err(|e| Error::io(from_path, "read", e))?;
+        out.write_all_at(&buf[..n], at).map_err(|e| Error::io(&tmp, "write", e))?;
+        at += n as u64;
+    }
+    out.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
+    out.drop_cache();
+    vfs.rename(&tmp, to).map_err(|e| Error::io(to, "rename into place", e))?;
+    let dir = to.parent().unwrap_or(Path::new("."));
+    vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))
 }
