@@ -282,7 +282,7 @@ impl Storage {
         let (target_parts, _) = self.parts(&[target])?;
         let from = &inputs[0].seg;
         let t = SegmentFile::open(vfs, &target_parts[0].seg.path, true)?;
-        if from.header.name != source || t.prev().as_deref().map(file_name_of) != Some(&source.file_name()) {
+        if t.prev().as_deref().map(file_name_of) != Some(&source.file_name()) {
             return Err(Error::invalid(format!("{source} is not the segment just before {target}")));
         }
         // The intent: from here on, bytes past the sealed length are an unfinished append.

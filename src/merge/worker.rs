@@ -183,9 +183,10 @@ pub(crate) fn merge(
     // the storage's last tid (read from the trailers at open) from going back.
     let newest_tid = inputs.iter().filter(|p| p.trailer.txn_count > 0).map(|p| p.trailer.last_tid).max();
     let first = &inputs[0].seg.header;
-    let source = SegmentName { first: first.name.first, last: inputs[inputs.len() - 1].seg.header.name.last };
+    // The inputs' sequence numbers: the new segment's name, or the appended region's source.
+    let span = SegmentName { first: first.name.first, last: inputs[inputs.len() - 1].seg.header.name.last };
     let alignment = first.alignment;
-    let tmp = dir.join(format!("{}.tmp", source.file_name()));
+    let tmp = dir.join(format!("{}.tmp", span.file_name()));
     let created;
     let (file, path, base_len, mut unfinished) = match &output {
         Output::New => {
@@ -202,7 +203,7 @@ pub(crate) fn merge(
     match &output {
         Output::New => {
             let header = Header {
-                name: source,
+                name: span,
                 prev: inputs[0].seg.prev(),
                 generation: 1,
                 flags: 0,
@@ -269,7 +270,7 @@ pub(crate) fn merge(
     let data_end = sink.pos();
     let appended = match &output {
         Output::New => None,
-        Output::Append { as_of, .. } => Some(Appended { base_len, source, as_of: *as_of }),
+        Output::Append { as_of, .. } => Some(Appended { base_len, source: span, as_of: *as_of }),
     };
 
     // The work table now holds (oid, new offset), sorted: it is the new index.
@@ -300,7 +301,7 @@ pub(crate) fn merge(
     counts.bytes_out = sink.pos() - base_len;
     let written = match output {
         Output::New => {
-            let path = dir.join(source.file_name());
+            let path = dir.join(span.file_name());
             vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
             unfinished.0 = Some(Undo::Remove(vfs, path.clone()));
             vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
