@@ -66,6 +66,24 @@ fn build(s: &Storage) -> Built {
     Built { t: vec![Tid::ZERO, t1, t2, t3, t4, t5, t6] }
 }
 
+/// A storage on a real disk with `build`'s segments.
+fn fresh() -> (tempfile::TempDir, Storage, Built) {
+    let d = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), Options::default()).unwrap();
+    let b = build(&s);
+    (d, s, b)
+}
+
+/// Close `s`, `check` the storage, reopen it (nothing to repair) with the same state.
+fn reopened(s: Storage, dir: &Path, b: &Built) -> Storage {
+    drop(s);
+    checked(dir);
+    let s = Storage::open(dir, Options::default()).unwrap();
+    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
+    current_state(&s, b);
+    s
+}
+
 fn current_state(s: &Storage, b: &Built) {
     let t = &b.t;
     assert_eq!(s.load(Oid(1)).unwrap(), Some((t[5], b"a5".to_vec())));
@@ -78,9 +96,7 @@ fn current_state(s: &Storage, b: &Built) {
 
 #[test]
 fn append_as_of_the_source_end_keeps_time_travel_to_it_exact() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Storage::create(d.path(), Options::default()).unwrap();
-    let b = build(&s);
+    let (d, s, b) = fresh();
     let t = &b.t;
     let r = s.merge_with(&Policy::Named(vec![seg(2), seg(3)]), Strategy::Append(AsOf::Source)).unwrap().unwrap();
     assert_eq!(r.output, seg(3));
@@ -109,10 +125,7 @@ fn append_as_of_the_source_end_keeps_time_travel_to_it_exact() {
     };
     check(&s);
     assert!(d.path().join("archive/seg-000002.fs2").exists());
-    drop(s);
-    checked(d.path());
-    let s = Storage::open(d.path(), Options::default()).unwrap();
-    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
+    let s = reopened(s, d.path(), &b);
     check(&s);
     let ro = Storage::open(d.path(), Options::read_only()).unwrap();
     check(&ro);
@@ -120,9 +133,7 @@ fn append_as_of_the_source_end_keeps_time_travel_to_it_exact() {
 
 #[test]
 fn append_as_of_the_target_end_drops_what_the_target_supersedes() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Storage::create(d.path(), Options::default()).unwrap();
-    let b = build(&s);
+    let (d, s, b) = fresh();
     let t = &b.t;
     let r = s.merge_with(&Policy::Named(vec![seg(2), seg(3)]), Strategy::Append(AsOf::Target)).unwrap().unwrap();
     assert_eq!(r.counts.records_out, 2, "oid 1 goes (seg 3 holds it); oid 2's deletion and oid 4 stay");
@@ -131,18 +142,12 @@ fn append_as_of_the_target_end_drops_what_the_target_supersedes() {
     assert_eq!(load_at(&s, 1, t[4]), Some(b"a2".to_vec()), "as of t4, the newest retained revision");
     assert_eq!(load_at(&s, 4, t[4]), Some(b"d4".to_vec()));
     assert_eq!(s.segments().unwrap()[1].appended[0].as_of, AsOf::Target);
-    drop(s);
-    checked(d.path());
-    let s = Storage::open(d.path(), Options::default()).unwrap();
-    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
-    current_state(&s, &b);
+    reopened(s, d.path(), &b);
 }
 
 #[test]
 fn a_run_folds_into_its_newest_segment_and_the_oldest_source_drops_dead_deletions() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Storage::create(d.path(), Options::default()).unwrap();
-    let b = build(&s);
+    let (d, s, b) = fresh();
     let t = &b.t;
     let r = s.merge_with(&Policy::All, Strategy::Append(AsOf::Source)).unwrap().unwrap();
     assert_eq!(r.output, seg(3));
@@ -171,9 +176,7 @@ fn a_run_folds_into_its_newest_segment_and_the_oldest_source_drops_dead_deletion
 
 #[test]
 fn readers_that_mapped_the_target_before_the_append_read_on() {
-    let d = tempfile::tempdir().unwrap();
-    let s = Storage::create(d.path(), Options::default()).unwrap();
-    let b = build(&s);
+    let (d, s, b) = fresh();
     let t = &b.t;
     let everything = |s: &Storage| {
         let mut out = Vec::new();
@@ -223,11 +226,7 @@ fn segments_with_appended_regions_move_copy_and_merge_whole() {
     s.rotate().unwrap();
     s.merge(&Policy::All).unwrap().unwrap();
     current_state(&s, &b);
-    drop(s);
-    checked(d.path());
-    let s = Storage::open(d.path(), Options::default()).unwrap();
-    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
-    current_state(&s, &b);
+    reopened(s, d.path(), &b);
 }
 
 #[test]
