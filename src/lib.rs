@@ -18,6 +18,7 @@ mod store;
 mod txn;
 pub mod types;
 pub mod vfs;
+mod views;
 
 pub use error::{Error, Result};
 pub use format::TxnMeta;
@@ -27,3 +28,4 @@ pub use store::{
 };
 pub use txn::Transaction;
 pub use types::{Oid, SegmentName, Tid};
+pub use views::{CommitEvent, RevStat, SegmentBytes, TxnSummaries, TxnSummary, TxnView};
