@@ -9,6 +9,7 @@ pub mod bench;
 pub mod check;
 pub mod error;
 pub mod format;
+pub mod fs;
 mod index;
 pub mod merge;
 mod recovery;
