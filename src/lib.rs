@@ -10,6 +10,7 @@ pub mod check;
 pub mod error;
 pub mod format;
 pub mod fs;
+pub mod fuse;
 mod index;
 pub mod merge;
 mod recovery;
