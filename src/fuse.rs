@@ -53,7 +53,7 @@ impl FuseFs {
 
     fn refuse(&self, r: Refusal, what: String) -> Errno {
         let e = crate::fs::refuse(r, &what);
-        self.fail("refused", e)
+        self.fail("fs2 mount", e)
     }
 
     fn name_of(&self, parent: INodeNo, name: &OsStr) -> String {

@@ -13,6 +13,7 @@ pub mod fs;
 pub mod fuse;
 mod index;
 pub mod merge;
+pub mod mount;
 mod recovery;
 mod segment;
 pub mod settings;

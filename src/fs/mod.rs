@@ -262,7 +262,7 @@ impl Fs {
 
     /// A readable path of a node for messages.
     pub fn describe(&self, ino: Ino) -> String {
-        self.node(ino).map_or_else(|_| format!("inode {}", ino.0), |n| format!("{n:?}"))
+        self.node(ino).map_or_else(|_| format!("inode {}", ino.0), |n| n.to_string().trim_end_matches('/').to_string())
     }
 
     // ---------------------------------------------------------------------------
@@ -333,7 +333,7 @@ impl Fs {
                 let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
                 match s.stat_at(oid, at)? {
                     Some(r) if !r.deleted => return Ok((Node::Rev(oid, r.tid), Meta { size: r.size, tid: r.tid })),
-                    _ => return Err(FsError::not_found(format!("{name}: no such object (in {parent:?})"))),
+                    _ => return Err(FsError::not_found(format!("{name}: no such object (in {parent})"))),
                 }
             }
             Node::HistoryDir => {
@@ -380,7 +380,7 @@ impl Fs {
                     };
                 }
             },
-            _ => return Err(FsError::new(libc::ENOTDIR, format!("{parent:?} is not a directory"))),
+            _ => return Err(FsError::new(libc::ENOTDIR, format!("{parent} is not a directory"))),
         };
         Ok((child, self.meta(child)?))
     }
@@ -476,7 +476,7 @@ impl Fs {
         let _t = self.timer(Op::Open);
         let node = self.node(ino)?;
         if write {
-            return Err(refuse(Refusal::Write("open for writing"), &format!("{node:?}")));
+            return Err(refuse(Refusal::Write("open for writing"), &node.to_string()));
         }
         let s = &self.storage;
         let (handle, keep_cache) = match node {
@@ -505,7 +505,7 @@ impl Fs {
                 let sealed = b.state == SegmentState::Past;
                 (FileHandle::Segment(b), sealed)
             }
-            _ => return Err(FsError::new(libc::EISDIR, format!("{node:?} is a directory"))),
+            _ => return Err(FsError::new(libc::EISDIR, format!("{node} is a directory"))),
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().unwrap().insert(fh, Arc::new(handle));
@@ -544,7 +544,7 @@ impl Fs {
     pub fn opendir(&self, ino: Ino) -> FsResult<u64> {
         let node = self.node(ino)?;
         if !node.is_dir() {
-            return Err(FsError::new(libc::ENOTDIR, format!("{node:?} is not a directory")));
+            return Err(FsError::new(libc::ENOTDIR, format!("{node} is not a directory")));
         }
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.dirs.lock().unwrap().insert(fh, Arc::new(DirHandle { node, txns: Mutex::new(None) }));
@@ -759,7 +759,12 @@ impl Fs {
         line("commits", st.commits.to_string());
         line("conflicts", st.conflicts.to_string());
         let merge = match s.merge_progress() {
-            Some(p) => format!("running {p:?}"),
+            Some(p) => {
+                let names: Vec<String> = p.inputs.iter().map(|n| n.to_string()).collect();
+                let total = p.bytes_total.load(Ordering::Relaxed).max(1);
+                let pct = p.bytes_done.load(Ordering::Relaxed) * 100 / total;
+                format!("running {} {pct}%", names.join(" "))
+            }
             None => "idle".into(),
         };
         line("merge", merge);

@@ -64,6 +64,33 @@ impl Node {
     }
 }
 
+/// A path that reaches the node (revisions are shown under `history/`).
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Node::Root => write!(f, "/"),
+            Node::Readme => write!(f, "/README"),
+            Node::Stats => write!(f, "/stats"),
+            Node::HeadDir => write!(f, "/head"),
+            Node::HeadAt => write!(f, "/head/at"),
+            Node::AtDir(t) => write!(f, "/@{t}"),
+            Node::AtAt(t) => write!(f, "/@{t}/at"),
+            Node::Rev(o, t) => write!(f, "/history/{o}/{t}"),
+            Node::Deleted(o, t) => write!(f, "/history/{o}/{t}.deleted"),
+            Node::HistoryDir => write!(f, "/history"),
+            Node::HistoryOid(o) => write!(f, "/history/{o}"),
+            Node::TxnsDir => write!(f, "/transactions"),
+            Node::TxnDir(t) => write!(f, "/transactions/{t}"),
+            Node::TxnInfo(t) => write!(f, "/transactions/{t}/info"),
+            Node::SegmentsDir => write!(f, "/segments"),
+            Node::SegDir(n) => write!(f, "/segments/{n}"),
+            Node::SegInfo(n) => write!(f, "/segments/{n}/info"),
+            Node::SegTxns(n) => write!(f, "/segments/{n}/txns"),
+            Node::SegData(n) => write!(f, "/segments/{n}/data"),
+        }
+    }
+}
+
 /// A name that is exactly 16 lowercase hex digits (other spellings are not aliases).
 pub fn parse_hex(name: &str) -> Option<u64> {
     let ok = name.len() == 16 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
