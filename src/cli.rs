@@ -97,7 +97,8 @@ enum Cmd {
         #[arg(long)]
         repair: bool,
     },
-    /// Measure the engine against this machine's limits (TARGETS.md P1-P7); prints a table.
+    /// Measure the engine and the mount against this machine's limits and plain files
+    /// (TARGETS.md P1-P10); prints a table.
     Bench(filestorage2::bench::BenchArgs),
     /// Mount a storage as a browsable tree (foreground; Ctrl-C or `fs2 umount` unmounts).
     /// Without arguments: builds the demo storage ./fs2-demo if missing, mounts it on ./fs2-mnt.

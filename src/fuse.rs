@@ -86,8 +86,16 @@ fn file_attr(a: &Attr) -> FileAttr {
 
 impl Filesystem for FuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // READDIRPLUS_AUTO: the kernel asks for attributes while the reader also stats
+        // the entries (`ls -l`), plain names otherwise (`ls | wc -l` of a million objects
+        // then creates no kernel inode, and no inode here, per entry).
         // ATOMIC_O_TRUNC: `echo x > file` arrives as one open(O_TRUNC), not open + setattr.
-        for cap in [InitFlags::FUSE_DO_READDIRPLUS, InitFlags::FUSE_PARALLEL_DIROPS, InitFlags::FUSE_ATOMIC_O_TRUNC] {
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+        ] {
             if let Err(missing) = config.add_capabilities(cap) {
                 log::info!("the kernel does not offer {missing:?}");
             }
@@ -194,6 +202,9 @@ impl Filesystem for FuseFs {
                 }
                 if o.direct_io {
                     f |= FopenFlags::FOPEN_DIRECT_IO;
+                }
+                if o.no_flush {
+                    f |= FopenFlags::FOPEN_NOFLUSH;
                 }
                 reply.opened(FileHandle(o.fh), f)
             }

@@ -328,3 +328,29 @@ fn large_directories_stream() {
     assert_eq!(lines(&names), want, "listed in oid order, each once");
     m.unmount();
 }
+
+#[test]
+fn huge_directories_list_without_holding_an_inode_per_entry() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::create(dir.path(), Options { sync: false, ..Options::default() }).unwrap();
+    let n = 100_000;
+    let mut t = s.begin();
+    for o in 0..n {
+        t.store(Oid(o), &o.to_le_bytes()).unwrap();
+    }
+    t.commit().unwrap();
+    let m = TestMount::new(s.clone());
+    assert_eq!(m.sh("ls head | wc -l").trim(), (n + 1).to_string());
+    assert_eq!(m.sh("ls head | sort -u | wc -l").trim(), (n + 1).to_string());
+    let stats = m.sh("cat stats");
+    let inodes: u64 = stats.lines().find_map(|l| l.strip_prefix("inodes: ")).unwrap().parse().unwrap();
+    assert!(inodes < 10_000, "{inodes} inodes after ls: names were listed without inodes");
+    // Names past the budget still stat and read (looked up one by one).
+    let last = Oid(n - 1).to_string();
+    assert_eq!(m.ok(&["cat", &format!("head/{last}")]), (n - 1).to_le_bytes());
+    assert_eq!(m.sh("ls -l head | grep -c '^-r--r--r-- 1 .* 8 '").trim(), n.to_string());
+    m.unmount();
+}

@@ -93,6 +93,8 @@ pub struct Opened {
     pub keep_cache: bool,
     /// Changing content or unknown size: bypass the page cache.
     pub direct_io: bool,
+    /// Nothing to do at close (no FLUSH request per close).
+    pub no_flush: bool,
 }
 
 /// One directory entry offered to the adapter's reply buffer.
@@ -129,6 +131,9 @@ struct Meta {
 
 enum FileHandle {
     Bytes(Vec<u8>),
+    /// A revision's data, read at the first `read` (a warm `cat` with the page cache
+    /// kept never reads, so its open costs no engine work).
+    Rev(Oid, Tid, Mutex<Option<Arc<Vec<u8>>>>),
     Segment(SegmentBytes),
 }
 
@@ -480,10 +485,7 @@ impl Fs {
         }
         let s = &self.storage;
         let (handle, keep_cache) = match node {
-            Node::Rev(o, t) => match s.revision(o, t)? {
-                Some(r) if r.data.is_some() => (FileHandle::Bytes(r.data.unwrap_or_default()), true),
-                _ => return Err(FsError::not_found(format!("revision {t} of {o} is no longer retained"))),
-            },
+            Node::Rev(o, t) => (FileHandle::Rev(o, t, Mutex::new(None)), true),
             Node::Deleted(..) => (FileHandle::Bytes(Vec::new()), true),
             Node::Readme => (FileHandle::Bytes(README.as_bytes().to_vec()), true),
             Node::HeadAt => (FileHandle::Bytes(format!("{}\n", s.last_tid()).into_bytes()), false),
@@ -509,7 +511,7 @@ impl Fs {
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().unwrap().insert(fh, Arc::new(handle));
-        Ok(Opened { fh, keep_cache, direct_io: !keep_cache })
+        Ok(Opened { fh, keep_cache, direct_io: !keep_cache, no_flush: true })
     }
 
     /// At most `size` bytes at `offset` (fewer at the end; never more than asked).
@@ -517,11 +519,28 @@ impl Fs {
         let _t = self.timer(Op::Read);
         let h = self.files.lock().unwrap().get(&fh).cloned();
         let h = h.ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh} is not open")))?;
+        let slice = |b: &[u8]| {
+            let start = (offset.min(b.len() as u64)) as usize;
+            let end = start + (size as usize).min(b.len() - start);
+            b[start..end].to_vec()
+        };
         let out = match &*h {
-            FileHandle::Bytes(b) => {
-                let start = (offset.min(b.len() as u64)) as usize;
-                let end = start + (size as usize).min(b.len() - start);
-                b[start..end].to_vec()
+            FileHandle::Bytes(b) => slice(b),
+            FileHandle::Rev(o, t, cell) => {
+                let mut c = cell.lock().unwrap();
+                let data = match &*c {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = match self.storage.revision(*o, *t)? {
+                            Some(r) if r.data.is_some() => Arc::new(r.data.unwrap_or_default()),
+                            _ => return Err(FsError::not_found(format!("revision {t} of {o} is no longer retained"))),
+                        };
+                        *c = Some(d.clone());
+                        d
+                    }
+                };
+                drop(c);
+                slice(&data)
             }
             FileHandle::Segment(seg) => {
                 let mut buf = vec![0u8; size as usize];
