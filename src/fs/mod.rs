@@ -395,6 +395,20 @@ impl Fs {
     fn check_at(&self, name: &str, t: Tid) -> FsResult<()> {
         let s = &self.storage;
         let last = s.last_tid();
+        // A merged segment (seg-F-L) keeps only each object's record current at its end:
+        // states strictly inside its range are gone (its predecessor's states are intact).
+        let mut prev_last = None;
+        for seg in s.segments()? {
+            if let (true, Some(end)) = (seg.name.first < seg.name.last, seg.last_tid) {
+                if prev_last.is_none_or(|p| t > p) && t < end {
+                    return Err(FsError::not_found(format!(
+                        "{name}: that history was merged into {} (exact states from {end} on); see segments/",
+                        seg.name
+                    )));
+                }
+            }
+            prev_last = seg.last_tid.or(prev_last);
+        }
         match s.first_tid() {
             Some(first) if t >= first && t <= last => Ok(()),
             Some(first) => Err(FsError::not_found(format!(

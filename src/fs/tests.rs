@@ -125,7 +125,10 @@ fn root_head_and_at_show_the_engine_state() {
     assert_eq!(a, b);
     // An ISO time resolves to the state at that time.
     let iso = format!("@{}", f.tids[1].iso8601());
-    assert_eq!(cat(fs, &format!("{iso}/0000000000000002")).unwrap(), b"TWO");
+    let t: Tid = String::from_utf8(cat(fs, &format!("{iso}/at")).unwrap()).unwrap().trim().parse().unwrap();
+    assert!((t.to_unix() - f.tids[1].to_unix()).abs() < 2e-6, "microsecond precision");
+    let want = fs.storage().load_at(Oid(2), t).unwrap().unwrap().1;
+    assert_eq!(cat(fs, &format!("{iso}/0000000000000002")).unwrap(), want);
 }
 
 #[test]
@@ -281,4 +284,24 @@ fn statfs_reports_the_real_disk() {
     let f = fixture();
     let st = f.fs.statfs().unwrap();
     assert!(st.blocks > 0 && st.bsize > 0 && st.namelen > 0);
+}
+
+#[test]
+fn snapshots_inside_merged_history_are_enoent() {
+    let f = fixture();
+    let fs = &f.fs;
+    let s = fs.storage();
+    s.rotate().unwrap();
+    let mut t = s.begin();
+    t.store(Oid(2), b"late").unwrap();
+    let late = t.commit().unwrap();
+    s.merge(&crate::merge::Policy::All).unwrap();
+    let merged = s.segments().unwrap()[0].clone();
+    assert!(merged.name.first < merged.name.last, "{}", merged.name);
+    let end = merged.last_tid.unwrap();
+    for inside in [f.tids[0], f.tids[1], Tid(end.0 - 1)] {
+        assert_eq!(errno(path(fs, &format!("@{inside}"))), libc::ENOENT, "{inside}");
+    }
+    assert_eq!(cat(fs, &format!("@{end}/0000000000000002")).unwrap(), b"TWO");
+    assert_eq!(cat(fs, &format!("@{late}/0000000000000002")).unwrap(), b"late");
 }
