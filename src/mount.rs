@@ -29,13 +29,17 @@ pub fn is_mount_point(path: &Path) -> bool {
     table.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
 }
 
+/// Free, stale or mounted. Liveness is asked with `statfs`, which the kernel never
+/// answers from its caches (a `stat` of a dead mount can succeed from cached attributes).
 pub fn mountpoint_state(path: &Path) -> std::io::Result<MountpointState> {
-    match std::fs::metadata(path) {
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => Ok(MountpointState::Stale),
-        Err(e) => Err(e),
-        Ok(_) if is_mount_point(path) => Ok(MountpointState::Mounted),
-        Ok(_) => Ok(MountpointState::Free),
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
+    // SAFETY: `c` is a valid path; `st` is a plain C struct statfs fills in.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENOTCONN) { Ok(MountpointState::Stale) } else { Err(e) };
     }
+    Ok(if is_mount_point(path) { MountpointState::Mounted } else { MountpointState::Free })
 }
 
 /// Make `mountpoint` ready: create it if missing, refuse a live mount, explain (or with
