@@ -648,7 +648,8 @@ fn demo(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
     w(writeln!(
         out,
         "\nTry:\n  fs2 ls {d}\n  fs2 cat {d} 0000000000000001\n  fs2 history {d} 0000000000000002\n  \
-         echo new > /tmp/x && fs2 commit {d} 0000000000000001=/tmp/x --user me\n  fs2 check {d}\n\
+         echo new > /tmp/x && fs2 commit {d} 0000000000000001=/tmp/x --user me\n  fs2 check {d}\n  \
+         fs2 mount {d} fs2-mnt    # browse it as files; Ctrl-C unmounts\n\
          (fs2 is target/release/fs2; or use `cargo run --release -- <command>`)"
     ))?;
     Ok(())

@@ -305,3 +305,28 @@ fn snapshots_inside_merged_history_are_enoent() {
     assert_eq!(cat(fs, &format!("@{end}/0000000000000002")).unwrap(), b"TWO");
     assert_eq!(cat(fs, &format!("@{late}/0000000000000002")).unwrap(), b"late");
 }
+
+#[test]
+fn immutable_files_keep_the_page_cache_and_status_files_bypass_it() {
+    let f = fixture();
+    let fs = &f.fs;
+    let open = |p: &str| {
+        let o = fs.open(path(fs, p).unwrap().attr.ino, false).unwrap();
+        fs.release(o.fh);
+        (o.keep_cache, o.direct_io)
+    };
+    let keep = (true, false);
+    let direct = (false, true);
+    assert_eq!(open("head/0000000000000001"), keep);
+    assert_eq!(open(&format!("history/0000000000000003/{}.deleted", f.tids[3])), keep);
+    assert_eq!(open(&format!("transactions/{}/info", f.tids[0])), keep);
+    assert_eq!(open("segments/seg-000001/data"), keep, "a sealed segment never changes");
+    assert_eq!(open("segments/seg-000002/data"), direct, "the active segment grows");
+    for p in ["head/at", "stats", "segments/seg-000001/info", "segments/seg-000001/txns"] {
+        assert_eq!(open(p), direct, "{p}");
+    }
+    let (attr, ttl) = fs.getattr(path(fs, "head/at").unwrap().attr.ino).unwrap();
+    assert_eq!((attr.size, ttl), (17, SHORT_TTL));
+    let rev = path(fs, "head/0000000000000004").unwrap().attr.ino;
+    assert_eq!(fs.getattr(rev).unwrap().1, LONG_TTL);
+}
