@@ -26,13 +26,21 @@ pub struct CommitEvent {
 pub(crate) struct Subscribers(Mutex<Vec<Sender<CommitEvent>>>);
 
 impl Subscribers {
+    /// `build()` (the events of a batch of commits) if someone listens, else nothing.
+    pub(crate) fn events(&self, build: impl FnOnce() -> Vec<CommitEvent>) -> Vec<CommitEvent> {
+        if self.0.lock().unwrap().is_empty() {
+            return Vec::new();
+        }
+        build()
+    }
+
     /// Send each event to every live subscriber; drop the ones whose receiver is gone.
     /// Called after publishing, outside the view lock; sending never blocks.
     pub(crate) fn notify(&self, events: Vec<CommitEvent>) {
-        let mut subs = self.0.lock().unwrap();
-        if subs.is_empty() {
+        if events.is_empty() {
             return;
         }
+        let mut subs = self.0.lock().unwrap();
         subs.retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
     }
 }
