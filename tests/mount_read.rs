@@ -354,3 +354,33 @@ fn huge_directories_list_without_holding_an_inode_per_entry() {
     assert_eq!(m.sh("ls -l head | grep -c '^-r--r--r-- 1 .* 8 '").trim(), n.to_string());
     m.unmount();
 }
+
+#[test]
+fn merged_away_segments_vanish_but_open_files_stay_readable() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (s, tids) = storage(dir.path());
+    s.rotate().unwrap(); // two past segments now
+    let before = std::fs::read(&s.segments().unwrap()[0].path).unwrap();
+    let m = TestMount::new(s.clone());
+    let mut held = std::fs::File::open(m.path("segments/seg-000001/data")).unwrap();
+    s.merge(&filestorage2::merge::Policy::All).unwrap();
+    // The open file still reads the old segment, byte for byte.
+    let mut got = Vec::new();
+    std::io::Read::read_to_end(&mut held, &mut got).unwrap();
+    assert_eq!(got, before);
+    drop(held);
+    assert!(!m.sh("ls segments").contains("seg-000001\n"), "the chain changed");
+    let start = std::time::Instant::now();
+    while m.path("segments/seg-000001").exists() {
+        assert!(start.elapsed() < std::time::Duration::from_secs(3), "a merged-away segment is ENOENT");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    // History inside the merged range is gone; head and the end of the range are exact.
+    let gone = format!("@{}", tids[1]);
+    assert!(!m.path(&gone).exists());
+    assert_eq!(m.sh("cat head/0000000000000002"), "2");
+    m.unmount();
+}
