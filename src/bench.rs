@@ -1,4 +1,4 @@
-//! `fs2 bench`: the performance targets P1–P7 of `TARGETS.md`, measured through the
+//! `fs2 bench`: the performance targets P1–P10 of `TARGETS.md`, measured through the
 //! public API next to the machine's own limits measured in the same run, printed as one
 //! table (progress goes to stderr). Never a timed test: figures on shared machines are
 //! noisy, so read the ratios, which compare things measured side by side.
@@ -23,6 +23,11 @@
 //!   at the full size; next to a plain copy (read + write + fsync) of the same input
 //!   files. Then commit latency of one durable writer, idle and while a background merge
 //!   (`start_merge`) of the same size runs, and whether that merge finishes meanwhile.
+//! - P8–P10 (`bench/mounted.rs`): the mounted view (an in-process mount) against plain
+//!   files with the same bytes on the same disk: cold and warm `cat`, warm `ls -l`, and
+//!   `ls head | wc -l` with the daemon's RSS.
+
+mod mounted;
 
 use crate::merge::{MergeReport, Policy, Strategy};
 use crate::{Error, Oid, Options, Result, SegmentState, Storage, Tid};
@@ -51,8 +56,8 @@ const REOPENS: usize = 5;
 /// The crash variant of P5 fills the active segment to this fraction of `rotate_size`.
 const CRASH_FILL: (u64, u64) = (15, 16);
 const SEED: u64 = 0x5eed_f500_2bec_0001;
-/// Targets (P1..P7) the bench knows.
-const TARGETS: usize = 7;
+/// Targets (P1..P10) the bench knows.
+const TARGETS: usize = 10;
 /// Past segments of the P7 merge input; each object is in two of them.
 const MERGE_SEGMENTS: usize = 4;
 /// The 6 pairs of P7 segments an object can be written to (older first).
@@ -69,7 +74,7 @@ const MERGE_ROUNDS: u64 = 3;
 /// A merge under the P7 writer that has not finished by then is reported as not finishing.
 const MERGE_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Measure the performance targets P1–P7 (see TARGETS.md) and print one table.
+/// Measure the performance targets P1–P10 (see TARGETS.md) and print one table.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Where to create the bench storages (in a temporary directory removed at the end).
@@ -102,7 +107,20 @@ pub struct BenchArgs {
     /// Object size in bytes.
     #[arg(long, default_value_t = 100)]
     pub size: usize,
-    /// Run only these targets (comma-separated, e.g. `p1,p4`; p1..p7).
+    /// Small objects read with `cat` through the mount for P8/P9 (P10's directory holds
+    /// --mount-dir-entries of them).
+    #[arg(long, default_value_t = 1000)]
+    pub mount_files: u64,
+    /// Size of each of those objects in bytes.
+    #[arg(long, default_value_t = 4096)]
+    pub mount_file_size: usize,
+    /// Entries of the directory listed with `ls -l` for P10.
+    #[arg(long, default_value_t = 10_000)]
+    pub mount_dir_entries: u64,
+    /// Objects listed with `ls head | wc -l` for P10 (also run at a tenth of it).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub mount_ls_objects: u64,
+    /// Run only these targets (comma-separated, e.g. `p1,p4`; p1..p10).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub only: Vec<String>,
     /// Internal: open the storage in DIR, print open time and RSS, exit.
@@ -286,6 +304,9 @@ impl Bench<'_> {
         }
         if sel.has(7) {
             self.merge()?;
+        }
+        if sel.has(8) || sel.has(9) || sel.has(10) {
+            self.mounted(sel.has(8), sel.has(9), sel.has(10))?;
         }
         Ok(())
     }
@@ -1799,12 +1820,13 @@ mod tests {
     }
 
     #[test]
-    fn selection_takes_p1_to_p7() {
+    fn selection_takes_p1_to_p10() {
         let all = Selection::parse(&[]).unwrap();
-        assert_eq!(all.names(), ["p1", "p2", "p3", "p4", "p5", "p6", "p7"]);
-        let some = Selection::parse(&["P7".into(), " p2 ".into()]).unwrap();
-        assert_eq!(some.names(), ["p2", "p7"]);
-        assert!(Selection::parse(&["p8".into()]).is_err());
+        assert_eq!(all.names(), ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10"]);
+        let some = Selection::parse(&["P10".into(), " p2 ".into()]).unwrap();
+        assert_eq!(some.names(), ["p2", "p10"]);
+        assert!(Selection::parse(&["p11".into()]).is_err());
+        assert!(Selection::parse(&["p0".into()]).is_err());
         assert!(Selection::parse(&["x".into()]).is_err());
     }
 

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 const EXIT_CODES: &str = "Exit status: 0 success; 1 error; 2 bad usage; 3 no such object, revision or storage; \
 4 conflict or busy (retry); 5 damaged data found (see `fs2 check`).\nSet RUST_LOG=info (or debug) for more detail.";
 
+const DEMO_DIR: &str = "fs2-demo";
+
 #[derive(Parser, Debug)]
 #[command(name = "fs2", version, about = "filestorage2: a ZODB object store made of a chain of segment files",
           after_help = EXIT_CODES)]
@@ -96,11 +98,39 @@ enum Cmd {
         #[arg(long)]
         repair: bool,
     },
-    /// Measure the engine against this machine's limits (TARGETS.md P1-P7); prints a table.
+    /// Measure the engine and the mount against this machine's limits and plain files
+    /// (TARGETS.md P1-P10); prints a table.
     Bench(filestorage2::bench::BenchArgs),
+    /// Mount a storage as a browsable tree (foreground; Ctrl-C or `fs2 umount` unmounts).
+    /// Without arguments: builds the demo storage ./fs2-demo if missing, mounts it on ./fs2-mnt.
+    Mount {
+        #[arg(default_value = DEMO_DIR)]
+        storage: PathBuf,
+        #[arg(default_value = "fs2-mnt")]
+        mountpoint: PathBuf,
+        /// Open the storage read-only (a snapshot as of the mount; another process may write).
+        #[arg(long)]
+        read_only: bool,
+        /// Let other users use the mount (default: only its owner).
+        #[arg(long)]
+        allow_other: bool,
+        /// Create an empty storage if STORAGE holds none.
+        #[arg(long)]
+        init: bool,
+        /// Clean a stale mount left at MOUNTPOINT by a killed `fs2 mount`.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Unmount a `fs2 mount` (for scripts).
+    Umount {
+        mountpoint: PathBuf,
+        /// Detach now even if busy; the mount goes away when the last process leaves it.
+        #[arg(long)]
+        lazy: bool,
+    },
     /// Build a demo storage with a few transactions (if DIR holds none) and show it.
     Demo {
-        #[arg(default_value = "fs2-demo")]
+        #[arg(default_value = DEMO_DIR)]
         dir: PathBuf,
     },
 }
@@ -338,6 +368,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             None => w(writeln!(out, "retention: {}", open_ro(&dir)?.retention()))?,
         },
         Cmd::Demo { dir } => demo(&mut out, &dir)?,
+        Cmd::Mount { storage, mountpoint, read_only, allow_other, init, force } => {
+            drop(out);
+            mount(&storage, &mountpoint, read_only, allow_other, init, force)?
+        }
+        Cmd::Umount { mountpoint, lazy } => {
+            filestorage2::mount::umount(&mountpoint, lazy).map_err(|m| fail(1, m))?;
+            w(writeln!(out, "unmounted {}", mountpoint.display()))?;
+        }
         Cmd::Bench(args) => filestorage2::bench::run(&args)?,
     }
     Ok(())
@@ -568,35 +606,80 @@ fn commit(out: &mut impl Write, a: CommitArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+fn mount(
+    storage: &Path,
+    mp: &Path,
+    read_only: bool,
+    allow_other: bool,
+    init: bool,
+    force: bool,
+) -> Result<(), Failure> {
+    let empty = !storage.exists() || std::fs::read_dir(storage).map(|mut d| d.next().is_none()).unwrap_or(false);
+    if empty && storage == Path::new(DEMO_DIR) {
+        build_demo(storage)?;
+        println!("created the demo storage {} (6 transactions in 2 segments)", storage.display());
+    } else if empty && init {
+        Storage::create(storage, Options::default())?;
+        println!("created an empty storage in {}", storage.display());
+    } else if empty {
+        return Err(fail(3, format!("no storage in {}: create one with --init (or `fs2 init`)", storage.display())));
+    }
+    filestorage2::mount::prepare_mountpoint(mp, force).map_err(|m| fail(1, m))?;
+    let opts = if read_only { Options::read_only() } else { Options::default() };
+    let s = Storage::open(storage, opts)?;
+    let mopts = filestorage2::fuse::MountOptions { read_only, allow_other };
+    let m = mp.display();
+    filestorage2::mount::run(s, mp, &mopts, || {
+        println!(
+            "mounted {} at {m} ({}); Ctrl-C or `fs2 umount {m}` unmounts.\n\
+             Try, in another terminal:\n  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n  \
+             cat {m}/head/0000000000000001\n  ls {m}/history/0000000000000002\n  cat {m}/transactions/*/info\n  \
+             cp -r {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n  \
+             T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned",
+            storage.display(),
+            if read_only { "read-only snapshot" } else { "read-only view; the storage stays writable by this process" }
+        );
+    })
+    .map_err(|msg| fail(1, msg))?;
+    println!("unmounted {m}");
+    Ok(())
+}
+
+/// Create the demo storage in `dir`: six transactions in two segments.
+fn build_demo(dir: &Path) -> Result<(), Failure> {
+    let s = Storage::create(dir, Options::default())?;
+    let mut t = s.begin();
+    t.set_user(b"demo");
+    t.set_description(b"initial objects");
+    t.store(Oid(0), b"root: {'greeting': <oid 0000000000000001>, 'counter': <oid 0000000000000002>}")?;
+    t.store(Oid(1), b"hello, world\n")?;
+    t.store(Oid(2), b"0")?;
+    t.commit()?;
+    for i in 1..=3 {
+        let mut t = s.begin();
+        t.set_user(b"demo");
+        t.set_description(format!("increment counter to {i}").as_bytes());
+        t.store(Oid(2), i.to_string().as_bytes())?;
+        t.commit()?;
+    }
+    s.rotate()?;
+    let mut t = s.begin();
+    t.set_user(b"gc");
+    t.set_description(b"external garbage collector: delete unreachable oid 3");
+    t.store(Oid(3), b"garbage")?;
+    t.commit()?;
+    let mut t = s.begin();
+    t.set_user(b"gc");
+    t.delete(Oid(3))?;
+    t.commit()?;
+    Ok(())
+}
+
 fn demo(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     let fresh = !dir.exists() || std::fs::read_dir(dir).map(|mut d| d.next().is_none()).unwrap_or(false);
     if fresh {
-        let s = Storage::create(dir, Options::default())?;
-        let mut t = s.begin();
-        t.set_user(b"demo");
-        t.set_description(b"initial objects");
-        t.store(Oid(0), b"root: {'greeting': <oid 0000000000000001>, 'counter': <oid 0000000000000002>}")?;
-        t.store(Oid(1), b"hello, world\n")?;
-        t.store(Oid(2), b"0")?;
-        t.commit()?;
-        for i in 1..=3 {
-            let mut t = s.begin();
-            t.set_user(b"demo");
-            t.set_description(format!("increment counter to {i}").as_bytes());
-            t.store(Oid(2), i.to_string().as_bytes())?;
-            t.commit()?;
-        }
-        s.rotate()?;
-        let mut t = s.begin();
-        t.set_user(b"gc");
-        t.set_description(b"external garbage collector: delete unreachable oid 3");
-        t.store(Oid(3), b"garbage")?;
-        t.commit()?;
-        let mut t = s.begin();
-        t.set_user(b"gc");
-        t.delete(Oid(3))?;
-        t.commit()?;
+        build_demo(dir)?;
         w(writeln!(out, "created demo storage {} with 6 transactions in 2 segments\n", dir.display()))?;
     }
     w(writeln!(out, "$ fs2 info {}", dir.display()))?;
@@ -607,7 +690,8 @@ fn demo(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
     w(writeln!(
         out,
         "\nTry:\n  fs2 ls {d}\n  fs2 cat {d} 0000000000000001\n  fs2 history {d} 0000000000000002\n  \
-         echo new > /tmp/x && fs2 commit {d} 0000000000000001=/tmp/x --user me\n  fs2 check {d}\n\
+         echo new > /tmp/x && fs2 commit {d} 0000000000000001=/tmp/x --user me\n  fs2 check {d}\n  \
+         fs2 mount {d} fs2-mnt    # browse it as files; Ctrl-C unmounts\n\
          (fs2 is target/release/fs2; or use `cargo run --release -- <command>`)"
     ))?;
     Ok(())

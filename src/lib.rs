@@ -9,8 +9,11 @@ pub mod bench;
 pub mod check;
 pub mod error;
 pub mod format;
+pub mod fs;
+pub mod fuse;
 mod index;
 pub mod merge;
+pub mod mount;
 mod recovery;
 mod segment;
 pub mod settings;
@@ -18,6 +21,7 @@ mod store;
 mod txn;
 pub mod types;
 pub mod vfs;
+mod views;
 
 pub use error::{Error, Result};
 pub use format::TxnMeta;
@@ -27,3 +31,4 @@ pub use store::{
 };
 pub use txn::Transaction;
 pub use types::{AsOf, Oid, SegmentName, Tid};
+pub use views::{CommitEvent, RevStat, SegmentBytes, TxnSummaries, TxnSummary, TxnView};

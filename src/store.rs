@@ -122,6 +122,8 @@ pub(crate) struct Inner {
     pub open_bases: Mutex<BTreeMap<Tid, usize>>,
     /// The merge running now (at most one).
     pub merging: Mutex<Option<Arc<crate::merge::MergeProgress>>>,
+    /// Who hears about published commits (`Storage::subscribe`).
+    pub subscribers: crate::views::Subscribers,
     _lock: Option<std::fs::File>,
 }
 
@@ -316,6 +318,7 @@ impl Storage {
             merging: Mutex::new(None),
             open_bases: Mutex::new(BTreeMap::new()),
             settings: Mutex::new(settings),
+            subscribers: Default::default(),
             opts,
             _lock: lock,
         };

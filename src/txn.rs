@@ -548,6 +548,11 @@ fn publish(inner: &Inner, w: &Writer, written: Vec<Written>) {
     let n = written.len() as u64;
     let a = v.active.as_mut().expect("a writable storage has an active segment");
     let mut last = None;
+    let events = inner.subscribers.events(|| {
+        let ev =
+            |wr: &Written| crate::views::CommitEvent { tid: wr.tid, oids: wr.entries.iter().map(|e| e.0).collect() };
+        written.iter().map(ev).collect()
+    });
     for wr in written {
         note_txn(&mut a.stats, wr.tid, wr.entries.len());
         a.index.extend(wr.entries);
@@ -559,7 +564,9 @@ fn publish(inner: &Inner, w: &Writer, written: Vec<Written>) {
     if let Some(t) = last {
         v.last_tid = t;
     }
+    drop(v);
     inner.commits.fetch_add(n, Ordering::Relaxed);
+    inner.subscribers.notify(events);
 }
 
 /// Rotate when the active segment has grown past the configured size.

@@ -124,6 +124,7 @@ fn append_as_of_the_source_end_keeps_time_travel_to_it_exact() {
         assert_eq!(g.prev.as_deref(), Some("seg-000001.fs2"));
     };
     check(&s);
+    assert_eq!(s.history_gaps().unwrap(), [(t[2], t[4], seg(3))], "states inside seg 2's range are not exact");
     assert!(d.path().join("archive/seg-000002.fs2").exists());
     let s = reopened(s, d.path(), &b);
     check(&s);
@@ -142,6 +143,7 @@ fn append_as_of_the_target_end_drops_what_the_target_supersedes() {
     assert_eq!(load_at(&s, 1, t[4]), Some(b"a2".to_vec()), "as of t4, the newest retained revision");
     assert_eq!(load_at(&s, 4, t[4]), Some(b"d4".to_vec()));
     assert_eq!(s.segments().unwrap()[1].appended[0].as_of, AsOf::Target);
+    assert_eq!(s.history_gaps().unwrap(), [(t[2], t[5], seg(3))], "exact again from seg 3's end");
     reopened(s, d.path(), &b);
 }
 

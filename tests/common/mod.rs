@@ -2,6 +2,9 @@
 //! uses what it needs).
 #![allow(dead_code)]
 
+/// Real mounts (`tests/mount_*.rs`).
+pub mod mount;
+
 /// splitmix64: a small seeded generator, so failures replay from their seed.
 pub struct Rng(pub u64);
 

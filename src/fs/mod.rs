@@ -1,0 +1,924 @@
+//! The filesystem view: maps the mounted tree of NAMESPACE.md onto the engine with plain
+//! types ([`Entry`], [`Attr`], [`FsError`]). It does not know FUSE: the adapter in
+//! `crate::fuse` translates requests and replies, and the unit tests call this layer
+//! directly.
+//!
+//! - Inodes stand for [`Node`]s (see `inodes`): a revision is keyed by (oid, tid)
+//!   wherever it appears, so its inode and page cache are shared and never go stale.
+//! - Directory listings stream in key order (oid or tid) with stable offsets: the cookie
+//!   of an entry is its key plus [`RESERVED`], so a listing resumes by key and never
+//!   holds a whole directory in memory (engine pages of [`PAGE`] entries).
+//! - Refusals and engine errors become errno values in one place (`errno`).
+
+mod errno;
+mod inodes;
+pub mod node;
+
+pub use errno::{errno_of, refuse, FsError, Refusal};
+pub use inodes::Ino;
+pub use node::Node;
+
+use crate::views::{RevStat, SegmentBytes, TxnSummaries, TxnSummary, TxnView};
+use crate::{Oid, SegmentInfo, SegmentName, SegmentState, Storage, Tid};
+use inodes::Inodes;
+use node::{parse_at, parse_hex, parse_hex_maybe_deleted, parse_segment, rev_name};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub type FsResult<T> = Result<T, FsError>;
+
+/// TTL of what never changes (revisions, snapshots, committed transactions).
+pub const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
+/// TTL of what changes (head entries, status files, the chain). Never 0: a listable
+/// node with TTL 0 makes `ls -l` many times slower.
+pub const SHORT_TTL: Duration = Duration::from_secs(1);
+/// Directory cookies 1..=RESERVED are the fixed entries; a keyed entry's is key+RESERVED+1.
+pub const RESERVED: u64 = 16;
+/// Entries fetched from the engine per step of a listing.
+const PAGE: usize = 256;
+/// Transactions remembered after a lookup (each scan of a segment to find one is long).
+const TXN_CACHE: usize = 64;
+
+pub const README: &str = "\
+This is a filestorage2 storage, mounted by `fs2 mount` (read-only view).
+
+head/              the latest committed state; head/at holds its tid
+@<tid>/            the state as of a tid (also @2026-11-21T11:20:30Z); not listed, just cd there
+history/<oid>/     every retained revision of an object, one file per tid (<tid>.deleted: a deletion)
+transactions/<tid>/ one directory per retained transaction: info and the data it stored
+segments/<name>/   the segment files: info, txns (one line per transaction), data (the file
+                   byte for byte) and the newest record of each object in the segment
+stats              counters
+
+Names are 16 lowercase hex digits. Times are commit times. To pin one snapshot in a
+script: T=$(cat head/at); ls @$T/
+Writing is refused here (EROFS): commit with `fs2 commit STORAGE OID=FILE`.
+";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// File attributes as the kernel gets them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attr {
+    pub ino: Ino,
+    pub kind: Kind,
+    pub size: u64,
+    /// The time of the tid that wrote the node (commit time).
+    pub mtime: SystemTime,
+    pub perm: u16,
+    pub nlink: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// A looked-up name: the attributes and how long the kernel may cache them.
+#[derive(Clone, Copy, Debug)]
+pub struct Entry {
+    pub attr: Attr,
+    pub attr_ttl: Duration,
+    pub entry_ttl: Duration,
+}
+
+/// An open file: the handle and the page-cache policy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    /// Immutable content: keep the kernel's page cache across opens.
+    pub keep_cache: bool,
+    /// Changing content or unknown size: bypass the page cache.
+    pub direct_io: bool,
+    /// Nothing to do at close (no FLUSH request per close).
+    pub no_flush: bool,
+}
+
+/// One directory entry offered to the adapter's reply buffer.
+#[derive(Clone, Debug)]
+pub struct DirEntry {
+    pub ino: Ino,
+    /// Pass this offset back to continue after this entry.
+    pub cookie: u64,
+    pub name: String,
+    pub kind: Kind,
+    /// With readdirplus: the entry's attributes (its lookup count is already taken).
+    pub entry: Option<Entry>,
+}
+
+/// `statfs` numbers of the file system holding the storage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StatFs {
+    pub blocks: u64,
+    pub bfree: u64,
+    pub bavail: u64,
+    pub files: u64,
+    pub ffree: u64,
+    pub bsize: u32,
+    pub namelen: u32,
+    pub frsize: u32,
+}
+
+/// Size and time of a node (what attributes need from the engine).
+#[derive(Clone, Copy, Debug)]
+struct Meta {
+    size: u64,
+    tid: Tid,
+}
+
+enum FileHandle {
+    Bytes(Vec<u8>),
+    /// A revision's data, read at the first `read` (a warm `cat` with the page cache
+    /// kept never reads, so its open costs no engine work).
+    Rev(Oid, Tid, Mutex<Option<Arc<Vec<u8>>>>),
+    Segment(SegmentBytes),
+}
+
+/// An open directory. Listing `transactions/` scans segments: the handle keeps the scan
+/// so that consecutive readdir calls continue it instead of starting over.
+struct DirHandle {
+    node: Node,
+    txns: Mutex<Option<TxnCursor>>,
+}
+
+struct TxnCursor {
+    /// The offset the next readdir call passes if it continues this scan.
+    next_offset: u64,
+    iter: TxnSummaries,
+    /// The summary the last call could not fit.
+    pending: Option<TxnSummary>,
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Lookup,
+    Getattr,
+    Open,
+    Read,
+    Readdir,
+}
+const OPS: [&str; 5] = ["lookup", "getattr", "open", "read", "readdir"];
+
+#[derive(Default)]
+struct Counters {
+    count: [AtomicU64; 5],
+    nanos: [AtomicU64; 5],
+    read_bytes: AtomicU64,
+    refusals: AtomicU64,
+    errors: AtomicU64,
+    txn_cache_hits: AtomicU64,
+    txn_cache_misses: AtomicU64,
+}
+
+struct Timer<'a>(&'a Counters, Op, Instant);
+impl Drop for Timer<'_> {
+    fn drop(&mut self) {
+        let i = self.1 as usize;
+        self.0.count[i].fetch_add(1, Ordering::Relaxed);
+        self.0.nanos[i].fetch_add(self.2.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    }
+}
+
+/// The mounted tree over one storage. `Send + Sync`: every method takes `&self`.
+pub struct Fs {
+    storage: Storage,
+    inodes: Mutex<Inodes>,
+    files: Mutex<HashMap<u64, Arc<FileHandle>>>,
+    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    next_fh: AtomicU64,
+    txns: Mutex<VecDeque<Arc<TxnView>>>,
+    uid: u32,
+    gid: u32,
+    started: SystemTime,
+    counters: Counters,
+}
+
+fn tid_time(t: Tid, fallback: SystemTime) -> SystemTime {
+    let s = t.to_unix();
+    if t == Tid::ZERO || !s.is_finite() || s < 0.0 {
+        return fallback;
+    }
+    UNIX_EPOCH + Duration::from_secs_f64(s)
+}
+
+fn esc(b: &[u8]) -> String {
+    b.escape_ascii().to_string()
+}
+
+fn opt_tid(t: Option<Tid>) -> String {
+    t.map_or("-".into(), |t| t.to_string())
+}
+
+fn no_such(what: impl std::fmt::Display) -> FsError {
+    FsError::not_found(format!("{what}: no such name (names are 16 lowercase hex digits; see README)"))
+}
+
+impl Fs {
+    pub fn new(storage: Storage) -> Fs {
+        // SAFETY: getuid/getgid cannot fail and touch no memory.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Fs {
+            storage,
+            inodes: Mutex::new(Inodes::new()),
+            files: Mutex::new(HashMap::new()),
+            dirs: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            txns: Mutex::new(VecDeque::new()),
+            uid,
+            gid,
+            started: SystemTime::now(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    fn timer(&self, op: Op) -> Timer<'_> {
+        Timer(&self.counters, op, Instant::now())
+    }
+
+    /// Count a failure that the adapter is about to return (for `stats`).
+    pub fn note_error(&self, e: &FsError) {
+        let c = if e.errno == libc::EROFS || e.errno == libc::EPERM || e.errno == libc::EXDEV {
+            &self.counters.refusals
+        } else {
+            &self.counters.errors
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The inode of `head/` if the kernel knows it (for invalidating head entries).
+    pub fn head_ino(&self) -> Option<Ino> {
+        self.inodes.lock().unwrap().peek(Node::HeadDir)
+    }
+
+    pub fn node(&self, ino: Ino) -> FsResult<Node> {
+        self.inodes
+            .lock()
+            .unwrap()
+            .node(ino)
+            .ok_or_else(|| FsError::new(libc::ESTALE, format!("inode {} is no longer known", ino.0)))
+    }
+
+    /// A readable path of a node for messages.
+    pub fn describe(&self, ino: Ino) -> String {
+        self.node(ino).map_or_else(|_| format!("inode {}", ino.0), |n| n.to_string().trim_end_matches('/').to_string())
+    }
+
+    // ---------------------------------------------------------------------------
+    // Names.
+
+    /// Look `name` up in `parent`; counts one kernel lookup of the result.
+    pub fn lookup(&self, parent: Ino, name: &str) -> FsResult<Entry> {
+        let _t = self.timer(Op::Lookup);
+        let pnode = self.node(parent)?;
+        let (node, meta) = self.resolve(pnode, name)?;
+        let ino = self.inodes.lock().unwrap().lookup(node);
+        Ok(self.entry(pnode, node, ino, meta))
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.inodes.lock().unwrap().forget(ino, n);
+    }
+
+    fn entry(&self, parent: Node, node: Node, ino: Ino, meta: Meta) -> Entry {
+        // Names in head/ and in the chain's directories point at other nodes after a
+        // commit, rotation or merge; elsewhere a name always means the same node.
+        let entry_ttl = match parent {
+            Node::HeadDir | Node::SegmentsDir | Node::SegDir(_) => SHORT_TTL,
+            _ => LONG_TTL,
+        };
+        let attr_ttl = if node.is_immutable() { LONG_TTL } else { SHORT_TTL };
+        Entry { attr: self.attr(node, ino, meta), attr_ttl, entry_ttl }
+    }
+
+    fn attr(&self, node: Node, ino: Ino, meta: Meta) -> Attr {
+        let (kind, perm, nlink) = if node.is_dir() { (Kind::Dir, 0o555, 2) } else { (Kind::File, 0o444, 1) };
+        Attr {
+            ino,
+            kind,
+            size: meta.size,
+            mtime: tid_time(meta.tid, self.started),
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+        }
+    }
+
+    /// The child `name` of `parent`, with its size and time.
+    fn resolve(&self, parent: Node, name: &str) -> FsResult<(Node, Meta)> {
+        let s = &self.storage;
+        let child = match parent {
+            Node::Root => match name {
+                "README" => Node::Readme,
+                "head" => Node::HeadDir,
+                "history" => Node::HistoryDir,
+                "transactions" => Node::TxnsDir,
+                "segments" => Node::SegmentsDir,
+                "stats" => Node::Stats,
+                _ => {
+                    let t = parse_at(name).ok_or_else(|| no_such(name))?;
+                    self.check_at(name, t)?;
+                    Node::AtDir(t)
+                }
+            },
+            Node::HeadDir | Node::AtDir(_) => {
+                let at = if let Node::AtDir(t) = parent { t } else { Tid::MAX };
+                if name == "at" {
+                    return Ok(if at == Tid::MAX { Node::HeadAt } else { Node::AtAt(at) })
+                        .and_then(|n| Ok((n, self.meta(n)?)));
+                }
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                match s.stat_at(oid, at)? {
+                    Some(r) if !r.deleted => return Ok((Node::Rev(oid, r.tid), Meta { size: r.size, tid: r.tid })),
+                    _ => return Err(FsError::not_found(format!("{name}: no such object (in {parent})"))),
+                }
+            }
+            Node::HistoryDir => {
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                let tid = s.current_tid(oid)?.ok_or_else(|| no_such(format!("history/{name}")))?;
+                return Ok((Node::HistoryOid(oid), Meta { size: 0, tid }));
+            }
+            Node::HistoryOid(oid) => {
+                let (t, deleted) = parse_hex_maybe_deleted(name).ok_or_else(|| no_such(name))?;
+                match s.stat_at(oid, Tid(t))? {
+                    Some(r) if r.tid == Tid(t) && r.deleted == deleted => return Ok(rev_node(&r)),
+                    _ => return Err(no_such(format!("history/{oid}/{name}"))),
+                }
+            }
+            Node::TxnsDir => {
+                let t = Tid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                self.txn(t)?;
+                Node::TxnDir(t)
+            }
+            Node::TxnDir(t) => {
+                if name == "info" {
+                    Node::TxnInfo(t)
+                } else {
+                    let (o, deleted) = parse_hex_maybe_deleted(name).ok_or_else(|| no_such(name))?;
+                    let txn = self.txn(t)?;
+                    let r = txn.records.iter().find(|r| r.oid == Oid(o) && r.deleted == deleted);
+                    return r.map(rev_node).ok_or_else(|| no_such(format!("transactions/{t}/{name}")));
+                }
+            }
+            Node::SegmentsDir => {
+                let n = parse_segment(name).ok_or_else(|| no_such(name))?;
+                self.seg_info(n)?;
+                Node::SegDir(n)
+            }
+            Node::SegDir(n) => match name {
+                "info" => Node::SegInfo(n),
+                "txns" => Node::SegTxns(n),
+                "data" => Node::SegData(n),
+                _ => {
+                    let (o, deleted) = parse_hex_maybe_deleted(name).ok_or_else(|| no_such(name))?;
+                    return match s.segment_record(n, Oid(o))? {
+                        Some(r) if r.deleted == deleted => Ok(rev_node(&r)),
+                        _ => Err(no_such(format!("segments/{n}/{name}"))),
+                    };
+                }
+            },
+            _ => return Err(FsError::new(libc::ENOTDIR, format!("{parent} is not a directory"))),
+        };
+        Ok((child, self.meta(child)?))
+    }
+
+    /// `@<tid>` must lie within the retained history: not older than the oldest retained
+    /// transaction, not newer than head.
+    fn check_at(&self, name: &str, t: Tid) -> FsResult<()> {
+        let s = &self.storage;
+        let last = s.last_tid();
+        // A merge keeps only the states at the ends of what it merged: states strictly
+        // inside are gone.
+        if let Some((_, end, seg)) = s.history_gaps()?.into_iter().find(|(lo, hi, _)| *lo < t && t < *hi) {
+            return Err(FsError::not_found(format!(
+                "{name}: that history was merged into {seg} (exact states from {end} on); see segments/"
+            )));
+        }
+        match s.first_tid() {
+            Some(first) if t >= first && t <= last => Ok(()),
+            Some(first) => Err(FsError::not_found(format!(
+                "{name}: outside the retained history {first}..{last} (see head/at and transactions/)"
+            ))),
+            None => Err(FsError::not_found(format!("{name}: the storage has no transactions yet"))),
+        }
+    }
+
+    fn txn(&self, t: Tid) -> FsResult<Arc<TxnView>> {
+        {
+            let c = self.txns.lock().unwrap();
+            if let Some(x) = c.iter().find(|x| x.tid == t) {
+                self.counters.txn_cache_hits.fetch_add(1, Ordering::Relaxed);
+                return Ok(x.clone());
+            }
+        }
+        self.counters.txn_cache_misses.fetch_add(1, Ordering::Relaxed);
+        let x = Arc::new(self.storage.transaction(t)?.ok_or_else(|| no_such(format!("transactions/{t}")))?);
+        let mut c = self.txns.lock().unwrap();
+        if c.len() >= TXN_CACHE {
+            c.pop_front();
+        }
+        c.push_back(x.clone());
+        Ok(x)
+    }
+
+    fn seg_info(&self, n: SegmentName) -> FsResult<SegmentInfo> {
+        self.storage
+            .segments()?
+            .into_iter()
+            .find(|s| s.name == n)
+            .ok_or_else(|| FsError::not_found(format!("segments/{n}: not in the chain (merged away?); ls segments/")))
+    }
+
+    /// Size and time of `node` (errors if it has vanished, e.g. merged away).
+    fn meta(&self, node: Node) -> FsResult<Meta> {
+        let s = &self.storage;
+        let last = s.last_tid();
+        let m = |size: u64, tid: Tid| Ok(Meta { size, tid });
+        match node {
+            Node::Root | Node::HeadDir | Node::HistoryDir | Node::TxnsDir | Node::SegmentsDir | Node::Stats => {
+                m(0, last)
+            }
+            Node::Readme => m(README.len() as u64, Tid::ZERO),
+            Node::HeadAt => m(17, last),
+            Node::AtDir(t) => m(0, t),
+            Node::AtAt(t) => m(17, t),
+            Node::Rev(o, t) | Node::Deleted(o, t) => match s.stat_at(o, t)? {
+                Some(r) if r.tid == t && r.deleted == matches!(node, Node::Deleted(..)) => m(r.size, t),
+                _ => Err(FsError::not_found(format!("revision {t} of {o} is no longer retained (merged away)"))),
+            },
+            Node::HistoryOid(o) => {
+                m(0, s.current_tid(o)?.ok_or_else(|| no_such(format!("history/{o}: no retained revisions")))?)
+            }
+            Node::TxnDir(t) => self.txn(t).map(|_| Meta { size: 0, tid: t }),
+            Node::TxnInfo(t) => m(render_txn_info(&*self.txn(t)?).len() as u64, t),
+            Node::SegDir(n) | Node::SegTxns(n) => m(0, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO)),
+            Node::SegInfo(n) => {
+                let i = self.seg_info(n)?;
+                m(render_seg_info(&i).len() as u64, i.last_tid.unwrap_or(Tid::ZERO))
+            }
+            Node::SegData(n) => {
+                let i = self.seg_info(n)?;
+                m(s.segment_bytes(n)?.file_len()?, i.last_tid.unwrap_or(Tid::ZERO))
+            }
+        }
+    }
+
+    /// Attributes of `ino` and how long they may be cached.
+    pub fn getattr(&self, ino: Ino) -> FsResult<(Attr, Duration)> {
+        let _t = self.timer(Op::Getattr);
+        let node = self.node(ino)?;
+        let meta = self.meta(node)?;
+        let ttl = if node.is_immutable() { LONG_TTL } else { SHORT_TTL };
+        Ok((self.attr(node, ino, meta), ttl))
+    }
+
+    // ---------------------------------------------------------------------------
+    // Files.
+
+    /// Open a file for reading (any write access is refused with EROFS).
+    pub fn open(&self, ino: Ino, write: bool) -> FsResult<Opened> {
+        let _t = self.timer(Op::Open);
+        let node = self.node(ino)?;
+        if write {
+            return Err(refuse(Refusal::Write("open for writing"), &node.to_string()));
+        }
+        let s = &self.storage;
+        let (handle, keep_cache) = match node {
+            Node::Rev(o, t) => (FileHandle::Rev(o, t, Mutex::new(None)), true),
+            Node::Deleted(..) => (FileHandle::Bytes(Vec::new()), true),
+            Node::Readme => (FileHandle::Bytes(README.as_bytes().to_vec()), true),
+            Node::HeadAt => (FileHandle::Bytes(format!("{}\n", s.last_tid()).into_bytes()), false),
+            Node::AtAt(t) => (FileHandle::Bytes(format!("{t}\n").into_bytes()), true),
+            Node::Stats => (FileHandle::Bytes(self.render_stats()?.into_bytes()), false),
+            Node::TxnInfo(t) => (FileHandle::Bytes(render_txn_info(&*self.txn(t)?).into_bytes()), true),
+            Node::SegInfo(n) => (FileHandle::Bytes(render_seg_info(&self.seg_info(n)?).into_bytes()), false),
+            Node::SegTxns(n) => {
+                let mut out = String::new();
+                for x in s.segment_txn_summaries(n)? {
+                    let x = x?;
+                    out.push_str(&format!("{} {} {}\n", x.tid, x.objects, x.bytes));
+                }
+                (FileHandle::Bytes(out.into_bytes()), false)
+            }
+            Node::SegData(n) => {
+                let b = s.segment_bytes(n)?;
+                // A sealed segment never changes; the active one grows.
+                let sealed = b.state == SegmentState::Past;
+                (FileHandle::Segment(b), sealed)
+            }
+            _ => return Err(FsError::new(libc::EISDIR, format!("{node} is a directory"))),
+        };
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.files.lock().unwrap().insert(fh, Arc::new(handle));
+        Ok(Opened { fh, keep_cache, direct_io: !keep_cache, no_flush: true })
+    }
+
+    /// At most `size` bytes at `offset` (fewer at the end; never more than asked).
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let _t = self.timer(Op::Read);
+        let h = self.files.lock().unwrap().get(&fh).cloned();
+        let h = h.ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh} is not open")))?;
+        let slice = |b: &[u8]| {
+            let start = (offset.min(b.len() as u64)) as usize;
+            let end = start + (size as usize).min(b.len() - start);
+            b[start..end].to_vec()
+        };
+        let out = match &*h {
+            FileHandle::Bytes(b) => slice(b),
+            FileHandle::Rev(o, t, cell) => {
+                let mut c = cell.lock().unwrap();
+                let data = match &*c {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = match self.storage.revision(*o, *t)? {
+                            Some(r) if r.data.is_some() => Arc::new(r.data.unwrap_or_default()),
+                            _ => return Err(FsError::not_found(format!("revision {t} of {o} is no longer retained"))),
+                        };
+                        *c = Some(d.clone());
+                        d
+                    }
+                };
+                drop(c);
+                slice(&data)
+            }
+            FileHandle::Segment(seg) => {
+                let mut buf = vec![0u8; size as usize];
+                let n = seg.read_at(&mut buf, offset)?;
+                buf.truncate(n);
+                buf
+            }
+        };
+        self.counters.read_bytes.fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.files.lock().unwrap().remove(&fh);
+    }
+
+    // ---------------------------------------------------------------------------
+    // Directories.
+
+    pub fn opendir(&self, ino: Ino) -> FsResult<u64> {
+        let node = self.node(ino)?;
+        if !node.is_dir() {
+            return Err(FsError::new(libc::ENOTDIR, format!("{node} is not a directory")));
+        }
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.dirs.lock().unwrap().insert(fh, Arc::new(DirHandle { node, txns: Mutex::new(None) }));
+        Ok(fh)
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.dirs.lock().unwrap().remove(&fh);
+    }
+
+    /// Offer the entries of directory `ino` after `offset` to `add`, in order, until
+    /// `add` returns true (buffer full; that entry was not taken). With `plus`, each
+    /// taken entry (except `.` and `..`) carries its attributes and counts as a lookup.
+    pub fn readdir(
+        &self,
+        ino: Ino,
+        fh: u64,
+        offset: u64,
+        plus: bool,
+        add: &mut dyn FnMut(&DirEntry) -> bool,
+    ) -> FsResult<()> {
+        let _t = self.timer(Op::Readdir);
+        let dir = self.dirs.lock().unwrap().get(&fh).cloned();
+        let dir = match dir {
+            Some(d) => d,
+            None => Arc::new(DirHandle { node: self.node(ino)?, txns: Mutex::new(None) }),
+        };
+        let node = dir.node;
+        let mut e = Emit { fs: self, dir: node, ino, plus, add };
+        let fixed: &[&str] = match node {
+            Node::Root => &[".", "..", "README", "head", "history", "transactions", "segments", "stats"],
+            Node::HeadDir | Node::AtDir(_) => &[".", "..", "at"],
+            Node::TxnDir(_) => &[".", "..", "info"],
+            Node::SegDir(_) => &[".", "..", "info", "txns", "data"],
+            _ => &[".", ".."],
+        };
+        // Fixed entries first: cookie i + 1.
+        let mut start_key = 0u64;
+        if offset <= RESERVED {
+            for (i, name) in fixed.iter().enumerate().skip(offset as usize) {
+                let cookie = i as u64 + 1;
+                let ok = match *name {
+                    "." | ".." => e.offer_dot(cookie, name),
+                    _ => {
+                        let (child, meta) = self.resolve(node, name)?;
+                        e.offer(cookie, name.to_string(), child, || Ok(meta))?
+                    }
+                };
+                if !ok {
+                    return Ok(());
+                }
+            }
+        } else {
+            start_key = offset - RESERVED;
+        }
+        let s = &self.storage;
+        match node {
+            Node::HeadDir | Node::AtDir(_) => {
+                let at = if let Node::AtDir(t) = node { t } else { Tid::MAX };
+                let mut key = start_key;
+                loop {
+                    let page = s.list(Oid(key), at, PAGE)?;
+                    for o in &page {
+                        let meta = Meta { size: o.size, tid: o.tid };
+                        if !e.keyed(o.oid.0, o.oid.to_string(), Node::Rev(o.oid, o.tid), || Ok(meta))? {
+                            return Ok(());
+                        }
+                    }
+                    match page.last() {
+                        Some(l) if page.len() == PAGE && l.oid.0 < u64::MAX => key = l.oid.0 + 1,
+                        _ => return Ok(()),
+                    }
+                }
+            }
+            Node::HistoryDir => {
+                let mut key = start_key;
+                loop {
+                    let page = s.list_oids(Oid(key), PAGE)?;
+                    for &o in &page {
+                        let meta = || {
+                            let tid = s.current_tid(o)?.unwrap_or(Tid::ZERO);
+                            Ok(Meta { size: 0, tid })
+                        };
+                        if !e.keyed(o.0, o.to_string(), Node::HistoryOid(o), meta)? {
+                            return Ok(());
+                        }
+                    }
+                    match page.last() {
+                        Some(l) if page.len() == PAGE && l.0 < u64::MAX => key = l.0 + 1,
+                        _ => return Ok(()),
+                    }
+                }
+            }
+            Node::HistoryOid(o) => {
+                // One object's retained revisions (bounded by what merging keeps).
+                let mut h = s.history(o)?;
+                h.reverse();
+                for r in h.into_iter().filter(|r| r.tid.0 >= start_key) {
+                    let st = RevStat { oid: o, tid: r.tid, size: r.size, deleted: r.deleted };
+                    let (child, meta) = rev_node(&st);
+                    if !e.keyed(r.tid.0, rev_name(r.tid.0, r.deleted), child, || Ok(meta))? {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            Node::TxnsDir => {
+                let mut cur = dir.txns.lock().unwrap();
+                let resume = matches!(&*cur, Some(c) if c.next_offset == offset);
+                if !resume {
+                    *cur =
+                        Some(TxnCursor { next_offset: offset, iter: s.txn_summaries(Tid(start_key)), pending: None });
+                }
+                let c = cur.as_mut().expect("set above");
+                loop {
+                    let x = match c.pending.take() {
+                        Some(x) => x,
+                        None => match c.iter.next() {
+                            Some(x) => x?,
+                            None => return Ok(()),
+                        },
+                    };
+                    let meta = Meta { size: 0, tid: x.tid };
+                    if !e.keyed(x.tid.0, x.tid.to_string(), Node::TxnDir(x.tid), || Ok(meta))? {
+                        c.pending = Some(x);
+                        return Ok(());
+                    }
+                    c.next_offset = x.tid.0.saturating_add(RESERVED + 1);
+                }
+            }
+            Node::TxnDir(t) => {
+                let txn = self.txn(t)?;
+                let mut recs: Vec<&RevStat> = txn.records.iter().filter(|r| r.oid.0 >= start_key).collect();
+                recs.sort_by_key(|r| r.oid);
+                for r in recs {
+                    let (child, meta) = rev_node(r);
+                    if !e.keyed(r.oid.0, rev_name(r.oid.0, r.deleted), child, || Ok(meta))? {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            Node::SegmentsDir => {
+                for i in s.segments()?.into_iter().filter(|i| i.name.first >= start_key) {
+                    let meta = Meta { size: 0, tid: i.last_tid.unwrap_or(Tid::ZERO) };
+                    if !e.keyed(i.name.first, i.name.to_string(), Node::SegDir(i.name), || Ok(meta))? {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            Node::SegDir(n) => {
+                let mut key = start_key;
+                loop {
+                    let page = s.segment_records(n, Oid(key), PAGE)?;
+                    for r in &page {
+                        let (child, meta) = rev_node(r);
+                        if !e.keyed(r.oid.0, rev_name(r.oid.0, r.deleted), child, || Ok(meta))? {
+                            return Ok(());
+                        }
+                    }
+                    match page.last() {
+                        Some(l) if page.len() == PAGE && l.oid.0 < u64::MAX => key = l.oid.0 + 1,
+                        _ => return Ok(()),
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+
+    // ---------------------------------------------------------------------------
+    // The file system and status files.
+
+    /// The real numbers of the file system holding the storage.
+    pub fn statfs(&self) -> FsResult<StatFs> {
+        let dir = self.storage.dir();
+        let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| FsError::new(libc::EINVAL, "storage path holds a NUL byte"))?;
+        // SAFETY: `c` is a valid NUL-terminated path; `st` is a plain C struct that
+        // statvfs fills in completely on success.
+        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(FsError::new(e.raw_os_error().unwrap_or(libc::EIO), format!("statvfs {}: {e}", dir.display())));
+        }
+        Ok(StatFs {
+            blocks: st.f_blocks,
+            bfree: st.f_bfree,
+            bavail: st.f_bavail,
+            files: st.f_files,
+            ffree: st.f_ffree,
+            bsize: st.f_bsize as u32,
+            namelen: st.f_namemax as u32,
+            frsize: st.f_frsize as u32,
+        })
+    }
+
+    fn render_stats(&self) -> FsResult<String> {
+        let s = &self.storage;
+        let st = s.stats()?;
+        let c = &self.counters;
+        let mut out = String::new();
+        let mut line = |k: &str, v: String| out.push_str(&format!("{k}: {v}\n"));
+        line("last_tid", st.last_tid.to_string());
+        line("objects", s.count_objects()?.to_string());
+        line("max_oid", st.max_oid.map_or("-".into(), |o| o.to_string()));
+        line("segments", st.segments.to_string());
+        line("bytes", st.bytes.to_string());
+        line("transactions", st.transactions.to_string());
+        line("records", st.records.to_string());
+        line("commits", st.commits.to_string());
+        line("conflicts", st.conflicts.to_string());
+        let merge = match s.merge_progress() {
+            Some(p) => {
+                let names: Vec<String> = p.inputs.iter().map(|n| n.to_string()).collect();
+                let total = p.bytes_total.load(Ordering::Relaxed).max(1);
+                let pct = p.bytes_done.load(Ordering::Relaxed) * 100 / total;
+                format!("running {} {pct}%", names.join(" "))
+            }
+            None => "idle".into(),
+        };
+        line("merge", merge);
+        line("inodes", self.inodes.lock().unwrap().len().to_string());
+        line("open_files", self.files.lock().unwrap().len().to_string());
+        line("txn_cache_hits", c.txn_cache_hits.load(Ordering::Relaxed).to_string());
+        line("txn_cache_misses", c.txn_cache_misses.load(Ordering::Relaxed).to_string());
+        line("read_bytes", c.read_bytes.load(Ordering::Relaxed).to_string());
+        line("refusals", c.refusals.load(Ordering::Relaxed).to_string());
+        line("errors", c.errors.load(Ordering::Relaxed).to_string());
+        for (i, name) in OPS.iter().enumerate() {
+            let n = c.count[i].load(Ordering::Relaxed);
+            let ns = c.nanos[i].load(Ordering::Relaxed);
+            let mean = if n == 0 { 0.0 } else { ns as f64 / n as f64 / 1000.0 };
+            line(name, format!("{n} requests, mean {mean:.1} us"));
+        }
+        Ok(out)
+    }
+}
+
+/// The node and meta of a retained record.
+fn rev_node(r: &RevStat) -> (Node, Meta) {
+    let node = if r.deleted { Node::Deleted(r.oid, r.tid) } else { Node::Rev(r.oid, r.tid) };
+    (node, Meta { size: if r.deleted { 0 } else { r.size }, tid: r.tid })
+}
+
+fn render_txn_info(t: &TxnView) -> String {
+    format!(
+        "tid: {}\ntime: {}\nuser: {}\ndescription: {}\nextension: {}\nobjects: {}\nbytes: {}\nsegment: {}\n",
+        t.tid,
+        t.tid.iso8601(),
+        esc(&t.meta.user),
+        esc(&t.meta.description),
+        esc(&t.meta.extension),
+        t.records.len(),
+        t.bytes,
+        t.segment
+    )
+}
+
+fn render_seg_info(i: &SegmentInfo) -> String {
+    let state = match i.state {
+        SegmentState::Active => "active",
+        SegmentState::Past => "past",
+    };
+    let mut out = format!(
+        "name: {}\nstate: {state}\nprevious: {}\nfirst_tid: {}\nlast_tid: {}\nbytes: {}\ntransactions: {}\n\
+         records: {}\npath: {}\n",
+        i.name,
+        i.prev.as_deref().unwrap_or("-"),
+        opt_tid(i.first_tid),
+        opt_tid(i.last_tid),
+        i.bytes,
+        i.transactions,
+        i.records,
+        i.path.display()
+    );
+    // What an append merge put behind this segment's own data, newest data first.
+    for a in &i.appended {
+        let as_of = match a.as_of {
+            crate::types::AsOf::Source => "source-end",
+            crate::types::AsOf::Target => "target-end",
+        };
+        out.push_str(&format!(
+            "appended: {} as of {as_of}, tids {}..{}, {} transactions, {} records\n",
+            a.source,
+            opt_tid(a.first_tid),
+            opt_tid(a.last_tid),
+            a.transactions,
+            a.records
+        ));
+    }
+    out
+}
+
+/// Feeds one readdir reply.
+struct Emit<'a> {
+    fs: &'a Fs,
+    dir: Node,
+    ino: Ino,
+    plus: bool,
+    add: &'a mut dyn FnMut(&DirEntry) -> bool,
+}
+
+impl Emit<'_> {
+    fn offer_dot(&mut self, cookie: u64, name: &str) -> bool {
+        let ino = if name == "." { self.ino } else { Ino::ROOT };
+        let entry = self.plus.then(|| {
+            let attr = self.fs.attr(Node::Root, ino, Meta { size: 0, tid: Tid::ZERO });
+            Entry { attr, attr_ttl: SHORT_TTL, entry_ttl: SHORT_TTL }
+        });
+        !(self.add)(&DirEntry { ino, cookie, name: name.to_string(), kind: Kind::Dir, entry })
+    }
+
+    /// Offer an entry; false when the buffer is full.
+    fn offer(
+        &mut self,
+        cookie: u64,
+        name: String,
+        node: Node,
+        meta: impl FnOnce() -> FsResult<Meta>,
+    ) -> FsResult<bool> {
+        let kind = if node.is_dir() { Kind::Dir } else { Kind::File };
+        if !self.plus {
+            // Plain readdir: d_ino is informational; unknown nodes get no inode.
+            let ino = self.fs.inodes.lock().unwrap().peek(node).unwrap_or(Ino(u64::MAX));
+            return Ok(!(self.add)(&DirEntry { ino, cookie, name, kind, entry: None }));
+        }
+        let meta = meta()?;
+        let ino = self.fs.inodes.lock().unwrap().lookup(node);
+        let entry = self.fs.entry(self.dir, node, ino, meta);
+        let taken = !(self.add)(&DirEntry { ino, cookie, name, kind, entry: Some(entry) });
+        if !taken {
+            self.fs.forget(ino, 1);
+        }
+        Ok(taken)
+    }
+
+    /// Offer the entry with key `key` (cookie key + RESERVED + 1); false when full or
+    /// when the key is too large to have a cookie (keys above u64::MAX - 17 are
+    /// reachable by lookup only).
+    fn keyed(&mut self, key: u64, name: String, node: Node, meta: impl FnOnce() -> FsResult<Meta>) -> FsResult<bool> {
+        match key.checked_add(RESERVED + 1) {
+            Some(cookie) => self.offer(cookie, name, node, meta),
+            None => Ok(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,168 @@
+//! The nodes of the mounted tree and the spelling of their names. A node is what an
+//! inode stands for; the same node always gets the same inode while the kernel knows it.
+
+use crate::types::{parse_iso8601, Oid, SegmentName, Tid};
+
+/// One node of the tree. Revision content (`head/<oid>`, `@<tid>/<oid>`,
+/// `history/<oid>/<tid>`, `transactions/<tid>/<oid>`, `segments/<name>/<oid>`) is keyed
+/// by (oid, tid) wherever it is reached, so a revision has one inode and its page cache
+/// is shared. Issue 5 adds the writable `txn/` nodes and `merge` here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Node {
+    Root,
+    Readme,
+    Stats,
+    HeadDir,
+    HeadAt,
+    AtDir(Tid),
+    AtAt(Tid),
+    /// The data `tid` stored for `oid` (immutable).
+    Rev(Oid, Tid),
+    /// The deletion of `oid` by `tid`: an empty file named `<tid>.deleted` / `<oid>.deleted`.
+    Deleted(Oid, Tid),
+    HistoryDir,
+    HistoryOid(Oid),
+    TxnsDir,
+    TxnDir(Tid),
+    TxnInfo(Tid),
+    SegmentsDir,
+    SegDir(SegmentName),
+    SegInfo(SegmentName),
+    SegTxns(SegmentName),
+    SegData(SegmentName),
+}
+
+impl Node {
+    pub fn is_dir(self) -> bool {
+        matches!(
+            self,
+            Node::Root
+                | Node::HeadDir
+                | Node::AtDir(_)
+                | Node::HistoryDir
+                | Node::HistoryOid(_)
+                | Node::TxnsDir
+                | Node::TxnDir(_)
+                | Node::SegmentsDir
+                | Node::SegDir(_)
+        )
+    }
+
+    /// Whether what this node shows can never change (a retained revision, a snapshot,
+    /// a committed transaction). Such nodes get long TTLs and keep the page cache.
+    pub fn is_immutable(self) -> bool {
+        matches!(
+            self,
+            Node::Readme
+                | Node::AtDir(_)
+                | Node::AtAt(_)
+                | Node::Rev(..)
+                | Node::Deleted(..)
+                | Node::TxnDir(_)
+                | Node::TxnInfo(_)
+        )
+    }
+}
+
+/// A path that reaches the node (revisions are shown under `history/`).
+impl std::fmt::Display for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Node::Root => write!(f, "/"),
+            Node::Readme => write!(f, "/README"),
+            Node::Stats => write!(f, "/stats"),
+            Node::HeadDir => write!(f, "/head"),
+            Node::HeadAt => write!(f, "/head/at"),
+            Node::AtDir(t) => write!(f, "/@{t}"),
+            Node::AtAt(t) => write!(f, "/@{t}/at"),
+            Node::Rev(o, t) => write!(f, "/history/{o}/{t}"),
+            Node::Deleted(o, t) => write!(f, "/history/{o}/{t}.deleted"),
+            Node::HistoryDir => write!(f, "/history"),
+            Node::HistoryOid(o) => write!(f, "/history/{o}"),
+            Node::TxnsDir => write!(f, "/transactions"),
+            Node::TxnDir(t) => write!(f, "/transactions/{t}"),
+            Node::TxnInfo(t) => write!(f, "/transactions/{t}/info"),
+            Node::SegmentsDir => write!(f, "/segments"),
+            Node::SegDir(n) => write!(f, "/segments/{n}"),
+            Node::SegInfo(n) => write!(f, "/segments/{n}/info"),
+            Node::SegTxns(n) => write!(f, "/segments/{n}/txns"),
+            Node::SegData(n) => write!(f, "/segments/{n}/data"),
+        }
+    }
+}
+
+/// A name that is exactly 16 lowercase hex digits (other spellings are not aliases).
+pub fn parse_hex(name: &str) -> Option<u64> {
+    let ok = name.len() == 16 && name.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    ok.then(|| u64::from_str_radix(name, 16).ok()).flatten()
+}
+
+/// `<hex>` or `<hex>.deleted`: the number and whether the suffix was there.
+pub fn parse_hex_maybe_deleted(name: &str) -> Option<(u64, bool)> {
+    match name.strip_suffix(".deleted") {
+        Some(h) => parse_hex(h).map(|v| (v, true)),
+        None => parse_hex(name).map(|v| (v, false)),
+    }
+}
+
+/// `@<tid>` or `@<ISO-8601 UTC time>` (e.g. `@2026-11-21T11:20:30Z`): the tid it names.
+pub fn parse_at(name: &str) -> Option<Tid> {
+    let rest = name.strip_prefix('@')?;
+    if let Some(t) = parse_hex(rest) {
+        return Some(Tid(t));
+    }
+    // Only something that looks like a date is tried as a time.
+    if rest.len() >= 10 && rest.as_bytes()[4] == b'-' {
+        return parse_iso8601(rest).map(Tid::from_unix);
+    }
+    None
+}
+
+/// A segment directory name: exactly as `fs2 info` spells it (`seg-000001`).
+pub fn parse_segment(name: &str) -> Option<SegmentName> {
+    let s: SegmentName = name.parse().ok()?;
+    (s.to_string() == name).then_some(s)
+}
+
+/// A revision's file name in a listing keyed by `key`: `<key>` or `<key>.deleted`.
+pub fn rev_name(key: u64, deleted: bool) -> String {
+    if deleted {
+        format!("{key:016x}.deleted")
+    } else {
+        format!("{key:016x}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_names_parse() {
+        assert_eq!(parse_hex("00000000000000ff"), Some(255));
+        for bad in ["ff", "00000000000000FF", "0x00000000000000ff", "000000000000000ff", "+0000000000000ff", ""] {
+            assert_eq!(parse_hex(bad), None, "{bad}");
+        }
+        assert_eq!(parse_hex_maybe_deleted("0000000000000001.deleted"), Some((1, true)));
+        assert_eq!(parse_hex_maybe_deleted("0000000000000001.Deleted"), None);
+        assert_eq!(parse_at("@00000000000000ff"), Some(Tid(255)));
+        assert_eq!(parse_at("@2000-01-01T00:00:00Z"), Some(Tid(0x0331_6200_0000_0000)));
+        assert_eq!(parse_at("@ff"), None);
+        assert_eq!(parse_at("@yesterday"), None);
+        assert_eq!(parse_at("0000000000000001"), None);
+        assert_eq!(parse_segment("seg-000001"), Some(SegmentName::single(1)));
+        assert_eq!(parse_segment("seg-000001-000003"), Some(SegmentName { first: 1, last: 3 }));
+        assert_eq!(parse_segment("seg-1"), None);
+        assert_eq!(parse_segment("seg-000001.fs2"), None);
+        assert_eq!(rev_name(2, true), "0000000000000002.deleted");
+    }
+
+    #[test]
+    fn immutable_nodes_are_the_revision_keyed_ones() {
+        assert!(Node::Rev(Oid(1), Tid(2)).is_immutable());
+        assert!(!Node::HeadAt.is_immutable());
+        assert!(!Node::HeadDir.is_immutable());
+        assert!(Node::TxnDir(Tid(1)).is_dir());
+        assert!(!Node::SegData(SegmentName::single(1)).is_dir());
+    }
+}

@@ -1,0 +1,362 @@
+//! The fs layer without the kernel: names, attributes, contents, listings and
+//! refusals, compared with the engine's answers.
+
+use super::*;
+use crate::Options;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    fs: Fs,
+    tids: Vec<Tid>,
+}
+
+/// Three transactions in a past segment, two in the active one; oid 3 deleted.
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::create(dir.path(), Options { sync: false, ..Options::default() }).unwrap();
+    let mut tids = Vec::new();
+    let mut commit = |stores: &[(u64, &[u8])], deletes: &[u64]| {
+        let mut t = s.begin();
+        for (o, d) in stores {
+            t.store(Oid(*o), d).unwrap();
+        }
+        for o in deletes {
+            t.delete(Oid(*o)).unwrap();
+        }
+        t.set_user(b"tester");
+        t.set_description(b"a \"test\"\n");
+        tids.push(t.commit().unwrap());
+    };
+    commit(&[(1, b"one"), (2, b"two"), (3, b"three")], &[]);
+    commit(&[(2, b"TWO")], &[]);
+    commit(&[(1, b"ONE!")], &[]);
+    s.rotate().unwrap();
+    commit(&[], &[3]);
+    commit(&[(4, b"four")], &[]);
+    Fixture { _dir: dir, fs: Fs::new(s), tids }
+}
+
+fn path(fs: &Fs, p: &str) -> FsResult<Entry> {
+    let mut ino = Ino::ROOT;
+    let mut last = None;
+    for part in p.split('/').filter(|x| !x.is_empty()) {
+        let e = fs.lookup(ino, part)?;
+        ino = e.attr.ino;
+        last = Some(e);
+    }
+    Ok(last.expect("a non-empty path"))
+}
+
+fn cat(fs: &Fs, p: &str) -> FsResult<Vec<u8>> {
+    let e = path(fs, p)?;
+    let o = fs.open(e.attr.ino, false)?;
+    let mut out = Vec::new();
+    loop {
+        let b = fs.read(o.fh, out.len() as u64, 3)?;
+        if b.is_empty() {
+            break;
+        }
+        assert!(b.len() <= 3, "never more than asked");
+        out.extend(b);
+    }
+    fs.release(o.fh);
+    Ok(out)
+}
+
+/// Names of a directory, read in calls that take at most `per_call` entries each.
+fn ls(fs: &Fs, p: &str, per_call: usize, plus: bool) -> Vec<String> {
+    let ino = if p.is_empty() { Ino::ROOT } else { path(fs, p).unwrap().attr.ino };
+    let fh = fs.opendir(ino).unwrap();
+    let mut names = Vec::new();
+    let mut offset = 0;
+    loop {
+        let mut got = Vec::new();
+        fs.readdir(ino, fh, offset, plus, &mut |e| {
+            if got.len() == per_call {
+                return true;
+            }
+            assert_eq!(e.entry.is_some(), plus);
+            got.push((e.cookie, e.name.clone()));
+            false
+        })
+        .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        offset = got.last().unwrap().0;
+        names.extend(got.into_iter().map(|g| g.1));
+    }
+    fs.releasedir(fh);
+    names.retain(|n| n != "." && n != "..");
+    names
+}
+
+fn errno(r: FsResult<impl std::fmt::Debug>) -> i32 {
+    r.expect_err("should be refused").errno
+}
+
+#[test]
+fn root_head_and_at_show_the_engine_state() {
+    let f = fixture();
+    let fs = &f.fs;
+    let last = *f.tids.last().unwrap();
+    assert_eq!(ls(fs, "", 100, true), ["README", "head", "history", "transactions", "segments", "stats"]);
+    assert_eq!(cat(fs, "head/at").unwrap(), format!("{last}\n").as_bytes());
+    assert_eq!(ls(fs, "head", 100, true), ["at", "0000000000000001", "0000000000000002", "0000000000000004"]);
+    for o in [1u64, 2, 4] {
+        let want = fs.storage().load(Oid(o)).unwrap().unwrap();
+        let p = format!("head/{}", Oid(o));
+        assert_eq!(cat(fs, &p).unwrap(), want.1);
+        let e = path(fs, &p).unwrap();
+        assert_eq!(e.attr.size, want.1.len() as u64);
+        assert_eq!(e.attr.mtime, tid_time(want.0, UNIX_EPOCH));
+        assert_eq!(e.entry_ttl, SHORT_TTL, "head names change on commit");
+        assert_eq!(e.attr_ttl, LONG_TTL, "a revision never changes");
+    }
+    assert_eq!(errno(path(fs, "head/0000000000000003")), libc::ENOENT, "deleted");
+    let at = format!("@{}", f.tids[1]);
+    assert_eq!(cat(fs, &format!("{at}/at")).unwrap(), format!("{}\n", f.tids[1]).as_bytes());
+    assert_eq!(ls(fs, &at, 2, false), ["at", "0000000000000001", "0000000000000002", "0000000000000003"]);
+    assert_eq!(cat(fs, &format!("{at}/0000000000000001")).unwrap(), b"one");
+    assert_eq!(cat(fs, &format!("{at}/0000000000000002")).unwrap(), b"TWO");
+    // The same revision has one inode wherever it is reached.
+    let a = path(fs, &format!("{at}/0000000000000002")).unwrap().attr.ino;
+    let b = path(fs, &format!("history/0000000000000002/{}", f.tids[1])).unwrap().attr.ino;
+    assert_eq!(a, b);
+    // An ISO time resolves to the state at that time.
+    let iso = format!("@{}", f.tids[1].iso8601());
+    let t: Tid = String::from_utf8(cat(fs, &format!("{iso}/at")).unwrap()).unwrap().trim().parse().unwrap();
+    assert!((t.to_unix() - f.tids[1].to_unix()).abs() < 2e-6, "microsecond precision");
+    let want = fs.storage().load_at(Oid(2), t).unwrap().unwrap().1;
+    assert_eq!(cat(fs, &format!("{iso}/0000000000000002")).unwrap(), want);
+}
+
+#[test]
+fn malformed_missing_and_out_of_range_names_are_enoent() {
+    let f = fixture();
+    let fs = &f.fs;
+    let last = *f.tids.last().unwrap();
+    for p in [
+        "nothing",
+        "head/1",
+        "head/000000000000000A",
+        "head/0x00000000000001",
+        "head/00000000000000010",
+        "head/0000000000000009",
+        "@123",
+        "@tomorrow",
+        "history/0000000000000009",
+        "history/0000000000000001/0000000000000001",
+        "transactions/0000000000000001",
+        "segments/seg-1",
+        "segments/seg-000009",
+        "segments/seg-000001/0000000000000004",
+    ] {
+        assert_eq!(errno(path(fs, p)), libc::ENOENT, "{p}");
+    }
+    assert_eq!(errno(path(fs, &format!("@{}", Tid(last.0 + 1)))), libc::ENOENT, "newer than head");
+    assert_eq!(errno(path(fs, &format!("@{}", Tid(f.tids[0].0 - 1)))), libc::ENOENT, "older than retained");
+    assert_eq!(errno(path(fs, "README/x")), libc::ENOTDIR);
+}
+
+#[test]
+fn history_transactions_and_segments() {
+    let f = fixture();
+    let fs = &f.fs;
+    let t = &f.tids;
+    assert_eq!(
+        ls(fs, "history", 1, true),
+        ["0000000000000001", "0000000000000002", "0000000000000003", "0000000000000004"]
+    );
+    assert_eq!(ls(fs, "history/0000000000000003", 1, true), [t[0].to_string(), format!("{}.deleted", t[3])]);
+    assert_eq!(cat(fs, &format!("history/0000000000000003/{}.deleted", t[3])).unwrap(), b"");
+    assert_eq!(errno(path(fs, &format!("history/0000000000000003/{}", t[3]))), libc::ENOENT);
+    let all: Vec<String> = t.iter().map(|x| x.to_string()).collect();
+    assert_eq!(ls(fs, "transactions", 1, true), all);
+    assert_eq!(ls(fs, "transactions", 2, false), all);
+    assert_eq!(ls(fs, &format!("transactions/{}", t[3]), 10, true), ["info", "0000000000000003.deleted"]);
+    let info = String::from_utf8(cat(fs, &format!("transactions/{}/info", t[0])).unwrap()).unwrap();
+    assert!(info.contains(&format!("tid: {}\n", t[0])), "{info}");
+    assert!(info.contains("user: tester\n") && info.contains("description: a \\\"test\\\"\\n\n"), "{info}");
+    assert!(info.contains("objects: 3\n") && info.contains("segment: seg-000001\n"), "{info}");
+    assert_eq!(cat(fs, &format!("transactions/{}/0000000000000002", t[1])).unwrap(), b"TWO");
+
+    let segs = fs.storage().segments().unwrap();
+    assert_eq!(ls(fs, "segments", 1, true), ["seg-000001", "seg-000002"]);
+    assert_eq!(
+        ls(fs, "segments/seg-000001", 2, true),
+        ["info", "txns", "data", "0000000000000001", "0000000000000002", "0000000000000003"]
+    );
+    assert_eq!(
+        ls(fs, "segments/seg-000002", 10, true),
+        ["info", "txns", "data", "0000000000000003.deleted", "0000000000000004"]
+    );
+    assert_eq!(cat(fs, "segments/seg-000001/0000000000000001").unwrap(), b"ONE!");
+    assert_eq!(cat(fs, "segments/seg-000001/data").unwrap(), std::fs::read(&segs[0].path).unwrap());
+    let txns = String::from_utf8(cat(fs, "segments/seg-000001/txns").unwrap()).unwrap();
+    assert_eq!(txns.lines().count(), 3);
+    assert!(txns.starts_with(&format!("{} 3 ", t[0])), "{txns}");
+    let info = String::from_utf8(cat(fs, "segments/seg-000002/info").unwrap()).unwrap();
+    assert!(info.contains("state: active\n") && info.contains("previous: seg-000001.fs2\n"), "{info}");
+    let stats = String::from_utf8(cat(fs, "stats").unwrap()).unwrap();
+    assert!(stats.contains("objects: 3\n") && stats.contains("segments: 2\n"), "{stats}");
+}
+
+#[test]
+fn listings_page_through_the_engine_with_stable_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::create(dir.path(), Options { sync: false, ..Options::default() }).unwrap();
+    let mut t = s.begin();
+    for o in 0..(3 * PAGE as u64 + 7) {
+        t.store(Oid(o * 3), &o.to_le_bytes()).unwrap();
+    }
+    t.commit().unwrap();
+    let fs = Fs::new(s);
+    let one_pass = ls(&fs, "head", usize::MAX, true);
+    assert_eq!(one_pass.len(), 3 * PAGE + 8);
+    assert_eq!(ls(&fs, "head", 5, true), one_pass);
+    assert_eq!(ls(&fs, "head", 1, false), one_pass);
+    // A resumed listing continues by key: an object created meanwhile at a larger oid
+    // appears, one at a smaller oid does not shift anything.
+    let head = path(&fs, "head").unwrap().attr.ino;
+    let fh = fs.opendir(head).unwrap();
+    let mut first = Vec::new();
+    fs.readdir(head, fh, 0, false, &mut |e| {
+        first.push((e.cookie, e.name.clone()));
+        first.len() > 10
+    })
+    .unwrap();
+    let mut t = fs.storage().begin();
+    t.store(Oid(1), b"new small").unwrap();
+    t.commit().unwrap();
+    let mut rest = Vec::new();
+    fs.readdir(head, fh, first.last().unwrap().0, false, &mut |e| {
+        rest.push(e.name.clone());
+        false
+    })
+    .unwrap();
+    assert_eq!(rest[0], Oid(10 * 3 - 3 * 2).to_string());
+    assert!(!rest.contains(&Oid(1).to_string()));
+}
+
+#[test]
+fn readdirplus_counts_lookups_only_for_taken_entries() {
+    let f = fixture();
+    let fs = &f.fs;
+    let head = path(fs, "head").unwrap().attr.ino;
+    let fh = fs.opendir(head).unwrap();
+    let mut taken = Vec::new();
+    fs.readdir(head, fh, 0, true, &mut |e| {
+        if taken.len() == 4 {
+            return true; // refuse the 5th entry
+        }
+        taken.push(e.clone());
+        false
+    })
+    .unwrap();
+    // ., .., at, oid 1 taken; oid 2 offered and refused.
+    let one = taken[3].ino;
+    assert_eq!(taken[3].name, "0000000000000001");
+    let two = fs.storage().load(Oid(2)).unwrap().unwrap().0;
+    assert_eq!(fs.inodes.lock().unwrap().peek(Node::Rev(Oid(2), two)), None, "a refused entry holds no inode");
+    fs.forget(one, 1);
+    assert_eq!(fs.node(one).unwrap_err().errno, libc::ESTALE, "forgotten after its one lookup");
+}
+
+#[test]
+fn writes_are_refused_and_damage_is_eio() {
+    let f = fixture();
+    let fs = &f.fs;
+    let e = path(fs, "head/0000000000000001").unwrap();
+    assert_eq!(errno(fs.open(e.attr.ino, true)), libc::EROFS);
+    // Damage a record in the sealed segment: reads fail with EIO, never wrong bytes.
+    let segs = fs.storage().segments().unwrap();
+    let mut bytes = std::fs::read(&segs[0].path).unwrap();
+    let at = bytes.windows(4).position(|w| w == b"ONE!").unwrap();
+    bytes[at] = b'X';
+    std::fs::write(&segs[0].path, &bytes).unwrap();
+    assert_eq!(errno(cat(fs, "segments/seg-000001/0000000000000001")), libc::EIO);
+    assert_eq!(errno(cat(fs, "head/0000000000000001")), libc::EIO);
+}
+
+#[test]
+fn statfs_reports_the_real_disk() {
+    let f = fixture();
+    let st = f.fs.statfs().unwrap();
+    assert!(st.blocks > 0 && st.bsize > 0 && st.namelen > 0);
+}
+
+#[test]
+fn snapshots_inside_merged_history_are_enoent() {
+    let f = fixture();
+    let fs = &f.fs;
+    let s = fs.storage();
+    s.rotate().unwrap();
+    let mut t = s.begin();
+    t.store(Oid(2), b"late").unwrap();
+    let late = t.commit().unwrap();
+    s.merge(&crate::merge::Policy::All).unwrap();
+    let merged = s.segments().unwrap()[0].clone();
+    assert!(merged.name.first < merged.name.last, "{}", merged.name);
+    let end = merged.last_tid.unwrap();
+    for inside in [f.tids[0], f.tids[1], Tid(end.0 - 1)] {
+        assert_eq!(errno(path(fs, &format!("@{inside}"))), libc::ENOENT, "{inside}");
+    }
+    assert_eq!(cat(fs, &format!("@{end}/0000000000000002")).unwrap(), b"TWO");
+    assert_eq!(cat(fs, &format!("@{late}/0000000000000002")).unwrap(), b"late");
+}
+
+#[test]
+fn immutable_files_keep_the_page_cache_and_status_files_bypass_it() {
+    let f = fixture();
+    let fs = &f.fs;
+    let open = |p: &str| {
+        let o = fs.open(path(fs, p).unwrap().attr.ino, false).unwrap();
+        fs.release(o.fh);
+        (o.keep_cache, o.direct_io)
+    };
+    let keep = (true, false);
+    let direct = (false, true);
+    assert_eq!(open("head/0000000000000001"), keep);
+    assert_eq!(open(&format!("history/0000000000000003/{}.deleted", f.tids[3])), keep);
+    assert_eq!(open(&format!("transactions/{}/info", f.tids[0])), keep);
+    assert_eq!(open("segments/seg-000001/data"), keep, "a sealed segment never changes");
+    assert_eq!(open("segments/seg-000002/data"), direct, "the active segment grows");
+    for p in ["head/at", "stats", "segments/seg-000001/info", "segments/seg-000001/txns"] {
+        assert_eq!(open(p), direct, "{p}");
+    }
+    let (attr, ttl) = fs.getattr(path(fs, "head/at").unwrap().attr.ino).unwrap();
+    assert_eq!((attr.size, ttl), (17, SHORT_TTL));
+    let rev = path(fs, "head/0000000000000004").unwrap().attr.ino;
+    assert_eq!(fs.getattr(rev).unwrap().1, LONG_TTL);
+}
+
+/// A segment with an appended region (semi-sequential merge): its listings, per-oid
+/// files and `info` cover the region; states inside the source's range are gone, the
+/// state at the source's end is exact.
+#[test]
+fn segments_with_appended_regions() {
+    let f = fixture();
+    let fs = &f.fs;
+    let s = fs.storage();
+    s.rotate().unwrap(); // seg 2 (tids 3, 4) is past now; seg 3 is active
+    let names = |n: u64| crate::SegmentName::single(n);
+    let append = crate::merge::Strategy::Append(crate::AsOf::Source);
+    s.merge_with(&crate::merge::Policy::Named(vec![names(1), names(2)]), append).unwrap().unwrap();
+    assert_eq!(ls(fs, "segments", 1, false), ["seg-000002", "seg-000003"]);
+    let txns = String::from_utf8(cat(fs, "segments/seg-000002/txns").unwrap()).unwrap();
+    let listed: Vec<&str> = txns.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    let want: Vec<String> = f.tids.iter().map(|t| t.to_string()).collect();
+    assert_eq!(listed, want, "seg 1's transactions (each keeps a newest record), then seg 2's");
+    assert_eq!(txns.lines().next().unwrap().split(' ').nth(1), Some("1"), "of the first, only oid 3 is left");
+    assert_eq!(cat(fs, "segments/seg-000002/0000000000000001").unwrap(), b"ONE!", "from the appended region");
+    assert_eq!(cat(fs, "segments/seg-000002/0000000000000004").unwrap(), b"four");
+    let info = String::from_utf8(cat(fs, "segments/seg-000002/info").unwrap()).unwrap();
+    assert!(info.contains("appended: seg-000001 as of source-end"), "{info}");
+    assert_eq!(errno(path(fs, &format!("@{}", f.tids[1]))), libc::ENOENT, "inside seg 1's range");
+    assert_eq!(cat(fs, &format!("@{}/0000000000000002", f.tids[2])).unwrap(), b"TWO", "seg 1's end");
+    assert_eq!(cat(fs, &format!("@{}/0000000000000003", f.tids[2])).unwrap(), b"three");
+    let data = cat(fs, "segments/seg-000002/data").unwrap();
+    let g = &s.segments().unwrap()[0];
+    assert_eq!(data, std::fs::read(&g.path).unwrap(), "data is the file, appended region included");
+}

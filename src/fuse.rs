@@ -1,0 +1,481 @@
+//! The fuser adapter: one method per FUSE operation, translating requests to the `fs`
+//! layer and its answers to replies. Caching policy: immutable files are opened with
+//! `FOPEN_KEEP_CACHE` and long TTLs, changing ones with `FOPEN_DIRECT_IO`; `head/`
+//! entries are invalidated after each commit by a notifier thread (never from a request
+//! handler: the kernel can deadlock against one).
+
+use crate::fs::{Attr, Fs, FsError, Ino, Kind, Refusal};
+use crate::Storage;
+use fuser::{
+    AccessFlags, BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
+    INodeNo, InitFlags, KernelConfig, LockOwner, MountOption, Notifier, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr,
+    ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
+};
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime};
+
+/// How to mount.
+#[derive(Clone, Debug, Default)]
+pub struct MountOptions {
+    /// A read-only mount (kernel `ro`; issue 5's `txn/` is hidden there).
+    pub read_only: bool,
+    /// Let other users in (default: the owner only).
+    pub allow_other: bool,
+}
+
+/// The fuser `Filesystem` over an [`Fs`].
+pub struct FuseFs {
+    fs: Arc<Fs>,
+}
+
+impl FuseFs {
+    pub fn new(fs: Arc<Fs>) -> FuseFs {
+        FuseFs { fs }
+    }
+
+    /// Log a failure once (what to do instead is in the message) and turn it into an errno.
+    fn fail(&self, op: &str, e: FsError) -> Errno {
+        self.fs.note_error(&e);
+        if e.errno == libc::EIO {
+            log::error!("{op}: {e}");
+        } else if e.is_loud() {
+            log::warn!("{op}: {e}");
+        } else {
+            log::info!("{op}: {e}");
+        }
+        Errno::from_i32(e.errno)
+    }
+
+    fn refuse(&self, r: Refusal, what: String) -> Errno {
+        let e = crate::fs::refuse(r, &what);
+        self.fail("fs2 mount", e)
+    }
+
+    fn name_of(&self, parent: INodeNo, name: &OsStr) -> String {
+        format!("{}/{}", self.fs.describe(Ino(parent.0)), name.to_string_lossy())
+    }
+}
+
+fn file_attr(a: &Attr) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(a.ino.0),
+        size: a.size,
+        blocks: a.size.div_ceil(512),
+        atime: a.mtime,
+        mtime: a.mtime,
+        ctime: a.mtime,
+        crtime: a.mtime,
+        kind: match a.kind {
+            Kind::Dir => FileType::Directory,
+            Kind::File => FileType::RegularFile,
+        },
+        perm: a.perm,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        rdev: 0,
+        blksize: 4096,
+        flags: 0,
+    }
+}
+
+impl Filesystem for FuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        // READDIRPLUS_AUTO: the kernel asks for attributes while the reader also stats
+        // the entries (`ls -l`), plain names otherwise (`ls | wc -l` of a million objects
+        // then creates no kernel inode, and no inode here, per entry).
+        // ATOMIC_O_TRUNC: `echo x > file` arrives as one open(O_TRUNC), not open + setattr.
+        for cap in [
+            InitFlags::FUSE_DO_READDIRPLUS,
+            InitFlags::FUSE_READDIRPLUS_AUTO,
+            InitFlags::FUSE_PARALLEL_DIROPS,
+            InitFlags::FUSE_ATOMIC_O_TRUNC,
+        ] {
+            if let Err(missing) = config.add_capabilities(cap) {
+                log::info!("the kernel does not offer {missing:?}");
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        let Some(n) = name.to_str() else {
+            return reply.error(self.fail("lookup", FsError::not_found("names are ASCII")));
+        };
+        match self.fs.lookup(Ino(parent.0), n) {
+            Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(self.fail("lookup", e)),
+        }
+    }
+
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.fs.forget(Ino(ino.0), nlookup);
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr(Ino(ino.0)) {
+            Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
+            Err(e) => reply.error(self.fail("getattr", e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        mode: Option<u32>,
+        uid: Option<u32>,
+        gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        let what = self.fs.describe(Ino(ino.0));
+        let r = if mode.is_some() {
+            Refusal::Owner("chmod")
+        } else if uid.is_some() || gid.is_some() {
+            Refusal::Owner("chown")
+        } else if size.is_some() {
+            Refusal::Write("truncate")
+        } else {
+            Refusal::Write("set times of")
+        };
+        reply.error(self.refuse(r, what));
+    }
+
+    fn mknod(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
+        reply.error(self.refuse(Refusal::Write("mknod"), self.name_of(p, name)));
+    }
+
+    fn mkdir(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
+        reply.error(self.refuse(Refusal::Write("mkdir"), self.name_of(p, name)));
+    }
+
+    fn unlink(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.refuse(Refusal::Write("unlink"), self.name_of(p, name)));
+    }
+
+    fn rmdir(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        reply.error(self.refuse(Refusal::Write("rmdir"), self.name_of(p, name)));
+    }
+
+    fn symlink(&self, _req: &Request, p: INodeNo, name: &OsStr, _target: &Path, reply: ReplyEntry) {
+        reply.error(self.refuse(Refusal::Link("symlink"), self.name_of(p, name)));
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        p: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.refuse(Refusal::Rename { same_dir: p == newparent }, self.name_of(p, name)));
+    }
+
+    fn link(&self, _req: &Request, _ino: INodeNo, p: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        reply.error(self.refuse(Refusal::Link("link"), self.name_of(p, name)));
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
+        match self.fs.open(Ino(ino.0), write) {
+            Ok(o) => {
+                let mut f = FopenFlags::empty();
+                if o.keep_cache {
+                    f |= FopenFlags::FOPEN_KEEP_CACHE;
+                }
+                if o.direct_io {
+                    f |= FopenFlags::FOPEN_DIRECT_IO;
+                }
+                if o.no_flush {
+                    f |= FopenFlags::FOPEN_NOFLUSH;
+                }
+                reply.opened(FileHandle(o.fh), f)
+            }
+            Err(e) => reply.error(self.fail("open", e)),
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.fs.read(fh.0, offset, size) {
+            Ok(b) => reply.data(&b),
+            Err(e) => reply.error(self.fail("read", e)),
+        }
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        reply.error(self.refuse(Refusal::Write("write"), self.fs.describe(Ino(ino.0))));
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(fh.0);
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        match self.fs.opendir(Ino(ino.0)) {
+            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Err(e) => reply.error(self.fail("opendir", e)),
+        }
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let kind = |k| if k == Kind::Dir { FileType::Directory } else { FileType::RegularFile };
+        let r = self.fs.readdir(Ino(ino.0), fh.0, offset, false, &mut |e| {
+            reply.add(INodeNo(e.ino.0), e.cookie, kind(e.kind), &e.name)
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("readdir", e)),
+        }
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        let r = self.fs.readdir(Ino(ino.0), fh.0, offset, true, &mut |e| {
+            let entry = e.entry.expect("readdirplus entries carry attributes");
+            // One TTL for both: the shorter (a head name must not outlive a commit).
+            let ttl = entry.entry_ttl.min(entry.attr_ttl);
+            reply.add(INodeNo(e.ino.0), e.cookie, &e.name, &ttl, &file_attr(&entry.attr), Generation(0))
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("readdirplus", e)),
+        }
+    }
+
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        self.fs.releasedir(fh.0);
+        reply.ok();
+    }
+
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        match self.fs.statfs() {
+            Ok(s) => reply.statfs(s.blocks, s.bfree, s.bavail, s.files, s.ffree, s.bsize, s.namelen, s.frsize),
+            Err(e) => reply.error(self.fail("statfs", e)),
+        }
+    }
+
+    // No extended attributes: ENOSYS makes the kernel stop asking (cheaper `ls -l`).
+    fn setxattr(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _name: &OsStr,
+        _value: &[u8],
+        _flags: i32,
+        _position: u32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
+        reply.error(Errno::ENOSYS);
+    }
+
+    fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
+        if mask.contains(AccessFlags::W_OK) {
+            return reply.error(self.refuse(Refusal::Write("write access to"), self.fs.describe(Ino(ino.0))));
+        }
+        reply.ok();
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        p: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        reply.error(self.refuse(Refusal::Write("create"), self.name_of(p, name)));
+    }
+
+    fn fallocate(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _offset: u64,
+        _length: u64,
+        _mode: i32,
+        reply: ReplyEmpty,
+    ) {
+        reply.error(self.refuse(Refusal::Write("fallocate"), self.fs.describe(Ino(ino.0))));
+    }
+}
+
+/// The session configuration: owner-only unless `allow_other`; the FSName names the
+/// storage (`fs2:<dir>`, how tests and `fs2 umount` find the mount).
+pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
+    let mut c = Config::default();
+    let dir = storage.dir().display().to_string().replace([',', ' ', '\\'], "_");
+    c.mount_options = vec![
+        MountOption::FSName(format!("fs2:{dir}")),
+        MountOption::Subtype("fs2".into()),
+        MountOption::NoDev,
+        MountOption::NoSuid,
+        MountOption::NoAtime,
+    ];
+    if opts.read_only {
+        c.mount_options.push(MountOption::RO);
+    }
+    c.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
+    c.n_threads = Some(2);
+    c
+}
+
+/// Invalidate the kernel's `head/<oid>` entries after each commit, until `stop`.
+/// Runs in its own thread: never inside a request handler.
+pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
+    let rx = fs.storage().subscribe();
+    std::thread::Builder::new().name("fs2-notify".into()).spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            let ev = match rx.recv_timeout(Duration::from_millis(100)) {
+                Ok(ev) => ev,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+            };
+            // Only names the kernel may have cached need it (it knows head/ then).
+            let Some(head) = fs.head_ino() else { continue };
+            for oid in ev.oids {
+                // ENOENT = not cached: nothing to do.
+                let _ = notifier.inval_entry(INodeNo(head.0), OsStr::new(&oid.to_string()));
+            }
+        }
+    })
+}
+
+/// A mount served by background threads (tests, benchmarks). Dropping it unmounts
+/// (lazily if the mount is busy) and stops the threads.
+pub struct Mounted {
+    session: Option<BackgroundSession>,
+    stop: Arc<AtomicBool>,
+    notify: Option<JoinHandle<()>>,
+    pub mountpoint: PathBuf,
+    pub fs: Arc<Fs>,
+}
+
+/// Mount `storage` on `mountpoint` in background threads.
+pub fn spawn(storage: Storage, mountpoint: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
+    let fs = Arc::new(Fs::new(storage));
+    let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config(fs.storage(), opts))?;
+    let notifier = session.notifier();
+    let session = session.spawn()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let notify = spawn_notifier(fs.clone(), notifier, stop.clone())?;
+    Ok(Mounted { session: Some(session), stop, notify: Some(notify), mountpoint: mountpoint.to_path_buf(), fs })
+}
+
+impl Mounted {
+    /// Unmount and wait for the session to end.
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        self.finish()
+    }
+
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.notify.take() {
+            let _ = t.join();
+        }
+        match self.session.take() {
+            Some(s) => s.umount_and_join().inspect_err(|_| {
+                // Busy: detach now; the kernel ends the session when the last user leaves.
+                let _ = lazy_unmount(&self.mountpoint);
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Err(e) = self.finish() {
+            log::warn!("unmount {}: {e} (detached lazily)", self.mountpoint.display());
+        }
+    }
+}
+
+fn cpath(p: &Path) -> std::io::Result<std::ffi::CString> {
+    std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)
+}
+
+/// `umount2(path, flags)`.
+pub fn umount2(path: &Path, flags: i32) -> std::io::Result<()> {
+    let c = cpath(path)?;
+    // SAFETY: `c` is a valid NUL-terminated path for the duration of the call.
+    if unsafe { libc::umount2(c.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// Detach a mount now even if busy (`umount -l`).
+pub fn lazy_unmount(path: &Path) -> std::io::Result<()> {
+    umount2(path, libc::MNT_DETACH)
+}

@@ -1,0 +1,121 @@
+//! Real mounts for tests: mount a storage in-process on a temp dir, run real commands
+//! against it (each under `timeout`), unmount in `Drop` (lazily if busy) and check that
+//! nothing is left mounted. A watchdog aborts a hung test after detaching its mount.
+
+use filestorage2::fuse::{self, MountOptions, Mounted};
+use filestorage2::Storage;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// Longest a whole mount test may run before the watchdog detaches and aborts.
+const TEST_LIMIT: Duration = Duration::from_secs(180);
+
+pub struct TestMount {
+    pub storage: Storage,
+    pub root: PathBuf,
+    mounted: Option<Mounted>,
+    watchdog: Option<mpsc::Sender<()>>,
+    _mnt: tempfile::TempDir,
+}
+
+/// Whether real mounts can run here; prints why not.
+pub fn available() -> bool {
+    if !Path::new("/dev/fuse").exists() {
+        eprintln!("SKIPPED: /dev/fuse is missing (real-mount tests need the fuse module)");
+        return false;
+    }
+    true
+}
+
+/// Whether `mountpoint` appears in this process's mount table.
+pub fn is_mounted(mountpoint: &Path) -> bool {
+    let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let want = mountpoint.to_string_lossy().replace(' ', "\\040");
+    table.lines().any(|l| l.split(' ').nth(4) == Some(want.as_str()))
+}
+
+impl TestMount {
+    pub fn new(storage: Storage) -> TestMount {
+        TestMount::with(storage, &MountOptions::default())
+    }
+
+    pub fn with(storage: Storage, opts: &MountOptions) -> TestMount {
+        let mnt = tempfile::tempdir().unwrap();
+        let root = mnt.path().to_path_buf();
+        let mounted = fuse::spawn(storage.clone(), &root, opts).expect("mount");
+        assert!(is_mounted(&root), "the mount shows in /proc/self/mountinfo");
+        let fsname = format!("fs2:{}", storage.dir().display());
+        let table = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(table.contains(&fsname), "found by its FSName {fsname}");
+        let (tx, rx) = mpsc::channel::<()>();
+        let watched = root.clone();
+        std::thread::spawn(move || {
+            if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(TEST_LIMIT) {
+                eprintln!("mount test hung for {TEST_LIMIT:?}: detaching {} and aborting", watched.display());
+                let _ = fuse::lazy_unmount(&watched);
+                std::process::abort();
+            }
+        });
+        TestMount { storage, root, mounted: Some(mounted), watchdog: Some(tx), _mnt: mnt }
+    }
+
+    pub fn path(&self, p: &str) -> PathBuf {
+        self.root.join(p)
+    }
+
+    /// Run `args` in the mount's root under `timeout 30`.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = Command::new("timeout")
+            .args(["-k", "5", "30"])
+            .args(args)
+            .current_dir(&self.root)
+            .output()
+            .expect("run a command");
+        assert_ne!(out.status.code(), Some(124), "{args:?} timed out");
+        out
+    }
+
+    /// Run `args`; it must succeed; its stdout.
+    pub fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        out.stdout
+    }
+
+    /// `sh -c script` in the mount's root; must succeed; stdout as a string.
+    pub fn sh(&self, script: &str) -> String {
+        String::from_utf8(self.ok(&["sh", "-c", script])).unwrap()
+    }
+
+    /// Unmount now (as `Drop` does) and check that it is gone.
+    pub fn unmount(mut self) {
+        self.finish();
+    }
+
+    fn finish(&mut self) {
+        if let Some(m) = self.mounted.take() {
+            if let Err(e) = m.unmount() {
+                eprintln!("unmount {}: {e} (detached lazily)", self.root.display());
+            }
+        }
+        assert!(!is_mounted(&self.root), "{} is still mounted", self.root.display());
+        self.watchdog.take();
+    }
+}
+
+impl Drop for TestMount {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Some(m) = self.mounted.take() {
+                drop(m);
+            }
+            if is_mounted(&self.root) {
+                let _ = fuse::lazy_unmount(&self.root);
+            }
+            return;
+        }
+        self.finish();
+    }
+}
