@@ -97,6 +97,9 @@ enum Cmd {
     },
     /// Measure the engine against this machine's limits (TARGETS.md P1-P7); prints a table.
     Bench(filestorage2::bench::BenchArgs),
+    /// Internal: one workload of the ZODB comparison (contrib/bench/zodb_compare.py).
+    #[command(hide = true)]
+    BenchPeer(filestorage2::bench_peer::PeerArgs),
     /// Build a demo storage with a few transactions (if DIR holds none) and show it.
     Demo {
         #[arg(default_value = "fs2-demo")]
@@ -326,6 +329,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         },
         Cmd::Demo { dir } => demo(&mut out, &dir)?,
         Cmd::Bench(args) => filestorage2::bench::run(&args)?,
+        Cmd::BenchPeer(args) => filestorage2::bench_peer::run(&args)?,
     }
     Ok(())
 }
