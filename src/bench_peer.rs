@@ -226,14 +226,17 @@ fn bulk(a: &PeerArgs) -> Result<Json> {
     let t = Instant::now();
     let s = Storage::create(&a.dir, Options { sync: false, ..Options::default() })?;
     load_all(&s, &p, a.txn_objects)?;
+    let loaded = t.elapsed().as_secs_f64();
     s.sync()?;
+    let synced = t.elapsed().as_secs_f64();
     s.rotate()?;
     let bytes = s.stats()?.bytes;
     drop(s);
     let secs = t.elapsed().as_secs_f64();
     let mut j = Json::default();
     j.put("objects", p.len() as f64).put("seconds", secs).put("obj_per_s", p.len() as f64 / secs);
-    j.put("bytes", bytes as f64);
+    j.put("bytes", bytes as f64).put("commit_seconds", loaded).put("sync_seconds", synced - loaded);
+    j.put("seal_seconds", secs - synced);
     Ok(j)
 }
 
@@ -293,7 +296,9 @@ fn loads(a: &PeerArgs, old: bool) -> Result<Json> {
     }
     let mean = ns(t.elapsed()) / sample.len().max(1) as f64;
     let mut j = Json::default();
-    j.put("loads", sample.len() as f64).put("mean_ns", mean);
+    let timed_mean = lat.iter().sum::<u64>() as f64 / lat.len().max(1) as f64;
+    j.put("loads", sample.len() as f64).put("mean_ns", mean).put("timed_mean_ns", timed_mean);
+    j.put("max_ns", lat.iter().max().copied().unwrap_or(0) as f64);
     put_latency(&mut j, "p50_ns", "p99_ns", &mut lat);
     Ok(j)
 }
