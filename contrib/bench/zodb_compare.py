@@ -803,7 +803,7 @@ def compare(a):
         + [f"- the machine was shared: other builds and benchmarks ran at the same time, so single figures "
            f"are noisy; each figure is the median of {reps} run(s), ZODB and ours alternating",
            f"- command: `{cmd.strip()}` ({elapsed / 60:.1f} min)", "", text, ""]
-        + [f"- {n}" for n in notes]) + "\n"
+        + [f"- {n}" for n in sorted(notes, key=note_order)]) + "\n"
     print(report)
     if not a.no_save:
         res = os.path.join(HERE, "results")
@@ -817,6 +817,12 @@ def compare(a):
     if not a.keep:
         for side in ("zodb", "ours"):
             shutil.rmtree(os.path.join(work, side), ignore_errors=True)
+
+
+def note_order(note):
+    """Notes sorted by the workload number they start with (general ones first)."""
+    digits = note[:len(note) - len(note.lstrip("0123456789"))]
+    return int(digits) if digits else 0
 
 
 class Rows(list):
@@ -887,7 +893,8 @@ def pack_rows(run, reps, a, d, m, p2, zbytes, obytes, notes):
                  f"thread of the same process, as a ZEO server runs it) / merge (ours: start_merge), then 200 idle; "
                  f"the writer stops after {a.pack_cap:.0f} s if the pack/merge has not finished (it then finishes "
                  f"without the writer: `time to finish` includes that); commits during: ZODB "
-                 f"{med(z, 'commits_during'):.0f}, ours {med(o, 'commits_during'):.0f}")
+                 f"{med(z, 'commits_during'):.0f}, ours {med(o, 'commits_during'):.0f} (with few commits, the p99 "
+                 f"is the slowest one)")
     return rows
 
 
@@ -900,7 +907,8 @@ def update_readme(report):
         return
     head, rest = text.split(README_BEGIN, 1)
     _, tail = rest.split(README_END, 1)
-    body = report.split("\n", 2)[2]  # without the title line
+    title, _, body = report.split("\n", 2)
+    body = f"- run of {title.rsplit(', ', 1)[1]}\n" + body
     with open(path, "w") as f:
         f.write(head + README_BEGIN + "\n" + body + README_END + tail)
     log("updated README.md")
