@@ -446,6 +446,9 @@ class Runner:
         else:
             flags = [f for f in flags if f != "--no-index"]
             cmd = [self.fs2, "bench-peer", workload] + flags
+        # Untimed: write back the dirty pages the previous run left (e.g. ZODB's .index at
+        # close), so that this run's fsyncs do not wait for the other side's writeback.
+        os.sync()
         r = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
         if r.returncode != 0:
             raise SystemExit(f"zodb_compare: failed ({r.returncode}): {' '.join(cmd)}")
@@ -801,7 +804,8 @@ def compare(a):
         [f"# ZODB FileStorage vs filestorage2, {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}", ""]
         + [f"- {m}" for m in machine]
         + [f"- the machine was shared: other builds and benchmarks ran at the same time, so single figures "
-           f"are noisy; each figure is the median of {reps} run(s), ZODB and ours alternating",
+           f"are noisy; each figure is the median of {reps} run(s), ZODB and ours alternating, each run in a "
+           f"fresh process after a `sync` (untimed)",
            f"- command: `{cmd.strip()}` ({elapsed / 60:.1f} min)", "", text, ""]
         + [f"- {n}" for n in sorted(notes, key=note_order)]) + "\n"
     print(report)
