@@ -1521,7 +1521,7 @@ fn stat_cpu_ticks(stat: &str) -> Option<(u64, u64)> {
 }
 
 /// A `kB` field of /proc/self/status.
-fn proc_status_kib(field: &str) -> Option<u64> {
+pub(crate) fn proc_status_kib(field: &str) -> Option<u64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
     status_field_kib(&s, field)
 }
@@ -1610,7 +1610,7 @@ fn sorted(v: &[u64]) -> Vec<u64> {
 }
 
 /// Nearest-rank percentile of a sorted slice (0 for an empty one).
-fn percentile(sorted: &[u64], p: f64) -> u64 {
+pub(crate) fn percentile(sorted: &[u64], p: f64) -> u64 {
     if sorted.is_empty() {
         return 0;
     }

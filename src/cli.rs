@@ -128,6 +128,9 @@ enum Cmd {
         #[arg(long)]
         lazy: bool,
     },
+    /// Internal: one workload of the ZODB comparison (contrib/bench/zodb_compare.py).
+    #[command(hide = true)]
+    BenchPeer(filestorage2::bench_peer::PeerArgs),
     /// Build a demo storage with a few transactions (if DIR holds none) and show it.
     Demo {
         #[arg(default_value = DEMO_DIR)]
@@ -377,6 +380,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             w(writeln!(out, "unmounted {}", mountpoint.display()))?;
         }
         Cmd::Bench(args) => filestorage2::bench::run(&args)?,
+        Cmd::BenchPeer(args) => filestorage2::bench_peer::run(&args)?,
     }
     Ok(())
 }

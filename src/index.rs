@@ -28,6 +28,11 @@ pub(crate) enum SealedBytes {
 }
 
 /// The sorted index of one past segment.
+/// Indexes with at least this many entries start a lookup with interpolation steps.
+const INTERPOLATE_FROM: u64 = 64;
+/// Interpolation steps before the binary search takes over (bounds skewed keys' cost).
+const INTERPOLATION_STEPS: usize = 4;
+
 pub(crate) struct SortedIndex {
     count: u64,
     entries: Entries,
@@ -144,18 +149,10 @@ impl SortedIndex {
     }
 
     /// The position of the first entry with oid ≥ `oid`.
+    /// The position of the first entry whose oid is ≥ `oid` (`len()` if none).
     #[inline(always)]
     pub(crate) fn lower_bound(&self, bytes: &SealedBytes, path: &Path, oid: Oid) -> Result<u64> {
-        let (mut lo, mut hi) = (0u64, self.count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if self.get(bytes, path, mid)?.0 < oid {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo)
+        lower_bound(self.count, oid, |i| Ok(self.get(bytes, path, i)?.0))
     }
 }
 
@@ -203,15 +200,92 @@ impl WorkTable {
 
     /// The position of `oid`, if present.
     pub(crate) fn find(&self, oid: Oid) -> Option<u64> {
-        let (mut lo, mut hi) = (0u64, self.count);
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            match self.get(mid).0.cmp(&oid) {
-                std::cmp::Ordering::Less => lo = mid + 1,
-                std::cmp::Ordering::Greater => hi = mid,
-                std::cmp::Ordering::Equal => return Some(mid),
+        let i = lower_bound(self.count, oid, |i| Ok(self.get(i).0)).ok()?;
+        (i < self.count && self.get(i).0 == oid).then_some(i)
+    }
+}
+
+/// The position of the first of `count` sorted keys (`key(i)`) that is ≥ `oid`
+/// (`count` if none).
+///
+/// Oids are dense or spread evenly over 64 bits in most storages, so a few
+/// interpolation steps first (a probe at the oid's proportional position between two
+/// known keys lands next to it: about 4 keys read instead of the ~20 cache misses of a
+/// binary search in 1M entries), then a binary search. Every probe lies in `[lo, hi)`,
+/// so both kinds keep the same invariant (keys before `lo` are < `oid`, keys from `hi`
+/// on are ≥ `oid`) and the result is exact whatever the keys.
+#[inline(always)]
+fn lower_bound(count: u64, oid: Oid, mut key: impl FnMut(u64) -> Result<Oid>) -> Result<u64> {
+    let (mut lo, mut hi) = (0u64, count);
+    if count >= INTERPOLATE_FROM {
+        let (first, last) = (key(0)?, key(count - 1)?);
+        if oid <= first {
+            return Ok(0);
+        }
+        if oid > last {
+            return Ok(count);
+        }
+        // Now key(lo - 1) = `below` < oid and key(hi) = `above` ≥ oid.
+        (lo, hi) = (1, count - 1);
+        let (mut below, mut above) = (first.0, last.0);
+        for _ in 0..INTERPOLATION_STEPS {
+            if lo >= hi {
+                break;
+            }
+            let frac = (oid.0 - below) as u128 * (hi - lo + 1) as u128 / (above - below) as u128;
+            let mid = (lo - 1 + frac as u64).clamp(lo, hi - 1);
+            let k = key(mid)?;
+            if k < oid {
+                (lo, below) = (mid + 1, k.0);
+            } else {
+                (hi, above) = (mid, k.0);
             }
         }
-        None
+    }
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if key(mid)? < oid {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    Ok(lo)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `lower_bound` equals a plain partition point for dense, random, clustered and
+    /// extreme keys, at every probe around every key.
+    #[test]
+    fn lower_bound_is_exact_for_any_key_spread() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let sets: Vec<Vec<u64>> = vec![
+            (5..1005).collect(),
+            (0..2000).map(|_| rnd()).collect(),
+            (0..500).map(|i| i * i * i).chain((0..100).map(|i| u64::MAX - i)).collect(),
+            (0..300).map(|i| if i < 290 { i } else { 1 << (i - 236) }).collect(),
+            vec![0, 1, u64::MAX - 1, u64::MAX],
+        ];
+        for mut keys in sets {
+            keys.sort_unstable();
+            keys.dedup();
+            let idx = SortedIndex::memory(keys.iter().map(|&k| (Oid(k), k)).collect(), Path::new("t"), 0).unwrap();
+            let probes = keys.iter().flat_map(|&k| [k.saturating_sub(1), k, k.saturating_add(1)]).chain([0, u64::MAX]);
+            for p in probes {
+                let want = keys.partition_point(|&k| k < p) as u64;
+                assert_eq!(idx.lower_bound(&SealedBytes::File, Path::new("t"), Oid(p)).unwrap(), want, "probe {p}");
+                let found = idx.find(&SealedBytes::File, Path::new("t"), Oid(p)).unwrap();
+                assert_eq!(found, keys.binary_search(&p).ok().map(|_| p), "probe {p}");
+            }
+        }
     }
 }

@@ -6,6 +6,7 @@
 //! concurrency. The entry point is [`Storage`].
 
 pub mod bench;
+pub mod bench_peer;
 pub mod check;
 pub mod error;
 pub mod format;

@@ -382,16 +382,19 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
     let mut buf = Vec::new();
     let mut pos = start;
     let mut written: Vec<(usize, Written)> = Vec::new();
-    // oid -> (offset, tid) of records earlier in this batch.
+    // oid -> (offset, tid) of records earlier in this batch (kept only while a later
+    // transaction of the batch can read it).
     let mut in_batch: HashMap<Oid, (u64, Tid)> = HashMap::new();
     {
         let v = inner.view.read().unwrap();
         'txns: for (i, p) in batch.iter().enumerate() {
-            for oid in p.writes.keys() {
-                let latest = match in_batch.get(oid) {
-                    Some(&(_, t)) => Some(t),
-                    None => match newest_tid_after(&v, *oid, p.base) {
-                        Ok(t) => t,
+            // One lookup per oid gives both the conflict check and the prev pointer.
+            let mut recs = Vec::with_capacity(p.writes.len());
+            for (oid, data) in &p.writes {
+                let (latest, prev) = match in_batch.get(oid) {
+                    Some(&(off, t)) => (Some(t), off),
+                    None => match newest_record(&v, *oid, p.base) {
+                        Ok(x) => x,
                         Err(e) => {
                             answer(p, Err(e));
                             continue 'txns;
@@ -403,19 +406,6 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
                     answer(p, Err(Error::Conflict { oid: *oid, tid: t }));
                     continue 'txns;
                 }
-            }
-            let mut recs = Vec::with_capacity(p.writes.len());
-            for (oid, data) in &p.writes {
-                let prev = match in_batch.get(oid) {
-                    Some(&(off, _)) => off,
-                    None => match prev_pointer(&v, *oid) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            answer(p, Err(e));
-                            continue 'txns;
-                        }
-                    },
-                };
                 recs.push(RecordToWrite { oid: *oid, prev, data: data.as_deref() });
             }
             let tid = Tid::next_after(w.last_tid);
@@ -430,8 +420,11 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
             let rels = encode_txn(&mut buf, len, tid, w.synced, &p.meta, &recs);
             let entries: Vec<(Oid, Entry)> =
                 recs.iter().zip(rels).map(|(r, rel)| (r.oid, Entry { offset: offset + rel, tid })).collect();
+            let later = i + 1 < batch.len();
             for (oid, e) in &entries {
-                in_batch.insert(*oid, (e.offset, tid));
+                if later {
+                    in_batch.insert(*oid, (e.offset, tid));
+                }
                 inner.next_oid.fetch_max(oid.0.saturating_add(1), Ordering::Relaxed);
             }
             w.last_tid = tid;
@@ -511,34 +504,25 @@ fn preallocate(w: &mut Writer, file: &dyn VFile, need: u64, chunk: u64) -> std::
     Ok(())
 }
 
-/// The tid of `oid`'s newest record if it is newer than `base`. Past segments whose
-/// last tid is ≤ `base` cannot hold such a record, so usually none is searched.
-fn newest_tid_after(v: &View, oid: Oid, base: Tid) -> Result<Option<Tid>> {
+/// `oid`'s newest record before this batch, found with one lookup: its tid where it may
+/// be newer than `base` (the conflict check; `None` means no newer record), and the
+/// prev pointer for a new record of it (its offset in the active segment, 1 if an
+/// earlier segment holds it, 0 if it never existed).
+fn newest_record(v: &View, oid: Oid, base: Tid) -> Result<(Option<Tid>, u64)> {
     if let Some(e) = v.active.as_ref().and_then(|a| a.index.get(&oid)) {
-        return Ok(Some(e.tid));
+        return Ok((Some(e.tid), e.offset));
     }
-    // An empty past segment (a rotation with no commit since the last) has last_tid 0 and
-    // says nothing about older ones: skip it, do not stop at it.
-    for p in v.pasts.iter().filter(|p| p.trailer.txn_count > 0).take_while(|p| p.trailer.last_tid > base) {
-        if let Some(off) = p.find(oid)? {
-            return Ok(Some(p.record(off, oid)?.header.tid));
-        }
-    }
-    Ok(None)
-}
-
-/// The prev pointer for a new record of `oid`: its newest record in the active segment,
-/// 1 if an earlier segment holds it, 0 if it never existed.
-fn prev_pointer(v: &View, oid: Oid) -> Result<u64> {
-    if let Some(e) = v.active.as_ref().and_then(|a| a.index.get(&oid)) {
-        return Ok(e.offset);
-    }
+    // Past segments, newest first; the first one holding `oid` has its newest record. Its
+    // tid matters only if the segment has transactions newer than `base` (an empty past
+    // segment, from a rotation with no commit since the last, holds no oid).
     for p in &v.pasts {
-        if p.find(oid)?.is_some() {
-            return Ok(1);
+        if let Some(off) = p.find(oid)? {
+            let newer = p.trailer.txn_count > 0 && p.trailer.last_tid > base;
+            let tid = if newer { Some(p.record(off, oid)?.header.tid) } else { None };
+            return Ok((tid, 1));
         }
     }
-    Ok(0)
+    Ok((None, 0))
 }
 
 /// Make written transactions visible (index entries first, then `last_tid`, in one
