@@ -354,6 +354,22 @@ impl Filesystem for FuseFs {
         }
     }
 
+    // No ioctls: ENOTTY is what a terminal check (`read` from the clone file) expects,
+    // without a log line per call.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     // No extended attributes: ENOSYS makes the kernel stop asking (cheaper `ls -l`).
     fn setxattr(
         &self,
