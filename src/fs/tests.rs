@@ -477,4 +477,24 @@ fn merge_commands_parse_and_run() {
     let text = String::from_utf8(cat(fs, "merge").unwrap()).unwrap();
     assert!(text.starts_with("merged seg-000001 seg-000002 into "), "{text}");
     assert_eq!(fs.take_vanished().len(), 2, "a copy merge replaces both inputs by a new segment");
+
+    // While a merge runs: `cat merge` shows it and another merge command is EBUSY.
+    let s = fs.storage();
+    for round in 0..2u64 {
+        let mut t = s.begin();
+        for i in 0..20_000u64 {
+            t.store(Oid(100 + i), &[round as u8; 200]).unwrap();
+        }
+        t.commit().unwrap();
+        s.rotate().unwrap();
+    }
+    let h = s.start_merge_with(&Policy::All, Strategy::Copy).unwrap().unwrap();
+    let busy = write_file(fs, "merge", W, b"all");
+    let shown = String::from_utf8(cat(fs, "merge").unwrap()).unwrap();
+    let finished_first = h.is_finished();
+    h.wait().unwrap();
+    if !finished_first {
+        assert_eq!(errno(busy), libc::EBUSY);
+        assert!(shown.starts_with("running seg-000001-000002 seg-000003"), "{shown}");
+    }
 }
