@@ -56,8 +56,9 @@ const REOPENS: usize = 5;
 /// The crash variant of P5 fills the active segment to this fraction of `rotate_size`.
 const CRASH_FILL: (u64, u64) = (15, 16);
 const SEED: u64 = 0x5eed_f500_2bec_0001;
-/// Targets (P1..P10) the bench knows.
-const TARGETS: usize = 10;
+/// Targets (P1..P12) the bench knows (P11/P12: commits through the mount, reported next
+/// to the engine API's).
+const TARGETS: usize = 12;
 /// Past segments of the P7 merge input; each object is in two of them.
 const MERGE_SEGMENTS: usize = 4;
 /// The 6 pairs of P7 segments an object can be written to (older first).
@@ -120,7 +121,11 @@ pub struct BenchArgs {
     /// Objects listed with `ls head | wc -l` for P10 (also run at a tenth of it).
     #[arg(long, default_value_t = 1_000_000)]
     pub mount_ls_objects: u64,
-    /// Run only these targets (comma-separated, e.g. `p1,p4`; p1..p10).
+    /// Durable commits through the mount for P11 (shell loop) and P12 (a Rust client with
+    /// std::fs calls), and through the engine API for comparison.
+    #[arg(long, default_value_t = 300)]
+    pub mount_commits: u64,
+    /// Run only these targets (comma-separated, e.g. `p1,p4`; p1..p12).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]
     pub only: Vec<String>,
     /// Internal: open the storage in DIR, print open time and RSS, exit.
@@ -307,6 +312,9 @@ impl Bench<'_> {
         }
         if sel.has(8) || sel.has(9) || sel.has(10) {
             self.mounted(sel.has(8), sel.has(9), sel.has(10))?;
+        }
+        if sel.has(11) || sel.has(12) {
+            self.mount_commits(sel.has(11), sel.has(12))?;
         }
         Ok(())
     }
@@ -1820,12 +1828,12 @@ mod tests {
     }
 
     #[test]
-    fn selection_takes_p1_to_p10() {
+    fn selection_takes_p1_to_p12() {
         let all = Selection::parse(&[]).unwrap();
-        assert_eq!(all.names(), ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10"]);
+        assert_eq!(all.names(), ["p1", "p2", "p3", "p4", "p5", "p6", "p7", "p8", "p9", "p10", "p11", "p12"]);
         let some = Selection::parse(&["P10".into(), " p2 ".into()]).unwrap();
         assert_eq!(some.names(), ["p2", "p10"]);
-        assert!(Selection::parse(&["p11".into()]).is_err());
+        assert!(Selection::parse(&["p13".into()]).is_err());
         assert!(Selection::parse(&["p0".into()]).is_err());
         assert!(Selection::parse(&["x".into()]).is_err());
     }

@@ -120,6 +120,13 @@ enum Cmd {
         /// Clean a stale mount left at MOUNTPOINT by a killed `fs2 mount`.
         #[arg(long)]
         force: bool,
+        /// Abort a voted transaction (txn/NAME/ctl) that gets no commit or abort within
+        /// this many seconds: a voted transaction holds the storage's commit lock.
+        #[arg(long, default_value_t = 60, value_name = "SECS")]
+        vote_timeout: u64,
+        /// Refuse staged objects larger than this many bytes (EFBIG).
+        #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
+        max_object_size: u64,
     },
     /// Unmount a `fs2 mount` (for scripts).
     Umount {
@@ -371,9 +378,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             None => w(writeln!(out, "retention: {}", open_ro(&dir)?.retention()))?,
         },
         Cmd::Demo { dir } => demo(&mut out, &dir)?,
-        Cmd::Mount { storage, mountpoint, read_only, allow_other, init, force } => {
+        Cmd::Mount { storage, mountpoint, read_only, allow_other, init, force, vote_timeout, max_object_size } => {
             drop(out);
-            mount(&storage, &mountpoint, read_only, allow_other, init, force)?
+            let mopts = filestorage2::fuse::MountOptions {
+                read_only,
+                allow_other,
+                vote_timeout: std::time::Duration::from_secs(vote_timeout),
+                max_object_size,
+            };
+            mount(&storage, &mountpoint, &mopts, init, force)?
         }
         Cmd::Umount { mountpoint, lazy } => {
             filestorage2::mount::umount(&mountpoint, lazy).map_err(|m| fail(1, m))?;
@@ -613,11 +626,11 @@ fn commit(out: &mut impl Write, a: CommitArgs) -> Result<(), Failure> {
 fn mount(
     storage: &Path,
     mp: &Path,
-    read_only: bool,
-    allow_other: bool,
+    mopts: &filestorage2::fuse::MountOptions,
     init: bool,
     force: bool,
 ) -> Result<(), Failure> {
+    let read_only = mopts.read_only;
     let empty = !storage.exists() || std::fs::read_dir(storage).map(|mut d| d.next().is_none()).unwrap_or(false);
     if empty && storage == Path::new(DEMO_DIR) {
         build_demo(storage)?;
@@ -631,9 +644,8 @@ fn mount(
     filestorage2::mount::prepare_mountpoint(mp, force).map_err(|m| fail(1, m))?;
     let opts = if read_only { Options::read_only() } else { Options::default() };
     let s = Storage::open(storage, opts)?;
-    let mopts = filestorage2::fuse::MountOptions { read_only, allow_other };
     let m = mp.display();
-    filestorage2::mount::run(s, mp, &mopts, || {
+    filestorage2::mount::run(s, mp, mopts, || {
         println!(
             "mounted {} at {m} ({}); Ctrl-C or `fs2 umount {m}` unmounts.\n\
              Try, in another terminal:\n  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n  \
@@ -641,7 +653,7 @@ fn mount(
              cp -r {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n  \
              T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned",
             storage.display(),
-            if read_only { "read-only snapshot" } else { "read-only view; the storage stays writable by this process" }
+            if read_only { "read-only snapshot" } else { "writable: mkdir txn/NAME to begin a transaction" }
         );
     })
     .map_err(|msg| fail(1, msg))?;

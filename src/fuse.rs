@@ -4,7 +4,7 @@
 //! entries are invalidated after each commit by a notifier thread (never from a request
 //! handler: the kernel can deadlock against one).
 
-use crate::fs::{Attr, Fs, FsError, Ino, Kind, Refusal};
+use crate::fs::{Attr, Fs, FsError, FsOptions, Ino, Kind, OpenMode, Refusal, WriteDone};
 use crate::Storage;
 use fuser::{
     AccessFlags, BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -20,12 +20,34 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
 /// How to mount.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct MountOptions {
-    /// A read-only mount (kernel `ro`; issue 5's `txn/` is hidden there).
+    /// A read-only mount (kernel `ro`; `txn/` is hidden and `merge` refused there).
     pub read_only: bool,
     /// Let other users in (default: the owner only).
     pub allow_other: bool,
+    /// Abort a voted transaction that gets no commit or abort within this time.
+    pub vote_timeout: Duration,
+    /// Refuse larger staged objects with EFBIG.
+    pub max_object_size: u64,
+}
+
+impl Default for MountOptions {
+    fn default() -> MountOptions {
+        let f = FsOptions::default();
+        MountOptions {
+            read_only: false,
+            allow_other: false,
+            vote_timeout: f.vote_timeout,
+            max_object_size: f.max_object_size,
+        }
+    }
+}
+
+impl MountOptions {
+    pub fn fs_options(&self) -> FsOptions {
+        FsOptions { read_only: self.read_only, vote_timeout: self.vote_timeout, max_object_size: self.max_object_size }
+    }
 }
 
 /// The fuser `Filesystem` over an [`Fs`].
@@ -40,15 +62,7 @@ impl FuseFs {
 
     /// Log a failure once (what to do instead is in the message) and turn it into an errno.
     fn fail(&self, op: &str, e: FsError) -> Errno {
-        self.fs.note_error(&e);
-        if e.errno == libc::EIO {
-            log::error!("{op}: {e}");
-        } else if e.is_loud() {
-            log::warn!("{op}: {e}");
-        } else {
-            log::info!("{op}: {e}");
-        }
-        Errno::from_i32(e.errno)
+        fail(&self.fs, op, e)
     }
 
     fn refuse(&self, r: Refusal, what: String) -> Errno {
@@ -59,6 +73,18 @@ impl FuseFs {
     fn name_of(&self, parent: INodeNo, name: &OsStr) -> String {
         format!("{}/{}", self.fs.describe(Ino(parent.0)), name.to_string_lossy())
     }
+}
+
+fn fail(fs: &Fs, op: &str, e: FsError) -> Errno {
+    fs.note_error(&e);
+    if e.errno == libc::EIO {
+        log::error!("{op}: {e}");
+    } else if e.is_loud() {
+        log::warn!("{op}: {e}");
+    } else {
+        log::info!("{op}: {e}");
+    }
+    Errno::from_i32(e.errno)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -143,16 +169,20 @@ impl Filesystem for FuseFs {
         reply: ReplyAttr,
     ) {
         let what = self.fs.describe(Ino(ino.0));
-        let r = if mode.is_some() {
-            Refusal::Owner("chmod")
+        if mode.is_some() {
+            return reply.error(self.refuse(Refusal::Owner("chmod"), what));
         } else if uid.is_some() || gid.is_some() {
-            Refusal::Owner("chown")
-        } else if size.is_some() {
-            Refusal::Write("truncate")
-        } else {
-            Refusal::Write("set times of")
+            return reply.error(self.refuse(Refusal::Owner("chown"), what));
+        }
+        let r = match size {
+            Some(size) => self.fs.truncate(Ino(ino.0), size),
+            // Times: accepted and ignored on writable files (`touch` of a staged object).
+            None => self.fs.check_write(Ino(ino.0)),
         };
-        reply.error(self.refuse(r, what));
+        match r.and_then(|()| self.fs.getattr(Ino(ino.0))) {
+            Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
+            Err(e) => reply.error(self.fail("setattr", e)),
+        }
     }
 
     fn mknod(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
@@ -160,15 +190,24 @@ impl Filesystem for FuseFs {
     }
 
     fn mkdir(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        reply.error(self.refuse(Refusal::Write("mkdir"), self.name_of(p, name)));
+        match self.fs.mkdir(Ino(p.0), &name.to_string_lossy()) {
+            Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
+            Err(e) => reply.error(self.fail("mkdir", e)),
+        }
     }
 
     fn unlink(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse(Refusal::Write("unlink"), self.name_of(p, name)));
+        match self.fs.unlink(Ino(p.0), &name.to_string_lossy()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("unlink", e)),
+        }
     }
 
     fn rmdir(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        reply.error(self.refuse(Refusal::Write("rmdir"), self.name_of(p, name)));
+        match self.fs.rmdir(Ino(p.0), &name.to_string_lossy()) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(self.fail("rmdir", e)),
+        }
     }
 
     fn symlink(&self, _req: &Request, p: INodeNo, name: &OsStr, _target: &Path, reply: ReplyEntry) {
@@ -193,21 +232,13 @@ impl Filesystem for FuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        let write = flags.acc_mode() != OpenAccMode::O_RDONLY || flags.0 & libc::O_TRUNC != 0;
-        match self.fs.open(Ino(ino.0), write) {
-            Ok(o) => {
-                let mut f = FopenFlags::empty();
-                if o.keep_cache {
-                    f |= FopenFlags::FOPEN_KEEP_CACHE;
-                }
-                if o.direct_io {
-                    f |= FopenFlags::FOPEN_DIRECT_IO;
-                }
-                if o.no_flush {
-                    f |= FopenFlags::FOPEN_NOFLUSH;
-                }
-                reply.opened(FileHandle(o.fh), f)
-            }
+        let mode = OpenMode {
+            write: flags.acc_mode() != OpenAccMode::O_RDONLY,
+            truncate: flags.0 & libc::O_TRUNC != 0,
+            append: flags.0 & libc::O_APPEND != 0,
+        };
+        match self.fs.open_with(Ino(ino.0), mode) {
+            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
             Err(e) => reply.error(self.fail("open", e)),
         }
     }
@@ -232,16 +263,30 @@ impl Filesystem for FuseFs {
     fn write(
         &self,
         _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        _offset: u64,
-        _data: &[u8],
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
         _write_flags: WriteFlags,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        reply.error(self.refuse(Refusal::Write("write"), self.fs.describe(Ino(ino.0))));
+        match self.fs.write(fh.0, offset, data) {
+            Ok(WriteDone::Now(n)) => reply.written(n),
+            // A vote, commit or merge: only this caller waits; the session goes on.
+            Ok(WriteDone::Later(job)) => {
+                let fs = self.fs.clone();
+                let spawned = std::thread::Builder::new().name("fs2-commit".into()).spawn(move || match job() {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(fail(&fs, "write", e)),
+                });
+                if let Err(e) = spawned {
+                    log::error!("cannot start a worker thread: {e}");
+                }
+            }
+            Err(e) => reply.error(self.fail("write", e)),
+        }
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
@@ -309,6 +354,22 @@ impl Filesystem for FuseFs {
         }
     }
 
+    // No ioctls: ENOTTY is what a terminal check (`read` from the clone file) expects,
+    // without a log line per call.
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     // No extended attributes: ENOSYS makes the kernel stop asking (cheaper `ls -l`).
     fn setxattr(
         &self,
@@ -337,7 +398,9 @@ impl Filesystem for FuseFs {
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
         if mask.contains(AccessFlags::W_OK) {
-            return reply.error(self.refuse(Refusal::Write("write access to"), self.fs.describe(Ino(ino.0))));
+            if let Err(e) = self.fs.check_write(Ino(ino.0)) {
+                return reply.error(self.fail("access", e));
+            }
         }
         reply.ok();
     }
@@ -349,10 +412,16 @@ impl Filesystem for FuseFs {
         name: &OsStr,
         _mode: u32,
         _umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        reply.error(self.refuse(Refusal::Write("create"), self.name_of(p, name)));
+        let (excl, append) = (flags & libc::O_EXCL != 0, flags & libc::O_APPEND != 0);
+        match self.fs.create(Ino(p.0), &name.to_string_lossy(), excl, append) {
+            Ok((e, o)) => {
+                reply.created(&e.attr_ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), fopen_flags(&o))
+            }
+            Err(e) => reply.error(self.fail("create", e)),
+        }
     }
 
     fn fallocate(
@@ -367,6 +436,20 @@ impl Filesystem for FuseFs {
     ) {
         reply.error(self.refuse(Refusal::Write("fallocate"), self.fs.describe(Ino(ino.0))));
     }
+}
+
+fn fopen_flags(o: &crate::fs::Opened) -> FopenFlags {
+    let mut f = FopenFlags::empty();
+    if o.keep_cache {
+        f |= FopenFlags::FOPEN_KEEP_CACHE;
+    }
+    if o.direct_io {
+        f |= FopenFlags::FOPEN_DIRECT_IO;
+    }
+    if o.no_flush {
+        f |= FopenFlags::FOPEN_NOFLUSH;
+    }
+    f
 }
 
 /// The session configuration: owner-only unless `allow_other`; the FSName names the
@@ -385,16 +468,21 @@ pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
         c.mount_options.push(MountOption::RO);
     }
     c.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
+    // Vote, commit and merge answer from worker threads; these serve everything else.
     c.n_threads = Some(2);
     c
 }
 
-/// Invalidate the kernel's `head/<oid>` entries after each commit, until `stop`.
-/// Runs in its own thread: never inside a request handler.
+/// Invalidate the kernel's `head/<oid>` entries after each commit and the names of
+/// merged-away segments and closed clone transactions, until `stop`. Runs in its own thread: never inside a request
+/// handler.
 pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
     let rx = fs.storage().subscribe();
     std::thread::Builder::new().name("fs2-notify".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
+            for (parent, name) in fs.take_stale_names() {
+                let _ = notifier.inval_entry(INodeNo(parent.0), OsStr::new(&name));
+            }
             let ev = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(ev) => ev,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
@@ -422,7 +510,7 @@ pub struct Mounted {
 
 /// Mount `storage` on `mountpoint` in background threads.
 pub fn spawn(storage: Storage, mountpoint: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
-    let fs = Arc::new(Fs::new(storage));
+    let fs = Arc::new(Fs::with_options(storage, opts.fs_options()));
     let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config(fs.storage(), opts))?;
     let notifier = session.notifier();
     let session = session.spawn()?;
@@ -442,13 +530,16 @@ impl Mounted {
         if let Some(t) = self.notify.take() {
             let _ = t.join();
         }
-        match self.session.take() {
+        let r = match self.session.take() {
             Some(s) => s.umount_and_join().inspect_err(|_| {
                 // Busy: detach now; the kernel ends the session when the last user leaves.
                 let _ = lazy_unmount(&self.mountpoint);
             }),
             None => Ok(()),
-        }
+        };
+        // Unmount aborts every open transaction.
+        self.fs.shutdown();
+        r
     }
 }
 

@@ -46,7 +46,7 @@ fn tree_through_real_tools() {
     let m = TestMount::new(s.clone());
     let last = *tids.last().unwrap();
 
-    assert_eq!(lines(&m.sh("ls")), ["README", "head", "history", "segments", "stats", "transactions"]);
+    assert_eq!(lines(&m.sh("ls")), ["README", "head", "history", "merge", "segments", "stats", "transactions", "txn"]);
     assert!(m.sh("cat README").contains("head/"));
     assert_eq!(m.sh("cat head/at"), format!("{last}\n"));
 
@@ -180,7 +180,7 @@ fn refused_operations_have_the_documented_errno() {
         ("write", "head/at", None, "EROFS"),
         ("truncate", obj, None, "EROFS"),
         ("mkdir", "head/x", None, "EROFS"),
-        ("mkdir", "txn", None, "EROFS"),
+        ("mkdir", "newdir", None, "EROFS"),
         ("unlink", obj, None, "EROFS"),
         ("rmdir", "head", None, "EROFS"),
         ("utime", obj, None, "EROFS"),

@@ -1,11 +1,13 @@
 //! P8–P10: the mounted view against plain files holding the same bytes on the same
 //! disk, in the same run: warm and cold `cat` of small objects, warm `ls -l` of a large
 //! directory, and `ls head | wc -l` over many objects (time and the daemon's RSS).
+//! P11–P12: durable commits per second through the mount (a shell loop; a Rust client
+//! with std::fs calls) next to the engine API's, same durability, same run.
 
 use super::{build, fmt_count, fmt_kib, fmt_ns, fmt_ratio, object_data, proc_status_kib, Bench, Oids, Row};
 use crate::error::{Error, Result};
 use crate::fuse::{spawn, MountOptions};
-use crate::Oid;
+use crate::{Oid, Options, Storage};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -212,5 +214,84 @@ impl Bench<'_> {
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
         Ok((took, before, after))
+    }
+}
+
+impl Bench<'_> {
+    /// P11/P12: `mkdir txn/cN; echo > txn/cN/<oid>; echo commit > ctl; rmdir` per commit.
+    pub(super) fn mount_commits(&mut self, p11: bool, p12: bool) -> Result<()> {
+        if !Path::new("/dev/fuse").exists() {
+            self.notes.push("P11-P12 skipped: /dev/fuse is missing".into());
+            return Ok(());
+        }
+        let n = self.args.mount_commits.max(1);
+        // The engine API: one small object per durable commit.
+        let edir = self.root.join("p11-engine");
+        let e = Storage::create(&edir, Options::default())?;
+        let t = Instant::now();
+        for i in 0..n {
+            let mut tx = e.begin();
+            tx.store(Oid(1 + i % 100), format!("{i}\n").as_bytes())?;
+            tx.commit()?;
+        }
+        let engine = n as f64 / t.elapsed().as_secs_f64();
+        drop(e);
+        let _ = std::fs::remove_dir_all(&edir);
+
+        let sdir = self.root.join("p11-storage");
+        let s = Storage::create(&sdir, Options::default())?;
+        let mnt = self.root.join("p11-mnt");
+        std::fs::create_dir_all(&mnt).map_err(|e| Error::io(&mnt, "create", e))?;
+        let m = spawn(s.clone(), &mnt, &MountOptions::default()).map_err(|e| Error::io(&mnt, "mount", e))?;
+        let row = |id: &str, how: &str, rate: f64| Row {
+            id: id.into(),
+            workload: format!("{n} durable commits of one object through the mount: {how}"),
+            measured: format!("{rate:.0} commits/s"),
+            reference: format!("engine API {engine:.0} commits/s"),
+            ratio: fmt_ratio(engine / rate),
+            target: "reported (no target)".into(),
+            met: None,
+        };
+        if p11 {
+            let script = format!(
+                "cd '{}' && for i in $(seq {n}); do mkdir txn/c$i && echo $i > txn/c$i/$(printf %016x $((i % 100 + 1))) \
+                 && echo commit > txn/c$i/ctl && rmdir txn/c$i || exit 1; done",
+                mnt.display()
+            );
+            let t = Instant::now();
+            let st = Command::new("sh").args(["-c", &script]).status().map_err(|e| Error::io(&mnt, "run sh", e))?;
+            if !st.success() {
+                return Err(Error::invalid(format!("bench: the P11 shell loop failed ({st})")));
+            }
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            self.rows.push(row("P11", "shell loop (mkdir, echo > oid, echo commit > ctl, rmdir)", rate));
+        }
+        if p12 {
+            let io = |p: &Path, e: std::io::Error| Error::io(p, "write through the mount", e);
+            let t = Instant::now();
+            for i in 0..n {
+                let d = mnt.join(format!("txn/r{i}"));
+                std::fs::create_dir(&d).map_err(|e| io(&d, e))?;
+                let o = d.join(Oid(1 + i % 100).to_string());
+                std::fs::write(&o, format!("{i}\n")).map_err(|e| io(&o, e))?;
+                let c = d.join("ctl");
+                std::fs::write(&c, b"commit\n").map_err(|e| io(&c, e))?;
+                std::fs::remove_dir(&d).map_err(|e| io(&d, e))?;
+            }
+            let rate = n as f64 / t.elapsed().as_secs_f64();
+            self.rows.push(row("P12", "Rust client (std::fs: create_dir, write, write ctl, remove_dir)", rate));
+        }
+        if s.last_tid() == crate::Tid::ZERO {
+            return Err(Error::invalid("bench: nothing was committed through the mount"));
+        }
+        drop(m);
+        drop(s);
+        let _ = std::fs::remove_dir_all(&sdir);
+        self.notes.push(
+            "P11/P12 ratio = engine API commits/s ÷ mount commits/s (each mount commit costs mkdir, a file \
+             write, the ctl write and rmdir: about 8 FUSE requests, plus one fsync as in the engine)"
+                .into(),
+        );
+        Ok(())
     }
 }

@@ -54,7 +54,7 @@ impl From<Error> for FsError {
     }
 }
 
-/// A write-side operation refused by this read-side mount.
+/// A write-side operation refused outside the writable area (`txn/`, `merge`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
     /// Open for writing, write, truncate, set times, create, mknod, mkdir, unlink, rmdir.
@@ -69,8 +69,8 @@ pub enum Refusal {
 
 /// The errno and the "what to do instead" message of a refusal.
 pub fn refuse(r: Refusal, path: &str) -> FsError {
-    const HOW: &str = "the mounted tree is read-only: commit with `fs2 commit STORAGE OID=FILE` \
-                       (writable txn/ directories come with a later version)";
+    const HOW: &str = "only txn/ and merge are writable: `mkdir txn/NAME`, write objects in it, \
+                       `echo commit > txn/NAME/ctl` (or `fs2 commit STORAGE OID=FILE`)";
     match r {
         Refusal::Write(op) => FsError::new(libc::EROFS, format!("{op} {path} refused: {HOW}")),
         Refusal::Owner(op) => {
@@ -114,6 +114,6 @@ mod tests {
         assert_eq!(refuse(Refusal::Link("symlink"), "/x").errno, libc::EPERM);
         assert_eq!(refuse(Refusal::Rename { same_dir: false }, "/x").errno, libc::EXDEV);
         assert_eq!(refuse(Refusal::Rename { same_dir: true }, "/x").errno, libc::EROFS);
-        assert!(refuse(Refusal::Write("write"), "/x").message.contains("fs2 commit"));
+        assert!(refuse(Refusal::Write("write"), "/x").message.contains("mkdir txn/NAME"));
     }
 }

@@ -13,16 +13,20 @@
 mod errno;
 mod inodes;
 pub mod node;
+pub mod txn;
+mod write;
 
 pub use errno::{errno_of, refuse, FsError, Refusal};
 pub use inodes::Ino;
 pub use node::Node;
+pub use txn::{MountTxn, Status, TxnNo};
+pub use write::{parse_merge, FsOptions, Job, MergeCmd, OpenMode, WriteDone};
 
 use crate::views::{RevStat, SegmentBytes, TxnSummaries, TxnSummary, TxnView};
 use crate::{Oid, SegmentInfo, SegmentName, SegmentState, Storage, Tid};
 use inodes::Inodes;
 use node::{parse_at, parse_hex, parse_hex_maybe_deleted, parse_segment, rev_name};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -42,7 +46,7 @@ const PAGE: usize = 256;
 const TXN_CACHE: usize = 64;
 
 pub const README: &str = "\
-This is a filestorage2 storage, mounted by `fs2 mount` (read-only view).
+This is a filestorage2 storage, mounted by `fs2 mount`.
 
 head/              the latest committed state; head/at holds its tid
 @<tid>/            the state as of a tid (also @2026-11-21T11:20:30Z); not listed, just cd there
@@ -51,10 +55,16 @@ transactions/<tid>/ one directory per retained transaction: info and the data it
 segments/<name>/   the segment files: info, txns (one line per transaction), data (the file
                    byte for byte) and the newest record of each object in the segment
 stats              counters
+txn/               transactions being built (writable mounts only):
+  mkdir txn/T; echo data > txn/T/<oid>; rm txn/T/<oid>; echo commit > txn/T/ctl
+  cat txn/T/ctl (open|voted|committed <tid>|aborted|conflict <oid> <tid>|error ...)
+  txn/T/info takes lines: user NAME, description TEXT, extension TEXT;
+  cat txn/T/new-oid hands out a fresh oid; rmdir txn/T aborts (or removes an ended one)
+merge              echo all|policy [K]|<segment names> [--append source-end|target-end] > merge
 
 Names are 16 lowercase hex digits. Times are commit times. To pin one snapshot in a
 script: T=$(cat head/at); ls @$T/
-Writing is refused here (EROFS): commit with `fs2 commit STORAGE OID=FILE`.
+Everything outside txn/ and merge is read-only (EROFS).
 ";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +141,11 @@ struct Meta {
 
 enum FileHandle {
     Bytes(Vec<u8>),
+    /// A status file (`ctl`, `info`, `merge`, the clone file): the text as of the open,
+    /// and where writes go.
+    Control(write::Control, Vec<u8>),
+    /// `txn/<name>/<oid>`; `append`: every write goes to the end (O_APPEND).
+    Obj(Arc<MountTxn>, Oid, bool),
     /// A revision's data, read at the first `read` (a warm `cat` with the page cache
     /// kept never reads, so its open costs no engine work).
     Rev(Oid, Tid, Mutex<Option<Arc<Vec<u8>>>>),
@@ -194,6 +209,19 @@ pub struct Fs {
     gid: u32,
     started: SystemTime,
     counters: Counters,
+    opts: FsOptions,
+    /// Where transactions stage their files (`<storage>/.staging`); `None` when read-only.
+    staging: Option<std::path::PathBuf>,
+    wtxns: Mutex<WTxns>,
+    merge: Arc<write::MergeState>,
+}
+
+/// The transactions of `txn/`. Lock order: this, then a transaction's own lock.
+#[derive(Default)]
+struct WTxns {
+    by_name: BTreeMap<String, TxnNo>,
+    by_no: HashMap<TxnNo, Arc<MountTxn>>,
+    next: u64,
 }
 
 fn tid_time(t: Tid, fallback: SystemTime) -> SystemTime {
@@ -218,9 +246,29 @@ fn no_such(what: impl std::fmt::Display) -> FsError {
 
 impl Fs {
     pub fn new(storage: Storage) -> Fs {
+        Fs::with_options(storage, FsOptions::default())
+    }
+
+    /// The tree with `txn/` and `merge` writable unless `opts.read_only` or the storage
+    /// is open read-only. A writable tree empties `<storage>/.staging` (left by a daemon
+    /// that died).
+    pub fn with_options(storage: Storage, mut opts: FsOptions) -> Fs {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        opts.read_only |= storage.is_read_only();
+        let staging = (!opts.read_only).then(|| {
+            let d = storage.dir().join(".staging");
+            let _ = std::fs::remove_dir_all(&d);
+            if let Err(e) = std::fs::create_dir_all(&d) {
+                log::warn!("create {}: {e} (transactions through the mount will fail)", d.display());
+            }
+            d
+        });
         Fs {
+            opts,
+            staging,
+            wtxns: Mutex::new(WTxns { next: 1, ..WTxns::default() }),
+            merge: Arc::new(write::MergeState::default()),
             storage,
             inodes: Mutex::new(Inodes::new()),
             files: Mutex::new(HashMap::new()),
@@ -291,7 +339,7 @@ impl Fs {
         // Names in head/ and in the chain's directories point at other nodes after a
         // commit, rotation or merge; elsewhere a name always means the same node.
         let entry_ttl = match parent {
-            Node::HeadDir | Node::SegmentsDir | Node::SegDir(_) => SHORT_TTL,
+            Node::HeadDir | Node::SegmentsDir | Node::SegDir(_) | Node::TxnArea | Node::WTxn(_) => SHORT_TTL,
             _ => LONG_TTL,
         };
         let attr_ttl = if node.is_immutable() { LONG_TTL } else { SHORT_TTL };
@@ -299,7 +347,13 @@ impl Fs {
     }
 
     fn attr(&self, node: Node, ino: Ino, meta: Meta) -> Attr {
-        let (kind, perm, nlink) = if node.is_dir() { (Kind::Dir, 0o555, 2) } else { (Kind::File, 0o444, 1) };
+        let writable = node.is_writable() && !self.opts.read_only;
+        let (kind, perm, nlink) = match (node.is_dir(), writable) {
+            (true, false) => (Kind::Dir, 0o555, 2),
+            (true, true) => (Kind::Dir, 0o755, 2),
+            (false, false) => (Kind::File, 0o444, 1),
+            (false, true) => (Kind::File, 0o644, 1),
+        };
         Attr {
             ino,
             kind,
@@ -323,6 +377,8 @@ impl Fs {
                 "transactions" => Node::TxnsDir,
                 "segments" => Node::SegmentsDir,
                 "stats" => Node::Stats,
+                "merge" => Node::Merge,
+                "txn" if !self.opts.read_only => Node::TxnArea,
                 _ => {
                     let t = parse_at(name).ok_or_else(|| no_such(name))?;
                     self.check_at(name, t)?;
@@ -385,6 +441,7 @@ impl Fs {
                     };
                 }
             },
+            Node::TxnArea | Node::WTxn(_) => return self.resolve_txn(parent, name),
             _ => return Err(FsError::new(libc::ENOTDIR, format!("{parent} is not a directory"))),
         };
         Ok((child, self.meta(child)?))
@@ -468,6 +525,15 @@ impl Fs {
                 let i = self.seg_info(n)?;
                 m(s.segment_bytes(n)?.file_len()?, i.last_tid.unwrap_or(Tid::ZERO))
             }
+            Node::TxnArea | Node::TxnClone | Node::WNewOid(_) => m(0, last),
+            Node::Merge => m(self.merge_text().len() as u64, last),
+            Node::WTxn(n) => self.wtxn(n).map(|_| Meta { size: 0, tid: last }),
+            Node::WCtl(n) => m(self.wtxn(n)?.status_line().len() as u64, last),
+            Node::WInfo(n) => m(self.wtxn(n)?.info_text().len() as u64, last),
+            Node::WObj(n, o) => match self.wtxn(n)?.stat(s, o)? {
+                Some(size) => m(size, last),
+                None => Err(no_such(format!("{node}"))),
+            },
         }
     }
 
@@ -483,12 +549,21 @@ impl Fs {
     // ---------------------------------------------------------------------------
     // Files.
 
-    /// Open a file for reading (any write access is refused with EROFS).
+    /// Open a file for reading, or for writing when `write` (EROFS outside `txn/` and
+    /// `merge`).
     pub fn open(&self, ino: Ino, write: bool) -> FsResult<Opened> {
+        self.open_with(ino, OpenMode { write, ..OpenMode::default() })
+    }
+
+    /// Open a file as `mode` says.
+    pub fn open_with(&self, ino: Ino, mode: OpenMode) -> FsResult<Opened> {
         let _t = self.timer(Op::Open);
         let node = self.node(ino)?;
-        if write {
+        if (mode.write || mode.truncate) && (!node.is_writable() || self.opts.read_only) {
             return Err(refuse(Refusal::Write("open for writing"), &node.to_string()));
+        }
+        if let Some(h) = self.open_writable(node, mode)? {
+            return Ok(self.add_handle(h, false));
         }
         let s = &self.storage;
         let (handle, keep_cache) = match node {
@@ -516,9 +591,13 @@ impl Fs {
             }
             _ => return Err(FsError::new(libc::EISDIR, format!("{node} is a directory"))),
         };
+        Ok(self.add_handle(handle, keep_cache))
+    }
+
+    fn add_handle(&self, handle: FileHandle, keep_cache: bool) -> Opened {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.files.lock().unwrap().insert(fh, Arc::new(handle));
-        Ok(Opened { fh, keep_cache, direct_io: !keep_cache, no_flush: true })
+        Opened { fh, keep_cache, direct_io: !keep_cache, no_flush: true }
     }
 
     /// At most `size` bytes at `offset` (fewer at the end; never more than asked).
@@ -532,7 +611,8 @@ impl Fs {
             b[start..end].to_vec()
         };
         let out = match &*h {
-            FileHandle::Bytes(b) => slice(b),
+            FileHandle::Bytes(b) | FileHandle::Control(_, b) => slice(b),
+            FileHandle::Obj(t, oid, _) => t.read(&self.storage, *oid, offset, size)?,
             FileHandle::Rev(o, t, cell) => {
                 let mut c = cell.lock().unwrap();
                 let data = match &*c {
@@ -561,7 +641,10 @@ impl Fs {
     }
 
     pub fn release(&self, fh: u64) {
-        self.files.lock().unwrap().remove(&fh);
+        let h = self.files.lock().unwrap().remove(&fh);
+        if let Some(h) = h {
+            self.released(&h);
+        }
     }
 
     // ---------------------------------------------------------------------------
@@ -601,7 +684,14 @@ impl Fs {
         let node = dir.node;
         let mut e = Emit { fs: self, dir: node, ino, plus, add };
         let fixed: &[&str] = match node {
-            Node::Root => &[".", "..", "README", "head", "history", "transactions", "segments", "stats"],
+            Node::Root if self.opts.read_only => {
+                &[".", "..", "README", "head", "history", "merge", "segments", "stats", "transactions"]
+            }
+            Node::Root => {
+                &[".", "..", "README", "head", "history", "merge", "segments", "stats", "transactions", "txn"]
+            }
+            Node::TxnArea => &[".", "..", "new"],
+            Node::WTxn(_) => &[".", "..", "ctl", "info", "new-oid"],
             Node::HeadDir | Node::AtDir(_) => &[".", "..", "at"],
             Node::TxnDir(_) => &[".", "..", "info"],
             Node::SegDir(_) => &[".", "..", "info", "txns", "data"],
@@ -737,6 +827,27 @@ impl Fs {
                         _ => return Ok(()),
                     }
                 }
+            }
+            Node::TxnArea => {
+                let names: Vec<(String, TxnNo)> =
+                    self.wtxns.lock().unwrap().by_name.iter().map(|(k, v)| (k.clone(), *v)).collect();
+                // Cookies by position: a name made or removed during a listing may shift it.
+                for (i, (name, no)) in names.into_iter().enumerate().skip(start_key as usize) {
+                    if !e.keyed(i as u64, name, Node::WTxn(no), || Ok(Meta { size: 0, tid: s.last_tid() }))? {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            Node::WTxn(n) => {
+                let t = self.wtxn(n)?;
+                for (o, size) in t.staged_data().into_iter().filter(|(o, _)| o.0 >= start_key) {
+                    let meta = Meta { size, tid: s.last_tid() };
+                    if !e.keyed(o.0, o.to_string(), Node::WObj(n, o), || Ok(meta))? {
+                        return Ok(());
+                    }
+                }
+                Ok(())
             }
             _ => Ok(()),
         }

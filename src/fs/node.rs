@@ -1,12 +1,14 @@
 //! The nodes of the mounted tree and the spelling of their names. A node is what an
 //! inode stands for; the same node always gets the same inode while the kernel knows it.
 
+use super::txn::TxnNo;
 use crate::types::{parse_iso8601, Oid, SegmentName, Tid};
 
 /// One node of the tree. Revision content (`head/<oid>`, `@<tid>/<oid>`,
 /// `history/<oid>/<tid>`, `transactions/<tid>/<oid>`, `segments/<name>/<oid>`) is keyed
 /// by (oid, tid) wherever it is reached, so a revision has one inode and its page cache
-/// is shared. Issue 5 adds the writable `txn/` nodes and `merge` here.
+/// is shared. The writable nodes (`txn/` and `merge`) are keyed by the transaction's
+/// number, never by its name (a name can be reused after `rmdir`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Node {
     Root,
@@ -30,6 +32,19 @@ pub enum Node {
     SegInfo(SegmentName),
     SegTxns(SegmentName),
     SegData(SegmentName),
+    /// `txn/`: the transactions being built.
+    TxnArea,
+    /// `txn/new`: the clone file.
+    TxnClone,
+    /// `txn/<name>/` and its files.
+    WTxn(TxnNo),
+    WCtl(TxnNo),
+    WInfo(TxnNo),
+    WNewOid(TxnNo),
+    /// `txn/<name>/<oid>`: staged data, or the snapshot's when not staged.
+    WObj(TxnNo, Oid),
+    /// `merge`: the merge control file.
+    Merge,
 }
 
 impl Node {
@@ -45,6 +60,22 @@ impl Node {
                 | Node::TxnDir(_)
                 | Node::SegmentsDir
                 | Node::SegDir(_)
+                | Node::TxnArea
+                | Node::WTxn(_)
+        )
+    }
+
+    /// Whether this node can be written (on a writable mount).
+    pub fn is_writable(self) -> bool {
+        matches!(
+            self,
+            Node::TxnArea
+                | Node::TxnClone
+                | Node::WTxn(_)
+                | Node::WCtl(_)
+                | Node::WInfo(_)
+                | Node::WObj(..)
+                | Node::Merge
         )
     }
 
@@ -87,6 +118,14 @@ impl std::fmt::Display for Node {
             Node::SegInfo(n) => write!(f, "/segments/{n}/info"),
             Node::SegTxns(n) => write!(f, "/segments/{n}/txns"),
             Node::SegData(n) => write!(f, "/segments/{n}/data"),
+            Node::TxnArea => write!(f, "/txn"),
+            Node::TxnClone => write!(f, "/txn/new"),
+            Node::WTxn(n) => write!(f, "/txn/#{}", n.0),
+            Node::WCtl(n) => write!(f, "/txn/#{}/ctl", n.0),
+            Node::WInfo(n) => write!(f, "/txn/#{}/info", n.0),
+            Node::WNewOid(n) => write!(f, "/txn/#{}/new-oid", n.0),
+            Node::WObj(n, o) => write!(f, "/txn/#{}/{o}", n.0),
+            Node::Merge => write!(f, "/merge"),
         }
     }
 }

@@ -100,7 +100,8 @@ fn root_head_and_at_show_the_engine_state() {
     let f = fixture();
     let fs = &f.fs;
     let last = *f.tids.last().unwrap();
-    assert_eq!(ls(fs, "", 100, true), ["README", "head", "history", "transactions", "segments", "stats"]);
+    let root = ["README", "head", "history", "merge", "segments", "stats", "transactions", "txn"];
+    assert_eq!(ls(fs, "", 100, true), root);
     assert_eq!(cat(fs, "head/at").unwrap(), format!("{last}\n").as_bytes());
     assert_eq!(ls(fs, "head", 100, true), ["at", "0000000000000001", "0000000000000002", "0000000000000004"]);
     for o in [1u64, 2, 4] {
@@ -359,4 +360,141 @@ fn segments_with_appended_regions() {
     let data = cat(fs, "segments/seg-000002/data").unwrap();
     let g = &s.segments().unwrap()[0];
     assert_eq!(data, std::fs::read(&g.path).unwrap(), "data is the file, appended region included");
+}
+
+fn run(w: WriteDone) -> FsResult<u32> {
+    match w {
+        WriteDone::Now(n) => Ok(n),
+        WriteDone::Later(job) => job(),
+    }
+}
+
+fn write_file(fs: &Fs, p: &str, mode: OpenMode, data: &[u8]) -> FsResult<u32> {
+    let o = fs.open_with(path(fs, p)?.attr.ino, mode)?;
+    let r = fs.write(o.fh, 0, data).and_then(run);
+    fs.release(o.fh);
+    r
+}
+
+const W: OpenMode = OpenMode { write: true, truncate: true, append: false };
+
+#[test]
+fn txn_area_stages_commits_and_refuses() {
+    let f = fixture();
+    let fs = &f.fs;
+    let last = *f.tids.last().unwrap();
+    let txn = path(fs, "txn").unwrap().attr.ino;
+    assert_eq!(errno(fs.mkdir(txn, "a/b")), libc::EINVAL);
+    assert_eq!(errno(fs.mkdir(txn, "new")), libc::EINVAL);
+    assert_eq!(errno(fs.mkdir(Ino::ROOT, "x")), libc::EROFS);
+    fs.mkdir(txn, "t1").unwrap();
+    assert_eq!(errno(fs.mkdir(txn, "t1")), libc::EEXIST);
+    assert_eq!(ls(fs, "txn", 100, true), ["new", "t1"]);
+    assert_eq!(cat(fs, "txn/t1/ctl").unwrap(), format!("open {last}\n").as_bytes());
+    // Read-through, then staged writes, a new object, a deletion.
+    assert_eq!(cat(fs, "txn/t1/0000000000000001").unwrap(), b"ONE!");
+    write_file(fs, "txn/t1/0000000000000001", W, b"uno").unwrap();
+    let t1 = path(fs, "txn/t1").unwrap().attr.ino;
+    let new_oid: u64 =
+        u64::from_str_radix(std::str::from_utf8(&cat(fs, "txn/t1/new-oid").unwrap()).unwrap().trim(), 16).unwrap();
+    assert!(new_oid > 4);
+    let name = format!("{:016x}", new_oid);
+    assert_eq!(errno(fs.create(t1, "0000000000000002", true, false)), libc::EEXIST);
+    assert_eq!(errno(fs.create(t1, "2", false, false)), libc::ENOENT);
+    let (_, o) = fs.create(t1, &name, true, false).unwrap();
+    assert_eq!(run(fs.write(o.fh, 0, b"fresh").unwrap()).unwrap(), 5);
+    fs.release(o.fh);
+    fs.unlink(t1, "0000000000000002").unwrap();
+    assert_eq!(errno(fs.unlink(t1, "ctl")), libc::EPERM);
+    assert_eq!(errno(path(fs, "txn/t1/0000000000000002")), libc::ENOENT);
+    fs.truncate(path(fs, &format!("txn/t1/{name}")).unwrap().attr.ino, 3).unwrap();
+    assert_eq!(ls(fs, "txn/t1", 100, true), ["ctl", "info", "new-oid", "0000000000000001", &name]);
+    write_file(fs, "txn/t1/info", W, b"user alice\ndescription gc\n").unwrap();
+    assert_eq!(errno(write_file(fs, "txn/t1/ctl", W, b"bogus\n")), libc::EINVAL);
+    assert_eq!(cat(fs, "head/0000000000000001").unwrap(), b"ONE!", "nothing visible before commit");
+    write_file(fs, "txn/t1/ctl", W, b"commit\n").unwrap();
+    let tid = fs.storage().last_tid();
+    assert_eq!(cat(fs, "txn/t1/ctl").unwrap(), format!("committed {tid}\n").as_bytes());
+    assert_eq!(cat(fs, "head/0000000000000001").unwrap(), b"uno");
+    assert_eq!(cat(fs, &format!("head/{name}")).unwrap(), b"fre");
+    assert_eq!(errno(path(fs, "head/0000000000000002")), libc::ENOENT);
+    assert_eq!(fs.storage().transaction(tid).unwrap().unwrap().meta.user, b"alice");
+    fs.rmdir(txn, "t1").unwrap();
+    assert_eq!(errno(path(fs, "txn/t1")), libc::ENOENT);
+
+    // A conflict: ESTALE, ctl says which, nothing applied.
+    fs.mkdir(txn, "a").unwrap();
+    fs.mkdir(txn, "b").unwrap();
+    write_file(fs, "txn/a/0000000000000004", W, b"A").unwrap();
+    write_file(fs, "txn/b/0000000000000004", W, b"B").unwrap();
+    write_file(fs, "txn/b/0000000000000001", W, b"B").unwrap();
+    write_file(fs, "txn/a/ctl", W, b"commit").unwrap();
+    let won = fs.storage().last_tid();
+    assert_eq!(errno(write_file(fs, "txn/b/ctl", W, b"commit")), libc::ESTALE);
+    assert_eq!(cat(fs, "txn/b/ctl").unwrap(), format!("conflict 0000000000000004 {won}\n").as_bytes());
+    assert_eq!(cat(fs, "head/0000000000000001").unwrap(), b"uno");
+
+    // The clone file: its transaction ends (aborted) when the descriptor closes.
+    let clone = fs.open_with(path(fs, "txn/new").unwrap().attr.ino, OpenMode { write: true, ..OpenMode::default() });
+    let clone = clone.unwrap();
+    let n = String::from_utf8(fs.read(clone.fh, 0, 100).unwrap()).unwrap();
+    let n = n.trim();
+    write_file(fs, &format!("txn/{n}/0000000000000001"), W, b"never").unwrap();
+    fs.release(clone.fh);
+    assert_eq!(errno(path(fs, &format!("txn/{n}"))), libc::ENOENT);
+    assert_eq!(cat(fs, "head/0000000000000001").unwrap(), b"uno");
+    fs.shutdown();
+}
+
+#[test]
+fn read_only_tree_hides_txn_and_refuses_merge() {
+    let f = fixture();
+    let fs = Fs::with_options(f.fs.storage().clone(), FsOptions { read_only: true, ..FsOptions::default() });
+    assert!(!ls(&fs, "", 100, true).contains(&"txn".to_string()));
+    assert_eq!(errno(path(&fs, "txn")), libc::ENOENT);
+    assert_eq!(errno(write_file(&fs, "merge", W, b"all")), libc::EROFS);
+    assert_eq!(cat(&fs, "merge").unwrap(), b"idle\n");
+}
+
+#[test]
+fn merge_commands_parse_and_run() {
+    use crate::merge::{Policy, Strategy};
+    use crate::types::AsOf;
+    assert_eq!(parse_merge(b"all\n").unwrap(), MergeCmd { policy: Policy::All, strategy: Strategy::Copy });
+    assert_eq!(parse_merge(b"policy").unwrap().policy, Policy::KeepAtMost(4));
+    assert_eq!(parse_merge(b"policy 2").unwrap().policy, Policy::KeepAtMost(2));
+    let c = parse_merge(b"seg-000001 seg-000002 --append target-end").unwrap();
+    assert_eq!(c.policy, Policy::Named(vec![SegmentName::single(1), SegmentName::single(2)]));
+    assert_eq!(c.strategy, Strategy::Append(AsOf::Target));
+    for bad in [&b""[..], b"everything", b"all --append", b"policy x", b"seg-1"] {
+        assert_eq!(parse_merge(bad).unwrap_err().errno, libc::EINVAL, "{}", String::from_utf8_lossy(bad));
+    }
+    let f = fixture();
+    let fs = &f.fs;
+    fs.storage().rotate().unwrap();
+    assert_eq!(errno(write_file(fs, "merge", W, b"seg-000009")), libc::ENOENT);
+    write_file(fs, "merge", W, b"all").unwrap();
+    let text = String::from_utf8(cat(fs, "merge").unwrap()).unwrap();
+    assert!(text.starts_with("merged seg-000001 seg-000002 into "), "{text}");
+    assert_eq!(fs.take_vanished().len(), 2, "a copy merge replaces both inputs by a new segment");
+
+    // While a merge runs: `cat merge` shows it and another merge command is EBUSY.
+    let s = fs.storage();
+    for round in 0..2u64 {
+        let mut t = s.begin();
+        for i in 0..20_000u64 {
+            t.store(Oid(100 + i), &[round as u8; 200]).unwrap();
+        }
+        t.commit().unwrap();
+        s.rotate().unwrap();
+    }
+    let h = s.start_merge_with(&Policy::All, Strategy::Copy).unwrap().unwrap();
+    let busy = write_file(fs, "merge", W, b"all");
+    let shown = String::from_utf8(cat(fs, "merge").unwrap()).unwrap();
+    let finished_first = h.is_finished();
+    h.wait().unwrap();
+    if !finished_first {
+        assert_eq!(errno(busy), libc::EBUSY);
+        assert!(shown.starts_with("running seg-000001-000002 seg-000003"), "{shown}");
+    }
 }

@@ -1,0 +1,664 @@
+//! Transactions built through the mount (`txn/<name>/`): the state machine behind
+//! `ctl`, the staged object files, `info` and `new-oid`.
+//!
+//! - Staging: each transaction has a directory under the storage's `.staging/`; each
+//!   staged oid is a file there (reads, writes and truncates go to it), a deletion is a
+//!   mark in memory. Memory per transaction is O(staged oids); data stays on disk until
+//!   vote or commit reads it into the engine transaction.
+//! - The engine transaction is begun with the mount transaction (so merges keep what its
+//!   conflict check needs) and only filled at vote or commit.
+//! - States: `Open` → (`vote`) → `Voted` → (`commit`) → `Committed`; `abort`, a failed
+//!   vote or commit, a vote timeout or unmount end it as `Aborted`, `Conflict` or
+//!   `Error`. An ended transaction never changes again (only `rmdir` removes it).
+//! - Vote and commit block (the commit lock, fsync): callers run them on a worker thread.
+//!   While one runs the transaction is `busy` and refuses changes with EBUSY.
+
+use super::errno::FsError;
+use super::FsResult;
+use crate::{Error, Oid, Storage, Tid, Transaction, TxnMeta};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// A mount transaction's number: its key in the inode table (never reused, unlike names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TxnNo(pub u64);
+
+/// A transaction name: `[A-Za-z0-9._-]{1,64}`, not `.`/`..`, not `new` (the clone file).
+pub fn valid_txn_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && name != "."
+        && name != ".."
+        && name != "new"
+}
+
+/// What `ctl` reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Status {
+    Open,
+    Voted,
+    Committed(Tid),
+    Aborted,
+    Conflict(Oid, Tid),
+    Error(String),
+}
+
+impl Status {
+    pub fn ended(&self) -> bool {
+        !matches!(self, Status::Open | Status::Voted)
+    }
+}
+
+/// A `ctl` command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Vote,
+    Commit,
+    Abort,
+}
+
+/// Parse what was written to `ctl` (surrounding whitespace ignored).
+pub fn parse_command(data: &[u8]) -> FsResult<Command> {
+    match std::str::from_utf8(data).map(str::trim) {
+        Ok("vote") => Ok(Command::Vote),
+        Ok("commit") => Ok(Command::Commit),
+        Ok("abort") => Ok(Command::Abort),
+        _ => Err(FsError::new(
+            libc::EINVAL,
+            format!("unknown ctl command {:?}: write vote, commit or abort", String::from_utf8_lossy(data).trim()),
+        )),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Staged {
+    /// A file of this length in the staging directory.
+    Data(u64),
+    Deleted,
+}
+
+struct State {
+    status: Status,
+    base: Tid,
+    /// `None` while a worker votes or commits with it, and after the end.
+    engine: Option<Transaction>,
+    /// A vote or commit is running on a worker.
+    busy: bool,
+    staged: BTreeMap<Oid, Staged>,
+    meta: TxnMeta,
+    /// Counts votes, so that a vote-timeout waiter knows whether its vote still stands.
+    votes: u64,
+}
+
+/// One transaction of the `txn/` area.
+pub struct MountTxn {
+    pub no: TxnNo,
+    pub name: String,
+    /// Begun by opening `txn/new`: it ends when that descriptor is closed.
+    pub clone: bool,
+    dir: PathBuf,
+    max_object: u64,
+    state: Mutex<State>,
+    /// Signalled when a voted transaction ends.
+    ended: Condvar,
+}
+
+fn io_err(what: String, e: std::io::Error) -> FsError {
+    FsError::new(e.raw_os_error().unwrap_or(libc::EIO), format!("{what}: {e}"))
+}
+
+fn busy(name: &str) -> FsError {
+    FsError::new(libc::EBUSY, format!("txn/{name}: a vote or commit is running; wait for it"))
+}
+
+impl MountTxn {
+    /// Begin a transaction at the current head, staging under `staging/<no>`.
+    pub fn begin(
+        storage: &Storage,
+        staging: &Path,
+        no: TxnNo,
+        name: String,
+        clone: bool,
+        max_object: u64,
+    ) -> FsResult<MountTxn> {
+        let dir = staging.join(no.0.to_string());
+        std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("create {}", dir.display()), e))?;
+        let engine = storage.begin();
+        let state = State {
+            status: Status::Open,
+            base: engine.base(),
+            engine: Some(engine),
+            busy: false,
+            staged: BTreeMap::new(),
+            meta: TxnMeta::default(),
+            votes: 0,
+        };
+        Ok(MountTxn { no, name, clone, dir, max_object, state: Mutex::new(state), ended: Condvar::new() })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn status(&self) -> Status {
+        self.lock().status.clone()
+    }
+
+    /// The line `ctl` reads.
+    pub fn status_line(&self) -> String {
+        let st = self.lock();
+        match &st.status {
+            Status::Open => format!("open {}\n", st.base),
+            Status::Voted => "voted\n".into(),
+            Status::Committed(t) => format!("committed {t}\n"),
+            Status::Aborted => "aborted\n".into(),
+            Status::Conflict(o, t) => format!("conflict {o} {t}\n"),
+            Status::Error(w) => format!("error {w}\n"),
+        }
+    }
+
+    /// What `info` reads.
+    pub fn info_text(&self) -> String {
+        let st = self.lock();
+        let e = |b: &[u8]| b.escape_ascii().to_string();
+        format!(
+            "user: {}\ndescription: {}\nextension: {}\n",
+            e(&st.meta.user),
+            e(&st.meta.description),
+            e(&st.meta.extension)
+        )
+    }
+
+    /// The snapshot names read through to: the base, or the committed tid after a commit.
+    fn read_at(st: &State) -> Tid {
+        match st.status {
+            Status::Committed(t) => t,
+            _ => st.base,
+        }
+    }
+
+    fn path(&self, oid: Oid) -> PathBuf {
+        self.dir.join(oid.to_string())
+    }
+
+    /// Refuse changes unless open and idle.
+    fn changeable(&self, st: &State) -> FsResult<()> {
+        if st.busy {
+            return Err(busy(&self.name));
+        }
+        match &st.status {
+            Status::Open => Ok(()),
+            Status::Voted => Err(FsError::new(
+                libc::EBUSY,
+                format!("txn/{}: voted; it cannot change (commit or abort it)", self.name),
+            )),
+            _ => Err(FsError::new(
+                libc::EINVAL,
+                format!("txn/{}: the transaction has ended; rmdir it and mkdir a new one", self.name),
+            )),
+        }
+    }
+
+    /// Size of `oid` as this transaction sees it; `None` if absent (or staged deleted).
+    pub fn stat(&self, storage: &Storage, oid: Oid) -> FsResult<Option<u64>> {
+        let st = self.lock();
+        match st.staged.get(&oid) {
+            Some(Staged::Data(n)) => Ok(Some(*n)),
+            Some(Staged::Deleted) => Ok(None),
+            None => Ok(storage.stat_at(oid, Self::read_at(&st))?.filter(|r| !r.deleted).map(|r| r.size)),
+        }
+    }
+
+    /// Oids staged with data, in order (what `ls txn/<name>` lists).
+    pub fn staged_data(&self) -> Vec<(Oid, u64)> {
+        let st = self.lock();
+        st.staged.iter().filter_map(|(o, s)| if let Staged::Data(n) = s { Some((*o, *n)) } else { None }).collect()
+    }
+
+    /// Staged deletions, in order.
+    pub fn staged_deletions(&self) -> Vec<Oid> {
+        let st = self.lock();
+        st.staged.iter().filter(|(_, s)| **s == Staged::Deleted).map(|(o, _)| *o).collect()
+    }
+
+    /// Make `oid` staged with data (copying the snapshot's data unless `truncate`), so
+    /// that it can be written. Called on open for writing and on create.
+    pub fn stage(&self, storage: &Storage, oid: Oid, truncate: bool) -> FsResult<()> {
+        let mut st = self.lock();
+        self.changeable(&st)?;
+        let keep = matches!(st.staged.get(&oid), Some(Staged::Data(_)));
+        let path = self.path(oid);
+        if keep && !truncate {
+            return Ok(());
+        }
+        let data = match (keep, truncate) {
+            (false, false) if !st.staged.contains_key(&oid) => {
+                storage.load_at(oid, st.base)?.map(|(_, d)| d).unwrap_or_default()
+            }
+            _ => Vec::new(),
+        };
+        std::fs::write(&path, &data).map_err(|e| io_err(format!("stage {}", path.display()), e))?;
+        st.staged.insert(oid, Staged::Data(data.len() as u64));
+        Ok(())
+    }
+
+    /// `create` of `txn/<name>/<oid>`: EEXIST with `excl` when it exists as of the base.
+    pub fn create(&self, storage: &Storage, oid: Oid, excl: bool) -> FsResult<()> {
+        if excl {
+            let base = self.lock().base;
+            if storage.stat_at(oid, base)?.is_some_and(|r| !r.deleted) {
+                return Err(FsError::new(
+                    libc::EEXIST,
+                    format!("txn/{}/{oid}: the object exists as of the base {base}", self.name),
+                ));
+            }
+        }
+        self.stage(storage, oid, true)
+    }
+
+    /// Write at `offset` (at the end with `append`); returns the bytes written.
+    pub fn write(&self, oid: Oid, offset: u64, data: &[u8], append: bool) -> FsResult<u32> {
+        let mut st = self.lock();
+        self.changeable(&st)?;
+        let Some(Staged::Data(len)) = st.staged.get(&oid).copied() else {
+            return Err(FsError::new(libc::EBADF, format!("txn/{}/{oid} is not staged (reopen it)", self.name)));
+        };
+        let at = if append { len } else { offset };
+        let end = at.saturating_add(data.len() as u64);
+        if end > self.max_object {
+            return Err(FsError::new(
+                libc::EFBIG,
+                format!(
+                    "txn/{}/{oid}: objects are limited to {} bytes (--max-object-size)",
+                    self.name, self.max_object
+                ),
+            ));
+        }
+        let path = self.path(oid);
+        let f = std::fs::OpenOptions::new().write(true).open(&path);
+        f.and_then(|f| f.write_all_at(data, at)).map_err(|e| io_err(format!("write {}", path.display()), e))?;
+        st.staged.insert(oid, Staged::Data(len.max(end)));
+        Ok(data.len() as u32)
+    }
+
+    /// Set the staged length of `oid` (staging it first).
+    pub fn truncate(&self, storage: &Storage, oid: Oid, size: u64) -> FsResult<()> {
+        if size > self.max_object {
+            return Err(FsError::new(libc::EFBIG, format!("objects are limited to {} bytes", self.max_object)));
+        }
+        self.stage(storage, oid, size == 0)?;
+        let mut st = self.lock();
+        self.changeable(&st)?;
+        let path = self.path(oid);
+        let f = std::fs::OpenOptions::new().write(true).open(&path);
+        f.and_then(|f| f.set_len(size)).map_err(|e| io_err(format!("truncate {}", path.display()), e))?;
+        st.staged.insert(oid, Staged::Data(size));
+        Ok(())
+    }
+
+    /// At most `size` bytes at `offset` of `oid` as this transaction sees it.
+    pub fn read(&self, storage: &Storage, oid: Oid, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+        let st = self.lock();
+        match st.staged.get(&oid) {
+            Some(Staged::Data(len)) => {
+                let n = (size as u64).min(len.saturating_sub(offset)) as usize;
+                let mut buf = vec![0u8; n];
+                let path = self.path(oid);
+                let f = std::fs::File::open(&path);
+                f.and_then(|f| f.read_exact_at(&mut buf, offset))
+                    .map_err(|e| io_err(format!("read {}", path.display()), e))?;
+                Ok(buf)
+            }
+            Some(Staged::Deleted) => Err(FsError::not_found(format!("txn/{}/{oid}: staged for deletion", self.name))),
+            None => {
+                let at = Self::read_at(&st);
+                drop(st);
+                let d = storage.load_at(oid, at)?.map(|(_, d)| d);
+                let d = d.ok_or_else(|| FsError::not_found(format!("{oid}: no such object as of {at}")))?;
+                let start = offset.min(d.len() as u64) as usize;
+                Ok(d[start..(start + size as usize).min(d.len())].to_vec())
+            }
+        }
+    }
+
+    /// `rm txn/<name>/<oid>`: drop what was staged; if the object exists as of the base,
+    /// stage its deletion.
+    pub fn unlink(&self, storage: &Storage, oid: Oid) -> FsResult<()> {
+        let mut st = self.lock();
+        self.changeable(&st)?;
+        let exists = storage.stat_at(oid, st.base)?.is_some_and(|r| !r.deleted);
+        match st.staged.get(&oid) {
+            Some(Staged::Deleted) => return Err(FsError::not_found(format!("{oid}: already staged for deletion"))),
+            None if !exists => return Err(FsError::not_found(format!("{oid}: no such object as of {}", st.base))),
+            _ => {}
+        }
+        let _ = std::fs::remove_file(self.path(oid));
+        if exists {
+            st.staged.insert(oid, Staged::Deleted);
+        } else {
+            st.staged.remove(&oid);
+        }
+        Ok(())
+    }
+
+    /// Apply `user ...`, `description ...`, `extension ...` lines written to `info`.
+    pub fn set_info(&self, data: &[u8]) -> FsResult<()> {
+        let mut st = self.lock();
+        self.changeable(&st)?;
+        for line in data.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+            let (key, value) = match line.iter().position(|&b| b == b' ') {
+                Some(i) => (&line[..i], &line[i + 1..]),
+                None => (line, &[][..]),
+            };
+            match key {
+                b"user" => st.meta.user = value.to_vec(),
+                b"description" => st.meta.description = value.to_vec(),
+                b"extension" => st.meta.extension = value.to_vec(),
+                _ => {
+                    return Err(FsError::new(
+                        libc::EINVAL,
+                        format!(
+                            "info: unknown key {:?}: write \"user ...\", \"description ...\" or \"extension ...\"",
+                            String::from_utf8_lossy(key)
+                        ),
+                    ))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Take the engine transaction for a vote or commit and fill it with the staged
+    /// changes. Marks the transaction busy; `done` must follow.
+    fn take(&self, for_commit: bool) -> FsResult<Transaction> {
+        let (mut t, staged, meta) = {
+            let mut st = self.lock();
+            if st.busy {
+                return Err(busy(&self.name));
+            }
+            match (&st.status, for_commit) {
+                (Status::Open, _) => {}
+                (Status::Voted, true) => {
+                    st.busy = true;
+                    return Ok(st.engine.take().expect("a voted transaction holds its engine transaction"));
+                }
+                (Status::Voted, false) => {
+                    return Err(FsError::new(libc::EINVAL, format!("txn/{}: already voted", self.name)))
+                }
+                (s, _) => {
+                    return Err(FsError::new(
+                        libc::EINVAL,
+                        format!("txn/{}: the transaction has ended ({s:?}); rmdir it", self.name),
+                    ))
+                }
+            }
+            st.busy = true;
+            let t = st.engine.take().expect("an open transaction holds its engine transaction");
+            (t, st.staged.clone(), st.meta.clone())
+        };
+        let fill = |t: &mut Transaction| -> FsResult<()> {
+            t.set_user(&meta.user);
+            t.set_description(&meta.description);
+            t.set_extension(&meta.extension);
+            for (oid, s) in staged {
+                match s {
+                    Staged::Deleted => t.delete(oid)?,
+                    Staged::Data(_) => {
+                        let path = self.path(oid);
+                        let mut data = Vec::new();
+                        std::fs::File::open(&path)
+                            .and_then(|mut f| f.read_to_end(&mut data))
+                            .map_err(|e| io_err(format!("read {}", path.display()), e))?;
+                        t.store(oid, &data)?;
+                    }
+                }
+            }
+            Ok(())
+        };
+        match fill(&mut t) {
+            Ok(()) => Ok(t),
+            Err(e) => {
+                t.abort();
+                self.end(Status::Error(e.message.clone()));
+                Err(e)
+            }
+        }
+    }
+
+    /// End the transaction: status, staged files gone, waiters woken.
+    fn end(&self, status: Status) {
+        let mut st = self.lock();
+        if let Some(t) = st.engine.take() {
+            t.abort();
+        }
+        st.status = status;
+        st.busy = false;
+        st.staged.clear();
+        drop(st);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        self.ended.notify_all();
+    }
+
+    /// The end status of a failed vote or commit.
+    fn failed(&self, e: Error) -> FsError {
+        let status = match &e {
+            Error::Conflict { oid, tid } => Status::Conflict(*oid, *tid),
+            other => Status::Error(other.to_string().replace('\n', " ")),
+        };
+        self.end(status);
+        e.into()
+    }
+
+    /// Phase one (blocks: run it on a worker). Returns the vote number for
+    /// [`MountTxn::expire_vote`].
+    pub fn vote(&self) -> FsResult<u64> {
+        let mut t = self.take(false)?;
+        match t.vote() {
+            Ok(()) => {
+                let mut st = self.lock();
+                st.engine = Some(t);
+                st.busy = false;
+                st.status = Status::Voted;
+                st.votes += 1;
+                Ok(st.votes)
+            }
+            Err(e) => {
+                t.abort();
+                Err(self.failed(e))
+            }
+        }
+    }
+
+    /// Commit (after a vote: phase two). Blocks until durable: run it on a worker.
+    pub fn commit(&self) -> FsResult<Tid> {
+        let t = self.take(true)?;
+        match t.commit() {
+            Ok(tid) => {
+                self.end(Status::Committed(tid));
+                Ok(tid)
+            }
+            Err(e) => Err(self.failed(e)),
+        }
+    }
+
+    /// Discard everything. Aborting an aborted transaction is a no-op; a committed one
+    /// cannot be aborted (EINVAL); a running vote or commit is waited for by the caller.
+    pub fn abort(&self) -> FsResult<()> {
+        let st = self.lock();
+        if st.busy {
+            return Err(busy(&self.name));
+        }
+        if let Status::Committed(t) = st.status {
+            return Err(FsError::new(libc::EINVAL, format!("txn/{}: already committed as {t}", self.name)));
+        }
+        if st.status.ended() {
+            return Ok(());
+        }
+        drop(st);
+        self.end(Status::Aborted);
+        Ok(())
+    }
+
+    /// Wait until vote number `vote` has ended or `timeout` passed; then abort it if it
+    /// still stands (an abandoned voted transaction would hold the commit lock forever).
+    /// Returns whether it aborted.
+    pub fn expire_vote(&self, vote: u64, timeout: Duration) -> bool {
+        let st = self.lock();
+        let still = |s: &State| s.status == Status::Voted && s.votes == vote && !s.busy;
+        let (st, _) = self.ended.wait_timeout_while(st, timeout, |s| still(s)).unwrap_or_else(|e| e.into_inner());
+        if !still(&st) {
+            return false;
+        }
+        drop(st);
+        log::warn!(
+            "txn/{}: voted but neither committed nor aborted within {timeout:?}: aborted (see --vote-timeout)",
+            self.name
+        );
+        self.end(Status::Error(format!("vote timed out after {}s", timeout.as_secs())));
+        true
+    }
+
+    /// Abort unless committed (unmount, rmdir, closing the clone descriptor). A running
+    /// vote or commit is left to finish (its worker holds the engine transaction).
+    pub fn discard(&self) {
+        let st = self.lock();
+        let running = st.busy;
+        drop(st);
+        if !running && !self.status().ended() {
+            self.end(Status::Aborted);
+        } else if !running {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+impl Drop for MountTxn {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Options;
+
+    fn setup() -> (tempfile::TempDir, Storage, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let s = Storage::create(&d.path().join("s"), Options { sync: false, ..Options::default() }).unwrap();
+        let mut t = s.begin();
+        t.store(Oid(1), b"one").unwrap();
+        t.store(Oid(2), b"two").unwrap();
+        t.commit().unwrap();
+        let staging = d.path().join("staging");
+        (d, s, staging)
+    }
+
+    fn begin(s: &Storage, staging: &Path, no: u64) -> MountTxn {
+        MountTxn::begin(s, staging, TxnNo(no), format!("t{no}"), false, 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn names_and_commands() {
+        for ok in ["a", "gc-1", "A.b_c", &"x".repeat(64)] {
+            assert!(valid_txn_name(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "new", "a/b", "a b", &"x".repeat(65), "é"] {
+            assert!(!valid_txn_name(bad), "{bad}");
+        }
+        assert_eq!(parse_command(b"commit\n").unwrap(), Command::Commit);
+        assert_eq!(parse_command(b" vote ").unwrap(), Command::Vote);
+        assert_eq!(parse_command(b"abort").unwrap(), Command::Abort);
+        assert_eq!(parse_command(b"comit\n").unwrap_err().errno, libc::EINVAL);
+    }
+
+    #[test]
+    fn staging_reads_back_and_commits() {
+        let (_d, s, staging) = setup();
+        let t = begin(&s, &staging, 1);
+        assert_eq!(t.read(&s, Oid(1), 0, 100).unwrap(), b"one", "read-through");
+        t.stage(&s, Oid(1), false).unwrap();
+        t.write(Oid(1), 0, b"!!", true).unwrap();
+        t.write(Oid(1), 1, b"N", false).unwrap();
+        assert_eq!(t.read(&s, Oid(1), 0, 100).unwrap(), b"oNe!!");
+        t.truncate(&s, Oid(1), 2).unwrap();
+        assert_eq!(t.stat(&s, Oid(1)).unwrap(), Some(2));
+        t.create(&s, Oid(9), true).unwrap();
+        t.write(Oid(9), 3, b"x", false).unwrap();
+        assert_eq!(t.read(&s, Oid(9), 0, 100).unwrap(), b"\0\0\0x", "a hole reads as zeros");
+        assert_eq!(t.create(&s, Oid(2), true).unwrap_err().errno, libc::EEXIST);
+        t.unlink(&s, Oid(2)).unwrap();
+        assert_eq!(t.stat(&s, Oid(2)).unwrap(), None);
+        assert_eq!(t.unlink(&s, Oid(2)).unwrap_err().errno, libc::ENOENT);
+        assert_eq!(t.unlink(&s, Oid(77)).unwrap_err().errno, libc::ENOENT);
+        t.set_info(b"user alice\ndescription fix it\n").unwrap();
+        assert_eq!(t.set_info(b"colour blue").unwrap_err().errno, libc::EINVAL);
+        assert_eq!(t.write(Oid(9), 1 << 20, b"x", false).unwrap_err().errno, libc::EFBIG);
+        assert!(t.status_line().starts_with("open "));
+        let tid = t.commit().unwrap();
+        assert_eq!(t.status_line(), format!("committed {tid}\n"));
+        assert_eq!(s.load(Oid(1)).unwrap().unwrap().1, b"oN");
+        assert_eq!(s.load(Oid(9)).unwrap().unwrap().1, b"\0\0\0x");
+        assert!(s.load(Oid(2)).unwrap().is_none());
+        let info = s.transaction(tid).unwrap().unwrap();
+        assert_eq!(info.meta.user, b"alice");
+        assert_eq!(info.meta.description, b"fix it");
+        assert_eq!(t.write(Oid(9), 0, b"y", false).unwrap_err().errno, libc::EINVAL, "ended");
+        assert_eq!(t.abort().unwrap_err().errno, libc::EINVAL, "committed cannot abort");
+        assert!(!staging.join("1").exists(), "staged files are removed at the end");
+    }
+
+    #[test]
+    fn conflict_applies_nothing_and_vote_holds() {
+        let (_d, s, staging) = setup();
+        let a = begin(&s, &staging, 1);
+        let b = begin(&s, &staging, 2);
+        for t in [&a, &b] {
+            t.stage(&s, Oid(1), true).unwrap();
+            t.write(Oid(1), 0, t.name.as_bytes(), false).unwrap();
+            t.create(&s, Oid(5), false).unwrap();
+        }
+        let v = a.vote().unwrap();
+        assert_eq!(a.status(), Status::Voted);
+        assert_eq!(a.write(Oid(1), 0, b"x", false).unwrap_err().errno, libc::EBUSY, "voted cannot change");
+        // b's commit waits for a's vote; a commits meanwhile.
+        std::thread::scope(|sc| {
+            let h = sc.spawn(|| b.commit());
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!h.is_finished(), "another commit waits while a vote stands");
+            let tid = a.commit().unwrap();
+            let e = h.join().unwrap().unwrap_err();
+            assert_eq!(e.errno, libc::ESTALE);
+            assert_eq!(b.status(), Status::Conflict(Oid(1), tid));
+            assert_eq!(b.status_line(), format!("conflict {} {tid}\n", Oid(1)));
+        });
+        assert_eq!(s.load(Oid(1)).unwrap().unwrap().1, b"t1");
+        assert!(!a.expire_vote(v, Duration::from_millis(1)), "committed: nothing to expire");
+        b.abort().unwrap();
+    }
+
+    #[test]
+    fn abandoned_vote_expires_and_abort_discards() {
+        let (_d, s, staging) = setup();
+        let a = begin(&s, &staging, 1);
+        a.stage(&s, Oid(3), true).unwrap();
+        let v = a.vote().unwrap();
+        assert!(a.expire_vote(v, Duration::from_millis(50)));
+        assert!(matches!(a.status(), Status::Error(ref w) if w.contains("timed out")));
+        let b = begin(&s, &staging, 2);
+        b.stage(&s, Oid(4), true).unwrap();
+        b.commit().unwrap();
+        assert!(s.load(Oid(3)).unwrap().is_none(), "the expired vote applied nothing");
+        let c = begin(&s, &staging, 3);
+        c.stage(&s, Oid(6), true).unwrap();
+        c.abort().unwrap();
+        c.abort().unwrap();
+        assert_eq!(c.status_line(), "aborted\n");
+        assert_eq!(c.commit().unwrap_err().errno, libc::EINVAL);
+        assert!(s.load(Oid(6)).unwrap().is_none());
+    }
+}
