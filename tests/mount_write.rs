@@ -361,3 +361,61 @@ fn merge_through_the_mount() {
     let _ = Tid::ZERO;
     m.unmount();
 }
+
+/// Unmounts a file system the test mounted, however the test ends.
+struct TmpFs(std::path::PathBuf);
+
+impl Drop for TmpFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+/// Disk full: the commit fails with ENOSPC, nothing of the transaction is applied, and the
+/// storage stays usable through the same mount.
+#[test]
+fn a_full_disk_fails_the_commit_with_enospc_and_the_storage_stays_usable() {
+    if !available() {
+        return;
+    }
+    let small = tempfile::tempdir().unwrap();
+    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=24m", "fs2-enospc"]).arg(small.path()).status();
+    assert!(ok.is_ok_and(|s| s.success()), "mount a 24 MiB tmpfs (the tests run as root)");
+    let _tmpfs = TmpFs(small.path().to_path_buf());
+    let dir = small.path().join("storage");
+    let s = storage(&dir);
+    let before = s.last_tid();
+    let m = TestMount::new(s.clone());
+    // 14 MiB staged (on the same file system), then the commit needs 14 MiB more.
+    let out = m.sh("mkdir txn/big
+         head -c 14680064 /dev/zero > txn/big/0000000000000009
+         echo changed > txn/big/0000000000000001
+         python3 -c 'import errno, os, sys
+fd = os.open(\"txn/big/ctl\", os.O_WRONLY | os.O_TRUNC)
+try:
+    os.write(fd, b\"commit\")
+    print(\"OK\")
+except OSError as e:
+    print(errno.errorcode[e.errno])'
+         cat txn/big/ctl");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.first(), Some(&"ENOSPC"), "{out}");
+    assert!(lines.get(1).is_some_and(|l| l.starts_with("error") || l.starts_with("aborted")), "{out}");
+    assert_eq!(s.last_tid(), before, "nothing was committed");
+    assert_eq!(data(&s, 9), None);
+    assert_eq!(data(&s, 1), Some(b"one\n".to_vec()));
+    // The storage stays usable: free the staged bytes, commit something small.
+    let out = m.sh("rmdir txn/big
+         mkdir txn/small
+         echo small > txn/small/0000000000000005
+         echo commit > txn/small/ctl
+         cat txn/small/ctl");
+    assert!(out.starts_with("committed "), "{out}");
+    assert_eq!(data(&s, 5), Some(b"small\n".to_vec()));
+    assert_eq!(m.ok(&["cat", "head/0000000000000005"]), b"small\n");
+    m.unmount();
+    drop(s);
+    let s = Storage::open(&dir, Options::default()).unwrap();
+    assert_eq!(data(&s, 5), Some(b"small\n".to_vec()));
+    assert_eq!(data(&s, 9), None);
+}
