@@ -651,7 +651,9 @@ fn mount(
              Try, in another terminal:\n  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n  \
              cat {m}/head/0000000000000001\n  ls {m}/history/0000000000000002\n  cat {m}/transactions/*/info\n  \
              cp -r {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n  \
-             T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned",
+             T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n  \
+             mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
+             cat {m}/head/0000000000000009; cat {m}/README                # how writing works",
             storage.display(),
             if read_only { "read-only snapshot" } else { "writable: mkdir txn/NAME to begin a transaction" }
         );
