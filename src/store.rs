@@ -455,33 +455,14 @@ impl Storage {
     /// (`Tid::MAX` = current). Streams: cost is O(limit × segments), not O(objects).
     pub fn list(&self, start: Oid, at: Tid, limit: usize) -> Result<Vec<ObjectInfo>> {
         let v = self.view();
-        let mut active = v.active.as_ref().map(|a| a.index.range(start..).map(|(o, _)| *o).peekable());
-        let mut cursors = Vec::with_capacity(v.pasts.len());
-        for p in &v.pasts {
-            cursors.push((p, p.lower_bound(start)?));
-        }
         let mut out = Vec::new();
-        while out.len() < limit {
-            let mut next: Option<Oid> = active.as_mut().and_then(|a| a.peek().copied());
-            for (p, i) in &cursors {
-                if *i < p.index.len() {
-                    let o = p.entry(*i)?.0;
-                    next = Some(next.map_or(o, |n| n.min(o)));
-                }
-            }
-            let Some(oid) = next else { break };
-            if let Some(a) = active.as_mut() {
-                if a.peek() == Some(&oid) {
-                    a.next();
-                }
-            }
-            for (p, i) in cursors.iter_mut() {
-                if *i < p.index.len() && p.entry(*i)?.0 == oid {
-                    *i += 1;
-                }
-            }
-            out.extend(live_at(&v, oid, at, |r| ObjectInfo { oid, tid: r.header.tid, size: r.header.data_len })?);
+        if limit == 0 {
+            return Ok(out);
         }
+        each_oid(&v, start, |oid| {
+            out.extend(live_at(&v, oid, at, |r| ObjectInfo { oid, tid: r.header.tid, size: r.header.data_len })?);
+            Ok(out.len() < limit)
+        })?;
         Ok(out)
     }
 
@@ -640,6 +621,40 @@ pub(crate) fn walk(v: &View, oid: Oid, mut f: impl FnMut(Walked<'_>) -> Result<b
         }
     }
     Ok(())
+}
+
+/// Call `f` with every oid ≥ `start` that has a record in `v`, in oid order, until it
+/// returns `false`: a merge of the indexes' cursors (O(segments) per oid, no list of
+/// all oids).
+pub(crate) fn each_oid(v: &View, start: Oid, mut f: impl FnMut(Oid) -> Result<bool>) -> Result<()> {
+    let mut active = v.active.as_ref().map(|a| a.index.range(start..).map(|(o, _)| *o).peekable());
+    let mut cursors = Vec::with_capacity(v.pasts.len());
+    for p in &v.pasts {
+        cursors.push((p, p.lower_bound(start)?));
+    }
+    loop {
+        let mut next: Option<Oid> = active.as_mut().and_then(|a| a.peek().copied());
+        for (p, i) in &cursors {
+            if *i < p.index.len() {
+                let o = p.entry(*i)?.0;
+                next = Some(next.map_or(o, |n| n.min(o)));
+            }
+        }
+        let Some(oid) = next else { return Ok(()) };
+        if let Some(a) = active.as_mut() {
+            if a.peek() == Some(&oid) {
+                a.next();
+            }
+        }
+        for (p, i) in cursors.iter_mut() {
+            if *i < p.index.len() && p.entry(*i)?.0 == oid {
+                *i += 1;
+            }
+        }
+        if !f(oid)? {
+            return Ok(());
+        }
+    }
 }
 
 /// `f` of `oid`'s newest retained record with tid ≤ `at`, unless that is a deletion.

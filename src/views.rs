@@ -239,33 +239,12 @@ impl Storage {
     /// Oids that have any retained record (live or deleted) with oid ≥ `start`, in oid
     /// order, at most `limit`. Streams like [`Storage::list`].
     pub fn list_oids(&self, start: Oid, limit: usize) -> Result<Vec<Oid>> {
-        let v = self.view();
-        let mut active = v.active.as_ref().map(|a| a.index.range(start..).map(|(o, _)| *o).peekable());
-        let mut cursors = Vec::with_capacity(v.pasts.len());
-        for p in &v.pasts {
-            cursors.push((p, p.lower_bound(start)?));
-        }
         let mut out = Vec::new();
-        while out.len() < limit {
-            let mut next: Option<Oid> = active.as_mut().and_then(|a| a.peek().copied());
-            for (p, i) in &cursors {
-                if *i < p.index.len() {
-                    let o = p.entry(*i)?.0;
-                    next = Some(next.map_or(o, |n| n.min(o)));
-                }
-            }
-            let Some(oid) = next else { break };
-            if let Some(a) = active.as_mut() {
-                if a.peek() == Some(&oid) {
-                    a.next();
-                }
-            }
-            for (p, i) in cursors.iter_mut() {
-                if *i < p.index.len() && p.entry(*i)?.0 == oid {
-                    *i += 1;
-                }
-            }
-            out.push(oid);
+        if limit > 0 {
+            crate::store::each_oid(&self.view(), start, |oid| {
+                out.push(oid);
+                Ok(out.len() < limit)
+            })?;
         }
         Ok(out)
     }
