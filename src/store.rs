@@ -493,7 +493,7 @@ impl Storage {
             segs.push((a.seg.header.name, Scanner::new(&a.seg, HEADER_SIZE as u64, a.end)));
         }
         segs.reverse();
-        TxnIter { segs, from, to, done: false }
+        TxnIter { scan: ChainScan::new(segs), from, to }
     }
 
     /// The segments of the chain, oldest first.
@@ -686,18 +686,26 @@ pub(crate) fn current_tid(v: &View, oid: Oid) -> Result<Option<Tid>> {
     Ok(None)
 }
 
-/// Iterator over committed transactions (see [`Storage::transactions`]).
-pub struct TxnIter {
+/// The committed transactions of a list of segment scans, in file order.
+pub(crate) struct ChainScan {
     /// Remaining segments, the next one last.
     segs: Vec<(SegmentName, Scanner)>,
-    from: Tid,
-    to: Tid,
     done: bool,
 }
 
-impl Iterator for TxnIter {
-    type Item = Result<TxnRecord>;
-    fn next(&mut self) -> Option<Result<TxnRecord>> {
+impl ChainScan {
+    pub fn new(segs: Vec<(SegmentName, Scanner)>) -> ChainScan {
+        ChainScan { segs, done: false }
+    }
+
+    /// `f(segment, offset, transaction, record bytes)` of the next committed transaction
+    /// with `from ≤ tid ≤ to`; `None` at the end (or past `to`). An error ends the scan.
+    pub fn next_txn<T>(
+        &mut self,
+        from: Tid,
+        to: Tid,
+        f: impl FnOnce(SegmentName, u64, crate::segment::DecodedTxn, &[u8]) -> T,
+    ) -> Option<Result<T>> {
         while !self.done {
             let (name, sc) = self.segs.last_mut()?;
             let name = *name;
@@ -710,23 +718,13 @@ impl Iterator for TxnIter {
             };
             match step {
                 Step::Txn { offset, txn, bytes } => {
-                    let tid = txn.header.tid;
-                    if tid > self.to {
+                    if txn.header.tid > to {
                         self.done = true;
                         return None;
                     }
-                    if tid < self.from {
-                        continue;
+                    if txn.header.tid >= from {
+                        return Some(Ok(f(name, offset, txn, bytes)));
                     }
-                    let records = txn
-                        .records
-                        .iter()
-                        .map(|(rel, h)| {
-                            let s = *rel as usize + crate::format::DATA_HEADER;
-                            (h.oid, (!h.is_delete()).then(|| bytes[s..s + h.data_len as usize].to_vec()))
-                        })
-                        .collect();
-                    return Some(Ok(TxnRecord { tid, segment: name, offset, meta: txn.meta, records }));
                 }
                 Step::Skip => {}
                 Step::End | Step::Index => {
@@ -740,5 +738,29 @@ impl Iterator for TxnIter {
             }
         }
         None
+    }
+}
+
+/// Iterator over committed transactions (see [`Storage::transactions`]).
+pub struct TxnIter {
+    scan: ChainScan,
+    from: Tid,
+    to: Tid,
+}
+
+impl Iterator for TxnIter {
+    type Item = Result<TxnRecord>;
+    fn next(&mut self) -> Option<Result<TxnRecord>> {
+        self.scan.next_txn(self.from, self.to, |segment, offset, txn, bytes| {
+            let records = txn
+                .records
+                .iter()
+                .map(|(rel, h)| {
+                    let s = *rel as usize + crate::format::DATA_HEADER;
+                    (h.oid, (!h.is_delete()).then(|| bytes[s..s + h.data_len as usize].to_vec()))
+                })
+                .collect();
+            TxnRecord { tid: txn.header.tid, segment, offset, meta: txn.meta, records }
+        })
     }
 }

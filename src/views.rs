@@ -5,8 +5,8 @@
 
 use crate::error::{Error, Result};
 use crate::format::{Header, TxnMeta, HEADER_SIZE};
-use crate::segment::{read_record, Scanner, Step};
-use crate::store::{walk, SegmentState, View};
+use crate::segment::{read_record, Scanner};
+use crate::store::{walk, ChainScan, SegmentState, View};
 use crate::types::{Oid, SegmentName, Tid};
 use crate::vfs::VFile;
 use crate::Storage;
@@ -119,46 +119,19 @@ impl SegmentBytes {
 
 /// Transaction summaries in tid order, read lazily segment by segment.
 pub struct TxnSummaries {
-    /// Remaining segments, the next one last.
-    segs: Vec<(SegmentName, Scanner)>,
+    scan: ChainScan,
     from: Tid,
-    done: bool,
 }
 
 impl Iterator for TxnSummaries {
     type Item = Result<TxnSummary>;
     fn next(&mut self) -> Option<Result<TxnSummary>> {
-        while !self.done {
-            let (name, sc) = self.segs.last_mut()?;
-            let name = *name;
-            let step = match sc.next_step() {
-                Ok(s) => s,
-                Err(e) => {
-                    self.done = true;
-                    return Some(Err(e));
-                }
-            };
-            match step {
-                Step::Txn { txn, bytes, .. } if txn.header.tid >= self.from => {
-                    let s = TxnSummary {
-                        tid: txn.header.tid,
-                        segment: name,
-                        objects: txn.records.len() as u64,
-                        bytes: bytes.len() as u64,
-                    };
-                    return Some(Ok(s));
-                }
-                Step::Txn { .. } | Step::Skip => {}
-                Step::End | Step::Index => {
-                    self.segs.pop();
-                }
-                Step::Invalid(why) => {
-                    self.done = true;
-                    return Some(Err(Error::corrupted(&PathBuf::from(name.file_name()), sc.pos, why)));
-                }
-            }
-        }
-        None
+        self.scan.next_txn(self.from, Tid::MAX, |segment, _, txn, bytes| TxnSummary {
+            tid: txn.header.tid,
+            segment,
+            objects: txn.records.len() as u64,
+            bytes: bytes.len() as u64,
+        })
     }
 }
 
@@ -253,46 +226,23 @@ impl Storage {
     /// tid range holds it (O(segment size)): callers that repeat lookups should cache.
     pub fn transaction(&self, tid: Tid) -> Result<Option<TxnView>> {
         let mut segs = scan_ranges(&self.view(), tid, tid);
-        for (name, sc) in segs.iter_mut() {
-            loop {
-                match sc.next_step()? {
-                    Step::Txn { offset, txn, bytes } => {
-                        if txn.header.tid < tid {
-                            continue;
-                        }
-                        if txn.header.tid > tid {
-                            return Ok(None);
-                        }
-                        let records = txn
-                            .records
-                            .iter()
-                            .map(|(_, h)| RevStat { oid: h.oid, tid, size: h.data_len, deleted: h.is_delete() })
-                            .collect();
-                        return Ok(Some(TxnView {
-                            tid,
-                            segment: *name,
-                            offset,
-                            bytes: bytes.len() as u64,
-                            meta: txn.meta,
-                            records,
-                        }));
-                    }
-                    Step::Skip => {}
-                    Step::End | Step::Index => break,
-                    Step::Invalid(why) => {
-                        return Err(Error::corrupted(&PathBuf::from(name.file_name()), sc.pos, why));
-                    }
-                }
-            }
-        }
-        Ok(None)
+        segs.reverse();
+        let found = ChainScan::new(segs).next_txn(tid, tid, |segment, offset, txn, bytes| {
+            let records = txn
+                .records
+                .iter()
+                .map(|(_, h)| RevStat { oid: h.oid, tid, size: h.data_len, deleted: h.is_delete() })
+                .collect();
+            TxnView { tid, segment, offset, bytes: bytes.len() as u64, meta: txn.meta, records }
+        });
+        found.transpose()
     }
 
     /// Summaries of the retained transactions with tid ≥ `from`, in tid order.
     pub fn txn_summaries(&self, from: Tid) -> TxnSummaries {
         let mut segs = scan_ranges(&self.view(), from, Tid::MAX);
         segs.reverse();
-        TxnSummaries { segs, from, done: false }
+        TxnSummaries { scan: ChainScan::new(segs), from }
     }
 
     /// Summaries of the transactions of one segment, in tid order (`NotFound` if the
@@ -306,7 +256,7 @@ impl Storage {
             let parts = v.parts_of(name).ok_or_else(|| no_segment(name))?;
             v.pasts[parts].iter().map(|p| (name, Scanner::new(&p.seg, p.data_start(), p.data_end()))).collect()
         };
-        Ok(TxnSummaries { segs, from: Tid::ZERO, done: false })
+        Ok(TxnSummaries { scan: ChainScan::new(segs), from: Tid::ZERO })
     }
 
     /// The bytes of segment `name` (`NotFound` if it is not in the chain).
