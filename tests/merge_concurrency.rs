@@ -118,55 +118,15 @@ struct Outcome {
     elapsed: Duration,
 }
 
-fn writer(s: &Storage, gate: &Gate, seed: u64, next: &AtomicU64, transfers: u64, out: &Mutex<Outcome>) {
-    let mut rng = Rng(seed);
-    let (mut conflicts, mut two_phase, mut aborted_votes) = (0, 0, 0);
-    let mut made = Vec::new();
-    while next.fetch_add(1, Ordering::Relaxed) < transfers {
-        loop {
-            let (mut t, _pin) = gate.begin(s);
-            let from = rng.below(ACCOUNTS);
-            let to = (from + 1 + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
-            let a = dec(from, &t.load(account(from)).unwrap().expect("account exists"));
-            let b = dec(to, &t.load(account(to)).unwrap().expect("account exists"));
-            let tr = Transfer { from, to, amount: rng.below(a + 1) };
-            t.store(account(from), &enc(from, a - tr.amount)).unwrap();
-            t.store(account(to), &enc(to, b + tr.amount)).unwrap();
-            t.set_description(tr.describe().as_bytes());
-            let mode = rng.below(20);
-            let r = match mode {
-                0..=4 => t.vote().and_then(|()| t.finish()),
-                5 => match t.vote() {
-                    Ok(()) => {
-                        t.abort();
-                        aborted_votes += 1;
-                        continue;
-                    }
-                    Err(e) => Err(e),
-                },
-                _ => t.commit(),
-            };
-            match r {
-                Ok(tid) => {
-                    two_phase += (mode <= 4) as u64;
-                    made.push((tid, tr));
-                    break;
-                }
-                Err(Error::Conflict { oid, .. }) => {
-                    assert!(oid == account(from) || oid == account(to), "conflict on {oid:?}, not written");
-                    conflicts += 1;
-                }
-                Err(e) => panic!("transfer {tr:?} failed: {e}"),
-            }
-        }
-    }
+fn writer(s: &Storage, gate: &Gate, seed: u64, next: &AtomicU64, count: u64, out: &Mutex<Outcome>) {
+    let m = transfers(seed, || next.fetch_add(1, Ordering::Relaxed) < count, || gate.begin(s));
     let mut o = out.lock().unwrap();
-    for (tid, tr) in made {
+    for (tid, tr) in m.made {
         assert!(o.made.insert(tid, tr).is_none(), "tid {tid:?} acknowledged twice");
     }
-    o.conflicts += conflicts;
-    o.two_phase += two_phase;
-    o.aborted_votes += aborted_votes;
+    o.conflicts += m.conflicts;
+    o.two_phase += m.two_phase;
+    o.aborted_votes += m.aborted_votes;
 }
 
 fn reader(s: &Storage, gate: &Gate, seed: u64, done: &AtomicBool, out: &Mutex<Outcome>) {

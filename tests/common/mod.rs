@@ -26,7 +26,8 @@ impl Rng {
 
 /// The bank-transfer invariant: accounts, balances and transfers.
 pub mod bank {
-    use filestorage2::{Oid, Storage, Tid};
+    use super::Rng;
+    use filestorage2::{Error, Oid, Storage, Tid, Transaction};
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     pub const ACCOUNTS: u64 = 20;
@@ -78,6 +79,67 @@ pub mod bank {
     /// The balances of every account as of `at`.
     pub fn balances_at(s: &Storage, at: Tid) -> Vec<u64> {
         (0..ACCOUNTS).map(|i| dec(i, &s.load_at(account(i), at).unwrap().expect("account exists").1)).collect()
+    }
+
+    /// What one writer did: its acknowledged transfers and how it got there.
+    #[derive(Default)]
+    pub struct Made {
+        pub made: Vec<(Tid, Transfer)>,
+        pub conflicts: u64,
+        pub two_phase: u64,
+        pub aborted_votes: u64,
+    }
+
+    /// Make random transfers while `more()` says so, each acknowledged however many
+    /// attempts it takes: one-step commits, vote+finish, and votes aborted and retried.
+    /// `begin` starts each attempt (and may return something held until it ends).
+    pub fn transfers<P>(
+        seed: u64,
+        mut more: impl FnMut() -> bool,
+        mut begin: impl FnMut() -> (Transaction, P),
+    ) -> Made {
+        let mut rng = Rng(seed);
+        let mut m = Made::default();
+        while more() {
+            loop {
+                let (mut t, _held) = begin();
+                let from = rng.below(ACCOUNTS);
+                let to = (from + 1 + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
+                let a = dec(from, &t.load(account(from)).unwrap().expect("account exists"));
+                let b = dec(to, &t.load(account(to)).unwrap().expect("account exists"));
+                let tr = Transfer { from, to, amount: rng.below(a + 1) };
+                t.store(account(from), &enc(from, a - tr.amount)).unwrap();
+                t.store(account(to), &enc(to, b + tr.amount)).unwrap();
+                t.set_description(tr.describe().as_bytes());
+                let mode = rng.below(20);
+                let r = match mode {
+                    0..=4 => t.vote().and_then(|()| t.finish()),
+                    5 => match t.vote() {
+                        Ok(()) => {
+                            // Durable but never visible: the retry makes the transfer.
+                            t.abort();
+                            m.aborted_votes += 1;
+                            continue;
+                        }
+                        Err(e) => Err(e),
+                    },
+                    _ => t.commit(),
+                };
+                match r {
+                    Ok(tid) => {
+                        m.two_phase += (mode <= 4) as u64;
+                        m.made.push((tid, tr));
+                        break;
+                    }
+                    Err(Error::Conflict { oid, .. }) => {
+                        assert!(oid == account(from) || oid == account(to), "conflict on {oid:?}, not written");
+                        m.conflicts += 1;
+                    }
+                    Err(e) => panic!("transfer {tr:?} failed: {e}"),
+                }
+            }
+        }
+        m
     }
 
     /// Marks the end of one writer; the last one out stops the readers and the rotator.
