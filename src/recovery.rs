@@ -354,15 +354,10 @@ fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Re
                 warnings
                     .push(format!("{e}; using an index rebuilt in memory (read-only; `fs2 check --repair` writes it)"));
                 let t = Trailer {
-                    index_offset: scan.data_end,
-                    first_tid: scan.stats.first_tid,
-                    last_tid: scan.stats.last_tid,
-                    txn_count: scan.stats.txn_count,
-                    record_count: scan.stats.record_count,
                     count: scan.entries.len() as u64,
                     first_oid: scan.entries.first().map_or(Oid(0), |e| e.0),
                     last_oid: scan.entries.last().map_or(Oid(0), |e| e.0),
-                    ..Default::default()
+                    ..scan.stats.trailer(scan.data_end)
                 };
                 Ok(vec![Arc::new(PastSegment::with_memory_index(seg, t, scan.entries)?)])
             }

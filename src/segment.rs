@@ -358,17 +358,24 @@ pub(crate) struct SealStats {
     pub record_count: u64,
 }
 
+impl SealStats {
+    /// A trailer for data ending at `data_end` with these stats (the index fields are
+    /// filled in when the index is encoded).
+    pub fn trailer(&self, data_end: u64) -> Trailer {
+        Trailer {
+            index_offset: data_end,
+            first_tid: self.first_tid,
+            last_tid: self.last_tid,
+            txn_count: self.txn_count,
+            record_count: self.record_count,
+            ..Default::default()
+        }
+    }
+}
+
 /// Write the index record and trailer at `data_end` and sync. `entries` sorted by oid.
 pub(crate) fn seal(seg: &SegmentFile, data_end: u64, entries: &[(Oid, u64)], stats: &SealStats) -> Result<Trailer> {
-    let trailer = Trailer {
-        index_offset: data_end,
-        first_tid: stats.first_tid,
-        last_tid: stats.last_tid,
-        txn_count: stats.txn_count,
-        record_count: stats.record_count,
-        ..Default::default()
-    };
-    let bytes = encode_index(entries, trailer);
+    let bytes = encode_index(entries, stats.trailer(data_end));
     let io = |e| Error::io(&seg.path, "write index of", e);
     seg.file.set_len(data_end).map_err(io)?;
     seg.file.write_all_at(&bytes, data_end).map_err(io)?;

@@ -274,15 +274,7 @@ pub(crate) fn merge(
     };
 
     // The work table now holds (oid, new offset), sorted: it is the new index.
-    let trailer = Trailer {
-        index_offset: data_end,
-        first_tid: stats.first_tid,
-        last_tid: stats.last_tid,
-        txn_count: stats.txn_count,
-        record_count: stats.record_count,
-        appended,
-        ..Default::default()
-    };
+    let trailer = Trailer { appended, ..stats.trailer(data_end) };
     let table = &table;
     let entries = (0..table.len()).map(|j| {
         let (oid, loc) = table.get(j);
