@@ -51,6 +51,7 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
     // Oldest first, each region of a segment on its own: (segment, data start, data end,
     // index entries as the storage sees them, trailer).
     type ToCheck<'a> = (&'a SegmentFile, u64, u64, Vec<(Oid, u64)>, Option<SealStats>);
+    let damaged = v.active.as_ref().map_or(&[][..], |a| &a.damaged[..]);
     let mut segs: Vec<ToCheck<'_>> = Vec::new();
     for p in v.pasts.iter().rev() {
         let mut entries = Vec::with_capacity(p.index.len() as usize);
@@ -96,8 +97,11 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         let mut newest: BTreeMap<Oid, u64> = BTreeMap::new();
         let mut at: HashMap<u64, (Oid, Tid)> = HashMap::new();
         let mut seen = SealStats::default();
+        // Padding (and salvaged transactions): a back-pointer into one is a known loss.
+        let mut skipped: Vec<(u64, u64)> = Vec::new();
         loop {
             progress(done + (sc.pos - start), total);
+            let step_at = sc.pos;
             match sc.next_step()? {
                 Step::Txn { offset, txn, .. } => {
                     let tid = txn.header.tid;
@@ -110,7 +114,10 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
                         let expect = newest.get(&h.oid).copied();
                         let ok = match h.prev {
                             0 | 1 => expect.is_none(),
-                            p => expect == Some(p) && at.get(&p).is_some_and(|(o, t)| *o == h.oid && *t < tid),
+                            p => {
+                                (expect == Some(p) && at.get(&p).is_some_and(|(o, t)| *o == h.oid && *t < tid))
+                                    || skipped.iter().any(|(s, e)| (*s..*e).contains(&p))
+                            }
                         };
                         if !ok {
                             report.problems.push(format!(
@@ -123,9 +130,14 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
                     }
                     note_txn(&mut seen, tid, txn.records.len());
                 }
-                Step::Skip => {}
+                Step::Skip => skipped.push((step_at, sc.pos)),
                 Step::End | Step::Index => break,
                 Step::Invalid(why) => {
+                    // Damage contained at open (reported with its warning): go on after it.
+                    if let Some(d) = damaged.iter().find(|d| stats.is_none() && d.start == sc.pos) {
+                        sc.pos = d.end;
+                        continue;
+                    }
                     report.problems.push(format!("{path} at offset {}: {why}", sc.pos));
                     break;
                 }

@@ -97,6 +97,11 @@ enum Cmd {
         /// Truncate a torn tail of the active segment and rebuild lost indexes first.
         #[arg(long)]
         repair: bool,
+        /// With --repair: move damaged transactions of the active segment aside (into
+        /// `<segment>.damaged-<offset>` files), listing their tids and oids, so that the
+        /// storage takes writes again. Exits 5 if anything was moved.
+        #[arg(long, requires = "repair")]
+        salvage: bool,
     },
     /// Measure the engine and the mount against this machine's limits and plain files
     /// (TARGETS.md P1-P10); prints a table.
@@ -339,7 +344,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let name = s.rotate()?;
             w(writeln!(out, "sealed the active segment; new active segment {name}"))?;
         }
-        Cmd::Check { dir, repair } => {
+        Cmd::Check { dir, repair, salvage } => {
+            let salvaged = if salvage { filestorage2::damage::salvage(&dir, Options::default())? } else { Vec::new() };
+            for x in &salvaged {
+                w(writeln!(out, "salvaged: {x}"))?;
+            }
             let mut p = Progress::new("check");
             let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))?;
             drop(p);
@@ -359,6 +368,16 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             if !r.ok() {
                 return Err(fail(5, format!("{} problem(s) found in {}", r.problems.len(), dir.display())));
+            }
+            if !salvaged.is_empty() {
+                return Err(fail(
+                    5,
+                    format!(
+                        "{} damaged transaction(s) moved aside in {}; the storage takes writes again",
+                        salvaged.len(),
+                        dir.display()
+                    ),
+                ));
             }
             w(writeln!(out, "ok"))?;
         }

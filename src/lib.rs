@@ -8,6 +8,7 @@
 pub mod bench;
 pub mod bench_peer;
 pub mod check;
+pub mod damage;
 pub mod error;
 pub mod format;
 pub mod fs;

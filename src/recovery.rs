@@ -116,6 +116,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             // The seal may not have reached the disk: make the segment durable before the
             // chain goes on without it (a past segment is never truncated again).
             head.file.sync().map_err(|e| Error::io(&head.path, "sync", e))?;
+            head.record_sealed_len(head.effective_len()?)?;
             Some(SegmentFile::create(vfs, dir, next)?)
         } else {
             None
@@ -186,6 +187,7 @@ pub(crate) fn scan_active(
     // In file order; collected into the map in bulk at the end (later records win).
     let mut entries: Vec<(Oid, Entry)> = Vec::new();
     let mut stats = SealStats::default();
+    let mut damaged = Vec::new();
     let why = loop {
         match sc.next_step()? {
             Step::Txn { offset, txn, .. } => {
@@ -202,14 +204,20 @@ pub(crate) fn scan_active(
             Step::Invalid(why) => {
                 let at = sc.pos;
                 if let Some(p) = sc.durable_evidence_after(at)? {
-                    return Err(Error::corrupted(
-                        &seg.path,
-                        at,
-                        format!(
-                            "{why}; the transaction at offset {p} was written after this data was durable, \
-                             so this is damage, not an unfinished write; nothing was dropped"
-                        ),
+                    // Damage, not an unfinished write (the transaction at `p` was written
+                    // after `at` was durable): contain it and go on after it.
+                    let end = sc.resync(at, p)?;
+                    let after = if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO };
+                    let d = crate::damage::analyse(&seg.read(at, (end - at) as usize)?, at, after);
+                    warnings.push(format!(
+                        "{}; {why}; this is damage, not an unfinished write (the transaction at offset {p} \
+                         was written after it was durable); the objects it holds answer with an error, \
+                         writes are refused; `fs2 check --repair --salvage` moves it aside",
+                        d.describe(&seg.path)
                     ));
+                    damaged.push(d);
+                    sc.pos = end;
+                    continue;
                 }
                 break Some(why);
             }
@@ -251,7 +259,7 @@ pub(crate) fn scan_active(
         }
     }
     let index: BTreeMap<Oid, Entry> = newest.into_iter().collect();
-    Ok(Active { seg: Arc::new(seg), index, end, stats })
+    Ok(Active { seg: Arc::new(seg), index, end, stats, damaged })
 }
 
 /// Copy `[end, len)` of `seg` to `<segment>.dropped-<end>` beside it, durably.
@@ -282,6 +290,9 @@ pub(crate) struct SealedScan {
     pub entries: Vec<(Oid, u64)>,
     pub stats: SealStats,
     pub data_end: u64,
+    /// The data ended at the end of the file, with no index record at all: a segment
+    /// cut at a record boundary looks like this.
+    pub no_index: bool,
 }
 
 /// Scan the data of a sealed (or to-be-sealed) segment up to its index. Any invalid
@@ -291,7 +302,7 @@ pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64))
     let mut sc = Scanner::new(seg, HEADER_SIZE as u64, len);
     let mut index = BTreeMap::new();
     let mut stats = SealStats::default();
-    loop {
+    let no_index = loop {
         progress(sc.pos, len);
         match sc.next_step()? {
             Step::Txn { offset, txn, .. } => {
@@ -305,54 +316,89 @@ pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64))
                 note_txn(&mut stats, tid, txn.records.len());
             }
             Step::Skip => {}
-            Step::End | Step::Index => break,
+            Step::End => break sc.pos == len,
+            Step::Index => break false,
             Step::Invalid(why) => {
                 // A damaged index marker looks like this too: accept it only if an
                 // index for exactly these entries would end the file here.
                 if len.checked_sub(sc.pos) == Some(IndexHeader::record_len(index.len() as u64)) {
-                    break;
+                    break false;
                 }
                 return Err(Error::corrupted(&seg.path, sc.pos, why));
             }
         }
-    }
-    Ok(SealedScan { entries: index.into_iter().collect(), stats, data_end: sc.pos })
+    };
+    Ok(SealedScan { entries: index.into_iter().collect(), stats, data_end: sc.pos, no_index })
 }
 
 /// Open a past segment's parts; drop an unfinished append; rebuild the index from the
-/// data if the index is lost.
+/// data if the index is lost and the rebuilt one provably covers all of the data.
 fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Result<Vec<Arc<PastSegment>>> {
     let path = seg.path.clone();
     let writable = !opts.read_only;
-    if let Some(sealed) = seg.sealed_len() {
-        // A semi-sequential merge records the sealed length before it appends: anything
-        // past it is an append that never switched the chain over.
-        let len = seg.len()?;
+    let len = seg.len()?;
+    let recorded = seg.sealed_len();
+    if let Some(sealed) = recorded {
+        // Bytes past the recorded length: an append that never switched the chain over.
         if len > sealed && writable {
             let f = opts.vfs.open(&path, true).map_err(|e| Error::io(&path, "open", e))?;
             f.set_len(sealed).map_err(|e| Error::io(&path, "truncate an unfinished append to", e))?;
             f.sync().map_err(|e| Error::io(&path, "sync", e))?;
             warnings.push(format!("{}: dropped {} bytes of an unfinished merge append", path.display(), len - sealed));
         }
+        if len < sealed {
+            return Err(Error::corrupted(
+                &path,
+                len,
+                format!(
+                    "the segment was cut short: the file is {len} bytes, its header records {sealed}; \
+                     the transactions in the missing {} bytes are lost; restore the file from a copy",
+                    sealed - len
+                ),
+            ));
+        }
     }
-    let appended = seg.sealed_len().is_some();
     match PastSegment::open(seg) {
         Ok(p) => Ok(p),
-        Err(e) if e.is_corruption() && appended => Err(Error::corrupted(
-            &path,
-            0,
-            format!("{e}; the index of a segment with appended regions cannot be rebuilt: restore it from a copy"),
-        )),
         Err(e) if e.is_corruption() => {
             let seg = SegmentFile::open(&*opts.vfs, &path, writable)?;
             let scan = scan_sealed(&seg, |_, _| {})?;
+            let index_len = IndexHeader::record_len(scan.entries.len() as u64);
+            let whole = match recorded {
+                // The rebuilt index covers the data only if it ends exactly where the
+                // segment does: otherwise there are appended regions (or damage) after.
+                Some(sealed) => scan.data_end + index_len == sealed,
+                None => true,
+            };
+            if !whole {
+                return Err(Error::corrupted(
+                    &path,
+                    0,
+                    format!(
+                        "{e}; the index cannot be rebuilt from the data (the segment has appended regions \
+                         or more damage): restore it from a copy"
+                    ),
+                ));
+            }
+            let lost_tail = if recorded.is_none() && scan.no_index {
+                // A segment sealed before lengths were recorded, ending at a record
+                // boundary without an index: it may have been cut there.
+                format!(
+                    "; the segment ends without an index and records no length (an older segment): \
+                     if it was truncated, the transactions after {} are lost",
+                    scan.stats.last_tid
+                )
+            } else {
+                String::new()
+            };
             if writable {
                 seal(&seg, scan.data_end, &scan.entries, &scan.stats)?;
-                warnings.push(format!("{e}; rebuilt the index from the segment data"));
+                warnings.push(format!("{e}; rebuilt the index from the segment data{lost_tail}"));
                 PastSegment::open(SegmentFile::open(&*opts.vfs, &path, false)?)
             } else {
-                warnings
-                    .push(format!("{e}; using an index rebuilt in memory (read-only; `fs2 check --repair` writes it)"));
+                warnings.push(format!(
+                    "{e}; using an index rebuilt in memory (read-only; `fs2 check --repair` writes it){lost_tail}"
+                ));
                 let t = Trailer {
                     count: scan.entries.len() as u64,
                     first_oid: scan.entries.first().map_or(Oid(0), |e| e.0),

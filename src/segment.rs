@@ -85,15 +85,31 @@ impl SegmentFile {
     /// not in use, then the file is synced. A torn write leaves the old slot in force.
     /// (`vfs` opens the file for writing if needed.)
     pub fn rewrite_slot(&self, vfs: &dyn Vfs, prev: Option<String>, sealed_len: Option<u64>) -> Result<()> {
+        let file = vfs.open(&self.path, true).map_err(|e| Error::io(&self.path, "open for header rewrite", e))?;
+        self.rewrite_slot_in(&*file, prev, sealed_len)
+    }
+
+    /// `rewrite_slot` through `file`, an open handle on this segment for writing.
+    fn rewrite_slot_in(&self, file: &dyn VFile, prev: Option<String>, sealed_len: Option<u64>) -> Result<()> {
         let mut slot = self.slot.lock().unwrap();
         let next = Header { generation: slot.generation + 1, prev, sealed_len, ..self.header.clone() };
         let bytes = next.slot_bytes()?;
-        let file = vfs.open(&self.path, true).map_err(|e| Error::io(&self.path, "open for header rewrite", e))?;
-        let io = |e| Error::io(&self.path, "rewrite the previous-segment reference of", e);
+        let io = |e| Error::io(&self.path, "rewrite the header slot of", e);
         file.write_all_at(&bytes, Header::slot_offset(next.generation)).map_err(io)?;
         file.sync().map_err(|e| Error::io(&self.path, "sync", e))?;
         *slot = next;
         Ok(())
+    }
+
+    /// Record `len` as the sealed length in the header slot (through this segment's own
+    /// handle, which must be writable), unless it is recorded already. Done after the
+    /// trailer is durable, so a recorded length always ends in a trailer.
+    pub fn record_sealed_len(&self, len: u64) -> Result<()> {
+        if self.sealed_len() == Some(len) {
+            return Ok(());
+        }
+        let prev = self.prev();
+        self.rewrite_slot_in(&*self.file.clone(), prev, Some(len))
     }
 
     /// Create `dir/<name>.fs2` durably: written under a temporary name, synced, renamed,
@@ -320,6 +336,31 @@ impl Scanner {
         Ok(true)
     }
 
+    /// After damage at `at`: the first offset after it (8-aligned, at most `limit`, where
+    /// a valid transaction is known to start) at which a transaction record verifies
+    /// (`TTTT`, or `PPPP` for one voted and never finished).
+    pub fn resync(&mut self, at: u64, limit: u64) -> Result<u64> {
+        let path = self.path.clone();
+        let mut p = at + MIN_PADDING;
+        while p < limit {
+            let head = self.bytes(p, 12)?.map(|h| ([h[0], h[1], h[2], h[3]], le64(h, 4)));
+            if let Some((m, len)) = head.filter(|(m, _)| *m == MARK_TXN || *m == MARK_PAD) {
+                let fits = len >= MIN_PADDING && len % 8 == 0 && p.checked_add(len).is_some_and(|e| e <= self.end);
+                if fits {
+                    let mut b = self.bytes(p, len)?.expect("fits").to_vec();
+                    b[..4].copy_from_slice(&MARK_TXN);
+                    if m == MARK_TXN || len >= (TXN_HEADER + crate::format::TXN_FOOTER) as u64 {
+                        if TxnHeader::decode_with(&b, &path, p, false).is_ok() {
+                            return Ok(p);
+                        }
+                    }
+                }
+            }
+            p += 8;
+        }
+        Ok(limit)
+    }
+
     /// After an invalid record at `at`: is there a later valid transaction written after
     /// `at` had been made durable? Then `at` was acknowledged data that is now damaged,
     /// not a torn tail. Candidates are 8-aligned `TTTT` markers.
@@ -373,15 +414,20 @@ impl SealStats {
     }
 }
 
-/// Write the index record and trailer at `data_end` and sync. `entries` sorted by oid.
+/// Write the index record and trailer at `data_end` and sync, then record the sealed
+/// length in the header slot (so that a truncation of the past segment is detected).
+/// `entries` sorted by oid.
 pub(crate) fn seal(seg: &SegmentFile, data_end: u64, entries: &[(Oid, u64)], stats: &SealStats) -> Result<Trailer> {
     let bytes = encode_index(entries, stats.trailer(data_end));
     let io = |e| Error::io(&seg.path, "write index of", e);
     seg.file.set_len(data_end).map_err(io)?;
     seg.file.write_all_at(&bytes, data_end).map_err(io)?;
     seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
+    let end = data_end + bytes.len() as u64;
     let t: &[u8; TRAILER_SIZE] = bytes[bytes.len() - TRAILER_SIZE..].try_into().expect("sized");
-    Trailer::from_bytes(t, &seg.path, data_end + bytes.len() as u64)
+    let t = Trailer::from_bytes(t, &seg.path, end)?;
+    seg.record_sealed_len(end)?;
+    Ok(t)
 }
 
 /// Read the trailer of `seg`, if it is sealed: the one that ends its sealed length.

@@ -73,6 +73,20 @@ pub(crate) struct Active {
     /// End of the published data.
     pub end: u64,
     pub stats: SealStats,
+    /// Damaged transactions, in file order (see `damage`).
+    pub damaged: Vec<crate::damage::DamagedRange>,
+}
+
+impl Active {
+    /// A read of `oid` wanting revisions with tids up to `at`, whose newest valid record
+    /// in this segment is at `newest` (0: none): an error if a damaged transaction after
+    /// it may hold a newer revision that is one of them.
+    pub fn cross(&self, oid: Oid, at: Tid, newest: u64) -> Result<()> {
+        match self.damaged.iter().find(|d| d.start > newest && at > d.after && d.suspects(oid)) {
+            Some(d) => Err(d.error(&self.seg.path, oid)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What readers see: the active segment and the past segments, newest first.
@@ -399,7 +413,7 @@ impl Storage {
         let v = self.view();
         let mut out = None;
         let mut end = None;
-        walk(&v, oid, |r| {
+        walk(&v, oid, Tid(before.0.saturating_sub(1)), |r| {
             if r.header.tid < before {
                 if !r.header.is_delete() {
                     out = Some(LoadBefore { data: r.data.into_owned(), tid: r.header.tid, end });
@@ -421,7 +435,7 @@ impl Storage {
     pub fn history(&self, oid: Oid) -> Result<Vec<RevisionInfo>> {
         let v = self.view();
         let mut out = Vec::new();
-        walk(&v, oid, |r| {
+        walk(&v, oid, Tid::MAX, |r| {
             out.push(RevisionInfo {
                 tid: r.header.tid,
                 size: r.header.data_len,
@@ -437,7 +451,7 @@ impl Storage {
     pub fn revision(&self, oid: Oid, tid: Tid) -> Result<Option<Revision>> {
         let v = self.view();
         let mut out = None;
-        walk(&v, oid, |r| {
+        walk(&v, oid, tid, |r| {
             if r.header.tid == tid {
                 out = Some(Revision {
                     oid,
@@ -579,7 +593,12 @@ pub(crate) struct Walked<'a> {
 /// segment's chain of prev pointers, then each past segment's, newest to oldest.
 /// Every record is checksum-verified; pointers must go strictly backwards in offset and
 /// tid, so a damaged pointer is reported, never followed in a loop.
-pub(crate) fn walk(v: &View, oid: Oid, mut f: impl FnMut(Walked<'_>) -> Result<bool>) -> Result<()> {
+///
+/// `at`: the newest tid the caller can want (`Tid::MAX` for all): going on past a damaged
+/// transaction of the active segment that may hold a revision of `oid` newer than the
+/// last valid transaction before it, and not newer than `at`, is an error (it may hide the
+/// answer), never a silent step to an older revision.
+pub(crate) fn walk(v: &View, oid: Oid, at: Tid, mut f: impl FnMut(Walked<'_>) -> Result<bool>) -> Result<()> {
     let mut last_tid = Tid::MAX;
     let mut check_order = |r: &RecordRef<'_>, path: &Path| -> Result<()> {
         if r.header.tid >= last_tid && last_tid != Tid::MAX {
@@ -589,7 +608,11 @@ pub(crate) fn walk(v: &View, oid: Oid, mut f: impl FnMut(Walked<'_>) -> Result<b
         Ok(())
     };
     if let Some(a) = &v.active {
-        if let Some(e) = a.index.get(&oid) {
+        // A damaged transaction newer than the oid's newest valid record may hold a newer
+        // revision. (Older ones are met through `prev` pointers, and verified there.)
+        let newest = a.index.get(&oid);
+        a.cross(oid, at, newest.map_or(0, |e| e.offset))?;
+        if let Some(e) = newest {
             let mut off = e.offset;
             loop {
                 let r = read_record(None, &a.seg, off, a.end, oid)?;
@@ -661,7 +684,7 @@ pub(crate) fn each_oid(v: &View, start: Oid, mut f: impl FnMut(Oid) -> Result<bo
 fn live_at<T>(v: &View, oid: Oid, at: Tid, f: impl FnOnce(Walked<'_>) -> T) -> Result<Option<T>> {
     let mut f = Some(f);
     let mut out = None;
-    walk(v, oid, |r| {
+    walk(v, oid, at, |r| {
         if r.header.tid > at {
             return Ok(true);
         }
@@ -675,8 +698,12 @@ fn live_at<T>(v: &View, oid: Oid, at: Tid, f: impl FnOnce(Walked<'_>) -> T) -> R
 
 /// The tid of `oid`'s newest record in `v`.
 pub(crate) fn current_tid(v: &View, oid: Oid) -> Result<Option<Tid>> {
-    if let Some(e) = v.active.as_ref().and_then(|a| a.index.get(&oid)) {
-        return Ok(Some(e.tid));
+    if let Some(a) = &v.active {
+        let newest = a.index.get(&oid);
+        a.cross(oid, Tid::MAX, newest.map_or(0, |e| e.offset))?;
+        if let Some(e) = newest {
+            return Ok(Some(e.tid));
+        }
     }
     for p in &v.pasts {
         if let Some(off) = p.find(oid)? {

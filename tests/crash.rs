@@ -1325,7 +1325,7 @@ fn reopen_after_a_failed_directory_sync_makes_the_new_segment_durable() {
     let s = Storage::create(&disk.dir, disk.opts()).unwrap();
     let mut model = Model::new();
     commit(&s, &mut model, txn(0, &[(1, W::S(100))]));
-    disk.faults.eio_after(2, false); // the seal, the new file, then the directory
+    disk.faults.eio_after(3, false); // the seal, its recorded length, the new file, then the directory
     let e = s.rotate().unwrap_err();
     assert!(e.to_string().contains("sync directory"), "{e}");
     drop(s);
