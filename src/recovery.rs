@@ -10,7 +10,7 @@
 //! acknowledged and is damaged, and open refuses rather than drop committed data.
 
 use crate::error::{Error, Result};
-use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE};
+use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE, TRAILER_SIZE};
 use crate::segment::{read_trailer, seal, PastSegment, Scanner, SealStats, SegmentFile, Step};
 use crate::store::{Active, Entry, Options, View};
 use crate::types::{Oid, SegmentName, Tid};
@@ -24,6 +24,60 @@ pub(crate) struct Opened {
     pub alignment: u64,
     pub max_oid: Option<Oid>,
     pub warnings: Vec<String>,
+    /// Damage that reads work around and writes must not build on (one line each).
+    pub damage: Vec<String>,
+}
+
+/// The segment a chain segment's damaged header slot should have named: the newest
+/// segment in the directory older than `name`.
+fn prev_from_dir(in_dir: &[SegmentName], name: SegmentName) -> Option<String> {
+    in_dir.iter().filter(|n| n.last < name.first).max_by_key(|n| n.last).map(|n| n.file_name())
+}
+
+/// Open a chain segment; a damaged header costs only the header: its fixed part comes
+/// from another segment of the storage, its previous-segment reference from a slot that
+/// verifies (or else from the directory), and the damage is reported.
+fn open_segment(
+    vfs: &dyn Vfs,
+    path: &Path,
+    write: bool,
+    template: Option<&Header>,
+    in_dir: &[SegmentName],
+    dir: &Path,
+    damage: &mut Vec<String>,
+) -> Result<SegmentFile> {
+    let e = match SegmentFile::open(vfs, path, write) {
+        Ok(seg) => return Ok(seg),
+        Err(e) if e.is_corruption() => e,
+        Err(e) => return Err(e),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).and_then(SegmentName::from_file_name);
+    let file = vfs.open(path, write).map_err(|e| Error::io(path, "open segment", e))?;
+    let mut b = vec![0u8; HEADER_SIZE];
+    let (Some(name), Ok(())) = (name, file.read_exact_at(&mut b, 0)) else { return Err(e) };
+    let template = match template {
+        Some(t) => t.clone(),
+        None => match in_dir
+            .iter()
+            .filter(|n| **n != name)
+            .find_map(|n| SegmentFile::open(vfs, &dir.join(n.file_name()), false).ok())
+        {
+            Some(other) => other.header,
+            None => return Err(e),
+        },
+    };
+    let header = Header::from_slots(&b, &template, name).unwrap_or_else(|| Header {
+        name,
+        prev: prev_from_dir(in_dir, name),
+        generation: 1,
+        sealed_len: None,
+        ..template
+    });
+    damage.push(format!(
+        "{e}; the header is damaged: read with the storage's settings and previous segment {}; writes are refused",
+        header.prev.as_deref().unwrap_or("(none)")
+    ));
+    Ok(SegmentFile::new(path.to_path_buf(), header, file))
 }
 
 /// Where the segment a header's `prev` names lives.
@@ -66,9 +120,37 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
 
     // The chain, newest first.
     let mut chain: Vec<SegmentFile> = Vec::new();
+    let mut damage = Vec::new();
     let mut path = dir.join(head.file_name());
     loop {
-        let seg = SegmentFile::open(vfs, &path, writable && chain.is_empty())?;
+        let write = writable && chain.is_empty();
+        let template = chain.last().map(|s| &s.header);
+        let seg = match open_segment(vfs, &path, write, template, &in_dir, dir, &mut damage) {
+            // The newer segment's current slot is damaged and the older slot names a
+            // segment merged away since (item 9): the damage is that slot.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && chain.last().is_some_and(slot_damaged) =>
+            {
+                let newer = chain.last_mut().expect("checked");
+                let prev = prev_from_dir(&in_dir, newer.header.name);
+                damage.push(format!(
+                    "{}: the current header slot is damaged and the other one names {}, which is gone \
+                     (merged away); read with previous segment {} instead; writes are refused",
+                    newer.path.display(),
+                    path.display(),
+                    prev.as_deref().unwrap_or("(none)")
+                ));
+                newer.forget_sealed_len(prev.clone());
+                match prev {
+                    Some(p) => {
+                        path = resolve(dir, &p);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            other => other?,
+        };
         if let Some(newer) = chain.last() {
             if seg.header.storage_id != newer.header.storage_id {
                 return Err(Error::corrupted(&path, 0, "this segment belongs to another storage (storage id differs)"));
@@ -132,7 +214,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
 
     let mut pasts = Vec::new();
     for seg in sealed_head.into_iter().chain(chain) {
-        pasts.extend(open_past(seg, opts, &mut warnings)?);
+        pasts.extend(open_past(seg, opts, &mut warnings, &mut damage)?);
     }
     // Segments in the directory but not in the chain: leftovers of an interrupted merge.
     // Replaced: inside a chain segment's range, or appended to one (semi-sequential
@@ -170,9 +252,15 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     let last_tid = active_last.or(past_last).unwrap_or(Tid::ZERO);
     let max_oid = active
         .as_ref()
-        .and_then(|a| a.index.keys().next_back().copied())
+        .and_then(|a| a.max_oid())
         .max(pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max());
-    Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings })
+    warnings.extend(damage.iter().cloned());
+    Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings, damage })
+}
+
+/// Whether `seg`'s header has a slot that does not verify.
+fn slot_damaged(seg: &SegmentFile) -> bool {
+    seg.read(0, HEADER_SIZE).is_ok_and(|b| Header::damaged_slot(&b))
 }
 
 /// Scan the active segment: rebuild its index, drop an unfinished tail (when writable).
@@ -333,7 +421,12 @@ pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64))
 
 /// Open a past segment's parts; drop an unfinished append; rebuild the index from the
 /// data if the index is lost and the rebuilt one provably covers all of the data.
-fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Result<Vec<Arc<PastSegment>>> {
+fn open_past(
+    seg: SegmentFile,
+    opts: &Options,
+    warnings: &mut Vec<String>,
+    damage: &mut Vec<String>,
+) -> Result<Vec<Arc<PastSegment>>> {
     let path = seg.path.clone();
     let writable = !opts.read_only;
     let len = seg.len()?;
@@ -362,24 +455,38 @@ fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Re
         Ok(p) => Ok(p),
         Err(e) if e.is_corruption() => {
             let seg = SegmentFile::open(&*opts.vfs, &path, writable)?;
-            let scan = scan_sealed(&seg, |_, _| {})?;
-            let index_len = IndexHeader::record_len(scan.entries.len() as u64);
-            let whole = match recorded {
-                // The rebuilt index covers the data only if it ends exactly where the
-                // segment does: otherwise there are appended regions (or damage) after.
-                Some(sealed) => scan.data_end + index_len == sealed,
-                None => true,
+            let scan = scan_sealed(&seg, |_, _| {});
+            // The rebuilt index covers the data only if it ends exactly where the segment
+            // does: otherwise there are appended regions (or damage) after.
+            let whole = match (&scan, recorded) {
+                (Ok(scan), Some(sealed)) => {
+                    scan.data_end + IndexHeader::record_len(scan.entries.len() as u64) == sealed
+                }
+                (Ok(_), None) => true,
+                (Err(_), _) => false,
             };
-            if !whole {
-                return Err(Error::corrupted(
-                    &path,
-                    0,
-                    format!(
-                        "{e}; the index cannot be rebuilt from the data (the segment has appended regions \
-                         or more damage): restore it from a copy"
-                    ),
-                ));
-            }
+            let scan = match scan {
+                Ok(scan) if whole => scan,
+                Err(e2) if recorded.is_none() => return Err(e2),
+                _ => {
+                    // Several regions (or damage the scan stopped at): rebuild every
+                    // region's index in memory; writes are refused until it is restored.
+                    let parts = rebuild_parts(Arc::new(seg), recorded.unwrap_or(len)).map_err(|e2| {
+                        Error::corrupted(
+                            &path,
+                            0,
+                            format!("{e}; the index cannot be rebuilt from the data ({e2}): restore it from a copy"),
+                        )
+                    })?;
+                    let msg = format!(
+                        "{e}; using indexes rebuilt in memory from the data; writes are refused \
+                         (restore the segment from a copy)"
+                    );
+                    warnings.push(msg.clone());
+                    damage.push(msg);
+                    return Ok(parts);
+                }
+            };
             let lost_tail = if recorded.is_none() && scan.no_index {
                 // A segment sealed before lengths were recorded, ending at a record
                 // boundary without an index: it may have been cut there.
@@ -405,9 +512,93 @@ fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Re
                     last_oid: scan.entries.last().map_or(Oid(0), |e| e.0),
                     ..scan.stats.trailer(scan.data_end)
                 };
-                Ok(vec![Arc::new(PastSegment::with_memory_index(seg, t, scan.entries)?)])
+                Ok(vec![Arc::new(PastSegment::with_memory_index(Arc::new(seg), t, scan.entries)?)])
             }
         }
         Err(e) => Err(e),
     }
+}
+
+/// The parts of a sealed segment (its own data, then each appended region), rebuilt in
+/// memory from the data when an index or trailer is damaged: each region's transactions
+/// are scanned up to the index record that ends it; that record's end comes from its
+/// length field, or else from the trailer that names it.
+fn rebuild_parts(seg: Arc<SegmentFile>, len: u64) -> Result<Vec<Arc<PastSegment>>> {
+    let mut parts = Vec::new();
+    let mut base: Option<u64> = None;
+    let align = seg.header.alignment;
+    loop {
+        let start = base.map_or(HEADER_SIZE as u64, |b| crate::segment::appended_start(b, align));
+        let mut sc = Scanner::new(&seg, start, len);
+        let mut index = BTreeMap::new();
+        let mut stats = SealStats::default();
+        loop {
+            match sc.next_step()? {
+                Step::Txn { offset, txn, .. } => {
+                    for (rel, h) in &txn.records {
+                        index.insert(h.oid, offset + rel);
+                    }
+                    note_txn(&mut stats, txn.header.tid, txn.records.len());
+                }
+                Step::Skip => {}
+                // A damaged index marker reads as an invalid record: the trailer decides.
+                Step::Index | Step::Invalid(_) | Step::End => break,
+            }
+        }
+        let at = sc.pos;
+        let end = index_record_end(&seg, at, len)?
+            .ok_or_else(|| Error::corrupted(&seg.path, at, "no index record ends this region"))?;
+        let own = crate::segment::read_trailer_at(&seg, end).ok().filter(|t| t.index_offset == at);
+        let entries: Vec<(Oid, u64)> = index.into_iter().collect();
+        let t = Trailer {
+            count: entries.len() as u64,
+            first_oid: entries.first().map_or(Oid(0), |e| e.0),
+            last_oid: entries.last().map_or(Oid(0), |e| e.0),
+            // The region's source, if its trailer still says (else a placeholder).
+            appended: base.map(|b| {
+                let a = own.and_then(|t| t.appended);
+                crate::format::Appended {
+                    base_len: b,
+                    source: a.map_or(seg.header.name, |a| a.source),
+                    as_of: a.map_or(crate::types::AsOf::Source, |a| a.as_of),
+                }
+            }),
+            ..stats.trailer(at)
+        };
+        parts.push(Arc::new(PastSegment::with_memory_index(seg.clone(), t, entries)?));
+        if end >= len {
+            return Ok(parts);
+        }
+        base = Some(end);
+    }
+}
+
+/// Where the index record at `at` ends: by its length field if its last 8 bytes repeat
+/// it, else at the first trailer after it that names `at` as its index offset.
+fn index_record_end(seg: &SegmentFile, at: u64, len: u64) -> Result<Option<u64>> {
+    if at + 12 <= len {
+        let n = crate::format::le64(&seg.read(at + 4, 8)?, 0);
+        if n >= TRAILER_SIZE as u64 && n % 8 == 0 && at.checked_add(n).is_some_and(|e| e <= len) {
+            // Its trailer: the repeated length, or the checksummed part naming `at`.
+            let t = seg.read(at + n - TRAILER_SIZE as u64, TRAILER_SIZE)?;
+            let names_at = t[..4] == crate::format::MARK_TRAILER
+                && crate::format::le32(&t, 112) == crate::format::crc(&t[..112])
+                && crate::format::le64(&t, 8) == at;
+            if crate::format::le64(&t, TRAILER_SIZE - 8) == n || names_at {
+                return Ok(Some(at + n));
+            }
+        }
+    }
+    let mut q = at + TRAILER_SIZE as u64;
+    while q <= len {
+        if seg.read(q - TRAILER_SIZE as u64, 4)? == crate::format::MARK_TRAILER {
+            if let Ok(t) = crate::segment::read_trailer_at(seg, q) {
+                if t.index_offset == at {
+                    return Ok(Some(q));
+                }
+            }
+        }
+        q += 8;
+    }
+    Ok(None)
 }

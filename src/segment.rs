@@ -45,7 +45,7 @@ impl SegmentFile {
         Ok(SegmentFile::new(path.to_path_buf(), header, file))
     }
 
-    fn new(path: PathBuf, header: Header, file: Arc<dyn VFile>) -> SegmentFile {
+    pub(crate) fn new(path: PathBuf, header: Header, file: Arc<dyn VFile>) -> SegmentFile {
         let slot = std::sync::Mutex::new(header.clone());
         SegmentFile { path, header, file, slot }
     }
@@ -72,6 +72,15 @@ impl SegmentFile {
             Some(s) => Ok(s),
             None => Ok(len),
         }
+    }
+
+    /// After damage to the slot in force: use `prev` and the file's length (in memory).
+    pub fn forget_sealed_len(&mut self, prev: Option<String>) {
+        let slot = self.slot.get_mut().unwrap();
+        slot.prev = prev.clone();
+        slot.sealed_len = None;
+        self.header.prev = prev;
+        self.header.sealed_len = None;
     }
 
     /// Point this segment's header at a new previous segment, crash-atomically (the
@@ -436,7 +445,7 @@ pub(crate) fn read_trailer(seg: &SegmentFile) -> Result<Trailer> {
 }
 
 /// Read the trailer that ends at `end`.
-fn read_trailer_at(seg: &SegmentFile, end: u64) -> Result<Trailer> {
+pub(crate) fn read_trailer_at(seg: &SegmentFile, end: u64) -> Result<Trailer> {
     if end < (HEADER_SIZE + TRAILER_SIZE) as u64 {
         return Err(Error::corrupted(&seg.path, end, "no segment trailer (the segment is not sealed)"));
     }
@@ -485,9 +494,9 @@ impl PastSegment {
 
     /// A past segment whose index was lost, with an index rebuilt from its data in
     /// memory (read-only opens cannot write the rebuilt index back).
-    pub fn with_memory_index(seg: SegmentFile, trailer: Trailer, entries: Vec<(Oid, u64)>) -> Result<PastSegment> {
+    pub fn with_memory_index(seg: Arc<SegmentFile>, trailer: Trailer, entries: Vec<(Oid, u64)>) -> Result<PastSegment> {
         let index = SortedIndex::memory(entries, &seg.path, trailer.index_offset)?;
-        Ok(PastSegment { seg: Arc::new(seg), trailer, bytes: Arc::new(SealedBytes::File), index })
+        Ok(PastSegment { seg, trailer, bytes: Arc::new(SealedBytes::File), index })
     }
 
     /// Where this part's transactions start.

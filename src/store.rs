@@ -81,6 +81,12 @@ impl Active {
     /// A read of `oid` wanting revisions with tids up to `at`, whose newest valid record
     /// in this segment is at `newest` (0: none): an error if a damaged transaction after
     /// it may hold a newer revision that is one of them.
+    /// The largest oid in this segment: indexed, or in a damaged transaction.
+    pub fn max_oid(&self) -> Option<Oid> {
+        let damaged = self.damaged.iter().filter_map(|d| d.oids.as_ref()?.last().copied()).max();
+        self.index.keys().next_back().copied().max(damaged)
+    }
+
     pub fn cross(&self, oid: Oid, at: Tid, newest: u64) -> Result<()> {
         match self.damaged.iter().find(|d| d.start > newest && at > d.after && d.suspects(oid)) {
             Some(d) => Err(d.error(&self.seg.path, oid)),
@@ -389,7 +395,7 @@ impl Storage {
     /// The largest oid in use (stored in any retained record), if any.
     pub fn max_oid(&self) -> Option<Oid> {
         let v = self.view();
-        let a = v.active.as_ref().and_then(|a| a.index.keys().next_back().copied());
+        let a = v.active.as_ref().and_then(|a| a.max_oid());
         let p = v.pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max();
         a.max(p)
     }

@@ -53,14 +53,18 @@ impl Writer {
             last_tid: o.view.last_tid,
             voted: None,
             // Damage found at open: reads are served, writes wait for the salvage.
-            poisoned: a.and_then(|a| {
-                a.damaged.first().map(|d| {
-                    format!(
-                        "writes are refused: {}; run `fs2 check --repair --salvage` on the storage",
-                        d.describe(&a.seg.path)
-                    )
+            poisoned: a
+                .and_then(|a| {
+                    a.damaged.first().map(|d| {
+                        format!(
+                            "writes are refused: {}; run `fs2 check --repair --salvage` on the storage",
+                            d.describe(&a.seg.path)
+                        )
+                    })
                 })
-            }),
+                .or_else(|| {
+                    o.damage.first().map(|d| format!("writes are refused: {d}; restore the segment from a copy"))
+                }),
         }
     }
 }
@@ -377,10 +381,7 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
     let answer = |p: &Pending, r: Result<Tid>| *p.result.lock().unwrap() = Some(r);
     if let Some(why) = &w.poisoned {
         for p in batch {
-            answer(
-                p,
-                Err(Error::ReadOnly(why.clone())),
-            );
+            answer(p, Err(Error::ReadOnly(why.clone())));
         }
         return Vec::new();
     }
