@@ -35,7 +35,10 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
     let mut report = CheckReport::default();
     if repair {
         let s = Storage::open(dir, Options { read_only: false, ..opts.clone() })?;
-        report.repaired = s.open_warnings();
+        let damage = s.open_damage();
+        report.repaired = s.open_warnings().into_iter().filter(|w| !damage.contains(w)).collect();
+        // A repair that may have lost data is not a success.
+        report.problems.extend(s.open_losses());
     }
     let s = match Storage::open(dir, Options { read_only: true, ..opts }) {
         Ok(s) => s,
@@ -44,8 +47,13 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
             return Ok(report);
         }
     };
+    let damage = s.open_damage();
     for w in s.open_warnings() {
-        report.problems.push(format!("{w} (run `fs2 check --repair`)"));
+        // Damage lines say what to do; other warnings are what `--repair` fixes.
+        match damage.contains(&w) {
+            true => report.problems.push(w),
+            false => report.problems.push(format!("{w} (run `fs2 check --repair`)")),
+        }
     }
     let v = s.view();
     // Oldest first, each region of a segment on its own: (segment, data start, data end,

@@ -34,6 +34,8 @@ pub struct DamagedRange {
     /// The oids the damaged transaction may hold; `None`: unknown, every object is
     /// suspect.
     pub oids: Option<BTreeSet<Oid>>,
+    /// Why the record did not verify, and why this is damage rather than a torn write.
+    pub why: String,
 }
 
 impl DamagedRange {
@@ -74,7 +76,7 @@ impl DamagedRange {
 /// Locate what the damaged bytes `b` (the range starting at file offset `start`, the
 /// start of a record) held. `after`: the tid of the last valid transaction before it.
 pub(crate) fn analyse(b: &[u8], start: u64, after: Tid) -> DamagedRange {
-    let mut r = DamagedRange { start, end: start + b.len() as u64, after, tid: None, oids: None };
+    let mut r = DamagedRange { start, end: start + b.len() as u64, after, tid: None, oids: None, why: String::new() };
     if b.len() >= 4 && b[..4] == MARK_PAD {
         // Never committed (padding, or a voted transaction not finished): nothing lost.
         r.oids = Some(BTreeSet::new());
@@ -228,8 +230,28 @@ pub fn salvage(dir: &Path, opts: crate::Options) -> crate::Result<Vec<String>> {
     let s = crate::Storage::open(dir, crate::Options { read_only: false, ..opts })?;
     let vfs = s.inner.opts.vfs.clone();
     let v = s.view();
-    let Some(a) = &v.active else { return Ok(Vec::new()) };
+    // The first tid after past part `i` (in the newer parts or the active segment).
+    let next_tid = |i: usize| {
+        let newer = v.pasts[..i].iter().rev().find(|p| p.trailer.txn_count > 0).map(|p| p.trailer.first_tid);
+        newer.or_else(|| v.active.as_ref().filter(|a| a.stats.txn_count > 0).map(|a| a.stats.first_tid))
+    };
     let mut out = Vec::new();
+    // Damaged headers: write the reconstructed one back (past segments record their
+    // length, which the open verified ends in a trailer).
+    let active = v.active.iter().map(|a| (&a.seg, None));
+    let pasts = v.files().map(|f| (&f[0].seg, Some(f[0].seg.len())));
+    for (seg, len) in active.chain(pasts).filter(|(s, _)| s.header_damaged) {
+        let len = len.transpose()?;
+        seg.rewrite_header(&*vfs, len)?;
+        out.push(format!(
+            "{}: rewrote the damaged header (previous segment {}{})",
+            seg.path.display(),
+            seg.prev().as_deref().unwrap_or("none"),
+            len.map_or(String::new(), |l| format!(", length {l}"))
+        ));
+    }
+    out.extend(reseal_cut(&*vfs, &v, next_tid)?);
+    let Some(a) = &v.active else { return Ok(out) };
     for d in &a.damaged {
         let len = d.end - d.start;
         let bytes = a.seg.read(d.start, len as usize)?;
@@ -247,5 +269,34 @@ pub fn salvage(dir: &Path, opts: crate::Options) -> crate::Result<Vec<String>> {
         out.push(format!("{}; moved aside to {}", d.describe(&a.seg.path), aside.display()));
     }
     a.seg.file.sync().map_err(|e| Error::io(&a.seg.path, "sync", e))?;
+    Ok(out)
+}
+
+/// Re-seal every past segment that was cut short at the end of the data it still holds
+/// (an index record and trailer written there, the new length recorded in its header).
+fn reseal_cut(
+    vfs: &dyn crate::vfs::Vfs,
+    v: &crate::store::View,
+    next_tid: impl Fn(usize) -> Option<Tid>,
+) -> crate::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for (i, p) in v.pasts.iter().enumerate() {
+        let Some(last) = p.lost_after else { continue };
+        let path = &p.seg.path;
+        let file = vfs.open(path, true).map_err(|e| Error::io(path, "open", e))?;
+        let seg = crate::segment::SegmentFile::new(path.clone(), p.seg.header.clone(), file);
+        let mut entries = Vec::with_capacity(p.index.len() as usize);
+        for j in 0..p.index.len() {
+            entries.push(p.entry(j)?);
+        }
+        let t = crate::segment::seal_with(&seg, &entries, p.trailer.clone())?;
+        let upto = next_tid(i).map_or("the next segment's first transaction".to_string(), |t| t.to_string());
+        out.push(format!(
+            "{}: re-sealed at {} bytes with the transactions up to {last}; the transactions after {last} \
+             (before {upto}) were in the missing bytes and are lost",
+            path.display(),
+            t.index_offset
+        ));
+    }
     Ok(out)
 }

@@ -26,6 +26,9 @@ pub(crate) struct Opened {
     pub warnings: Vec<String>,
     /// Damage that reads work around and writes must not build on (one line each).
     pub damage: Vec<String>,
+    /// What this open's repairs may have lost (e.g. an index rebuilt for an old segment
+    /// that may have been cut at a record boundary): `check --repair` reports it.
+    pub losses: Vec<String>,
 }
 
 /// The segment a chain segment's damaged header slot should have named: the newest
@@ -77,7 +80,9 @@ fn open_segment(
         "{e}; the header is damaged: read with the storage's settings and previous segment {}; writes are refused",
         header.prev.as_deref().unwrap_or("(none)")
     ));
-    Ok(SegmentFile::new(path.to_path_buf(), header, file))
+    let mut seg = SegmentFile::new(path.to_path_buf(), header, file);
+    seg.header_damaged = true;
+    Ok(seg)
 }
 
 /// Where the segment a header's `prev` names lives.
@@ -121,6 +126,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     // The chain, newest first.
     let mut chain: Vec<SegmentFile> = Vec::new();
     let mut damage = Vec::new();
+    let mut losses = Vec::new();
     let mut path = dir.join(head.file_name());
     loop {
         let write = writable && chain.is_empty();
@@ -184,7 +190,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
 
     let head = chain.remove(0);
     let mut sealed_head = None;
-    let active = if read_trailer(&head).is_ok() {
+    let mut active = if read_trailer(&head).is_ok() {
         // A rotation sealed this segment and stopped before starting the next one.
         let next = Header {
             name: SegmentName::single(head.header.name.last + 1),
@@ -214,7 +220,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
 
     let mut pasts = Vec::new();
     for seg in sealed_head.into_iter().chain(chain) {
-        pasts.extend(open_past(seg, opts, &mut warnings, &mut damage)?);
+        pasts.extend(open_past(seg, opts, &mut warnings, &mut damage, &mut losses)?);
     }
     // Segments in the directory but not in the chain: leftovers of an interrupted merge.
     // Replaced: inside a chain segment's range, or appended to one (semi-sequential
@@ -250,12 +256,28 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         }
     }
     let last_tid = active_last.or(past_last).unwrap_or(Tid::ZERO);
+    // A damaged transaction first in the active segment is newer than the past ones.
+    if let (Some(a), Some(p)) = (active.as_mut(), past_last) {
+        for d in &mut a.damaged {
+            d.after = d.after.max(p);
+        }
+    }
     let max_oid = active
         .as_ref()
         .and_then(|a| a.max_oid())
         .max(pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max());
+    if let Some(a) = &active {
+        damage.extend(a.damaged.iter().map(|d| {
+            format!(
+                "{}; {}; the objects it may hold answer with an error, writes are refused; \
+                 `fs2 check --repair --salvage` moves it aside",
+                d.describe(&a.seg.path),
+                d.why
+            )
+        }));
+    }
     warnings.extend(damage.iter().cloned());
-    Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings, damage })
+    Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings, damage, losses })
 }
 
 /// Whether `seg`'s header has a slot that does not verify.
@@ -296,13 +318,11 @@ pub(crate) fn scan_active(
                     // after `at` was durable): contain it and go on after it.
                     let end = sc.resync(at, p)?;
                     let after = if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO };
-                    let d = crate::damage::analyse(&seg.read(at, (end - at) as usize)?, at, after);
-                    warnings.push(format!(
-                        "{}; {why}; this is damage, not an unfinished write (the transaction at offset {p} \
-                         was written after it was durable); the objects it holds answer with an error, \
-                         writes are refused; `fs2 check --repair --salvage` moves it aside",
-                        d.describe(&seg.path)
-                    ));
+                    let mut d = crate::damage::analyse(&seg.read(at, (end - at) as usize)?, at, after);
+                    d.why = format!(
+                        "{why}; this is damage, not an unfinished write (the transaction at offset {p} \
+                         was written after it was durable)"
+                    );
                     damaged.push(d);
                     sc.pos = end;
                     continue;
@@ -426,6 +446,7 @@ fn open_past(
     opts: &Options,
     warnings: &mut Vec<String>,
     damage: &mut Vec<String>,
+    losses: &mut Vec<String>,
 ) -> Result<Vec<Arc<PastSegment>>> {
     let path = seg.path.clone();
     let writable = !opts.read_only;
@@ -440,15 +461,20 @@ fn open_past(
             warnings.push(format!("{}: dropped {} bytes of an unfinished merge append", path.display(), len - sealed));
         }
         if len < sealed {
-            return Err(Error::corrupted(
-                &path,
-                len,
-                format!(
-                    "the segment was cut short: the file is {len} bytes, its header records {sealed}; \
-                     the transactions in the missing {} bytes are lost; restore the file from a copy",
-                    sealed - len
-                ),
-            ));
+            // Serve what is left; reads that may need the lost transactions fail.
+            let mut seg = seg;
+            seg.ignore_sealed_len();
+            let parts = rebuild_parts(Arc::new(seg), len, true)?;
+            let last = parts.last().and_then(|p| p.lost_after).unwrap_or(Tid::ZERO);
+            let msg = format!(
+                "{}: the segment was cut short: the file is {len} bytes, its header records {sealed}; \
+                 the transactions after {last} in the missing {} bytes are lost (restore the file from a copy, \
+                 or `fs2 check --repair --salvage` re-seals it without them)",
+                path.display(),
+                sealed - len
+            );
+            damage.push(msg);
+            return Ok(parts);
         }
     }
     match PastSegment::open(seg) {
@@ -471,7 +497,7 @@ fn open_past(
                 _ => {
                     // Several regions (or damage the scan stopped at): rebuild every
                     // region's index in memory; writes are refused until it is restored.
-                    let parts = rebuild_parts(Arc::new(seg), recorded.unwrap_or(len)).map_err(|e2| {
+                    let parts = rebuild_parts(Arc::new(seg), recorded.unwrap_or(len), false).map_err(|e2| {
                         Error::corrupted(
                             &path,
                             0,
@@ -482,7 +508,6 @@ fn open_past(
                         "{e}; using indexes rebuilt in memory from the data; writes are refused \
                          (restore the segment from a copy)"
                     );
-                    warnings.push(msg.clone());
                     damage.push(msg);
                     return Ok(parts);
                 }
@@ -498,6 +523,9 @@ fn open_past(
             } else {
                 String::new()
             };
+            if !lost_tail.is_empty() {
+                losses.push(format!("{}: {}", path.display(), lost_tail.trim_start_matches("; ")));
+            }
             if writable {
                 seal(&seg, scan.data_end, &scan.entries, &scan.stats)?;
                 warnings.push(format!("{e}; rebuilt the index from the segment data{lost_tail}"));
@@ -522,8 +550,9 @@ fn open_past(
 /// The parts of a sealed segment (its own data, then each appended region), rebuilt in
 /// memory from the data when an index or trailer is damaged: each region's transactions
 /// are scanned up to the index record that ends it; that record's end comes from its
-/// length field, or else from the trailer that names it.
-fn rebuild_parts(seg: Arc<SegmentFile>, len: u64) -> Result<Vec<Arc<PastSegment>>> {
+/// length field, or else from the trailer that names it. `cut`: the file was cut short;
+/// the region where it ends has no index: its part records what is lost (`lost_after`).
+pub(crate) fn rebuild_parts(seg: Arc<SegmentFile>, len: u64, cut: bool) -> Result<Vec<Arc<PastSegment>>> {
     let mut parts = Vec::new();
     let mut base: Option<u64> = None;
     let align = seg.header.alignment;
@@ -546,8 +575,13 @@ fn rebuild_parts(seg: Arc<SegmentFile>, len: u64) -> Result<Vec<Arc<PastSegment>
             }
         }
         let at = sc.pos;
-        let end = index_record_end(&seg, at, len)?
-            .ok_or_else(|| Error::corrupted(&seg.path, at, "no index record ends this region"))?;
+        let end = match index_record_end(&seg, at, len)? {
+            Some(end) => Some(end),
+            None if cut => None,
+            None => return Err(Error::corrupted(&seg.path, at, "no index record ends this region")),
+        };
+        let lost_after = end.is_none().then_some(if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO });
+        let end = end.unwrap_or(len);
         let own = crate::segment::read_trailer_at(&seg, end).ok().filter(|t| t.index_offset == at);
         let entries: Vec<(Oid, u64)> = index.into_iter().collect();
         let t = Trailer {
@@ -565,7 +599,9 @@ fn rebuild_parts(seg: Arc<SegmentFile>, len: u64) -> Result<Vec<Arc<PastSegment>
             }),
             ..stats.trailer(at)
         };
-        parts.push(Arc::new(PastSegment::with_memory_index(seg.clone(), t, entries)?));
+        let mut part = PastSegment::with_memory_index(seg.clone(), t, entries)?;
+        part.lost_after = lost_after;
+        parts.push(Arc::new(part));
         if end >= len {
             return Ok(parts);
         }

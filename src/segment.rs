@@ -23,6 +23,9 @@ pub(crate) struct SegmentFile {
     pub file: Arc<dyn VFile>,
     /// The header slot in force now (`prev`, `generation`, `sealed_len`).
     slot: std::sync::Mutex<Header>,
+    /// The header on disk is damaged; `header` was reconstructed (see `recovery`), and
+    /// `fs2 check --repair --salvage` writes it back.
+    pub header_damaged: bool,
 }
 
 impl SegmentFile {
@@ -47,7 +50,7 @@ impl SegmentFile {
 
     pub(crate) fn new(path: PathBuf, header: Header, file: Arc<dyn VFile>) -> SegmentFile {
         let slot = std::sync::Mutex::new(header.clone());
-        SegmentFile { path, header, file, slot }
+        SegmentFile { path, header, file, slot, header_damaged: false }
     }
 
     /// The previous segment's reference as it is now.
@@ -78,9 +81,28 @@ impl SegmentFile {
     pub fn forget_sealed_len(&mut self, prev: Option<String>) {
         let slot = self.slot.get_mut().unwrap();
         slot.prev = prev.clone();
-        slot.sealed_len = None;
         self.header.prev = prev;
+        self.ignore_sealed_len();
+        self.header_damaged = true;
+    }
+
+    /// Read the segment to the file's length, not the recorded one (in memory; a
+    /// segment cut short is read as far as it goes).
+    pub fn ignore_sealed_len(&mut self) {
+        self.slot.get_mut().unwrap().sealed_len = None;
         self.header.sealed_len = None;
+    }
+
+    /// Write a reconstructed header back (`header_damaged`): the fixed part in place,
+    /// then the slot in force (`prev`, and `sealed_len` if given) as a new generation.
+    pub fn rewrite_header(&self, vfs: &dyn Vfs, sealed_len: Option<u64>) -> Result<()> {
+        let file = vfs.open(&self.path, true).map_err(|e| Error::io(&self.path, "open for header rewrite", e))?;
+        let mut b = self.header.to_bytes()?;
+        b.truncate(128);
+        let io = |e| Error::io(&self.path, "rewrite the header of", e);
+        file.write_all_at(&b, 0).map_err(io)?;
+        file.write_all_at(&(HEADER_SIZE as u64).to_le_bytes(), HEADER_SIZE as u64 - 8).map_err(io)?;
+        self.rewrite_slot_in(&*file, self.prev(), sealed_len)
     }
 
     /// Point this segment's header at a new previous segment, crash-atomically (the
@@ -427,7 +449,14 @@ impl SealStats {
 /// length in the header slot (so that a truncation of the past segment is detected).
 /// `entries` sorted by oid.
 pub(crate) fn seal(seg: &SegmentFile, data_end: u64, entries: &[(Oid, u64)], stats: &SealStats) -> Result<Trailer> {
-    let bytes = encode_index(entries, stats.trailer(data_end));
+    seal_with(seg, entries, stats.trailer(data_end))
+}
+
+/// `seal` with a given trailer (e.g. of an appended region); the data ends at its index
+/// offset, and anything after is cut off.
+pub(crate) fn seal_with(seg: &SegmentFile, entries: &[(Oid, u64)], trailer: Trailer) -> Result<Trailer> {
+    let data_end = trailer.index_offset;
+    let bytes = encode_index(entries, trailer);
     let io = |e| Error::io(&seg.path, "write index of", e);
     seg.file.set_len(data_end).map_err(io)?;
     seg.file.write_all_at(&bytes, data_end).map_err(io)?;
@@ -463,6 +492,9 @@ pub(crate) struct PastSegment {
     pub trailer: Trailer,
     bytes: Arc<SealedBytes>,
     pub index: SortedIndex,
+    /// Set when the segment was cut short inside this part: the transactions after this
+    /// tid are lost, so a read that may need one of them is an error (see `walk`).
+    pub lost_after: Option<Tid>,
 }
 
 impl PastSegment {
@@ -481,7 +513,13 @@ impl PastSegment {
             let trailer = read_trailer_at(&seg, end)?;
             let index = SortedIndex::open(&bytes, &*seg.file, &seg.path, &trailer)?;
             let appended = trailer.appended;
-            parts.push(Arc::new(PastSegment { seg: seg.clone(), trailer, bytes: bytes.clone(), index }));
+            parts.push(Arc::new(PastSegment {
+                seg: seg.clone(),
+                trailer,
+                bytes: bytes.clone(),
+                index,
+                lost_after: None,
+            }));
             match appended {
                 Some(a) => end = a.base_len,
                 None => break,
@@ -496,7 +534,22 @@ impl PastSegment {
     /// memory (read-only opens cannot write the rebuilt index back).
     pub fn with_memory_index(seg: Arc<SegmentFile>, trailer: Trailer, entries: Vec<(Oid, u64)>) -> Result<PastSegment> {
         let index = SortedIndex::memory(entries, &seg.path, trailer.index_offset)?;
-        Ok(PastSegment { seg, trailer, bytes: Arc::new(SealedBytes::File), index })
+        Ok(PastSegment { seg, trailer, bytes: Arc::new(SealedBytes::File), index, lost_after: None })
+    }
+
+    /// An error if a read wanting revisions up to `at` may need a lost transaction.
+    pub fn check_lost(&self, oid: Oid, at: Tid) -> Result<()> {
+        match self.lost_after {
+            Some(t) if at > t => Err(Error::corrupted(
+                &self.seg.path,
+                self.data_end(),
+                format!(
+                    "oid {oid} may have a revision in the transactions after {t}, lost when the segment \
+                     was cut short; `fs2 check --repair --salvage` re-seals the segment without them"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Where this part's transactions start.

@@ -136,6 +136,10 @@ pub(crate) struct Inner {
     pub conflicts: AtomicU64,
     /// Problems recovery worked around at open (shown by `check`).
     pub warnings: Mutex<Vec<String>>,
+    /// Damage found at open (reads work around it, writes are refused), and what the
+    /// open's repairs may have lost (see `recovery::Opened`).
+    pub damage: Vec<String>,
+    pub losses: Vec<String>,
     pub settings: Mutex<crate::settings::Settings>,
     /// Base tids of the transactions open now, with counts (a merge keeps deletions that
     /// one of them could still conflict with).
@@ -335,6 +339,8 @@ impl Storage {
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             warnings: Mutex::new(opened.warnings),
+            damage: opened.damage,
+            losses: opened.losses,
             merging: Mutex::new(None),
             open_bases: Mutex::new(BTreeMap::new()),
             settings: Mutex::new(settings),
@@ -373,6 +379,19 @@ impl Storage {
     /// Problems that recovery worked around when this storage was opened.
     pub fn open_warnings(&self) -> Vec<String> {
         self.inner.warnings.lock().unwrap().clone()
+    }
+
+    /// Damage found at open that reads work around (the damaged objects answer
+    /// `Error::Corrupted`) and that makes writes refused; one line each, naming the file
+    /// and offset. Damaged transactions of the active segment are in `open_warnings`.
+    pub fn open_damage(&self) -> Vec<String> {
+        self.inner.damage.clone()
+    }
+
+    /// What the repairs of this (writable) open may have lost, e.g. transactions of an
+    /// old segment without a recorded length that was cut at a record boundary.
+    pub fn open_losses(&self) -> Vec<String> {
+        self.inner.losses.clone()
     }
 
     /// Begin a transaction with a snapshot at the current last tid.
@@ -635,6 +654,7 @@ pub(crate) fn walk(v: &View, oid: Oid, at: Tid, mut f: impl FnMut(Walked<'_>) ->
         }
     }
     for p in &v.pasts {
+        p.check_lost(oid, at)?;
         let Some(mut off) = p.find(oid)? else { continue };
         loop {
             let r = p.record(off, oid)?;
@@ -712,6 +732,7 @@ pub(crate) fn current_tid(v: &View, oid: Oid) -> Result<Option<Tid>> {
         }
     }
     for p in &v.pasts {
+        p.check_lost(oid, Tid::MAX)?;
         if let Some(off) = p.find(oid)? {
             return Ok(Some(p.record(off, oid)?.header.tid));
         }

@@ -241,3 +241,211 @@ fn read_all(v: &SimVfs) -> Result<Answers, String> {
     let s = Storage::open(Path::new(DIR), Options { read_only: true, ..opts(v) }).map_err(|e| e.to_string())?;
     Ok((1..=12u64).map(|o| (o, s.load(Oid(o)).map(|r| r.map(|x| x.1)).map_err(|e| e.to_string()))).collect())
 }
+
+// ---------------------------------------------------------------------------------------
+// Scenarios on real files, through the engine and the `fs2` binary.
+
+fn real_opts() -> Options {
+    Options { alignment: 4096, preallocate: 0, rotate_size: 0, ..Default::default() }
+}
+
+fn ro() -> Options {
+    Options { read_only: true, ..real_opts() }
+}
+
+fn fs2(args: &[&str]) -> (i32, String, String) {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_fs2"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run fs2");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (o.status.code().unwrap(), text(&o.stdout), text(&o.stderr))
+}
+
+fn load(s: &Storage, o: u64) -> Result<Option<Vec<u8>>, filestorage2::Error> {
+    s.load(Oid(o)).map(|r| r.map(|x| x.1))
+}
+
+fn txn_offsets(s: &Storage, segment: &str) -> Vec<(Tid, u64)> {
+    s.transactions(Tid::ZERO, Tid::MAX)
+        .map(|t| t.unwrap())
+        .filter(|t| t.segment.file_name() == segment)
+        .map(|t| (t.tid, t.offset))
+        .collect()
+}
+
+fn xor(path: &Path, off: u64) {
+    let mut b = std::fs::read(path).unwrap();
+    b[off as usize] ^= 0xff;
+    std::fs::write(path, b).unwrap();
+}
+
+/// Item 3: a sealed segment cut right after its first transaction (a record boundary)
+/// is damage: reads that may need the lost transactions fail, others are served, writes
+/// are refused, `check` and `check --repair` exit 5; `--salvage` re-seals it, naming the
+/// last transaction kept, and the storage takes writes again.
+#[test]
+fn truncated_past_segment_is_damage_never_silently_repaired() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    let s = Storage::create(&dir, real_opts()).unwrap();
+    let t1 = commit(&s, &[(1, "one")]);
+    commit(&s, &[(2, "two")]);
+    commit(&s, &[(1, "one-b"), (3, "three")]);
+    s.rotate().unwrap();
+    commit(&s, &[(4, "four")]);
+    s.rotate().unwrap();
+    commit(&s, &[(5, "five")]);
+    let cut = txn_offsets(&s, "seg-000001.fs2")[1].1;
+    drop(s);
+    let seg1 = dir.join("seg-000001.fs2");
+    std::fs::OpenOptions::new().write(true).open(&seg1).unwrap().set_len(cut).unwrap();
+
+    let s = Storage::open(&dir, ro()).unwrap();
+    assert!(
+        s.open_damage().iter().any(|d| d.contains("seg-000001.fs2") && d.contains("cut short")),
+        "{:?} {:?}",
+        s.open_damage(),
+        s.open_warnings()
+    );
+    let e = load(&s, 1).unwrap_err();
+    assert!(e.is_corruption() && e.to_string().contains("seg-000001.fs2"), "{e}");
+    assert!(load(&s, 2).unwrap_err().is_corruption());
+    assert_eq!(s.load_at(Oid(1), t1).unwrap().unwrap().1, b"one", "as of the last transaction kept: exact");
+    assert_eq!(load(&s, 4).unwrap().unwrap(), b"four");
+    assert_eq!(load(&s, 5).unwrap().unwrap(), b"five");
+    drop(s);
+
+    let s = Storage::open(&dir, real_opts()).unwrap();
+    let mut w = s.begin();
+    w.store(Oid(9), b"x").unwrap();
+    let e = w.commit().unwrap_err();
+    assert!(e.to_string().contains("seg-000001.fs2") && e.to_string().contains("salvage"), "{e}");
+    drop(s);
+
+    for args in [vec!["check", d], vec!["check", d, "--repair"]] {
+        let (code, out, _) = fs2(&args);
+        assert_eq!(code, 5, "{args:?}: {out}");
+        assert!(out.contains("cut short"), "{out}");
+    }
+    let (code, out, err) = fs2(&["check", d, "--repair", "--salvage"]);
+    assert_eq!(code, 5, "{out}{err}");
+    let line =
+        out.lines().find(|l| l.starts_with("salvaged:") && l.contains("re-sealed")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(&t1.to_string()) && line.contains("lost"), "{line}");
+    let (code, out, _) = fs2(&["check", d]);
+    assert_eq!(code, 0, "after the salvage: {out}");
+    let s = Storage::open(&dir, real_opts()).unwrap();
+    assert_eq!(load(&s, 1).unwrap().unwrap(), b"one");
+    assert_eq!(load(&s, 2).unwrap(), None, "lost with the cut");
+    commit(&s, &[(9, "writable again")]);
+}
+
+/// Item 4: a flipped byte inside a committed transaction of the active segment (not the
+/// last one) costs that transaction's objects only; writes are refused with a message
+/// naming the file, the offset and the command; `--salvage` moves it aside, listing its
+/// tid and oids, and the storage takes writes again.
+#[test]
+fn damaged_active_transaction_is_contained_and_salvaged() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    let s = Storage::create(&dir, real_opts()).unwrap();
+    let ta = commit(&s, &[(1, "a1"), (7, "past")]);
+    s.rotate().unwrap();
+    let tb = commit(&s, &[(1, "b1"), (2, "b2")]);
+    commit(&s, &[(3, "c3")]);
+    commit(&s, &[(4, "d4"), (7, "seven")]);
+    let at = txn_offsets(&s, "seg-000002.fs2")[0].1;
+    drop(s);
+    let active = dir.join("seg-000002.fs2");
+    let before = std::fs::read(&active).unwrap();
+    xor(&active, at + 100); // inside the first data record
+
+    let s = Storage::open(&dir, ro()).unwrap();
+    for o in [1, 2] {
+        let e = load(&s, o).unwrap_err();
+        assert!(e.is_corruption() && e.to_string().contains("seg-000002.fs2"), "{e}");
+        assert!(e.to_string().contains(&format!("offset {at}")), "{e}");
+    }
+    assert_eq!(load(&s, 3).unwrap().unwrap(), b"c3");
+    assert_eq!(load(&s, 4).unwrap().unwrap(), b"d4");
+    assert_eq!(load(&s, 7).unwrap().unwrap(), b"seven");
+    assert_eq!(s.load_at(Oid(1), ta).unwrap().unwrap().1, b"a1", "as of before the damage: exact");
+    drop(s);
+    let (code, _, err) = fs2(&["cat", d, "0000000000000001"]);
+    assert_eq!(code, 5, "{err}");
+    assert_eq!(fs2(&["cat", d, "0000000000000003"]).1, "c3");
+
+    let s = Storage::open(&dir, real_opts()).unwrap();
+    let mut w = s.begin();
+    w.store(Oid(9), b"x").unwrap();
+    let e = w.commit().unwrap_err().to_string();
+    assert!(
+        e.contains("seg-000002.fs2")
+            && e.contains(&format!("offset {at}"))
+            && e.contains("fs2 check --repair --salvage"),
+        "{e}"
+    );
+    drop(s);
+
+    let (code, out, _) = fs2(&["check", d]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("damaged transaction"), "{out}");
+    let (code, out, err) = fs2(&["check", d, "--repair", "--salvage"]);
+    assert_eq!(code, 5, "{out}{err}");
+    let line = out.lines().find(|l| l.starts_with("salvaged:")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.contains(&tb.to_string()) && line.contains("0000000000000001 0000000000000002"), "{line}");
+    let aside = dir.join(format!("seg-000002.fs2.damaged-{at}"));
+    let kept = std::fs::read(&aside).unwrap();
+    assert_eq!(kept[..100], before[at as usize..at as usize + 100], "the damaged bytes are kept");
+    let (code, out, _) = fs2(&["check", d]);
+    assert_eq!(code, 0, "after the salvage: {out}");
+    let s = Storage::open(&dir, real_opts()).unwrap();
+    assert_eq!(load(&s, 1).unwrap().unwrap(), b"a1", "the previous revision");
+    assert_eq!(load(&s, 2).unwrap(), None);
+    commit(&s, &[(9, "writable again")]);
+}
+
+/// Item 9: the current header slot of a segment an append merge wrote into is damaged;
+/// the other slot names the merged-away source. That is damage of this segment's
+/// header, not a missing file: reads are served, and `--salvage` rewrites the slot.
+#[test]
+fn damaged_current_slot_of_an_appended_segment_is_damage_not_a_missing_file() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    let s = Storage::create(&dir, real_opts()).unwrap();
+    commit(&s, &[(1, "one")]);
+    s.rotate().unwrap();
+    commit(&s, &[(2, "two")]);
+    s.rotate().unwrap();
+    commit(&s, &[(3, "three")]);
+    s.merge_with(&Policy::Named(vec![seg(1), seg(2)]), Strategy::Append(AsOf::Source)).unwrap().unwrap();
+    drop(s);
+    let path = dir.join("seg-000002.fs2");
+    let b = std::fs::read(&path).unwrap();
+    let h = filestorage2::format::Header::from_bytes(&b, &path).unwrap();
+    assert!(h.prev.is_none() && h.generation >= 2);
+    xor(&path, filestorage2::format::Header::slot_offset(h.generation) + 12); // its CRC
+
+    let s = Storage::open(&dir, ro()).unwrap();
+    let damage = s.open_damage().join("\n");
+    assert!(damage.contains("seg-000002.fs2") && damage.contains("slot is damaged"), "{damage}");
+    for (o, v) in [(1, "one"), (2, "two"), (3, "three")] {
+        assert_eq!(load(&s, o).unwrap().unwrap(), v.as_bytes());
+    }
+    drop(s);
+    let (code, out, _) = fs2(&["check", d]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains("seg-000002.fs2") && !out.contains("No such file"), "{out}");
+    let (_, out, err) = fs2(&["check", d, "--repair", "--salvage"]);
+    assert!(out.contains("rewrote the damaged header"), "{out}{err}");
+    let (code, out, _) = fs2(&["check", d]);
+    assert_eq!(code, 0, "after the salvage: {out}");
+    let s = Storage::open(&dir, real_opts()).unwrap();
+    assert_eq!(load(&s, 1).unwrap().unwrap(), b"one");
+    commit(&s, &[(9, "writable again")]);
+}
