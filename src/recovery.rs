@@ -179,7 +179,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     // A segment moved elsewhere whose old copy was not removed yet.
     for seg in chain.iter().filter(|s| s.path != dir.join(s.header.name.file_name())) {
         let stale = dir.join(seg.header.name.file_name());
-        if writable && in_dir.contains(&seg.header.name) {
+        if writable && damage.is_empty() && in_dir.contains(&seg.header.name) {
             vfs.remove(&stale).map_err(|e| Error::io(&stale, "remove the old copy of a moved segment", e))?;
             vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
             warnings.push(format!("{}: moved to {}; removed the old copy", stale.display(), seg.path.display()));
@@ -226,15 +226,18 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     // Replaced: inside a chain segment's range, or appended to one (semi-sequential
     // merge). Unswitched: a merge result that never got into the chain.
     let appended: Vec<SegmentName> = pasts.iter().filter_map(|p| p.trailer.appended.map(|a| a.source)).collect();
+    // With a damaged header the chain may have been guessed from the directory: move or
+    // remove nothing then.
+    let tidy = writable && damage.is_empty();
     for n in in_dir.iter().filter(|n| !chain_names.contains(n)) {
         let path = dir.join(n.file_name());
         let replaced = chain_names.iter().any(|c| c.first <= n.first && n.last <= c.last) || appended.contains(n);
         let unswitched = chain_names.iter().any(|c| n.first <= c.first && c.last <= n.last);
-        if replaced && writable {
+        if replaced && tidy {
             let archive = opts.archive_dir.clone().unwrap_or_else(|| dir.join("archive"));
             let to = crate::merge::move_to_archive(vfs, &archive, &path)?;
             warnings.push(format!("{}: merged away; moved to {}", path.display(), to.display()));
-        } else if unswitched && writable {
+        } else if unswitched && tidy {
             vfs.remove(&path).map_err(|e| Error::io(&path, "remove unfinished merge result", e))?;
             vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
             warnings.push(format!("{}: a merge result never put in the chain; removed", path.display()));

@@ -449,3 +449,62 @@ fn damaged_current_slot_of_an_appended_segment_is_damage_not_a_missing_file() {
     assert_eq!(load(&s, 1).unwrap().unwrap(), b"one");
     commit(&s, &[(9, "writable again")]);
 }
+
+/// The sealed length is in the header slot of every sealed segment: a rotation writes
+/// generation 2 into slot B with flag 1 and the file's length (known bytes; FORMAT.md).
+#[test]
+fn sealed_segments_record_their_length_in_the_header_slot() {
+    use filestorage2::format::{crc, Header};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let s = Storage::create(&dir, real_opts()).unwrap();
+    commit(&s, &[(1, "one")]);
+    s.rotate().unwrap();
+    drop(s);
+    let b = std::fs::read(dir.join("seg-000001.fs2")).unwrap();
+    let slot = &b[2108..2108 + 1980];
+    let len = b.len() as u64;
+    assert_eq!(Header::slot_offset(2), 2108);
+    assert_eq!(slot[..16].to_vec(), [&2u64.to_le_bytes()[..], &[0, 0, 1, 0], &slot[12..16]].concat());
+    assert_eq!(slot[1972..1980], len.to_le_bytes());
+    let want = crc32c::crc32c_append(crc(&slot[..12]), &slot[1972..1980]);
+    assert_eq!(u32::from_le_bytes(slot[12..16].try_into().unwrap()), want);
+    assert!(slot[16..1972].iter().all(|&x| x == 0), "no previous segment");
+    let h = Header::from_bytes(&b, Path::new("seg-000001.fs2")).unwrap();
+    assert_eq!((h.generation, h.sealed_len), (2, Some(len)));
+}
+
+/// Backward compatibility: a segment sealed before lengths were recorded (slot without
+/// the flag) still opens; cut at a record boundary, its index is rebuilt from what is
+/// left, and `check --repair` says which transactions may be lost and exits 5.
+#[test]
+fn old_segment_without_a_recorded_length_cut_at_a_record_boundary_is_reported() {
+    use filestorage2::format::Header;
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    let s = Storage::create(&dir, real_opts()).unwrap();
+    let t1 = commit(&s, &[(1, "one")]);
+    commit(&s, &[(2, "two")]);
+    s.rotate().unwrap();
+    commit(&s, &[(3, "three")]);
+    let cut = txn_offsets(&s, "seg-000001.fs2")[1].1;
+    drop(s);
+    // Make seg 1 look like an old segment: a newer slot without the sealed length.
+    let path = dir.join("seg-000001.fs2");
+    let b = std::fs::read(&path).unwrap();
+    let h = Header::from_bytes(&b, &path).unwrap();
+    let old = Header { generation: h.generation + 1, sealed_len: None, ..h };
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &old.slot_bytes().unwrap(), Header::slot_offset(old.generation))
+        .unwrap();
+    assert_eq!(fs2(&["check", d]).0, 0, "an old segment opens and checks");
+    f.set_len(cut).unwrap();
+    drop(f);
+    let (code, out, _) = fs2(&["check", d, "--repair"]);
+    assert_eq!(code, 5, "{out}");
+    assert!(out.contains(&format!("the transactions after {t1} are lost")), "{out}");
+    let s = Storage::open(&dir, real_opts()).unwrap();
+    assert_eq!(load(&s, 1).unwrap().unwrap(), b"one");
+    assert_eq!(load(&s, 3).unwrap().unwrap(), b"three");
+}
