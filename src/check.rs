@@ -105,7 +105,8 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         let mut newest: BTreeMap<Oid, u64> = BTreeMap::new();
         let mut at: HashMap<u64, (Oid, Tid)> = HashMap::new();
         let mut seen = SealStats::default();
-        // Padding (and salvaged transactions): a back-pointer into one is a known loss.
+        // Padding, salvaged and damaged transactions: a back-pointer into one is a known
+        // loss (reported once, with the damage).
         let mut skipped: Vec<(u64, u64)> = Vec::new();
         loop {
             progress(done + (sc.pos - start), total);
@@ -143,6 +144,7 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
                 Step::Invalid(why) => {
                     // Damage contained at open (reported with its warning): go on after it.
                     if let Some(d) = damaged.iter().find(|d| stats.is_none() && d.start == sc.pos) {
+                        skipped.push((d.start, d.end));
                         sc.pos = d.end;
                         continue;
                     }

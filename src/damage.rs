@@ -188,39 +188,6 @@ fn damaged_oids(b: &[u8], p: usize) -> Vec<Oid> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::format::{encode_txn, encoded_txn_len, RecordToWrite, TxnMeta, MARK_TXN};
-
-    fn txn(records: &[(u64, &[u8])]) -> Vec<u8> {
-        let meta = TxnMeta { user: b"u".to_vec(), description: b"d".to_vec(), extension: Vec::new() };
-        let recs: Vec<RecordToWrite> =
-            records.iter().map(|(o, d)| RecordToWrite { oid: Oid(*o), prev: 0, data: Some(d) }).collect();
-        let len = encoded_txn_len(&meta, &recs);
-        let mut b = Vec::new();
-        encode_txn(&mut b, len, Tid(7), 4096, &meta, &recs);
-        b[..4].copy_from_slice(&MARK_TXN);
-        b
-    }
-
-    /// Every single-byte change of a transaction record still names exactly its oids.
-    #[test]
-    fn every_one_byte_damage_locates_the_oids() {
-        let b = txn(&[(1, b"hello"), (0x1234, b""), (3, b"some longer data here")]);
-        let want: BTreeSet<Oid> = [1, 0x1234, 3].into_iter().map(Oid).collect();
-        for i in 4..b.len() {
-            for mask in [0xff, 0x01, 0x80] {
-                let mut d = b.clone();
-                d[i] ^= mask;
-                let r = analyse(&d, 4096, Tid(1));
-                let got = r.oids.unwrap_or_else(|| panic!("byte {i} xor {mask:#x}: oids unknown"));
-                assert_eq!(want, got, "byte {i} xor {mask:#x}");
-            }
-        }
-    }
-}
-
 /// `fs2 check --repair --salvage`: move every damaged transaction of the active segment
 /// aside, into `<segment>.damaged-<offset>` beside it (durably), and put a padding record
 /// of zeros in its place, so that the storage takes writes again. Returns one line per
@@ -299,4 +266,37 @@ fn reseal_cut(
         ));
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{encode_txn, encoded_txn_len, RecordToWrite, TxnMeta, MARK_TXN};
+
+    fn txn(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let meta = TxnMeta { user: b"u".to_vec(), description: b"d".to_vec(), extension: Vec::new() };
+        let recs: Vec<RecordToWrite> =
+            records.iter().map(|(o, d)| RecordToWrite { oid: Oid(*o), prev: 0, data: Some(d) }).collect();
+        let len = encoded_txn_len(&meta, &recs);
+        let mut b = Vec::new();
+        encode_txn(&mut b, len, Tid(7), 4096, &meta, &recs);
+        b[..4].copy_from_slice(&MARK_TXN);
+        b
+    }
+
+    /// Every single-byte change of a transaction record still names exactly its oids.
+    #[test]
+    fn every_one_byte_damage_locates_the_oids() {
+        let b = txn(&[(1, b"hello"), (0x1234, b""), (3, b"some longer data here")]);
+        let want: BTreeSet<Oid> = [1, 0x1234, 3].into_iter().map(Oid).collect();
+        for i in 4..b.len() {
+            for mask in [0xff, 0x01, 0x80] {
+                let mut d = b.clone();
+                d[i] ^= mask;
+                let r = analyse(&d, 4096, Tid(1));
+                let got = r.oids.unwrap_or_else(|| panic!("byte {i} xor {mask:#x}: oids unknown"));
+                assert_eq!(want, got, "byte {i} xor {mask:#x}");
+            }
+        }
+    }
 }

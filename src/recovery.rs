@@ -617,7 +617,7 @@ pub(crate) fn rebuild_parts(seg: Arc<SegmentFile>, len: u64, cut: bool) -> Resul
 fn index_record_end(seg: &SegmentFile, at: u64, len: u64) -> Result<Option<u64>> {
     if at + 12 <= len {
         let n = crate::format::le64(&seg.read(at + 4, 8)?, 0);
-        if n >= TRAILER_SIZE as u64 && n % 8 == 0 && at.checked_add(n).is_some_and(|e| e <= len) {
+        if n >= TRAILER_SIZE as u64 && n.is_multiple_of(8) && at.checked_add(n).is_some_and(|e| e <= len) {
             // Its trailer: the repeated length, or the checksummed part naming `at`.
             let t = seg.read(at + n - TRAILER_SIZE as u64, TRAILER_SIZE)?;
             let names_at = t[..4] == crate::format::MARK_TRAILER

@@ -375,15 +375,14 @@ impl Scanner {
         let mut p = at + MIN_PADDING;
         while p < limit {
             let head = self.bytes(p, 12)?.map(|h| ([h[0], h[1], h[2], h[3]], le64(h, 4)));
-            if let Some((m, len)) = head.filter(|(m, _)| *m == MARK_TXN || *m == MARK_PAD) {
-                let fits = len >= MIN_PADDING && len % 8 == 0 && p.checked_add(len).is_some_and(|e| e <= self.end);
+            if let Some((_, len)) = head.filter(|(m, _)| *m == MARK_TXN || *m == MARK_PAD) {
+                let fits =
+                    len >= MIN_PADDING && len.is_multiple_of(8) && p.checked_add(len).is_some_and(|e| e <= self.end);
                 if fits {
                     let mut b = self.bytes(p, len)?.expect("fits").to_vec();
                     b[..4].copy_from_slice(&MARK_TXN);
-                    if m == MARK_TXN || len >= (TXN_HEADER + crate::format::TXN_FOOTER) as u64 {
-                        if TxnHeader::decode_with(&b, &path, p, false).is_ok() {
-                            return Ok(p);
-                        }
+                    if TxnHeader::decode_with(&b, &path, p, false).is_ok() {
+                        return Ok(p);
                     }
                 }
             }

@@ -295,10 +295,12 @@ impl Read {
 }
 
 type Answers = Vec<(u64, Result<Option<Vec<u8>>, String>)>;
+/// The current loads, whether the open reported anything, and the wrong other reads.
+type Outcome = (Answers, bool, Vec<(Read, String)>);
 
 /// Open read-only and load every object; whether the open reported anything; the
 /// other reads of `t` that answered differently (errors are not counted).
-fn read_all(v: &SimVfs, t: &Truth) -> Result<(Answers, bool, Vec<(Read, String)>), String> {
+fn read_all(v: &SimVfs, t: &Truth) -> Result<Outcome, String> {
     let s = Storage::open(Path::new(DIR), Options { read_only: true, ..opts(v) }).map_err(|e| e.to_string())?;
     let a = (1..=12u64).map(|o| (o, s.load(Oid(o)).map(|r| r.map(|x| x.1)).map_err(|e| e.to_string()))).collect();
     let wrong = t

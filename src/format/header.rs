@@ -295,6 +295,23 @@ mod tests {
     }
 
     #[test]
+    fn a_damaged_fixed_part_is_read_from_the_slots_and_a_template() {
+        let good = sample().to_bytes().unwrap();
+        let mut b = good.clone();
+        b[40] ^= 0xff; // the storage id
+        assert!(Header::from_bytes(&b, Path::new("x")).is_err());
+        assert!(!Header::damaged_slot(&b), "the slots are intact");
+        let template = Header { name: SegmentName::single(7), prev: None, ..sample() };
+        assert_eq!(Header::from_slots(&b, &template, SegmentName::single(2)), Some(sample()));
+        // A damaged slot is told from one never written (all zeros).
+        assert!(!Header::damaged_slot(&good));
+        let mut b = good.clone();
+        b[128 + 3] ^= 1;
+        assert!(Header::damaged_slot(&b));
+        assert_eq!(Header::from_slots(&b, &template, SegmentName::single(2)), None, "no slot verifies");
+    }
+
+    #[test]
     fn slot_with_a_sealed_length() {
         let mut h = sample();
         h.generation = 2;
