@@ -247,22 +247,43 @@ fn reseal_cut(
     next_tid: impl Fn(usize) -> Option<Tid>,
 ) -> crate::Result<Vec<String>> {
     let mut out = Vec::new();
-    for (i, p) in v.pasts.iter().enumerate() {
-        let Some(last) = p.lost_after else { continue };
+    let mut at = 0;
+    for parts in v.files() {
+        let first = at;
+        at += parts.len();
+        // The part the cut fell in: the first that records a loss (parts after it only
+        // stand for regions lost with the rest of the file).
+        let Some(k) = parts.iter().position(|p| p.lost_after.is_some()) else { continue };
+        let p = &parts[k];
         let path = &p.seg.path;
         let file = vfs.open(path, true).map_err(|e| Error::io(path, "open", e))?;
         let seg = crate::segment::SegmentFile::new(path.clone(), p.seg.header.clone(), file);
-        let mut entries = Vec::with_capacity(p.index.len() as usize);
-        for j in 0..p.index.len() {
-            entries.push(p.entry(j)?);
-        }
-        let t = crate::segment::seal_with(&seg, &entries, p.trailer.clone())?;
-        let upto = next_tid(i).map_or("the next segment's first transaction".to_string(), |t| t.to_string());
+        let end = match p.trailer.appended {
+            // A region of which nothing is left: the segment ends before it.
+            Some(a) if p.index.len() == 0 && p.trailer.txn_count == 0 => {
+                seg.file.set_len(a.base_len).map_err(|e| Error::io(path, "truncate", e))?;
+                seg.file.sync().map_err(|e| Error::io(path, "sync", e))?;
+                seg.record_sealed_len(a.base_len)?;
+                a.base_len
+            }
+            _ => {
+                let mut entries = Vec::with_capacity(p.index.len() as usize);
+                for j in 0..p.index.len() {
+                    entries.push(p.entry(j)?);
+                }
+                crate::segment::seal_with(&seg, &entries, p.trailer.clone())?;
+                seg.len()?
+            }
+        };
+        let kept = match p.trailer.txn_count {
+            0 => "no transaction of the part that was cut".to_string(),
+            _ => format!("the transactions up to {}", p.trailer.last_tid),
+        };
+        let upto = next_tid(first + k).map_or("the next segment's".to_string(), |t| t.to_string());
         out.push(format!(
-            "{}: re-sealed at {} bytes with the transactions up to {last}; the transactions after {last} \
-             (before {upto}) were in the missing bytes and are lost",
+            "{}: re-sealed at {end} bytes with {kept}; the transactions after them (before {upto}), and \
+             those of any region appended after them, were in the missing bytes and are lost",
             path.display(),
-            t.index_offset
         ));
     }
     Ok(out)

@@ -56,8 +56,10 @@ fn open_segment(
     };
     let name = path.file_name().and_then(|n| n.to_str()).and_then(SegmentName::from_file_name);
     let file = vfs.open(path, write).map_err(|e| Error::io(path, "open segment", e))?;
+    // What is left of the header (a file cut inside it reads as zeros beyond its end).
     let mut b = vec![0u8; HEADER_SIZE];
-    let (Some(name), Ok(())) = (name, file.read_exact_at(&mut b, 0)) else { return Err(e) };
+    let have = file.len().map_err(|e| Error::io(path, "stat segment", e))?.min(HEADER_SIZE as u64) as usize;
+    let (Some(name), Ok(())) = (name, file.read_exact_at(&mut b[..have], 0)) else { return Err(e) };
     let template = match template {
         Some(t) => t.clone(),
         None => match in_dir
@@ -243,6 +245,15 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             warnings.push(format!("{}: a merge result never put in the chain; removed", path.display()));
         } else {
             warnings.push(format!("{}: not in the chain; ignored", path.display()));
+        }
+    }
+    // Lost data (see `lost_part`) is newer than every older segment's transactions.
+    for i in 0..pasts.len() {
+        if pasts[i].lost_after == Some(Tid::ZERO) && pasts[i].trailer.txn_count == 0 {
+            let older = pasts[i + 1..].iter().find(|p| p.trailer.txn_count > 0).map(|p| p.trailer.last_tid);
+            if let Some(p) = Arc::get_mut(&mut pasts[i]) {
+                p.lost_after = Some(older.unwrap_or(Tid::ZERO));
+            }
         }
     }
     for w in pasts.windows(2) {
@@ -455,6 +466,17 @@ fn open_past(
     let writable = !opts.read_only;
     let len = seg.len()?;
     let recorded = seg.sealed_len();
+    if len < HEADER_SIZE as u64 {
+        // Cut inside its header: nothing of its data is left.
+        damage.push(format!(
+            "{}: the segment was cut short inside its header ({len} bytes): all its transactions are lost \
+             (restore the file from a copy, or `fs2 check --repair --salvage` re-seals it empty)",
+            path.display()
+        ));
+        let mut seg = seg;
+        seg.ignore_sealed_len();
+        return Ok(vec![lost_part(Arc::new(seg), HEADER_SIZE as u64, None)?]);
+    }
     if let Some(sealed) = recorded {
         // Bytes past the recorded length: an append that never switched the chain over.
         if len > sealed && writable {
@@ -606,6 +628,10 @@ pub(crate) fn rebuild_parts(seg: Arc<SegmentFile>, len: u64, cut: bool) -> Resul
         part.lost_after = lost_after;
         parts.push(Arc::new(part));
         if end >= len {
+            if cut {
+                // Appended regions may have followed: older transactions, lost too.
+                parts.push(lost_part(seg.clone(), len, Some(len))?);
+            }
             return Ok(parts);
         }
         base = Some(end);
@@ -640,4 +666,22 @@ fn index_record_end(seg: &SegmentFile, at: u64, len: u64) -> Result<Option<u64>>
         q += 8;
     }
     Ok(None)
+}
+
+/// An empty part standing for lost data at `at`: every read that reaches it is an error
+/// (`lost_after` = `Tid::ZERO` until `open_chain` knows the older segments: the lost
+/// transactions are newer than theirs). `base`: the end of the region before it, if any.
+fn lost_part(seg: Arc<SegmentFile>, at: u64, base: Option<u64>) -> Result<Arc<PastSegment>> {
+    let start = base.map_or(at, |b| crate::segment::appended_start(b, seg.header.alignment));
+    let t = Trailer {
+        appended: base.map(|b| crate::format::Appended {
+            base_len: b,
+            source: seg.header.name,
+            as_of: crate::types::AsOf::Source,
+        }),
+        ..SealStats::default().trailer(start)
+    };
+    let mut part = PastSegment::with_memory_index(seg, t, Vec::new())?;
+    part.lost_after = Some(Tid::ZERO);
+    Ok(Arc::new(part))
 }
