@@ -79,7 +79,8 @@ fn open_segment(
         ..template
     });
     damage.push(format!(
-        "{e}; the header is damaged: read with the storage's settings and previous segment {}; writes are refused",
+        "{e}; the header is damaged: read with the storage's settings and previous segment {}; \
+         `fs2 check --repair --salvage` writes it back",
         header.prev.as_deref().unwrap_or("(none)")
     ));
     let mut seg = SegmentFile::new(path.to_path_buf(), header, file);
@@ -143,7 +144,8 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
                 let prev = prev_from_dir(&in_dir, newer.header.name);
                 damage.push(format!(
                     "{}: the current header slot is damaged and the other one names {}, which is gone \
-                     (merged away); read with previous segment {} instead; writes are refused",
+                     (merged away); read with previous segment {} instead; `fs2 check --repair --salvage` \
+                     rewrites the slot",
                     newer.path.display(),
                     path.display(),
                     prev.as_deref().unwrap_or("(none)")
@@ -530,8 +532,8 @@ fn open_past(
                         )
                     })?;
                     let msg = format!(
-                        "{e}; using indexes rebuilt in memory from the data; writes are refused \
-                         (restore the segment from a copy)"
+                        "{e}; using indexes rebuilt in memory from the data; the indexes of a segment with \
+                         appended regions are not rewritten: restore the segment from a copy to write again"
                     );
                     damage.push(msg);
                     return Ok(parts);

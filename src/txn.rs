@@ -37,7 +37,7 @@ pub(crate) struct Writer {
     pub last_tid: Tid,
     pub voted: Option<Voted>,
     /// Set after a failed sync (writes are refused until the storage is reopened), or
-    /// at open when the active segment is damaged: the message writes are refused with.
+    /// at open when damage was found: the message writes are refused with.
     pub poisoned: Option<String>,
 }
 
@@ -62,9 +62,7 @@ impl Writer {
                         )
                     })
                 })
-                .or_else(|| {
-                    o.damage.first().map(|d| format!("writes are refused: {d}; restore the segment from a copy"))
-                }),
+                .or_else(|| o.damage.first().map(|d| format!("writes are refused: {d}"))),
         }
     }
 }
