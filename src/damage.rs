@@ -29,7 +29,8 @@ pub struct DamagedRange {
     /// The tid of the last valid transaction before it (`Tid::ZERO` if none): the
     /// damaged transaction is newer, so reads as of this tid or before are unaffected.
     pub after: Tid,
-    /// The damaged transaction's tid, if it could be read.
+    /// The damaged transaction's tid, if a verified part says (its header, or one of
+    /// its data records: each has its own CRC).
     pub tid: Option<Tid>,
     /// The oids the damaged transaction may hold; `None`: unknown, every object is
     /// suspect.

@@ -78,17 +78,20 @@ pub(crate) struct Active {
 }
 
 impl Active {
-    /// A read of `oid` wanting revisions with tids up to `at`, whose newest valid record
-    /// in this segment is at `newest` (0: none): an error if a damaged transaction after
-    /// it may hold a newer revision that is one of them.
     /// The largest oid in this segment: indexed, or in a damaged transaction.
     pub fn max_oid(&self) -> Option<Oid> {
         let damaged = self.damaged.iter().filter_map(|d| d.oids.as_ref()?.last().copied()).max();
         self.index.keys().next_back().copied().max(damaged)
     }
 
+    /// A read of `oid` wanting revisions with tids up to `at`, whose newest valid record
+    /// in this segment is at `newest` (0: none): an error if a damaged transaction after
+    /// it may hold a newer revision that is one of them.
     pub fn cross(&self, oid: Oid, at: Tid, newest: u64) -> Result<()> {
-        match self.damaged.iter().find(|d| d.start > newest && at > d.after && d.suspects(oid)) {
+        // The damaged transaction's tid, when a verified part of it says; else only that
+        // it is newer than the valid transaction before it.
+        let wanted = |d: &crate::damage::DamagedRange| d.tid.map_or(at > d.after, |t| at >= t);
+        match self.damaged.iter().find(|d| d.start > newest && wanted(d) && d.suspects(oid)) {
             Some(d) => Err(d.error(&self.seg.path, oid)),
             None => Ok(()),
         }
