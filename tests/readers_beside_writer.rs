@@ -1,0 +1,422 @@
+//! Read-only commands in other processes beside a live writer process (issue 10, item 6).
+//!
+//! A writer process (this test binary run again in writer mode) commits, votes and aborts,
+//! rotates, and merges (copy and `--append` both ways), continuously, with the default 4 MiB
+//! preallocation; every so often it closes the storage and works through `fs2 commit`,
+//! `fs2 rotate` and `fs2 merge` processes instead, so writers also come and go. Meanwhile
+//! reader threads run `fs2 cat`, `ls`, `info`, `history` and `check` (separate processes,
+//! each a read-only open) at least `FS2_READERS_OPENS` times (default 1,000) in total.
+//!
+//! Asserted: no reader exits non-zero or prints a warning, `check` always says ok, and
+//! every value, tid and (oid, tid) pair a reader shows was committed: values name their oid
+//! and a sequence number, and the writer logs each acknowledged commit.
+
+use filestorage2::merge::{Policy, Strategy};
+use filestorage2::{AsOf, Error, Oid, Options, Storage, Tid};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::Rng;
+
+const OIDS: u64 = 40;
+const WRITER_ENV: &str = "FS2_TEST_WRITER_DIR";
+/// The writer stops by itself after this long, should the test that started it be gone.
+const WRITER_MAX: Duration = Duration::from_secs(300);
+
+fn oid(i: u64) -> Oid {
+    Oid(0x10 + i)
+}
+
+/// The value of `oid` written with sequence number `seq`: names both, with a filler whose
+/// length and bytes follow from `seq`, so a reader can tell a whole value from anything else.
+fn value(oid: Oid, seq: u64) -> Vec<u8> {
+    let mut v = format!("v:{oid}:{seq}:").into_bytes();
+    v.extend((0..seq % 300).map(|i| b'a' + ((i + seq) % 26) as u8));
+    v.extend_from_slice(b":end");
+    v
+}
+
+/// The sequence number of a value read back for `oid`, if it is a whole value of `oid`.
+fn parse_value(oid: Oid, v: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(v).ok()?;
+    let rest = s.strip_prefix(&format!("v:{oid}:"))?;
+    let seq: u64 = rest.split(':').next()?.parse().ok()?;
+    (value(oid, seq) == v).then_some(seq)
+}
+
+/// The writer's log of acknowledged commits: `tid seq:oid seq:oid ...` per line.
+struct Log(std::fs::File);
+
+impl Log {
+    fn open(path: &Path) -> Log {
+        Log(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap())
+    }
+    fn ack(&mut self, tid: Tid, writes: &[(u64, Oid)]) {
+        let w: Vec<String> = writes.iter().map(|(s, o)| format!("{s}:{o}")).collect();
+        writeln!(self.0, "{tid} {}", w.join(" ")).unwrap();
+    }
+}
+
+/// What the writer acknowledged.
+#[derive(Default)]
+struct Committed {
+    tids: BTreeSet<Tid>,
+    /// (oid, seq) of every acknowledged write, and (oid, tid).
+    values: BTreeSet<(Oid, u64)>,
+    revisions: BTreeSet<(Oid, Tid)>,
+}
+
+fn read_log(path: &Path) -> Committed {
+    let mut c = Committed::default();
+    for line in std::fs::read_to_string(path).unwrap().lines() {
+        let mut f = line.split(' ');
+        let tid: Tid = f.next().unwrap().parse().unwrap();
+        c.tids.insert(tid);
+        for w in f {
+            let (s, o) = w.split_once(':').unwrap();
+            let o: Oid = o.parse().unwrap();
+            c.values.insert((o, s.parse().unwrap()));
+            c.revisions.insert((o, tid));
+        }
+    }
+    c
+}
+
+fn fs2_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fs2"));
+    c.args(args).env("RUST_LOG", "warn");
+    c
+}
+
+// ---------------------------------------------------------------------------------------
+// The writer process.
+
+/// The writer's work: `ops` steps on the open storage, or through `fs2` processes.
+struct WriterState {
+    dir: PathBuf,
+    scratch: PathBuf,
+    log: Log,
+    rng: Rng,
+    seq: u64,
+    commits: u64,
+    rotations: u64,
+    merges: u64,
+}
+
+impl WriterState {
+    /// 1-4 distinct random oids, each with a fresh sequence number.
+    fn writes(&mut self) -> Vec<(u64, Oid)> {
+        let mut oids = BTreeSet::new();
+        for _ in 0..1 + self.rng.below(4) {
+            oids.insert(oid(self.rng.below(OIDS)));
+        }
+        oids.into_iter()
+            .map(|o| {
+                self.seq += 1;
+                (self.seq, o)
+            })
+            .collect()
+    }
+
+    /// A merge of the past segments: copy (keep at most 2), or the oldest two appended.
+    fn merge_choice(&mut self, pasts: usize) -> Option<(Policy, Strategy)> {
+        let m = self.merges;
+        self.merges += 1;
+        match m % 3 {
+            0 if pasts > 2 => Some((Policy::KeepAtMost(2), Strategy::Copy)),
+            1 | 2 if pasts >= 2 => {
+                let as_of = if m % 3 == 1 { AsOf::Source } else { AsOf::Target };
+                Some((Policy::KeepAtMost(pasts - 1), Strategy::Append(as_of)))
+            }
+            _ => None,
+        }
+    }
+
+    fn library_session(&mut self, ops: u64) {
+        let s = Storage::open(&self.dir, Options::default()).unwrap();
+        for _ in 0..ops {
+            let writes = self.writes();
+            let mut t = s.begin();
+            for (seq, o) in &writes {
+                t.store(*o, &value(*o, *seq)).unwrap();
+            }
+            let r = match self.rng.below(10) {
+                0 => {
+                    // Voted, then aborted: a `PPPP` record stays in the file as padding.
+                    t.vote().unwrap();
+                    t.abort();
+                    continue;
+                }
+                1 | 2 => t.vote().and_then(|()| t.finish()),
+                _ => t.commit(),
+            };
+            let tid = r.unwrap();
+            self.log.ack(tid, &writes);
+            self.commits += 1;
+            if self.commits.is_multiple_of(12) {
+                s.rotate().unwrap();
+                self.rotations += 1;
+                if self.rotations.is_multiple_of(2) {
+                    let pasts = s.past_segment_stats().unwrap().len();
+                    if let Some((policy, strategy)) = self.merge_choice(pasts) {
+                        match s.merge_with(&policy, strategy) {
+                            Ok(_) | Err(Error::Busy(_)) => {}
+                            Err(e) => panic!("merge: {e}"),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn run_fs2(&self, args: &[&str]) -> String {
+        let o = fs2_command(args).output().unwrap();
+        assert!(o.status.success(), "writer: fs2 {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    }
+
+    fn cli_session(&mut self, ops: u64) {
+        let d = self.dir.to_str().unwrap().to_string();
+        for _ in 0..ops {
+            let writes = self.writes();
+            let mut args = vec!["commit".to_string(), d.clone()];
+            for (seq, o) in &writes {
+                let f = self.scratch.join(format!("{seq}"));
+                std::fs::write(&f, value(*o, *seq)).unwrap();
+                args.push(format!("{o}={}", f.display()));
+            }
+            let args: Vec<&str> = args.iter().map(|a| a.as_str()).collect();
+            let out = self.run_fs2(&args);
+            let tid = out.trim().strip_prefix("committed ").expect("committed <tid>").parse().unwrap();
+            self.log.ack(tid, &writes);
+            self.commits += 1;
+            if self.commits.is_multiple_of(6) {
+                self.run_fs2(&["rotate", &d]);
+                self.rotations += 1;
+                let pasts = Storage::open(&self.dir, Options::read_only()).unwrap().past_segment_stats().unwrap().len();
+                match self.merge_choice(pasts) {
+                    Some((_, Strategy::Copy)) => drop(self.run_fs2(&["merge", &d, "--policy", "--keep", "2"])),
+                    Some((_, Strategy::Append(a))) => {
+                        let how = if a == AsOf::Source { "source-end" } else { "target-end" };
+                        let keep = (pasts - 1).to_string();
+                        self.run_fs2(&["merge", &d, "--policy", "--keep", &keep, "--append", how]);
+                    }
+                    None => {}
+                }
+            }
+        }
+    }
+}
+
+/// Writer mode: runs only when the test below starts this binary with `WRITER_ENV` set.
+#[test]
+fn writer_process() {
+    let Ok(dir) = std::env::var(WRITER_ENV) else { return };
+    let dir = PathBuf::from(dir);
+    let stop = dir.with_extension("stop");
+    let scratch = dir.with_extension("scratch");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut w = WriterState {
+        log: Log::open(&dir.with_extension("log")),
+        dir,
+        scratch,
+        rng: Rng(7),
+        seq: 1_000,
+        commits: 0,
+        rotations: 0,
+        merges: 0,
+    };
+    let started = Instant::now();
+    let mut session = 0u64;
+    while !stop.exists() && started.elapsed() < WRITER_MAX {
+        session += 1;
+        if session.is_multiple_of(4) {
+            w.cli_session(12);
+        } else {
+            w.library_session(120);
+        }
+    }
+    eprintln!("writer: {} commits, {} rotations, {} merges, {session} sessions", w.commits, w.rotations, w.merges);
+}
+
+// ---------------------------------------------------------------------------------------
+// The test: readers beside the writer.
+
+/// Child processes, killed and reaped when dropped (a failed test leaves none behind).
+struct Children(Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Wait for `c` to exit, at most `limit`.
+fn wait_for(c: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// What readers saw, checked against the writer's log at the end.
+#[derive(Default)]
+struct Seen {
+    failures: Vec<String>,
+    values: Vec<(Oid, u64)>,
+    tids: Vec<Tid>,
+    revisions: Vec<(Oid, Tid)>,
+    counts: BTreeMap<&'static str, u64>,
+}
+
+/// Run one read-only command and record what it showed.
+fn read_once(dir: &str, rng: &mut Rng, seen: &Mutex<Seen>) {
+    let o = oid(rng.below(OIDS));
+    let os = o.to_string();
+    let (cmd, args): (&'static str, Vec<&str>) = match rng.below(20) {
+        0..=6 => ("cat", vec!["cat", dir, &os]),
+        7..=10 => ("history", vec!["history", dir, &os]),
+        11..=13 => ("ls", vec!["ls", dir]),
+        14..=16 => ("info", vec!["info", dir]),
+        _ => ("check", vec!["check", dir]),
+    };
+    let out: Output = fs2_command(&args).stdin(Stdio::null()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let mut s = seen.lock().unwrap();
+    *s.counts.entry(cmd).or_default() += 1;
+    if !out.status.success() || !stderr.is_empty() {
+        s.failures.push(format!("fs2 {args:?}: {}\nstderr: {stderr}stdout: {stdout}", out.status));
+        return;
+    }
+    let bad = |s: &mut Seen, why: &str| s.failures.push(format!("fs2 {args:?}: {why}\nstdout: {stdout}"));
+    match cmd {
+        "cat" => match parse_value(o, &out.stdout) {
+            Some(seq) => s.values.push((o, seq)),
+            None => bad(&mut s, "not a whole value of this oid"),
+        },
+        "history" => {
+            for line in stdout.lines() {
+                match line.split_whitespace().next().and_then(|t| t.parse::<Tid>().ok()) {
+                    Some(t) => s.revisions.push((o, t)),
+                    None => bad(&mut s, "a history line without a tid"),
+                }
+            }
+        }
+        "ls" => {
+            let mut n = 0;
+            for line in stdout.lines() {
+                let f: Vec<&str> = line.split_whitespace().collect();
+                match (f.first().and_then(|x| x.parse::<Oid>().ok()), f.get(2).and_then(|x| x.parse::<Tid>().ok())) {
+                    (Some(o), Some(t)) => s.revisions.push((o, t)),
+                    _ => bad(&mut s, "an ls line without oid and tid"),
+                }
+                n += 1;
+            }
+            if n != OIDS {
+                bad(&mut s, &format!("{n} objects listed, not {OIDS}"));
+            }
+        }
+        "info" => {
+            let t = stdout.lines().find_map(|l| l.strip_prefix("last tid:")).and_then(|l| l.split_whitespace().next());
+            match t.and_then(|t| t.parse::<Tid>().ok()) {
+                Some(t) => s.tids.push(t),
+                None => bad(&mut s, "no last tid"),
+            }
+        }
+        _ => {
+            if stdout.lines().last() != Some("ok") {
+                bad(&mut s, "check did not say ok");
+            }
+        }
+    }
+}
+
+#[test]
+fn read_only_commands_beside_a_writer_process_never_fail() {
+    let opens: u64 = std::env::var("FS2_READERS_OPENS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let limit = Duration::from_secs(240);
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let log_path = dir.with_extension("log");
+    {
+        let s = Storage::create(&dir, Options::default()).unwrap();
+        let mut tx = s.begin();
+        let writes: Vec<(u64, Oid)> = (0..OIDS).map(|i| (i, oid(i))).collect();
+        for (seq, o) in &writes {
+            tx.store(*o, &value(*o, *seq)).unwrap();
+        }
+        let tid = tx.commit().unwrap();
+        Log::open(&log_path).ack(tid, &writes);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let writer = Command::new(exe)
+        .args(["--exact", "writer_process", "--nocapture", "--test-threads=1"])
+        .env(WRITER_ENV, &dir)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut children = Children(vec![writer]);
+
+    let started = Instant::now();
+    let done = Arc::new(AtomicU64::new(0));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let readers: Vec<_> = (0..3u64)
+        .map(|r| {
+            let (done, seen, d) = (done.clone(), seen.clone(), dir.to_str().unwrap().to_string());
+            std::thread::spawn(move || {
+                let mut rng = Rng(100 + r);
+                while done.fetch_add(1, Ordering::Relaxed) < opens && started.elapsed() < limit {
+                    read_once(&d, &mut rng, &seen);
+                }
+            })
+        })
+        .collect();
+    for r in readers {
+        r.join().unwrap();
+    }
+    let elapsed = started.elapsed();
+    std::fs::write(dir.with_extension("stop"), b"").unwrap();
+    let status = wait_for(&mut children.0[0], Duration::from_secs(60)).expect("the writer stops within 60 s");
+    assert!(status.success(), "the writer process failed: {status}");
+
+    let committed = read_log(&log_path);
+    let s = seen.lock().unwrap();
+    let total: u64 = s.counts.values().sum();
+    eprintln!(
+        "{total} read-only commands in {:.1} s beside {} commits: {:?}; {} failures",
+        elapsed.as_secs_f64(),
+        committed.tids.len(),
+        s.counts,
+        s.failures.len()
+    );
+    let shown: Vec<&String> = s.failures.iter().take(5).collect();
+    assert!(s.failures.is_empty(), "{} of {total} read-only commands failed; the first:\n{shown:#?}", s.failures.len());
+    assert!(total >= opens, "only {total} read-only commands ran within {limit:?}");
+    for v in &s.values {
+        assert!(committed.values.contains(v), "a reader saw value {v:?}, which was never committed");
+    }
+    for t in &s.tids {
+        assert!(committed.tids.contains(t), "a reader saw tid {t}, which was never committed");
+    }
+    for r in &s.revisions {
+        assert!(committed.revisions.contains(r), "a reader saw revision {r:?}, which was never committed");
+    }
+    // And the storage the writer left is whole.
+    let out = fs2_command(&["check", dir.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "final check: {}", String::from_utf8_lossy(&out.stdout));
+}
