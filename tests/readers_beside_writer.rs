@@ -5,11 +5,14 @@
 //! preallocation; every so often it closes the storage and works through `fs2 commit`,
 //! `fs2 rotate` and `fs2 merge` processes instead, so writers also come and go. Meanwhile
 //! reader threads run `fs2 cat`, `ls`, `info`, `history` and `check` (separate processes,
-//! each a read-only open) at least `FS2_READERS_OPENS` times (default 1,000) in total.
+//! each a read-only open) `FS2_READERS_OPENS` times (default 3,000; at least 1,000) in total.
 //!
 //! Asserted: no reader exits non-zero or prints a warning, `check` always says ok, and
 //! every value, tid and (oid, tid) pair a reader shows was committed: values name their oid
 //! and a sequence number, and the writer logs each acknowledged commit.
+//!
+//! Below it, each race is also made to happen at a chosen moment, in one process, through
+//! a `Vfs` that acts for the writer at the first large read of the active segment.
 
 use filestorage2::merge::{Policy, Strategy};
 use filestorage2::{AsOf, Error, Oid, Options, Storage, Tid};
@@ -347,7 +350,7 @@ fn read_once(dir: &str, rng: &mut Rng, seen: &Mutex<Seen>) {
 
 #[test]
 fn read_only_commands_beside_a_writer_process_never_fail() {
-    let opens: u64 = std::env::var("FS2_READERS_OPENS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000);
+    let opens: u64 = std::env::var("FS2_READERS_OPENS").ok().and_then(|v| v.parse().ok()).unwrap_or(3_000);
     let limit = Duration::from_secs(240);
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("db");
@@ -419,4 +422,202 @@ fn read_only_commands_beside_a_writer_process_never_fail() {
     // And the storage the writer left is whole.
     let out = fs2_command(&["check", dir.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "final check: {}", String::from_utf8_lossy(&out.stdout));
+}
+
+// ---------------------------------------------------------------------------------------
+// Each race of a read-only open with a writer, made to happen at a chosen moment.
+
+use filestorage2::vfs::{RealVfs, VFile, Vfs};
+use std::fs::File;
+use std::io;
+
+/// What happens to the first large read of `path` (the scanner's 1 MiB chunk read; header
+/// reads are 4 KiB): the writer in another process acts just before it, or the read sees
+/// some bytes as they were before the writer wrote them.
+enum Race {
+    /// The file is cut to this length (a seal cutting off preallocated zeros).
+    Truncate(u64),
+    /// The bytes at this offset read as zeros (written after the read copied them).
+    StaleZeros(u64, usize),
+}
+
+struct RaceVfs {
+    path: PathBuf,
+    race: Mutex<Option<Race>>,
+}
+
+struct RaceFile {
+    f: Arc<dyn VFile>,
+    vfs: Arc<RaceVfs>,
+}
+
+impl VFile for RaceFile {
+    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
+        let race = if buf.len() >= 1 << 20 { self.vfs.race.lock().unwrap().take() } else { None };
+        if let Some(Race::Truncate(len)) = race {
+            File::options().write(true).open(&self.vfs.path)?.set_len(len)?;
+        }
+        self.f.read_exact_at(buf, off)?;
+        if let Some(Race::StaleZeros(at, n)) = race {
+            let s = (at - off) as usize;
+            buf[s..s + n].fill(0);
+        }
+        Ok(())
+    }
+    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        self.f.write_all_at(buf, off)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.f.sync()
+    }
+    fn len(&self) -> io::Result<u64> {
+        self.f.len()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        self.f.set_len(len)
+    }
+    fn os_file(&self) -> Option<&File> {
+        self.f.os_file()
+    }
+}
+
+/// `RealVfs`, with a race on the first large read of one file.
+#[derive(Clone)]
+struct Racing(Arc<RaceVfs>);
+
+impl Vfs for Racing {
+    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
+        let f = RealVfs.open(path, write)?;
+        Ok(if path == self.0.path { Arc::new(RaceFile { f, vfs: self.0.clone() }) } else { f })
+    }
+    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
+        RealVfs.create_new(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        RealVfs.rename(from, to)
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        RealVfs.remove(path)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
+        RealVfs.list(dir)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        RealVfs.sync_dir(dir)
+    }
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        RealVfs.create_dir_all(dir)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        RealVfs.exists(path)
+    }
+    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
+        RealVfs.lock(dir)
+    }
+    fn writer_active(&self, dir: &Path) -> bool {
+        RealVfs.writer_active(dir)
+    }
+}
+
+/// A storage with three durable commits in its active segment (4 MiB preallocated), its
+/// active segment's path, and the tids with the offsets of their transactions.
+fn three_commits(dir: &Path) -> (PathBuf, Vec<(Tid, u64)>) {
+    let s = Storage::create(dir, Options::default()).unwrap();
+    for i in 0..3u64 {
+        let mut t = s.begin();
+        t.store(oid(i), &value(oid(i), i)).unwrap();
+        t.commit().unwrap();
+    }
+    let txns = s.transactions(Tid::ZERO, Tid::MAX).map(|t| t.map(|t| (t.tid, t.offset))).collect::<Result<_, _>>();
+    let active = s.segments().unwrap().pop().unwrap().path;
+    (active, txns.unwrap())
+}
+
+fn racing_open(dir: &Path, active: &Path, race: Race) -> filestorage2::Result<Storage> {
+    let vfs = Racing(Arc::new(RaceVfs { path: active.to_path_buf(), race: Mutex::new(Some(race)) }));
+    let opened = Storage::open(dir, Options { vfs: Arc::new(vfs.clone()), ..Options::read_only() });
+    assert!(vfs.0.race.lock().unwrap().is_none(), "the race happened");
+    opened
+}
+
+fn assert_all_three(s: &Storage) {
+    assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
+    for i in 0..3 {
+        assert_eq!(s.load(oid(i)).unwrap().unwrap().1, value(oid(i), i));
+    }
+}
+
+/// A seal cuts the preallocated zeros off the active segment after a read-only open read
+/// its length: the scan meets the end of the file early ("failed to fill whole buffer").
+#[test]
+fn read_only_open_while_a_seal_cuts_the_active_segment() {
+    let t = tempfile::tempdir().unwrap();
+    let (active, txns) = three_commits(t.path());
+    let data_end = std::fs::metadata(&active).unwrap().len();
+    assert!(data_end >= 4 << 20, "preallocated");
+    let end_of_data = {
+        let s = Storage::open(t.path(), Options::read_only()).unwrap();
+        s.segments().unwrap().pop().unwrap().data_end
+    };
+    assert!(end_of_data > txns[2].1);
+    let s = racing_open(t.path(), &active, Race::Truncate(end_of_data)).unwrap();
+    assert_all_three(&s);
+}
+
+/// A read-only open reads the second transaction's first bytes before the writer wrote
+/// them, and the third (which says the second was durable) after: not damage.
+#[test]
+fn read_only_open_reading_a_record_before_its_writer_is_not_damage() {
+    let t = tempfile::tempdir().unwrap();
+    let (active, txns) = three_commits(t.path());
+    let s = racing_open(t.path(), &active, Race::StaleZeros(txns[1].1, 12)).unwrap();
+    assert_all_three(&s);
+    // The same bytes zeroed on disk are damage, found and reported as such.
+    let f = File::options().write(true).open(&active).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &[0; 12], txns[1].1).unwrap();
+    match Storage::open(t.path(), Options::read_only()) {
+        Err(e) => assert!(e.to_string().contains("this is damage"), "{e}"),
+        Ok(_) => panic!("damage not found"),
+    }
+}
+
+/// A record voted when a read-only open scans is finished afterwards: the snapshot does
+/// not grow (a second reading of it, like `check`'s or `transactions`', finds the same).
+#[test]
+fn read_only_snapshot_does_not_take_a_record_finished_after_it() {
+    let t = tempfile::tempdir().unwrap();
+    three_commits(t.path());
+    let s = Storage::open(t.path(), Options::default()).unwrap();
+    let mut v = s.begin();
+    v.store(oid(9), b"voted").unwrap();
+    v.vote().unwrap();
+    let ro = Storage::open(t.path(), Options::read_only()).unwrap();
+    v.finish().unwrap();
+    assert_eq!(ro.transactions(Tid::ZERO, Tid::MAX).count(), 3);
+    assert_eq!(ro.load(oid(9)).unwrap(), None);
+    let report = filestorage2::check::check(t.path(), false, Options::read_only(), &mut |_, _| {}).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+}
+
+/// An unfinished record at the end of the active segment is a write in progress while a
+/// writer holds the lock (no warning), and a crash's leftover once none does.
+#[test]
+fn unfinished_tail_is_reported_only_without_a_writer() {
+    let t = tempfile::tempdir().unwrap();
+    three_commits(t.path());
+    let s = Storage::open(t.path(), Options::default()).unwrap();
+    let seg = s.segments().unwrap().pop().unwrap();
+    let f = File::options().write(true).open(&seg.path).unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, b"TTTT\x00\x01\x00\x00\x00\x00\x00\x00\x17", seg.data_end).unwrap();
+    assert!(RealVfs.writer_active(t.path()));
+    let ro = Storage::open(t.path(), Options::read_only()).unwrap();
+    assert!(ro.open_warnings().is_empty(), "a write in progress: {:?}", ro.open_warnings());
+    assert_eq!(ro.transactions(Tid::ZERO, Tid::MAX).count(), 3);
+    drop(s);
+    assert!(!RealVfs.writer_active(t.path()));
+    let ro = Storage::open(t.path(), Options::read_only()).unwrap();
+    let w = ro.open_warnings();
+    assert!(w.len() == 1 && w[0].contains("unfinished tail"), "{w:?}");
+    // The probe did not get in the way of a writer.
+    drop(Storage::open(t.path(), Options::default()).unwrap());
 }
