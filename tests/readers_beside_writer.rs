@@ -439,6 +439,9 @@ enum Race {
     Truncate(u64),
     /// The bytes at this offset read as zeros (written after the read copied them).
     StaleZeros(u64, usize),
+    /// Right after the first read of the header, the file holds these bytes (a merge
+    /// appended to it and rewrote its header slot).
+    ReplaceAfterHeader(Vec<u8>),
 }
 
 struct RaceVfs {
@@ -453,7 +456,12 @@ struct RaceFile {
 
 impl VFile for RaceFile {
     fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        let race = if buf.len() >= 1 << 20 { self.vfs.race.lock().unwrap().take() } else { None };
+        let mut race = self.vfs.race.lock().unwrap();
+        let race = match &*race {
+            Some(Race::ReplaceAfterHeader(_)) if off == 0 && buf.len() == 4096 => race.take(),
+            Some(Race::Truncate(_) | Race::StaleZeros(..)) if buf.len() >= 1 << 20 => race.take(),
+            _ => None,
+        };
         if let Some(Race::Truncate(len)) = race {
             File::options().write(true).open(&self.vfs.path)?.set_len(len)?;
         }
@@ -461,6 +469,9 @@ impl VFile for RaceFile {
         if let Some(Race::StaleZeros(at, n)) = race {
             let s = (at - off) as usize;
             buf[s..s + n].fill(0);
+        }
+        if let Some(Race::ReplaceAfterHeader(bytes)) = race {
+            std::fs::write(&self.vfs.path, bytes)?;
         }
         Ok(())
     }
@@ -620,4 +631,41 @@ fn unfinished_tail_is_reported_only_without_a_writer() {
     assert!(w.len() == 1 && w[0].contains("unfinished tail"), "{w:?}");
     // The probe did not get in the way of a writer.
     drop(Storage::open(t.path(), Options::default()).unwrap());
+}
+
+/// A semi-sequential merge appends to a segment and records its intent in the header
+/// between a read-only open's read of that header and of the file's length: the appended
+/// bytes are not the segment's own (they would repeat its predecessor's transactions).
+#[test]
+fn read_only_open_while_a_merge_appends_to_a_segment() {
+    let t = tempfile::tempdir().unwrap();
+    let d = t.path().join("db");
+    let s = Storage::create(&d, Options { preallocate: 0, ..Options::default() }).unwrap();
+    for i in 0..3u64 {
+        let mut x = s.begin();
+        x.store(oid(i), &value(oid(i), i)).unwrap();
+        x.commit().unwrap();
+        s.rotate().unwrap();
+    }
+    let names: Vec<_> = s.segments().unwrap().iter().map(|g| (g.name, g.path.clone())).collect();
+    let ((f1, f1_path), (f2, f2_path)) = (names[1].clone(), names[2].clone());
+    let before = std::fs::read(&f2_path).unwrap();
+    s.merge_with(&Policy::Named(vec![f1, f2]), Strategy::Append(AsOf::Source)).unwrap();
+    drop(s);
+    // The target as it is between the append and the switch: the newer header slot (the
+    // switch) torn, the older one (the intent: sealed length, previous = f1) in force.
+    let mut appended = std::fs::read(&f2_path).unwrap();
+    let generation = |at: usize| u64::from_le_bytes(appended[at..at + 8].try_into().unwrap());
+    let newer = if generation(128) > generation(2108) { 128 } else { 2108 };
+    appended[newer + 12] ^= 0xff;
+    assert!(appended.len() > before.len());
+    // Back to the chain before the merge; the reader's first header read of f2 sees it.
+    std::fs::write(&f2_path, &before).unwrap();
+    std::fs::rename(d.join("archive").join(f1_path.file_name().unwrap()), &f1_path).unwrap();
+    let ro = racing_open(&d, &f2_path, Race::ReplaceAfterHeader(appended)).unwrap();
+    assert!(ro.open_warnings().is_empty(), "{:?}", ro.open_warnings());
+    for i in 0..3 {
+        assert_eq!(ro.load(oid(i)).unwrap().unwrap().1, value(oid(i), i));
+    }
+    assert_eq!(ro.transactions(Tid::ZERO, Tid::MAX).count(), 3);
 }
