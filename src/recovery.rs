@@ -8,6 +8,9 @@
 //! below which everything was synced when it was written. An invalid record at `X` is a
 //! torn tail unless some valid transaction after it has `durable_end > X`: then `X` was
 //! acknowledged and is damaged, and open refuses rather than drop committed data.
+//!
+//! Read-only opens repair nothing and may run beside a writer in another process:
+//! `open_snapshot` tells the writer's work in progress from a crash's leftovers.
 
 use crate::error::{Error, Result};
 use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE};
@@ -315,8 +318,8 @@ pub(crate) fn scan_active(
                 kept.display()
             ));
         } else {
-            unsettled
-                .push(format!("{}: unfinished tail at offset {end} ({why}); ignored (read-only)", seg.path.display(),));
+            let path = seg.path.display();
+            unsettled.push(format!("{path}: unfinished tail at offset {end} ({why}); ignored (read-only)"));
         }
     }
     if writable {
