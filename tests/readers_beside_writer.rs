@@ -4,7 +4,7 @@
 //! rotates, and merges (copy and `--append` both ways), continuously, with the default 4 MiB
 //! preallocation; every so often it closes the storage and works through `fs2 commit`,
 //! `fs2 rotate` and `fs2 merge` processes instead, so writers also come and go. Meanwhile
-//! reader threads run `fs2 cat`, `ls`, `info`, `history` and `check` (separate processes,
+//! reader threads run `fs2 cat`, `ls`, `info`, `history`, `dump` and `check` (separate processes,
 //! each a read-only open) `FS2_READERS_OPENS` times (default 3,000; at least 1,000) in total.
 //!
 //! Asserted: no reader exits non-zero or prints a warning, `check` always says ok, and
@@ -293,7 +293,8 @@ fn read_once(dir: &str, rng: &mut Rng, seen: &Mutex<Seen>) {
         0..=6 => ("cat", vec!["cat", dir, &os]),
         7..=10 => ("history", vec!["history", dir, &os]),
         11..=13 => ("ls", vec!["ls", dir]),
-        14..=16 => ("info", vec!["info", dir]),
+        14..=15 => ("info", vec!["info", dir]),
+        16 => ("dump", vec!["dump", dir]),
         _ => ("check", vec!["check", dir]),
     };
     let out: Output = fs2_command(&args).stdin(Stdio::null()).output().unwrap();
@@ -331,6 +332,15 @@ fn read_once(dir: &str, rng: &mut Rng, seen: &Mutex<Seen>) {
             }
             if n != OIDS {
                 bad(&mut s, &format!("{n} objects listed, not {OIDS}"));
+            }
+        }
+        "dump" => {
+            for line in stdout.lines().filter(|l| l.starts_with("Trans #")) {
+                let t = line.split_whitespace().find_map(|f| f.strip_prefix("tid="));
+                match t.and_then(|t| t.parse::<Tid>().ok()) {
+                    Some(t) => s.tids.push(t),
+                    None => bad(&mut s, "a transaction without a tid"),
+                }
             }
         }
         "info" => {
