@@ -8,6 +8,9 @@
 //! below which everything was synced when it was written. An invalid record at `X` is a
 //! torn tail unless some valid transaction after it has `durable_end > X`: then `X` was
 //! acknowledged and is damaged, and open refuses rather than drop committed data.
+//!
+//! Read-only opens repair nothing and may run beside a writer in another process:
+//! `open_snapshot` tells the writer's work in progress from a crash's leftovers.
 
 use crate::error::{Error, Result};
 use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE};
@@ -24,6 +27,10 @@ pub(crate) struct Opened {
     pub alignment: u64,
     pub max_oid: Option<Oid>,
     pub warnings: Vec<String>,
+    /// Read-only opens: what a live writer in another process passes through (a write or
+    /// a seal in progress at the end of the active segment, the files of a merge in
+    /// progress); a leftover of a crash when no writer holds the lock (see `open_snapshot`).
+    pub unsettled: Vec<String>,
 }
 
 /// Where the segment a header's `prev` names lives.
@@ -46,6 +53,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         _ => Error::io(dir, "list", e),
     })?;
     let mut warnings = Vec::new();
+    let mut unsettled = Vec::new();
     if writable {
         for n in names.iter().filter(|n| n.ends_with(".fs2.tmp")) {
             let p = dir.join(n);
@@ -122,11 +130,11 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         };
         sealed_head = Some(head);
         match made {
-            Some(seg) => Some(scan_active(vfs, seg, writable, &mut warnings)?),
+            Some(seg) => Some(scan_active(vfs, seg, writable, &mut warnings, &mut unsettled)?),
             None => None,
         }
     } else {
-        Some(scan_active(vfs, head, writable, &mut warnings)?)
+        Some(scan_active(vfs, head, writable, &mut warnings, &mut unsettled)?)
     };
 
     let mut pasts = Vec::new();
@@ -149,6 +157,9 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             vfs.remove(&path).map_err(|e| Error::io(&path, "remove unfinished merge result", e))?;
             vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
             warnings.push(format!("{}: a merge result never put in the chain; removed", path.display()));
+        } else if replaced || unswitched {
+            // Read-only: a merge in progress, or interrupted (the next writable open ends it).
+            unsettled.push(format!("{}: a merge's segment outside the chain; ignored", path.display()));
         } else {
             warnings.push(format!("{}: not in the chain; ignored", path.display()));
         }
@@ -171,21 +182,89 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         .as_ref()
         .and_then(|a| a.index.keys().next_back().copied())
         .max(pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max());
-    Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings })
+    Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings, unsettled })
+}
+
+/// How many times at most a read-only open starts over before it reports what it found.
+const SNAPSHOT_ATTEMPTS: u32 = 10;
+
+/// Open read-only, beside a writer that may be working in another process right now.
+///
+/// The chain is read from the newest segment back, one header at a time, while the writer
+/// may append, seal, rotate, and switch and archive merged segments. Each of those leaves
+/// the files in a state a reader can recognise and that does not last: a record being
+/// written, a file shorter than when its length was read, a predecessor already moved to
+/// the archive, a merge's files outside the chain. Then:
+/// - if everything read was whole and only its end is unsettled (a write or seal in
+///   progress, a merge's files outside the chain) and a writer holds the lock, the
+///   snapshot stands: it is a consistent prefix, and the rest is the writer's business;
+/// - otherwise the open starts over from the directory listing. What is reported (an
+///   error, or the unsettled state as a warning) is only what two attempts in a row found
+///   alike, the second begun after no writer held the lock: only a writer changes the
+///   files, so that is what they hold, a crash's leftover or damage.
+pub(crate) fn open_snapshot(dir: &Path, opts: &Options) -> Result<Opened> {
+    let mut quiet_since: Option<String> = None;
+    for attempt in 1..=SNAPSHOT_ATTEMPTS {
+        let r = open_chain(dir, opts);
+        let found = match &r {
+            Ok(o) if o.unsettled.is_empty() => return r,
+            Ok(o) => o.unsettled.join("\n"),
+            Err(e) if !may_be_a_race(e) => return r,
+            Err(e) => e.to_string(),
+        };
+        let writer = opts.vfs.writer_active(dir);
+        match r {
+            Ok(mut o) if writer => {
+                o.unsettled.clear();
+                return Ok(o);
+            }
+            Ok(mut o) if quiet_since.as_ref() == Some(&found) || attempt == SNAPSHOT_ATTEMPTS => {
+                o.warnings.append(&mut o.unsettled);
+                return Ok(o);
+            }
+            Err(e) if quiet_since.as_ref() == Some(&found) || attempt == SNAPSHOT_ATTEMPTS => return Err(e),
+            _ => log::debug!("read-only open of {}: {found}; starting over", dir.display()),
+        }
+        if writer {
+            quiet_since = None;
+            std::thread::sleep(std::time::Duration::from_millis(1 << attempt.min(5)));
+        } else {
+            quiet_since = Some(found);
+        }
+    }
+    unreachable!("the last attempt returns")
+}
+
+/// Errors a read-only open can meet because a writer changed the files while it read
+/// them: a file gone (archived or moved), a file shorter than read before, bytes that do
+/// not decode (read half-written). Real damage repeats on every attempt.
+fn may_be_a_race(e: &Error) -> bool {
+    match e {
+        Error::Io { source, .. } => {
+            matches!(source.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof)
+        }
+        e => e.is_corruption(),
+    }
 }
 
 /// Scan the active segment: rebuild its index, drop an unfinished tail (when writable).
+/// Read-only, an unfinished tail is `unsettled`: a writer may be writing it right now.
 pub(crate) fn scan_active(
     vfs: &dyn Vfs,
     seg: SegmentFile,
     writable: bool,
     warnings: &mut Vec<String>,
+    unsettled: &mut Vec<String>,
 ) -> Result<Active> {
     let len = seg.len()?;
     let mut sc = Scanner::new(&seg, HEADER_SIZE as u64, len);
     // In file order; collected into the map in bulk at the end (later records win).
     let mut entries: Vec<(Oid, Entry)> = Vec::new();
     let mut stats = SealStats::default();
+    // Where the scan read the file again after finding evidence of damage.
+    let mut reread_at = None;
+    // The end of the last committed transaction.
+    let mut committed_end = HEADER_SIZE as u64;
     let why = loop {
         match sc.next_step()? {
             Step::Txn { offset, txn, .. } => {
@@ -195,6 +274,7 @@ pub(crate) fn scan_active(
                 }
                 entries.extend(txn.records.iter().map(|(rel, h)| (h.oid, Entry { offset: offset + rel, tid })));
                 note_txn(&mut stats, tid, txn.records.len());
+                committed_end = sc.pos;
             }
             Step::Skip => {}
             Step::End => break None,
@@ -202,6 +282,16 @@ pub(crate) fn scan_active(
             Step::Invalid(why) => {
                 let at = sc.pos;
                 if let Some(p) = sc.durable_evidence_after(at)? {
+                    // A writer in another process may have written `at` after our first
+                    // read of it and the later transaction before our second: read `at`
+                    // again. It cannot change after that later transaction was written
+                    // (its bytes were durable then), so if it is still invalid now, it is
+                    // damaged.
+                    if reread_at != Some(at) {
+                        reread_at = Some(at);
+                        sc.reread()?;
+                        continue;
+                    }
                     return Err(Error::corrupted(
                         &seg.path,
                         at,
@@ -228,11 +318,8 @@ pub(crate) fn scan_active(
                 kept.display()
             ));
         } else {
-            warnings.push(format!(
-                "{}: unfinished tail of {} bytes at offset {end} ({why}); ignored (read-only)",
-                seg.path.display(),
-                len - end
-            ));
+            let path = seg.path.display();
+            unsettled.push(format!("{path}: unfinished tail at offset {end} ({why}); ignored (read-only)"));
         }
     }
     if writable {
@@ -251,6 +338,10 @@ pub(crate) fn scan_active(
         }
     }
     let index: BTreeMap<Oid, Entry> = newest.into_iter().collect();
+    // A read-only snapshot ends with its last committed transaction: a voted record after
+    // it (read as padding) may be flipped to committed by its writer at any moment, and
+    // what reads the snapshot again (`check`, `transactions`) must find what this scan found.
+    let end = if writable { end } else { committed_end };
     Ok(Active { seg: Arc::new(seg), index, end, stats })
 }
 

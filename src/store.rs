@@ -284,18 +284,8 @@ impl Storage {
                 _ => Error::io(dir, "lock", e),
             })?
         };
-        // A read-only open races with a writer that rotates or merges: retry.
-        let mut attempt = 0;
-        let opened = loop {
-            match recovery::open_chain(dir, &opts) {
-                Err(Error::Io { ref source, .. })
-                    if opts.read_only && attempt < 5 && source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    attempt += 1
-                }
-                other => break other?,
-            }
-        };
+        let opened =
+            if opts.read_only { recovery::open_snapshot(dir, &opts)? } else { recovery::open_chain(dir, &opts)? };
         for w in &opened.warnings {
             log::warn!("{w}");
         }

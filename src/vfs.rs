@@ -60,6 +60,12 @@ pub trait Vfs: Send + Sync {
     fn lock(&self, _dir: &Path) -> io::Result<Option<File>> {
         Ok(None)
     }
+    /// Whether a writer holds the lock of the storage in `dir` now (asked by read-only
+    /// opens, which take no lock; they must not create or change anything). `false`
+    /// where it cannot be told (no lock file, or no permission to open it).
+    fn writer_active(&self, _dir: &Path) -> bool {
+        false
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -137,11 +143,26 @@ impl Vfs for RealVfs {
             .truncate(false)
             .mode(0o600)
             .open(dir.join("LOCK"))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(f)),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        // A read-only open asking `writer_active` holds a shared lock for a moment: try
+        // again for a while before reporting another writer.
+        let mut tries = 0;
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(Some(f)),
+                Err(std::fs::TryLockError::WouldBlock) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => return Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
         }
+    }
+    fn writer_active(&self, dir: &Path) -> bool {
+        // Opened for reading only, never created; a shared lock conflicts only with the
+        // writer's exclusive one, and is released at once (the file is closed).
+        let Ok(f) = File::open(dir.join("LOCK")) else { return false };
+        matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
     }
 }
 
