@@ -192,6 +192,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     // and never deleted; `fs2 check --repair` moves it aside.
     let appended: Vec<SegmentName> = pasts.iter().filter_map(|p| p.trailer.appended.map(|a| a.source)).collect();
     let mut strays = Vec::new();
+    let mut chain_synced = false;
     for (n, pr) in in_dir.iter().zip(&probes).filter(|(n, _)| !chain_names.contains(n)) {
         let path = dir.join(n.file_name());
         let stray = |why: String, strays: &mut Vec<PathBuf>, warnings: &mut Vec<String>| {
@@ -212,6 +213,14 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
                     chain_names.iter().any(|c| c.first <= n.first && n.last <= c.last) || appended.contains(n);
                 let unswitched = chain_names.iter().any(|c| n.first <= c.first && c.last <= n.last);
                 if replaced && writable {
+                    // The chain that replaced it may not be durable yet (a merge whose
+                    // switch failed to sync, then this open read the written slot): make
+                    // it durable before the replaced file leaves, or a power cut could
+                    // bring back the old chain without its file.
+                    if !chain_synced {
+                        sync_chain(active.as_ref(), &pasts)?;
+                        chain_synced = true;
+                    }
                     // Not in the chain any more: archiving it may wait for the next open.
                     let archive = opts.archive_dir.clone().unwrap_or_else(|| dir.join("archive"));
                     match crate::merge::move_to_archive(vfs, &archive, &path) {
@@ -252,6 +261,20 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         .and_then(|a| a.index.keys().next_back().copied())
         .max(pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max());
     Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings, strays, ignored_tail })
+}
+
+/// Sync every file of the chain (its header slots included).
+fn sync_chain(active: Option<&Active>, pasts: &[Arc<PastSegment>]) -> Result<()> {
+    let files = active.map(|a| &a.seg).into_iter().chain(pasts.iter().map(|p| &p.seg));
+    let mut last: Option<&Arc<SegmentFile>> = None;
+    for seg in files {
+        if last.is_some_and(|l| Arc::ptr_eq(l, seg)) {
+            continue;
+        }
+        seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
+        last = Some(seg);
+    }
+    Ok(())
 }
 
 /// Where `fs2 check --repair` moves stray files (inside the storage directory).

@@ -455,24 +455,22 @@ pub(crate) fn archive_dir(inner: &Inner) -> PathBuf {
 }
 
 /// Check that files can be created in the archive directory `dir` (creating it if
-/// missing): a probe file is created, synced and removed.
+/// missing): a probe file is created, synced and removed. The error keeps the OS error
+/// and says that nothing was merged.
 fn probe_archive(vfs: &dyn crate::vfs::Vfs, dir: &Path) -> Result<()> {
-    let refuse = |what: &str, e: std::io::Error| {
-        Error::ReadOnly(format!(
-            "the archive directory {} cannot take the merged-away segments ({what}: {e}); \
-             nothing was merged: make it a writable directory (or set another archive) and retry",
-            dir.display()
-        ))
-    };
-    vfs.create_dir_all(dir).map_err(|e| refuse("create", e))?;
+    let err = |op, e| Error::io(dir, op, e);
+    vfs.create_dir_all(dir)
+        .map_err(|e| err("merge refused (nothing changed): cannot create the archive directory", e))?;
     let probe = dir.join(format!(".probe-{}", std::process::id()));
     let _ = vfs.remove(&probe);
-    let f = vfs.create_new(&probe).map_err(|e| refuse("create a file in it", e))?;
+    let f = vfs
+        .create_new(&probe)
+        .map_err(|e| err("merge refused (nothing changed): cannot create a file in the archive directory", e))?;
     let written = f.write_all_at(b"probe", 0).and_then(|_| f.sync());
     drop(f);
     let removed = vfs.remove(&probe);
-    written.map_err(|e| refuse("write a file in it", e))?;
-    removed.map_err(|e| refuse("remove a file from it", e))
+    written.map_err(|e| err("merge refused (nothing changed): cannot write a file in the archive directory", e))?;
+    removed.map_err(|e| err("merge refused (nothing changed): cannot remove a file from the archive directory", e))
 }
 
 /// Move a replaced segment file into the archive directory, durably.
