@@ -123,13 +123,14 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     // A segment moved elsewhere whose old copy in the directory was not removed yet.
     // Compared as files (device and inode), never as path text; removed only when it is
     // a verified copy of what the chain holds.
-    for seg in &chain {
+    // (Read-only opens leave it alone, as they leave everything.)
+    for seg in chain.iter().filter(|_| writable) {
         let old = dir.join(seg.header.name.file_name());
         if !in_dir.contains(&seg.header.name) || vfs.same_file(&seg.path, &old) {
             continue;
         }
         match same_segment(vfs, seg, &old) {
-            Ok(()) if writable => {
+            Ok(()) => {
                 vfs.remove(&old).map_err(|e| Error::io(&old, "remove the old copy of a moved segment", e))?;
                 vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
                 warnings.push(format!(
@@ -138,7 +139,6 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
                     seg.path.display()
                 ));
             }
-            Ok(()) => {}
             Err(why) => warnings.push(format!(
                 "{}: the chain holds this segment at {}, and this file is not a verified copy of it ({why}); \
                  kept: compare the two and remove one by hand",

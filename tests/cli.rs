@@ -415,7 +415,7 @@ fn read_only_commands_say_when_they_ignore_an_unreadable_tail() {
     ok(&["commit", d, &format!("0000000000000001={}", a.display())]);
     ok(&["commit", d, &format!("0000000000000001={}", b.display())]);
     let dump = ok(&["dump", d]);
-    let off: u64 = dump.lines().filter_map(|l| l.split("offset=").nth(1)).last().unwrap().parse().unwrap();
+    let off: u64 = dump.lines().filter_map(|l| l.split("offset=").nth(1)).next_back().unwrap().parse().unwrap();
     let active = segment_files(&dir).pop().unwrap();
     std::fs::OpenOptions::new().write(true).open(&active).unwrap().set_len(off + 40).unwrap();
     for args in [vec!["cat", d, "0000000000000001"], vec!["ls", d], vec!["history", d, "0000000000000001"]] {
@@ -429,4 +429,35 @@ fn read_only_commands_say_when_they_ignore_an_unreadable_tail() {
     let info = ok(&["info", d]);
     assert!(info.contains(&format!("ignored tail: 40 bytes at offset {off}")), "{info}");
     assert_eq!(code(&["check", d]).0, 5);
+}
+
+/// A storage the user may not read: exit 1 (an error, not damage), one line.
+#[test]
+fn permission_denied_is_an_error_not_damage() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !Path::new("/usr/bin/setpriv").exists() {
+        eprintln!("skipped: needs root and setpriv to run fs2 as another user");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    ok(&["init", d]);
+    for cmd in ["check", "info", "cat", "commit"] {
+        let mut args = vec![cmd, d];
+        if cmd == "cat" {
+            args.push("0000000000000001");
+        }
+        if cmd == "commit" {
+            args.push("0000000000000001=/dev/null");
+        }
+        let o = Command::new("/usr/bin/setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_fs2")])
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "fs2 {args:?} as nobody: {err}");
+        assert!(err.contains("Permission denied") && err.lines().count() == 1, "{err}");
+    }
 }

@@ -422,6 +422,15 @@ fn a_dropped_tail_keeps_its_bytes_but_not_the_preallocated_zeros() {
     })
 }
 
+/// The mount's `stats` file, through the file-system layer (no kernel needed).
+fn mounted_stats(s: &Storage) -> String {
+    use filestorage2::fs::{Fs, Ino};
+    let fs = Fs::new(s.clone());
+    let e = fs.lookup(Ino::ROOT, "stats").unwrap();
+    let o = fs.open(e.attr.ino, false).unwrap();
+    String::from_utf8(fs.read(o.fh, 0, 1 << 16).unwrap()).unwrap()
+}
+
 #[test]
 fn a_read_only_open_says_when_it_ignores_an_unreadable_tail() {
     within(60, || {
@@ -435,12 +444,16 @@ fn a_read_only_open_says_when_it_ignores_an_unreadable_tail() {
         let s = Storage::open(t.path(), Options::read_only()).unwrap();
         let last = s.transactions(Tid::ZERO, Tid::MAX).last().unwrap().unwrap();
         assert!(s.ignored_tail().is_none());
+        assert!(mounted_stats(&s).contains("ignored_tail: -\n"));
         drop(s);
         let f = std::fs::OpenOptions::new().write(true).open(&active).unwrap();
         f.set_len(last.offset + 40).unwrap();
         drop(f);
         let s = Storage::open(t.path(), Options::read_only()).unwrap();
         let tail = s.ignored_tail().expect("the ignored tail is part of the result").clone();
+        let stats = mounted_stats(&s);
+        let line = format!("ignored_tail: 40 bytes at {}:{}\n", active.display(), last.offset);
+        assert!(stats.contains(&line), "the mount's stats file shows it: {stats}");
         assert_eq!((tail.segment.clone(), tail.offset, tail.bytes), (active.clone(), last.offset, 40));
         assert!(tail.to_string().contains("ignored 40 unreadable bytes"), "{tail}");
         assert_eq!(s.load(Oid(1)).unwrap(), Some((t1, b"one".to_vec())), "reads answer as of before it");
