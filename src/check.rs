@@ -52,7 +52,8 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         Err(e) => return Err(e),
     };
     for w in s.open_warnings() {
-        report.problems.push(format!("{w} (run `fs2 check --repair`)"));
+        let advice = if w.contains("fs2 check --repair") { "" } else { " (run `fs2 check --repair`)" };
+        report.problems.push(format!("{w}{advice}"));
     }
     let v = s.view();
     // Oldest first, each region of a segment on its own: (segment, data start, data end,

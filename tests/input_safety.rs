@@ -1,12 +1,13 @@
 //! Bad input and hostile surroundings must not lose, hide or misreport data (issue 10):
 //! segment paths compared as files, the oid space's end, stray files named like
 //! segments, an unwritable archive, a full disk while preallocating, and a read-only
-//! open that ignores an unreadable tail.
+//! open that ignores an unreadable tail. (A full disk on a real small file system is in
+//! `enospc.rs`: it spawns `mount`, and a process forked meanwhile would hold the writer
+//! lock of a storage another test here reopens.)
 
 use filestorage2::merge::Policy;
 use filestorage2::{Error, Oid, Options, SegmentName, Storage, Tid};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -333,58 +334,6 @@ fn an_unwritable_archive_refuses_the_merge_and_never_blocks_opening() {
         let s = Storage::open(&db, Options::default()).unwrap();
         assert!(s.open_warnings().iter().any(|w| w.contains("merged away; moved to")), "{:?}", s.open_warnings());
         assert!(archived.exists() && !db.join("seg-000001.fs2").exists());
-        drop(s);
-        checked(&db);
-    })
-}
-
-/// Unmounts a file system the test mounted, however the test ends.
-struct TmpFs(PathBuf);
-
-impl Drop for TmpFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-/// A 1 MiB tmpfs (the tests run as root) under a fresh temporary directory.
-fn small_fs(t: &tempfile::TempDir) -> TmpFs {
-    let ok = Command::new("mount").args(["-t", "tmpfs", "-o", "size=1m", "fs2-enospc"]).arg(t.path()).status();
-    assert!(ok.is_ok_and(|s| s.success()), "mount a 1 MiB tmpfs (the tests run as root)");
-    TmpFs(t.path().to_path_buf())
-}
-
-#[test]
-fn preallocation_that_does_not_fit_falls_back_to_the_space_there_is() {
-    within(120, || {
-        let t = tempfile::tempdir().unwrap();
-        let _fs = small_fs(&t);
-        let db = t.path().join("db");
-        // 4 MiB of zeros ahead (the default) cannot fit in 1 MiB: the commit still does.
-        let s = Storage::create(&db, Options::default()).unwrap();
-        let tid = commit(&s, &[(1, b"hello")]);
-        assert_eq!(s.load(Oid(1)).unwrap(), Some((tid, b"hello".to_vec())));
-        // Fill the disk: each commit succeeds while its bytes fit, then ENOSPC.
-        let chunk = vec![7u8; 64 << 10];
-        let mut n = 0u64;
-        let err = loop {
-            let mut t = s.begin();
-            t.store(Oid(100 + n), &chunk).unwrap();
-            match t.commit() {
-                Ok(_) => n += 1,
-                Err(e) => break e,
-            }
-            assert!(n < 64, "a 1 MiB disk took {n} commits of 64 KiB");
-        };
-        assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
-        assert!(n >= 10, "only {n} commits of 64 KiB fitted in 1 MiB");
-        // Small commits fit in what is left.
-        commit(&s, &[(2, b"small")]);
-        drop(s);
-        let s = Storage::open(&db, Options::default()).unwrap();
-        assert_eq!(data(&s, 1), Some(b"hello".to_vec()));
-        assert_eq!(data(&s, 2), Some(b"small".to_vec()));
-        assert_eq!(data(&s, 100 + n - 1), Some(chunk.clone()));
         drop(s);
         checked(&db);
     })

@@ -492,6 +492,7 @@ pub(crate) fn move_to_archive(
             let f = vfs.open(path, false).map_err(|e| Error::io(path, "open", e))?;
             let len = f.len().map_err(|e| Error::io(path, "stat", e))?;
             copy_durably(vfs, &*f, path, len, &to)?;
+            verify_copy(vfs, &*f, path, len, &to)?;
             vfs.remove(path).map_err(|e| Error::io(path, "remove the archived", e))?;
         }
         Err(e) => return Err(Error::io(path, "move to the archive", e)),
