@@ -155,6 +155,9 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         }
     }
     let mut chain_names: Vec<SegmentName> = chain.iter().map(|s| s.header.name).collect();
+    // Files a chain header links to are never strays, even if they cannot be opened:
+    // a damaged chain segment is damage.
+    let linked: Vec<PathBuf> = chain.iter().filter_map(|s| s.header.prev.as_deref().map(|p| resolve(dir, p))).collect();
     let alignment = chain[0].header.alignment;
 
     let head = chain.remove(0);
@@ -202,6 +205,9 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     let mut chain_synced = false;
     for (n, pr) in in_dir.iter().zip(&probes).filter(|(n, _)| !chain_names.contains(n)) {
         let path = dir.join(n.file_name());
+        if linked.iter().any(|l| *l == path || vfs.same_file(l, &path)) {
+            continue;
+        }
         let stray = |why: String, strays: &mut Vec<PathBuf>, warnings: &mut Vec<String>| {
             warnings.push(format!(
                 "{}: not part of this storage's chain ({why}); ignored (`fs2 check --repair` moves it to {})",
