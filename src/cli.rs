@@ -423,6 +423,13 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
     let st = s.stats()?;
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     w(writeln!(out, "storage:      {}", dir.display()))?;
+    for p in s.strays() {
+        w(writeln!(
+            out,
+            "stray file:   {} (not in the chain; ignored; `fs2 check --repair` moves it aside)",
+            p.display()
+        ))?;
+    }
     if let Some(t) = s.ignored_tail() {
         w(writeln!(
             out,
