@@ -356,6 +356,11 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             // Everything on stdout, one line each: `repaired: ...`, `problem: ...`, the
             // counts, then `ok` or `damaged: N problem(s)`. An error that is not damage
             // (no storage there, no access) is one line on stderr, exit 3 or 1.
+            // What the opens warn about is in the report (one line each): not again on
+            // stderr, unless RUST_LOG asks for it.
+            if std::env::var_os("RUST_LOG").is_none() {
+                log::set_max_level(log::LevelFilter::Error);
+            }
             let mut p = Progress::new("check");
             let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))
                 .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?;
