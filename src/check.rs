@@ -36,16 +36,24 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
     if repair {
         let s = Storage::open(dir, Options { read_only: false, ..opts.clone() })?;
         report.repaired = s.open_warnings();
+        for (from, to) in s.move_strays_aside()? {
+            let from = from.display().to_string();
+            report.repaired.retain(|w| !w.starts_with(&format!("{from}: ")));
+            report.repaired.push(format!("{from}: not part of the chain; moved aside to {}", to.display()));
+        }
     }
+    // Not a storage (missing, not a directory, no access): an error, not damage.
     let s = match Storage::open(dir, Options { read_only: true, ..opts }) {
         Ok(s) => s,
-        Err(e) => {
-            report.problems.push(format!("cannot open: {e}"));
+        Err(e) if e.is_corruption() => {
+            report.problems.push(e.to_string());
             return Ok(report);
         }
+        Err(e) => return Err(e),
     };
     for w in s.open_warnings() {
-        report.problems.push(format!("{w} (run `fs2 check --repair`)"));
+        let advice = if w.contains("fs2 check --repair") { "" } else { " (run `fs2 check --repair`)" };
+        report.problems.push(format!("{w}{advice}"));
     }
     let v = s.view();
     // Oldest first, each region of a segment on its own: (segment, data start, data end,

@@ -207,15 +207,22 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The exit status of an engine error: 3 no such thing, 4 conflict or busy, 5 damage,
+/// 1 any other error (2, bad usage, is decided before the engine is asked).
+fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::NotFound(_) => 3,
+        Error::Conflict { .. } | Error::Busy(_) => 4,
+        Error::Corrupted { .. } | Error::Checksum { .. } => 5,
+        _ => 1,
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        let code = match &e {
-            Error::NotFound(_) => 3,
-            Error::Conflict { .. } | Error::Busy(_) => 4,
-            Error::Corrupted { .. } | Error::Checksum { .. } => 5,
-            _ => 1,
-        };
-        Failure { code, message: e.to_string() }
+        let hint =
+            if e.is_corruption() { "; `fs2 check` on the storage tells what is damaged and what to do" } else { "" };
+        Failure { code: exit_code(&e), message: format!("{e}{hint}") }
     }
 }
 
@@ -223,8 +230,14 @@ fn fail(code: i32, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
+/// Open read-only. A tail of the active segment the open had to ignore is said on
+/// stderr (one line; the exit status stays 0: see README "Exit status").
 fn open_ro(dir: &Path) -> Result<Storage, Failure> {
-    Ok(Storage::open(dir, Options::read_only())?)
+    let s = Storage::open(dir, Options::read_only())?;
+    if let Some(t) = s.ignored_tail() {
+        eprintln!("fs2: warning: {t}");
+    }
+    Ok(s)
 }
 
 /// Progress on stderr for long work, only when stderr is a terminal.
@@ -340,11 +353,24 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             w(writeln!(out, "sealed the active segment; new active segment {name}"))?;
         }
         Cmd::Check { dir, repair } => {
+            // Everything on stdout, one line each: `repaired: ...`, `problem: ...`, the
+            // counts, then `ok` or `damaged: N problem(s)`. An error that is not damage
+            // (no storage there, no access) is one line on stderr, exit 3 or 1.
+            // What the opens warn about is in the report (one line each): not again on
+            // stderr, unless RUST_LOG asks for it.
+            if std::env::var_os("RUST_LOG").is_none() {
+                log::set_max_level(log::LevelFilter::Error);
+            }
             let mut p = Progress::new("check");
-            let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))?;
+            let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))
+                .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?;
             drop(p);
+            let one_line = |x: &str| x.replace('\n', " ");
             for x in &r.repaired {
-                w(writeln!(out, "repaired: {x}"))?;
+                w(writeln!(out, "repaired: {}", one_line(x)))?;
+            }
+            for x in &r.problems {
+                w(writeln!(out, "problem: {}", one_line(x)))?;
             }
             w(writeln!(
                 out,
@@ -354,11 +380,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 r.records,
                 human(r.bytes)
             ))?;
-            for x in &r.problems {
-                w(writeln!(out, "PROBLEM: {x}"))?;
-            }
             if !r.ok() {
-                return Err(fail(5, format!("{} problem(s) found in {}", r.problems.len(), dir.display())));
+                w(writeln!(out, "damaged: {} problem(s) in {}", r.problems.len(), dir.display()))?;
+                return Err(fail(5, ""));
             }
             w(writeln!(out, "ok"))?;
         }
@@ -404,6 +428,23 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
     let st = s.stats()?;
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     w(writeln!(out, "storage:      {}", dir.display()))?;
+    for p in s.strays() {
+        w(writeln!(
+            out,
+            "stray file:   {} (not in the chain; ignored; `fs2 check --repair` moves it aside)",
+            p.display()
+        ))?;
+    }
+    if let Some(t) = s.ignored_tail() {
+        w(writeln!(
+            out,
+            "ignored tail: {} bytes at offset {} of {} ({})",
+            t.bytes,
+            t.offset,
+            t.segment.display(),
+            t.reason
+        ))?;
+    }
     w(writeln!(
         out,
         "last tid:     {} ({})",
@@ -607,7 +648,7 @@ fn commit(out: &mut impl Write, a: CommitArgs) -> Result<(), Failure> {
     }
     let mut allocated = Vec::new();
     for (_, data) in stores.iter().filter(|(oid, _)| oid.is_none()) {
-        let o = s.new_oid();
+        let o = s.new_oid()?;
         allocated.push(o);
         t.store(o, data)?;
     }

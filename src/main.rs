@@ -7,7 +7,9 @@ fn main() {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let args = cli::Cli::parse();
     if let Err(f) = cli::run(args) {
-        eprintln!("fs2: {}", f.message);
+        if !f.message.is_empty() {
+            eprintln!("fs2: {}", f.message);
+        }
         std::process::exit(f.code);
     }
 }

@@ -81,6 +81,9 @@ fn signal_set() -> libc::sigset_t {
 /// signal, `fs2 umount`, or `umount`). `ready` runs once the mount is live.
 pub fn run(storage: Storage, mountpoint: &Path, opts: &MountOptions, ready: impl FnOnce()) -> Result<(), String> {
     let mp = mountpoint.display().to_string();
+    if let Some(t) = storage.ignored_tail() {
+        log::warn!("{t} (the mount's stats file shows it)");
+    }
     // Block the signals before any thread exists, so that every thread (the session's
     // included) inherits the mask and only the waiting thread below receives them.
     let set = signal_set();

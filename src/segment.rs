@@ -139,6 +139,12 @@ impl SegmentFile {
         let file = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
         file.write_all_at(&bytes, 0).map_err(|e| Error::io(&tmp, "write header of", e))?;
         file.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
+        if vfs.exists(&path) {
+            // A stray file holds the name (the chain never does: new names are newer than
+            // the head's): move it aside, never replace it.
+            let to = crate::recovery::move_aside(vfs, dir, &path)?;
+            log::warn!("{}: not part of the chain; moved to {} to make room", path.display(), to.display());
+        }
         vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
         vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
         Ok(SegmentFile::new(path, header, file))
@@ -360,7 +366,11 @@ impl Scanner {
                 let s = (pos - self.buf_at) as usize;
                 Ok(Step::Txn { offset: pos, txn, bytes: &self.buf[s..s + len as usize] })
             }
-            Err(e) => Ok(Step::Invalid(e.to_string())),
+            // The caller names the file and the record's offset: only say what is wrong.
+            Err(e) => Ok(Step::Invalid(match e.offset() {
+                Some(at) if at != pos => format!("{} (at offset {at})", e.detail()),
+                _ => e.detail(),
+            })),
         }
     }
 

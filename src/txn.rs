@@ -134,7 +134,7 @@ impl Transaction {
     pub fn store(&mut self, oid: Oid, data: &[u8]) -> Result<()> {
         self.open()?;
         // A client-chosen oid is never handed out by `new_oid` afterwards.
-        self.inner.next_oid.fetch_max(oid.0.saturating_add(1), Ordering::Relaxed);
+        self.inner.next_oid.note_used(oid);
         self.writes.insert(oid, Some(data.to_vec()));
         Ok(())
     }
@@ -153,7 +153,7 @@ impl Transaction {
         Ok(())
     }
 
-    pub fn new_oid(&self) -> Oid {
+    pub fn new_oid(&self) -> Result<Oid> {
         Storage { inner: self.inner.clone() }.new_oid()
     }
 
@@ -425,7 +425,7 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
                 if later {
                     in_batch.insert(*oid, (e.offset, tid));
                 }
-                inner.next_oid.fetch_max(oid.0.saturating_add(1), Ordering::Relaxed);
+                inner.next_oid.note_used(*oid);
             }
             w.last_tid = tid;
             pos = offset + len;
@@ -436,7 +436,8 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
         return Vec::new();
     }
     let file = &seg.file;
-    let mut res = preallocate(w, &**file, pos, inner.opts.preallocate).and_then(|_| file.write_all_at(&buf, start));
+    preallocate(w, &**file, pos, inner.opts.preallocate);
+    let mut res = file.write_all_at(&buf, start);
     if res.is_ok() && !vote {
         for (_, wr) in &written {
             res = file.write_all_at(&MARK_TXN, wr.offset);
@@ -487,21 +488,26 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
 /// overwrite allocated space of a file whose length does not change: `fdatasync` then
 /// has no size or extent change to journal (1.3-1.5x more durable commits per second
 /// measured on ext4 here). Recovery reads an all-zero tail as the end of the data; a seal
-/// cuts it off.
-fn preallocate(w: &mut Writer, file: &dyn VFile, need: u64, chunk: u64) -> std::io::Result<()> {
+/// cuts it off. Only a speed-up: if the zeros do not fit (ENOSPC) or fail otherwise, the
+/// commit writes into the space that exists (its own write reports a real failure).
+fn preallocate(w: &mut Writer, file: &dyn VFile, need: u64, chunk: u64) {
     if need <= w.allocated || chunk == 0 {
-        return Ok(());
+        return;
     }
     let target = need.max(w.allocated + chunk).div_ceil(4096) * 4096;
     let zeros = vec![0u8; (target - w.allocated).min(1 << 20) as usize];
     let mut at = w.allocated;
     while at < target {
         let n = zeros.len().min((target - at) as usize);
-        file.write_all_at(&zeros[..n], at)?;
+        if let Err(e) = file.write_all_at(&zeros[..n], at) {
+            log::debug!("preallocation stopped at {at}: {e}; committing into the space that exists");
+            break;
+        }
         at += n as u64;
     }
-    w.allocated = target;
-    Ok(())
+    // `[allocated, need)` is the batch's to write now (a failed write resets `allocated`):
+    // the next preallocation starts after it, never over committed bytes.
+    w.allocated = at.max(need);
 }
 
 /// `oid`'s newest record before this batch, found with one lookup: its tid where it may

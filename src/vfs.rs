@@ -55,6 +55,17 @@ pub trait Vfs: Send + Sync {
     /// Create `dir` and its parents (mode 0700).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
+    /// The one canonical form of `path` (absolute, symbolic links and `..` resolved), so
+    /// that paths are compared as identities, never as text. The simulated disk's paths
+    /// are already canonical.
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        Ok(path.to_path_buf())
+    }
+    /// Whether `a` and `b` name the same existing file or directory (same device and
+    /// inode: also through bind mounts and hard links). False if either does not exist.
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        a == b && self.exists(a)
+    }
     /// Take the exclusive writer lock of the storage in `dir`, held while the returned
     /// value lives. `Ok(None)` where there is nothing to lock (the simulated disk).
     fn lock(&self, _dir: &Path) -> io::Result<Option<File>> {
@@ -134,6 +145,16 @@ impl Vfs for RealVfs {
     }
     fn exists(&self, path: &Path) -> bool {
         path.exists()
+    }
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        std::fs::canonicalize(path)
+    }
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+            _ => false,
+        }
     }
     fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
         let f = OpenOptions::new()

@@ -54,7 +54,7 @@ fn store_load_history_reopen() {
     let s = Storage::open(d.path(), small(d.path())).unwrap();
     assert_eq!(s.load(Oid(1)).unwrap(), Some((t4, b"eins".to_vec())));
     assert_eq!(s.history(Oid(1)).unwrap().len(), 3);
-    assert!(s.new_oid() > Oid(3));
+    assert!(s.new_oid().unwrap() > Oid(3));
     assert_eq!(s.segments().unwrap().len(), 2);
     assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
 }

@@ -895,6 +895,11 @@ impl Fs {
         line("records", st.records.to_string());
         line("commits", st.commits.to_string());
         line("conflicts", st.conflicts.to_string());
+        line(
+            "ignored_tail",
+            s.ignored_tail()
+                .map_or("-".into(), |t| format!("{} bytes at {}:{}", t.bytes, t.segment.display(), t.offset)),
+        );
         let merge = match s.merge_progress() {
             Some(p) => {
                 let names: Vec<String> = p.inputs.iter().map(|n| n.to_string()).collect();

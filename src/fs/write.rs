@@ -200,7 +200,7 @@ impl Fs {
             // A fresh oid per open: never handed out again by this storage.
             Node::WNewOid(n) => {
                 self.wtxn(n)?;
-                FileHandle::Bytes(format!("{}\n", s.new_oid()).into_bytes())
+                FileHandle::Bytes(format!("{}\n", s.new_oid()?).into_bytes())
             }
             Node::TxnClone => {
                 let t = self.begin_txn(None)?;
