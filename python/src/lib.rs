@@ -218,7 +218,7 @@ impl NativeStorage {
 
     fn rotate(&self, py: Python<'_>) -> PyResult<String> {
         let s = self.get()?;
-        Ok(py.detach(|| s.rotate()).map_err(err)?.file_name())
+        Ok(py.detach(|| s.rotate()).map_err(err)?.to_string())
     }
 
     /// The chain, oldest first: `(name, active, first_tid, last_tid, transactions)`.
