@@ -99,14 +99,17 @@ class FileStorage2(ConflictResolvingStorage):
     (default 64 MiB). ``retention``: ``'full'`` (history kept until a pack) or
     ``'minimal'`` (past segments merged after every rotation); ``None`` keeps the
     stored setting. ``sync=False`` is the bulk-load mode (no fsync per commit; call
-    ``sync()``; a crash may lose the latest commits, never corrupts).
+    ``sync()``; a crash may lose the latest commits, never corrupts). ``pack_gc``: whether
+    ``pack`` garbage-collects by default (as FileStorage's ``pack_gc``; with ``False``,
+    an external collector deletes objects with ``deleteObject``).
     """
 
     def __init__(self, path, create=False, read_only=False, rotate_size=None,
-                 retention=None, sync=True, name=None):
+                 retention=None, sync=True, pack_gc=True, name=None):
         self._path = os.path.abspath(path)
         self.__name__ = name or self._path
         self._is_read_only = bool(read_only)
+        self._pack_gc = bool(pack_gc)
         self._native = _native.NativeStorage(
             self._path, create=bool(create), read_only=self._is_read_only,
             sync=bool(sync), rotate_size=rotate_size)
@@ -316,8 +319,9 @@ class FileStorage2(ConflictResolvingStorage):
         if version:
             raise POSException.Unsupported('versions are not supported')
         self._check_txn(transaction)
-        committed = self._committed_tid(oid)
-        if (serial or z64) != committed:
+        committed = self._native.current_tid(oid)
+        # As FileStorage: a new object (no record at all) is not checked.
+        if committed is not None and serial != committed:
             data = self.tryToResolveConflict(oid, committed, serial, data)
             self._resolved.append(oid)
         self._txn.store(oid, data)
@@ -401,11 +405,13 @@ class FileStorage2(ConflictResolvingStorage):
 
     # -- pack ------------------------------------------------------------------
 
-    def pack(self, t, referencesf, gc=True):
+    def pack(self, t, referencesf, gc=None):
         """Garbage-collect (unless ``gc`` is false), then merge the past segments whose
         history ends at or before ``t`` (seconds since the epoch)."""
         self._check_open()
         self._check_writable()
+        if gc is None:
+            gc = self._pack_gc
         if not self._pack_lock.acquire(blocking=False):
             raise POSException.StorageError('a pack is already running')
         try:
@@ -429,7 +435,9 @@ class FileStorage2(ConflictResolvingStorage):
             garbage = pack.unreachable(self._native, referencesf) if gc else []
             if garbage:
                 self._delete_garbage(garbage)
-            tail = self._native.rotate()
+            self._native.rotate()
+            # The garbage collection's segments (an automatic rotation may split them).
+            tail = [s[0] for s in self._native.segments() if not s[1]][len(history):]
         finally:
             self._commit_lock.release()
         names = []
@@ -439,18 +447,13 @@ class FileStorage2(ConflictResolvingStorage):
             names.append(name)
         if len(names) == len(history):
             # Nothing but the garbage collection happened between them.
-            names.append(self._segment_before(tail))
+            names.extend(tail)
         while len(names) >= 2:
             chunk, names = names[:127], names[127:]
             self._merge(chunk)
             if names:
                 past = [s[0] for s in self._native.segments() if not s[1]]
                 names = [past[past.index(names[0]) - 1]] + names
-
-    def _segment_before(self, active_name):
-        """The name of the past segment just before the active segment ``active_name``."""
-        segs = [s[0] for s in self._native.segments()]
-        return segs[segs.index(active_name) - 1]
 
     def _merge(self, names):
         # With minimal retention a background merge may be running: wait for it.
