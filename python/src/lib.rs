@@ -37,7 +37,8 @@ fn err(e: Error) -> PyErr {
 }
 
 fn u64_of(b: &[u8], what: &str) -> PyResult<u64> {
-    let a: [u8; 8] = b.try_into().map_err(|_| PyValueError::new_err(format!("{what} must be 8 bytes, got {}", b.len())))?;
+    let a: [u8; 8] =
+        b.try_into().map_err(|_| PyValueError::new_err(format!("{what} must be 8 bytes, got {}", b.len())))?;
     Ok(u64::from_be_bytes(a))
 }
 fn oid(b: &[u8]) -> PyResult<Oid> {
@@ -146,7 +147,12 @@ impl NativeStorage {
     }
 
     /// The revision of `o` written by `t`: `None` if not retained, `(None,)` for a deletion.
-    fn load_serial<'py>(&self, py: Python<'py>, o: &[u8], t: &[u8]) -> PyResult<Option<(Option<Bound<'py, PyBytes>>,)>> {
+    fn load_serial<'py>(
+        &self,
+        py: Python<'py>,
+        o: &[u8],
+        t: &[u8],
+    ) -> PyResult<Option<(Option<Bound<'py, PyBytes>>,)>> {
         let r = self.get()?.revision(oid(o)?, tid(t)?).map_err(err)?;
         Ok(r.map(|r| (r.data.map(|d| PyBytes::new(py, &d)),)))
     }
