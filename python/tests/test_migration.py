@@ -137,10 +137,14 @@ def test_data_fs_to_filestorage2_and_back(tmp_path):
         assert b == c
         assert stores[0].lastTransaction() == stores[1].lastTransaction() == stores[2].lastTransaction()
         # The object graph reads the same through ZODB.
-        dbs = [ZODB.DB(s) for s in stores]
-        roots = [d.open().root() for d in dbs]
+        tm = transaction.TransactionManager()
+        conns = [ZODB.DB(s).open(tm) for s in stores]
+        roots = [c.root() for c in conns]
         assert len({tuple(r['tree'].items()) for r in roots}) == 1
         assert len({r['count']() for r in roots}) == 1
+        tm.abort()
+        for c in conns:
+            c.close()
     finally:
         for s in stores:
             s.close()
