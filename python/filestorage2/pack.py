@@ -1,4 +1,16 @@
-"""The garbage-collection walk of ``FileStorage2.pack``."""
+"""The garbage-collection walk of ``FileStorage2.pack``, in two phases so that commits
+wait only for the second, short one.
+
+1. ``mark(native, referencesf, at)``, without the commit lock: everything reachable from
+   the root (oid 0) in the snapshot ``at``.
+2. ``sweep(native, referencesf, marked, at)``, with the commit lock held: an object
+   unreachable at ``at`` can only have become reachable through a reference written
+   after ``at``, so the references of every record written since are marked too (and
+   walked in the current state). The live objects left unmarked are the garbage.
+
+Memory is one set entry per reachable oid; object data is dropped as soon as its
+references are read.
+"""
 
 from ZODB.utils import p64
 from ZODB.utils import u64
@@ -7,23 +19,36 @@ from ZODB.utils import z64
 _CHUNK = 4096
 
 
-def unreachable(native, referencesf):
-    """Oids of the live objects not reachable from the root (oid 0), in oid order.
-
-    Walks the current state (the caller holds the commit lock) with an explicit stack;
-    memory is one set entry per reachable oid, and object data is dropped as soon as its
-    references are read.
-    """
-    marked = {z64}
-    stack = [z64]
+def _walk(load, referencesf, marked, stack):
     while stack:
-        r = native.load(stack.pop())
+        r = load(stack.pop())
         if r is None:
             continue
         for ref in referencesf(r[0]):
             if ref not in marked:
                 marked.add(ref)
                 stack.append(ref)
+
+
+def mark(native, referencesf, at):
+    """Oids reachable from the root as of tid ``at``."""
+    marked = {z64}
+    _walk(lambda oid: native.load(oid, at), referencesf, marked, [z64])
+    return marked
+
+
+def sweep(native, referencesf, marked, at):
+    """Oids of the live objects (now) that nothing reachable references, in oid order.
+    The caller holds the commit lock; ``marked`` is ``mark(..., at)`` and is extended."""
+    stack = []
+    for _tid, _u, _d, _e, records in native.transactions(p64(u64(at) + 1)):
+        for _oid, data in records:
+            if data is not None:
+                for ref in referencesf(data):
+                    if ref not in marked:
+                        marked.add(ref)
+                        stack.append(ref)
+    _walk(native.load, referencesf, marked, stack)
     garbage = []
     start = z64
     while True:

@@ -424,15 +424,19 @@ class FileStorage2(ConflictResolvingStorage):
         packtid = min(timestamp(t), self._native.last_tid())
         if packtid == z64:
             return
-        # Under the commit lock (commits wait): seal the history so far, delete the
-        # garbage in one transaction, and seal that too (or an empty segment), so that
-        # the merge below has a tail segment whose state is the current one.
+        # The long part of the GC walk reads a snapshot; commits go on meanwhile.
+        snapshot = self._native.last_tid()
+        marked = pack.mark(self._native, referencesf, snapshot) if gc else None
+        # Under the commit lock (commits wait): seal the history so far, finish the walk
+        # with what was committed since the snapshot, delete the garbage in one
+        # transaction, and seal that too (or an empty segment), so that the merge below
+        # has a tail segment whose state is the current one.
         self._commit_lock.acquire()
         try:
             if self._native.segments()[-1][4] > 0:
                 self._native.rotate()
             history = [s for s in self._native.segments() if not s[1]]
-            garbage = pack.unreachable(self._native, referencesf) if gc else []
+            garbage = pack.sweep(self._native, referencesf, marked, snapshot) if gc else []
             if garbage:
                 self._delete_garbage(garbage)
             self._native.rotate()

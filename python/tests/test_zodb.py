@@ -279,3 +279,32 @@ def test_zconfig_create_false_refuses_missing(tmp_path):
             '%%import filestorage2\n<filestorage2>\npath %s/nothing\ncreate false\n</filestorage2>'
             % tmp_path)
     assert not os.path.exists(tmp_path / 'nothing')
+
+
+def test_pack_keeps_an_object_made_reachable_during_the_walk(path, monkeypatch):
+    """The walk reads a snapshot without the commit lock; a commit meanwhile that links
+    a garbage object back in must keep it alive (the sweep marks what was written since)."""
+    import filestorage2.pack as fpack
+    db = open_db(path)
+    try:
+        c = db.open()
+        root = c.root()
+        root['a'] = PersistentMapping(child=PersistentMapping(v=1))
+        transaction.commit()
+        child = root['a']['child']
+        del root['a']['child']
+        transaction.commit()
+        real_mark = fpack.mark
+
+        def mark_then_commit(*args):
+            marked = real_mark(*args)
+            root['again'] = child
+            transaction.commit()
+            return marked
+        monkeypatch.setattr(fpack, 'mark', mark_then_commit)
+        db.pack(time.time() + 1)
+        c.cacheMinimize()
+        assert db.storage.load(child._p_oid)
+        assert root['again']['v'] == 1
+    finally:
+        db.close()
