@@ -434,7 +434,10 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
                 Some(t) if t > w.last_tid => t,
                 Some(t) => {
                     let last = w.last_tid;
-                    answer(p, Err(Error::invalid(format!("tid {t} is not after the last tid {last}; tids must increase"))));
+                    answer(
+                        p,
+                        Err(Error::invalid(format!("tid {t} is not after the last tid {last}; tids must increase"))),
+                    );
                     continue 'txns;
                 }
             };
