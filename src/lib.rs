@@ -5,15 +5,19 @@
 //! `docs/FORMAT.md` for the bytes and `docs/DESIGN.md` for commit, recovery and
 //! concurrency. The entry point is [`Storage`].
 
+#[cfg(feature = "cli")]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod bench_peer;
 pub mod check;
 pub mod error;
 pub mod format;
 pub mod fs;
+#[cfg(feature = "cli")]
 pub mod fuse;
 mod index;
 pub mod merge;
+#[cfg(feature = "cli")]
 pub mod mount;
 mod recovery;
 mod segment;

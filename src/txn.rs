@@ -72,6 +72,8 @@ struct Written {
 /// A one-step commit waiting in the group-commit queue.
 pub(crate) struct Pending {
     base: Tid,
+    /// A caller-chosen tid (restore); `None`: the next tid.
+    tid: Option<Tid>,
     meta: TxnMeta,
     writes: BTreeMap<Oid, Option<Vec<u8>>>,
     result: Mutex<Option<Result<Tid>>>,
@@ -94,6 +96,8 @@ pub struct Transaction {
     writes: BTreeMap<Oid, Option<Vec<u8>>>,
     state: State,
     tid: Option<Tid>,
+    /// The tid asked for with `set_tid` (copying transactions with their tids).
+    fixed_tid: Option<Tid>,
 }
 
 impl Transaction {
@@ -108,6 +112,7 @@ impl Transaction {
             writes: BTreeMap::new(),
             state: State::Open,
             tid: None,
+            fixed_tid: None,
         }
     }
 
@@ -170,6 +175,20 @@ impl Transaction {
         &self.meta
     }
 
+    /// Commit with this tid rather than the next one (ZODB's restore, e.g. copying a
+    /// `Data.fs` with its tids). The commit fails with `Error::Invalid` unless `tid` is
+    /// greater than the storage's last tid when it is written.
+    pub fn set_tid(&mut self, tid: Tid) -> Result<()> {
+        self.open()?;
+        self.fixed_tid = Some(tid);
+        Ok(())
+    }
+
+    /// The tid this transaction got: known once it is voted (or committed).
+    pub fn tid(&self) -> Option<Tid> {
+        self.tid
+    }
+
     /// What this transaction has staged for `oid`: `Some(None)` = a deletion.
     pub fn staged(&self, oid: Oid) -> Option<Option<&[u8]>> {
         self.writes.get(&oid).map(|d| d.as_deref())
@@ -206,6 +225,7 @@ impl Transaction {
         self.state = State::Done;
         let req = Arc::new(Pending {
             base: self.base,
+            tid: self.fixed_tid,
             meta: std::mem::take(&mut self.meta),
             writes: std::mem::take(&mut self.writes),
             result: Mutex::new(None),
@@ -258,6 +278,7 @@ impl Transaction {
         }
         let req = Arc::new(Pending {
             base: self.base,
+            tid: self.fixed_tid,
             meta: self.meta.clone(),
             writes: std::mem::take(&mut self.writes),
             result: Mutex::new(None),
@@ -408,7 +429,18 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
                 }
                 recs.push(RecordToWrite { oid: *oid, prev, data: data.as_deref() });
             }
-            let tid = Tid::next_after(w.last_tid);
+            let tid = match p.tid {
+                None => Tid::next_after(w.last_tid),
+                Some(t) if t > w.last_tid => t,
+                Some(t) => {
+                    let last = w.last_tid;
+                    answer(
+                        p,
+                        Err(Error::invalid(format!("tid {t} is not after the last tid {last}; tids must increase"))),
+                    );
+                    continue 'txns;
+                }
+            };
             let (pad, len) = place(pos, encoded_txn_len(&p.meta, &recs), w.alignment);
             if pad > 0 {
                 let (head, tail) = encode_padding(pad);
