@@ -122,7 +122,7 @@ impl NativeStorage {
     }
 
     fn new_oid<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
-        Ok(b8(py, self.get()?.new_oid().0))
+        Ok(b8(py, self.get()?.new_oid().map_err(err)?.0))
     }
 
     /// `(data, tid)` of the newest live revision with tid <= `at` (default: current).
