@@ -70,6 +70,24 @@ impl FuseFs {
         self.fail("fs2 mount", e)
     }
 
+    /// Run `op` once `head/` shows the engine's last commit: at once (the usual case), or
+    /// on a worker thread while the notifier catches up, so that a transaction begun now
+    /// (mkdir, opening the clone file) never reads a `head/` older than its base. Session
+    /// threads never wait for the notifier (it may wait for them).
+    fn after_shown(&self, op: impl FnOnce(&Fs) + Send + 'static) {
+        if !self.fs.shown_behind() {
+            return op(&self.fs);
+        }
+        let fs = self.fs.clone();
+        let spawned = std::thread::Builder::new().name("fs2-shown".into()).spawn(move || {
+            fs.wait_shown();
+            op(&fs)
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start a worker thread: {e}");
+        }
+    }
+
     fn name_of(&self, parent: INodeNo, name: &OsStr) -> String {
         format!("{}/{}", self.fs.describe(Ino(parent.0)), name.to_string_lossy())
     }
@@ -190,10 +208,11 @@ impl Filesystem for FuseFs {
     }
 
     fn mkdir(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        match self.fs.mkdir(Ino(p.0), &name.to_string_lossy()) {
+        let name = name.to_string_lossy().into_owned();
+        self.after_shown(move |fs| match fs.mkdir(Ino(p.0), &name) {
             Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(self.fail("mkdir", e)),
-        }
+            Err(e) => reply.error(fail(fs, "mkdir", e)),
+        });
     }
 
     fn unlink(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -237,10 +256,10 @@ impl Filesystem for FuseFs {
             truncate: flags.0 & libc::O_TRUNC != 0,
             append: flags.0 & libc::O_APPEND != 0,
         };
-        match self.fs.open_with(Ino(ino.0), mode) {
+        self.after_shown(move |fs| match fs.open_with(Ino(ino.0), mode) {
             Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
-            Err(e) => reply.error(self.fail("open", e)),
-        }
+            Err(e) => reply.error(fail(fs, "open", e)),
+        });
     }
 
     fn read(
@@ -474,10 +493,12 @@ pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
 }
 
 /// Invalidate the kernel's `head/<oid>` entries after each commit and the names of
-/// merged-away segments and closed clone transactions, until `stop`. Runs in its own thread: never inside a request
-/// handler.
+/// merged-away segments and closed clone transactions, until `stop`. Runs in its own
+/// thread, never inside a request handler; a commit through the mount answers only once
+/// this thread has shown it (`Fs::wait_shown`): read-your-writes across processes.
 pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
     let rx = fs.storage().subscribe();
+    fs.track_shown();
     std::thread::Builder::new().name("fs2-notify".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             for (parent, name) in fs.take_stale_names() {
@@ -488,12 +509,17 @@ pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) ->
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            // Only names the kernel may have cached need it (it knows head/ then).
-            let Some(head) = fs.head_ino() else { continue };
-            for oid in ev.oids {
-                // ENOENT = not cached: nothing to do.
-                let _ = notifier.inval_entry(INodeNo(head.0), OsStr::new(&oid.to_string()));
+            // Only names the kernel may have cached need it (it knows head/ then). The
+            // kernel takes head/'s directory lock: lookups in flight finish first, and
+            // their names are dropped too.
+            if let Some(head) = fs.head_ino() {
+                for oid in ev.oids {
+                    // ENOENT = not cached: nothing to do.
+                    let _ = notifier.inval_entry(INodeNo(head.0), OsStr::new(&oid.to_string()));
+                }
             }
+            // Now no process can be served a name older than this commit.
+            fs.set_shown(ev.tid);
         }
     })
 }

@@ -214,6 +214,39 @@ pub struct Fs {
     staging: Option<std::path::PathBuf>,
     wtxns: Mutex<WTxns>,
     merge: Arc<write::MergeState>,
+    /// The newest tid whose stale kernel names have been dropped (read-your-writes).
+    shown: Arc<Shown>,
+}
+
+/// The tid that `head/` shows to every process: a commit counts only once the kernel's
+/// cached `head/<oid>` names it replaced have been invalidated. `None` while no notifier
+/// runs (the unit tests call this layer without a kernel: nothing is cached there).
+#[derive(Default)]
+struct Shown {
+    tid: Mutex<Option<Tid>>,
+    cv: std::sync::Condvar,
+}
+
+/// How long a commit waits for the notifier before answering anyway (with a warning).
+const SHOWN_WAIT: Duration = Duration::from_secs(10);
+
+impl Shown {
+    fn set(&self, tid: Tid) {
+        let mut t = self.tid.lock().unwrap();
+        if let Some(old) = *t {
+            *t = Some(old.max(tid));
+        }
+        self.cv.notify_all();
+    }
+
+    /// Wait until `tid` or newer is shown (at once when untracked).
+    fn wait(&self, tid: Tid) {
+        let t = self.tid.lock().unwrap();
+        let (t, r) = self.cv.wait_timeout_while(t, SHOWN_WAIT, |t| t.is_some_and(|s| s < tid)).unwrap();
+        if r.timed_out() {
+            log::warn!("head/ shows {} after {SHOWN_WAIT:?}, not yet {tid}: the notifier is late", opt_tid(*t));
+        }
+    }
 }
 
 /// The transactions of `txn/`. Lock order: this, then a transaction's own lock.
@@ -269,6 +302,7 @@ impl Fs {
             staging,
             wtxns: Mutex::new(WTxns { next: 1, ..WTxns::default() }),
             merge: Arc::new(write::MergeState::default()),
+            shown: Arc::new(Shown::default()),
             storage,
             inodes: Mutex::new(Inodes::new()),
             files: Mutex::new(HashMap::new()),
@@ -298,6 +332,34 @@ impl Fs {
             &self.counters.errors
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A notifier starts: from now on commits wait until it has shown them. Call it right
+    /// after subscribing to the storage's commits.
+    pub fn track_shown(&self) {
+        *self.shown.tid.lock().unwrap() = Some(self.storage.last_tid());
+    }
+
+    /// The notifier has dropped every kernel name that commits up to `tid` made stale.
+    pub fn set_shown(&self, tid: Tid) {
+        self.shown.set(tid);
+    }
+
+    /// The tid `head/` shows (the engine's last tid when no notifier runs).
+    pub fn shown_tid(&self) -> Tid {
+        self.shown.tid.lock().unwrap().unwrap_or_else(|| self.storage.last_tid())
+    }
+
+    /// Whether the engine is ahead of what `head/` shows (a commit's names are being
+    /// invalidated): a new transaction must wait ([`Fs::wait_shown`]) so that its `head/`
+    /// reads are never older than its base. Waiting blocks: not on a session thread.
+    pub fn shown_behind(&self) -> bool {
+        self.shown.tid.lock().unwrap().is_some_and(|t| t < self.storage.last_tid())
+    }
+
+    /// Wait until `head/` shows the engine's last tid to every process.
+    pub fn wait_shown(&self) {
+        self.shown.wait(self.storage.last_tid());
     }
 
     /// The inode of `head/` if the kernel knows it (for invalidating head entries).
@@ -570,7 +632,7 @@ impl Fs {
             Node::Rev(o, t) => (FileHandle::Rev(o, t, Mutex::new(None)), true),
             Node::Deleted(..) => (FileHandle::Bytes(Vec::new()), true),
             Node::Readme => (FileHandle::Bytes(README.as_bytes().to_vec()), true),
-            Node::HeadAt => (FileHandle::Bytes(format!("{}\n", s.last_tid()).into_bytes()), false),
+            Node::HeadAt => (FileHandle::Bytes(format!("{}\n", self.shown_tid()).into_bytes()), false),
             Node::AtAt(t) => (FileHandle::Bytes(format!("{t}\n").into_bytes()), true),
             Node::Stats => (FileHandle::Bytes(self.render_stats()?.into_bytes()), false),
             Node::TxnInfo(t) => (FileHandle::Bytes(render_txn_info(&*self.txn(t)?).into_bytes()), true),

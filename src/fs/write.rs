@@ -262,7 +262,15 @@ impl Fs {
                 let t = t.clone();
                 match parse_command(data)? {
                     Command::Abort => t.abort().map(|_| WriteDone::Now(len)),
-                    Command::Commit => Ok(WriteDone::Later(Box::new(move || t.commit().map(|_| len)))),
+                    // Read-your-writes: answer once every process sees the commit in head/.
+                    Command::Commit => {
+                        let shown = self.shown.clone();
+                        Ok(WriteDone::Later(Box::new(move || {
+                            let tid = t.commit()?;
+                            shown.wait(tid);
+                            Ok(len)
+                        })))
+                    }
                     Command::Vote => {
                         let timeout = self.opts.vote_timeout;
                         Ok(WriteDone::Later(Box::new(move || {
