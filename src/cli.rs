@@ -288,6 +288,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     match cli.cmd {
         Cmd::Init { dir, alignment, retention } => {
+            filestorage2::mount::owner_only_dir(&dir).map_err(|m| fail(1, m))?;
             let s = Storage::create(&dir, Options { alignment, ..Options::default() })?;
             s.set_retention(retention.parse()?)?;
             w(writeln!(out, "created storage {} (active segment {})", dir.display(), s.segments()?[0].name))?;
@@ -636,6 +637,7 @@ fn mount(
         build_demo(storage)?;
         println!("created the demo storage {} (6 transactions in 2 segments)", storage.display());
     } else if empty && init {
+        filestorage2::mount::owner_only_dir(storage).map_err(|m| fail(1, m))?;
         Storage::create(storage, Options::default())?;
         println!("created an empty storage in {}", storage.display());
     } else if empty {

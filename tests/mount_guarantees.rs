@@ -6,7 +6,10 @@
 mod common;
 
 use common::mount::{available, TestMount};
+use filestorage2::fuse::MountOptions;
 use filestorage2::{Oid, Options, Storage};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
 
 fn storage(dir: &std::path::Path) -> Storage {
     let s = Storage::create(dir, Options { sync: false, ..Options::default() }).unwrap();
@@ -60,4 +63,69 @@ print(bad)
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0", "stale reads of head/ after a commit");
     assert_eq!(m.storage.load(Oid(1)).unwrap().unwrap().1, b"600");
+}
+
+/// A write that fails (here EFBIG) ends the transaction: `ctl` reads `error ...` and
+/// `commit` refuses, so a truncated object is never committed.
+#[test]
+fn a_failed_write_fails_the_transaction() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let opts = MountOptions { max_object_size: 1000, ..MountOptions::default() };
+    let m = TestMount::with(storage(&dir.path().join("s")), &opts);
+    let out = m.sh("mkdir txn/t
+         head -c 1001 /dev/zero > txn/t/0000000000000002 2>/dev/null && echo wrote
+         cat txn/t/ctl
+         echo commit > txn/t/ctl 2>/dev/null && echo committed
+         rmdir txn/t
+         true");
+    assert!(!out.contains("wrote") && !out.contains("committed"), "{out}");
+    assert!(out.starts_with("error write failed: "), "{out}");
+    assert!(out.contains("File too large"), "{out}");
+    assert!(m.storage.load(Oid(2)).unwrap().is_none(), "nothing of it is committed");
+}
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().mode() & 0o7777
+}
+
+/// Staged data is the owner's only (0700 directories, 0600 files) even under umask 000;
+/// `fs2 init` into an existing open directory tightens it, and refuses one that belongs
+/// to someone else while others may write to it.
+#[test]
+fn staging_is_owner_only_whatever_the_umask() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("s");
+    std::fs::create_dir(&sdir).unwrap();
+    std::fs::set_permissions(&sdir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let fs2 = env!("CARGO_BIN_EXE_fs2");
+    let out = std::process::Command::new(fs2).arg("init").arg(&sdir).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(mode(&sdir), 0o700, "init tightened the existing directory");
+    // Someone else's world-writable directory is refused.
+    let theirs = dir.path().join("theirs");
+    std::fs::create_dir(&theirs).unwrap();
+    std::fs::set_permissions(&theirs, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    let out = std::process::Command::new(fs2).arg("init").arg(&theirs).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("others can write"), "{out:?}");
+
+    // SAFETY: umask only sets the process's file creation mask.
+    let old = unsafe { libc::umask(0) };
+    let m = TestMount::new(Storage::open(&sdir, Options { sync: false, ..Options::default() }).unwrap());
+    m.sh("mkdir txn/t; echo forged-or-not > txn/t/0000000000000005; cp txn/t/0000000000000005 /dev/null");
+    unsafe { libc::umask(old) };
+    let staging = sdir.join(".staging");
+    assert_eq!(mode(&staging), 0o700);
+    let txns: Vec<_> = std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(txns.len(), 1, "{txns:?}");
+    assert_eq!(mode(&txns[0]), 0o700);
+    assert_eq!(mode(&txns[0].join("0000000000000005")), 0o600);
+    m.sh("echo commit > txn/t/ctl");
 }

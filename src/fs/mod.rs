@@ -292,7 +292,7 @@ impl Fs {
         let staging = (!opts.read_only).then(|| {
             let d = storage.dir().join(".staging");
             let _ = std::fs::remove_dir_all(&d);
-            if let Err(e) = std::fs::create_dir_all(&d) {
+            if let Err(e) = txn::private_dir(&d) {
                 log::warn!("create {}: {e} (transactions through the mount will fail)", d.display());
             }
             d
