@@ -111,9 +111,14 @@ enum Cmd {
         /// Open the storage read-only (a snapshot as of the mount; another process may write).
         #[arg(long)]
         read_only: bool,
-        /// Let other users use the mount (default: only its owner).
+        /// Let other users read the mount (default: only its owner). Writing (txn/, merge)
+        /// stays with the owner unless --allow-other-write.
         #[arg(long)]
         allow_other: bool,
+        /// With --allow-other: let other users write too (begin and commit transactions,
+        /// merge).
+        #[arg(long, requires = "allow_other")]
+        allow_other_write: bool,
         /// Create an empty storage if STORAGE holds none.
         #[arg(long)]
         init: bool,
@@ -379,11 +384,22 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             None => w(writeln!(out, "retention: {}", open_ro(&dir)?.retention()))?,
         },
         Cmd::Demo { dir } => demo(&mut out, &dir)?,
-        Cmd::Mount { storage, mountpoint, read_only, allow_other, init, force, vote_timeout, max_object_size } => {
+        Cmd::Mount {
+            storage,
+            mountpoint,
+            read_only,
+            allow_other,
+            allow_other_write,
+            init,
+            force,
+            vote_timeout,
+            max_object_size,
+        } => {
             drop(out);
             let mopts = filestorage2::fuse::MountOptions {
                 read_only,
                 allow_other,
+                allow_other_write,
                 vote_timeout: std::time::Duration::from_secs(vote_timeout),
                 max_object_size,
             };

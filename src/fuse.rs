@@ -24,8 +24,11 @@ use std::time::{Duration, SystemTime};
 pub struct MountOptions {
     /// A read-only mount (kernel `ro`; `txn/` is hidden and `merge` refused there).
     pub read_only: bool,
-    /// Let other users in (default: the owner only).
+    /// Let other users read (default: the owner only). Writing (`txn/`, `merge`) stays
+    /// with the owner: the kernel checks the modes (`default_permissions`).
     pub allow_other: bool,
+    /// With `allow_other`: let other users write too (`txn/`, `merge`).
+    pub allow_other_write: bool,
     /// Abort a voted transaction that gets no commit or abort within this time.
     pub vote_timeout: Duration,
     /// Refuse larger staged objects with EFBIG.
@@ -38,6 +41,7 @@ impl Default for MountOptions {
         MountOptions {
             read_only: false,
             allow_other: false,
+            allow_other_write: false,
             vote_timeout: f.vote_timeout,
             max_object_size: f.max_object_size,
         }
@@ -46,7 +50,12 @@ impl Default for MountOptions {
 
 impl MountOptions {
     pub fn fs_options(&self) -> FsOptions {
-        FsOptions { read_only: self.read_only, vote_timeout: self.vote_timeout, max_object_size: self.max_object_size }
+        FsOptions {
+            read_only: self.read_only,
+            others_write: self.allow_other && self.allow_other_write,
+            vote_timeout: self.vote_timeout,
+            max_object_size: self.max_object_size,
+        }
     }
 }
 
@@ -471,8 +480,9 @@ fn fopen_flags(o: &crate::fs::Opened) -> FopenFlags {
     f
 }
 
-/// The session configuration: owner-only unless `allow_other`; the FSName names the
-/// storage (`fs2:<dir>`, how tests and `fs2 umount` find the mount).
+/// The session configuration: owner-only unless `allow_other`; the kernel checks the
+/// modes the tree shows (`default_permissions`: what only the owner may write says so);
+/// the FSName names the storage (`fs2:<dir>`, how tests and `fs2 umount` find the mount).
 pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
     let mut c = Config::default();
     let dir = storage.dir().display().to_string().replace([',', ' ', '\\'], "_");
@@ -482,6 +492,7 @@ pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::NoAtime,
+        MountOption::DefaultPermissions,
     ];
     if opts.read_only {
         c.mount_options.push(MountOption::RO);

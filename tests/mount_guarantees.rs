@@ -129,3 +129,52 @@ fn staging_is_owner_only_whatever_the_umask() {
     assert_eq!(mode(&txns[0].join("0000000000000005")), 0o600);
     m.sh("echo commit > txn/t/ctl");
 }
+
+/// `sh -c script` as uid/gid 65534 (nobody) in the mount's root; prints what it printed.
+fn as_nobody(m: &TestMount, script: &str) -> String {
+    let out = m.run(&["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sh", "-c", script]);
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// With `--allow-other` another user reads but cannot write (the kernel checks the modes
+/// the tree shows); `--allow-other-write` lets them write; without `--allow-other` they
+/// cannot even read.
+#[test]
+fn other_users_read_and_only_the_owner_writes() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(&dir.path().join("s"));
+    let opts = MountOptions { allow_other: true, ..MountOptions::default() };
+    let m = TestMount::with(s.clone(), &opts);
+    m.sh("mkdir txn/t; echo mine > txn/t/0000000000000001");
+    let out = as_nobody(
+        &m,
+        "cat head/0000000000000001; echo
+         ls -ld txn head/0000000000000001 | cut -c1-10
+         mkdir txn/x 2>/dev/null || echo mkdir refused
+         { echo forged > txn/t/0000000000000001; } 2>/dev/null || echo overwrite refused
+         { echo commit > txn/t/ctl; } 2>/dev/null || echo commit refused
+         sh -c 'exec 3<>txn/new' 2>/dev/null || echo clone refused
+         { echo all > merge; } 2>/dev/null || echo merge refused",
+    );
+    assert_eq!(
+        out,
+        "0\n-r--r--r--\ndrwxr-xr-x\nmkdir refused\noverwrite refused\ncommit refused\nclone refused\nmerge refused\n"
+    );
+    assert_eq!(m.sh("cat txn/t/0000000000000001; echo commit > txn/t/ctl; cat head/0000000000000001"), "mine\nmine\n");
+    drop(m);
+
+    let opts = MountOptions { allow_other: true, allow_other_write: true, ..MountOptions::default() };
+    let m = TestMount::with(s.clone(), &opts);
+    let out =
+        as_nobody(&m, "mkdir txn/x && echo theirs > txn/x/0000000000000001 && echo commit > txn/x/ctl && echo ok");
+    assert_eq!(out, "ok\n");
+    assert_eq!(s.load(Oid(1)).unwrap().unwrap().1, b"theirs\n");
+    drop(m);
+
+    let m = TestMount::new(s);
+    let out = as_nobody(&m, "cat head/0000000000000001 2>/dev/null || echo read refused");
+    assert_eq!(out, "read refused\n");
+}

@@ -410,11 +410,15 @@ impl Fs {
 
     fn attr(&self, node: Node, ino: Ino, meta: Meta) -> Attr {
         let writable = node.is_writable() && !self.opts.read_only;
-        let (kind, perm, nlink) = match (node.is_dir(), writable) {
-            (true, false) => (Kind::Dir, 0o555, 2),
-            (true, true) => (Kind::Dir, 0o755, 2),
-            (false, false) => (Kind::File, 0o444, 1),
-            (false, true) => (Kind::File, 0o644, 1),
+        // The kernel checks these (default_permissions): everyone may read; only the
+        // owner writes unless the mount lets others write.
+        let (kind, perm, nlink) = match (node.is_dir(), writable, self.opts.others_write) {
+            (true, false, _) => (Kind::Dir, 0o555, 2),
+            (true, true, false) => (Kind::Dir, 0o755, 2),
+            (true, true, true) => (Kind::Dir, 0o777, 2),
+            (false, false, _) => (Kind::File, 0o444, 1),
+            (false, true, false) => (Kind::File, 0o644, 1),
+            (false, true, true) => (Kind::File, 0o666, 1),
         };
         Attr {
             ino,

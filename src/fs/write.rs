@@ -16,6 +16,8 @@ use std::time::Duration;
 pub struct FsOptions {
     /// Hide `txn/`, refuse `merge` (EROFS).
     pub read_only: bool,
+    /// Writable nodes are writable by every user (0777/0666), not by the owner only.
+    pub others_write: bool,
     /// A voted transaction with no commit or abort within this time is aborted.
     pub vote_timeout: Duration,
     /// Larger staged objects are refused with EFBIG.
@@ -24,7 +26,12 @@ pub struct FsOptions {
 
 impl Default for FsOptions {
     fn default() -> FsOptions {
-        FsOptions { read_only: false, vote_timeout: Duration::from_secs(60), max_object_size: 1 << 30 }
+        FsOptions {
+            read_only: false,
+            others_write: false,
+            vote_timeout: Duration::from_secs(60),
+            max_object_size: 1 << 30,
+        }
     }
 }
 
