@@ -178,3 +178,66 @@ fn other_users_read_and_only_the_owner_writes() {
     let out = as_nobody(&m, "cat head/0000000000000001 2>/dev/null || echo read refused");
     assert_eq!(out, "read refused\n");
 }
+
+/// Two-phase commit through two clone descriptors: the voted transaction's commit is
+/// answered at once, although another descriptor's commit waits for its vote (each open
+/// of `txn/new` is its own file, so the kernel does not queue one write behind the
+/// other).
+#[test]
+fn clone_descriptors_commit_independently() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(&dir.path().join("s"));
+    let opts = MountOptions { vote_timeout: std::time::Duration::from_secs(25), ..MountOptions::default() };
+    let m = TestMount::with(s.clone(), &opts);
+    let out = m.run(&[
+        "bash",
+        "-c",
+        "exec 3<>txn/new; read a <&3
+         echo A > txn/$a/0000000000000001
+         echo vote >&3
+         ( exec 4<>txn/new; read b <&4; echo B > txn/$b/0000000000000001
+           { echo commit >&4; } 2>/dev/null && echo B won || echo B lost ) &
+         sleep 0.5
+         start=$(date +%s%N)
+         echo commit >&3 && echo A committed
+         echo $(( ($(date +%s%N) - start) / 1000000 )) >&2
+         wait",
+    ]);
+    let ms: u64 = String::from_utf8_lossy(&out.stderr).trim().parse().expect("the script's time");
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    lines.sort();
+    assert_eq!(lines, ["A committed", "B lost"]);
+    assert!(ms < 5000, "the voted commit waited {ms} ms behind the other descriptor's commit");
+    assert_eq!(s.load(Oid(1)).unwrap().unwrap().1, b"A\n");
+}
+
+/// A second merge command while one runs is refused with EBUSY at once (it does not
+/// wait for the first in the kernel).
+#[test]
+fn a_second_merge_is_busy_not_queued() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = storage(&dir.path().join("s"));
+    let big = vec![7u8; 16 << 20];
+    for i in 0..6u64 {
+        let mut t = s.begin();
+        t.store(Oid(10 + i), &big).unwrap();
+        t.commit().unwrap();
+        s.rotate().unwrap();
+    }
+    let m = TestMount::new(s.clone());
+    let out = m.run(&[
+        "bash",
+        "-c",
+        "{ echo all > merge; } 2>/dev/null && echo first merged &
+         until grep -q running merge; do :; done
+         { echo all > merge; } 2>&1 | grep -o 'Device or resource busy'
+         wait",
+    ]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Device or resource busy\nfirst merged\n");
+}

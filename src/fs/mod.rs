@@ -404,6 +404,7 @@ impl Fs {
             Node::HeadDir | Node::SegmentsDir | Node::SegDir(_) | Node::TxnArea | Node::WTxn(_) => SHORT_TTL,
             _ => LONG_TTL,
         };
+        let entry_ttl = if node.is_per_lookup() { Duration::ZERO } else { entry_ttl };
         let attr_ttl = if node.is_immutable() { LONG_TTL } else { SHORT_TTL };
         Entry { attr: self.attr(node, ino, meta), attr_ttl, entry_ttl }
     }
@@ -443,7 +444,7 @@ impl Fs {
                 "transactions" => Node::TxnsDir,
                 "segments" => Node::SegmentsDir,
                 "stats" => Node::Stats,
-                "merge" => Node::Merge,
+                "merge" => Node::Merge(self.next_fh.fetch_add(1, Ordering::Relaxed)),
                 "txn" if !self.opts.read_only => Node::TxnArea,
                 _ => {
                     let t = parse_at(name).ok_or_else(|| no_such(name))?;
@@ -591,8 +592,8 @@ impl Fs {
                 let i = self.seg_info(n)?;
                 m(s.segment_bytes(n)?.file_len()?, i.last_tid.unwrap_or(Tid::ZERO))
             }
-            Node::TxnArea | Node::TxnClone | Node::WNewOid(_) => m(0, last),
-            Node::Merge => m(self.merge_text().len() as u64, last),
+            Node::TxnArea | Node::TxnClone(_) | Node::WNewOid(_) => m(0, last),
+            Node::Merge(_) => m(self.merge_text().len() as u64, last),
             Node::WTxn(n) => self.wtxn(n).map(|_| Meta { size: 0, tid: last }),
             Node::WCtl(n) => m(self.wtxn(n)?.status_line().len() as u64, last),
             Node::WInfo(n) => m(self.wtxn(n)?.info_text().len() as u64, last),

@@ -34,8 +34,8 @@ pub enum Node {
     SegData(SegmentName),
     /// `txn/`: the transactions being built.
     TxnArea,
-    /// `txn/new`: the clone file.
-    TxnClone,
+    /// `txn/new`: the clone file. Each lookup makes a new one (see [`Node::is_per_lookup`]).
+    TxnClone(u64),
     /// `txn/<name>/` and its files.
     WTxn(TxnNo),
     WCtl(TxnNo),
@@ -43,8 +43,8 @@ pub enum Node {
     WNewOid(TxnNo),
     /// `txn/<name>/<oid>`: staged data, or the snapshot's when not staged.
     WObj(TxnNo, Oid),
-    /// `merge`: the merge control file.
-    Merge,
+    /// `merge`: the merge control file; a new one per lookup, as `txn/new`.
+    Merge(u64),
 }
 
 impl Node {
@@ -70,13 +70,22 @@ impl Node {
         matches!(
             self,
             Node::TxnArea
-                | Node::TxnClone
+                | Node::TxnClone(_)
                 | Node::WTxn(_)
                 | Node::WCtl(_)
                 | Node::WInfo(_)
                 | Node::WObj(..)
-                | Node::Merge
+                | Node::Merge(_)
         )
+    }
+
+    /// Whether each lookup of the name gets a node (and inode) of its own, with a name
+    /// TTL of 0: files whose writes block for long (a commit through the clone file, a
+    /// merge). The kernel serializes writes, and O_TRUNC opens, per inode: on a shared
+    /// inode a commit would wait behind another descriptor's blocked commit, and a
+    /// second merge behind the first instead of getting EBUSY.
+    pub fn is_per_lookup(self) -> bool {
+        matches!(self, Node::TxnClone(_) | Node::Merge(_))
     }
 
     /// Whether what this node shows can never change (a retained revision, a snapshot,
@@ -119,13 +128,13 @@ impl std::fmt::Display for Node {
             Node::SegTxns(n) => write!(f, "/segments/{n}/txns"),
             Node::SegData(n) => write!(f, "/segments/{n}/data"),
             Node::TxnArea => write!(f, "/txn"),
-            Node::TxnClone => write!(f, "/txn/new"),
+            Node::TxnClone(_) => write!(f, "/txn/new"),
             Node::WTxn(n) => write!(f, "/txn/#{}", n.0),
             Node::WCtl(n) => write!(f, "/txn/#{}/ctl", n.0),
             Node::WInfo(n) => write!(f, "/txn/#{}/info", n.0),
             Node::WNewOid(n) => write!(f, "/txn/#{}/new-oid", n.0),
             Node::WObj(n, o) => write!(f, "/txn/#{}/{o}", n.0),
-            Node::Merge => write!(f, "/merge"),
+            Node::Merge(_) => write!(f, "/merge"),
         }
     }
 }

@@ -8,6 +8,7 @@ use super::{no_such, Entry, FileHandle, Fs, FsError, FsResult, Meta, Node, Opene
 use crate::merge::{Policy, Strategy};
 use crate::types::AsOf;
 use crate::{Oid, SegmentName, Storage};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -165,7 +166,7 @@ impl Fs {
     /// Names inside `txn/` and `txn/<name>/`.
     pub(super) fn resolve_txn(&self, parent: Node, name: &str) -> FsResult<(Node, Meta)> {
         let child = match parent {
-            Node::TxnArea if name == "new" => Node::TxnClone,
+            Node::TxnArea if name == "new" => Node::TxnClone(self.next_fh.fetch_add(1, Ordering::Relaxed)),
             Node::TxnArea => {
                 let no = self.wtxns.lock().unwrap().by_name.get(name).copied();
                 Node::WTxn(no.ok_or_else(|| FsError::not_found(format!("txn/{name}: no such transaction")))?)
@@ -209,12 +210,12 @@ impl Fs {
                 self.wtxn(n)?;
                 FileHandle::Bytes(format!("{}\n", s.new_oid()).into_bytes())
             }
-            Node::TxnClone => {
+            Node::TxnClone(_) => {
                 let t = self.begin_txn(None)?;
                 let text = format!("{}\n", t.name).into_bytes();
                 FileHandle::Control(Control::Clone(t), text)
             }
-            Node::Merge => FileHandle::Control(Control::Merge, self.merge_text().into_bytes()),
+            Node::Merge(_) => FileHandle::Control(Control::Merge, self.merge_text().into_bytes()),
             _ => return Ok(None),
         }))
     }
@@ -315,7 +316,7 @@ impl Fs {
         match node {
             _ if self.opts.read_only => Err(super::refuse(super::Refusal::Write("truncate"), &node.to_string())),
             Node::WObj(n, oid) => self.wtxn(n)?.truncate(&self.storage, oid, size),
-            Node::WCtl(_) | Node::WInfo(_) | Node::Merge | Node::TxnClone if size == 0 => Ok(()),
+            Node::WCtl(_) | Node::WInfo(_) | Node::Merge(_) | Node::TxnClone(_) if size == 0 => Ok(()),
             _ => Err(super::refuse(super::Refusal::Write("truncate"), &node.to_string())),
         }
     }
