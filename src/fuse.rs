@@ -515,6 +515,13 @@ pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) ->
             for (parent, name) in fs.take_stale_names() {
                 let _ = notifier.inval_entry(INodeNo(parent.0), OsStr::new(&name));
             }
+            if let Some((n, inodes)) = fs.rewritten_data() {
+                for ino in inodes {
+                    // Drop the cached pages and attributes (ENOENT = not cached).
+                    let _ = notifier.inval_inode(INodeNo(ino.0), 0, -1);
+                }
+                fs.pages_dropped(n);
+            }
             let ev = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(ev) => ev,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,

@@ -241,3 +241,150 @@ fn a_second_merge_is_busy_not_queued() {
     ]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Device or resource busy\nfirst merged\n");
 }
+
+/// A chain of `n` past segments (two transactions each) and an active one.
+fn chain(dir: &Path, n: u64) -> Storage {
+    let s = Storage::create(dir, Options { sync: false, ..Options::default() }).unwrap();
+    for i in 0..n + 1 {
+        for j in 0..2u64 {
+            let mut t = s.begin();
+            t.set_description(format!("segment {i} transaction {j}").as_bytes());
+            t.store(Oid(1 + j), format!("{i}.{j}").repeat(100).as_bytes()).unwrap();
+            t.store(Oid(10 + i), b"x").unwrap();
+            t.commit().unwrap();
+        }
+        if i < n {
+            s.rotate().unwrap();
+        }
+    }
+    s
+}
+
+/// Every file of `a` has the same bytes as the file of the same name in `b`; `a` holds
+/// `files` files.
+fn same_tree(a: &Path, b: &Path, files: usize) {
+    let mut n = 0;
+    for e in walk(a) {
+        let rel = e.strip_prefix(a).unwrap();
+        assert!(std::fs::read(&e).unwrap() == std::fs::read(b.join(rel)).unwrap(), "{} differs", rel.display());
+        n += 1;
+    }
+    assert_eq!(n, files, "files in {}", a.display());
+}
+
+fn walk(d: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(d).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Whether `tool` is installed; without it the test says so and skips (CI installs it).
+fn have(tool: &str) -> bool {
+    let ok = std::process::Command::new("sh").args(["-c", &format!("command -v {tool}")]).output().unwrap();
+    if !ok.status.success() {
+        assert!(std::env::var_os("CI").is_none(), "{tool} is missing (.ci/run installs it)");
+        eprintln!("SKIPPED: {tool} is not installed (apt-get install {tool})");
+    }
+    ok.status.success()
+}
+
+/// `stat` reports every generated file's true size, so `cp -a`, `tar` and `rsync -a` of
+/// `segments/` copy real bytes.
+#[test]
+fn copy_tools_see_true_sizes() {
+    if !available() || !have("rsync") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = chain(&dir.path().join("s"), 1);
+    let m = TestMount::new(s.clone());
+    let out = dir.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let o = out.display();
+    // What cat reads, as the reference (cat reads to EOF whatever the size says).
+    m.sh(&format!(
+        "set -e; mkdir {o}/cat; cd segments; for d in *; do mkdir {o}/cat/$d; for f in $d/*; do cat $f > {o}/cat/$f; done; done"
+    ));
+    m.sh(&format!(
+        "set -e; cp -a segments {o}/cp; mkdir {o}/tar; tar cf - segments | tar xf - -C {o}/tar
+         rsync -a segments/ {o}/rsync/"
+    ));
+    let files = walk(&out.join("cat")).len();
+    assert!(files >= 2 * 4, "info, txns, data and objects of two segments");
+    same_tree(&out.join("cat"), &out.join("cp"), files);
+    same_tree(&out.join("cat"), &out.join("tar/segments"), files);
+    same_tree(&out.join("cat"), &out.join("rsync"), files);
+    let seg = s.segments().unwrap();
+    assert_eq!(
+        std::fs::read(&seg[0].path).unwrap(),
+        std::fs::read(out.join("cp").join(seg[0].name.to_string()).join("data")).unwrap()
+    );
+    let txns = std::fs::read_to_string(out.join("tar/segments").join(seg[0].name.to_string()).join("txns")).unwrap();
+    assert_eq!(txns.lines().count(), 2, "{txns}");
+    assert_eq!(m.sh("stat -c %s stats | grep -cx 0 || true"), "0\n", "stats has a size");
+}
+
+/// After a merge rewrote a segment's header, `segments/<name>/data` read through the
+/// mount is the file as it is now (the kernel's cached pages were dropped), and a chain
+/// copied through the mount passes `fs2 check`.
+#[test]
+fn segment_data_is_fresh_after_a_merge() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = chain(&dir.path().join("s"), 3);
+    let m = TestMount::new(s.clone());
+    let names: Vec<String> = s.segments().unwrap().iter().map(|i| i.name.to_string()).collect();
+    // Cache every segment file in the kernel, then merge the two oldest.
+    m.sh("cat segments/*/data > /dev/null");
+    m.sh(&format!("echo {} {} > merge", names[0], names[1]));
+    let out = dir.path().join("copy");
+    std::fs::create_dir(&out).unwrap();
+    for i in s.segments().unwrap() {
+        let file = out.join(i.path.file_name().unwrap());
+        m.sh(&format!("cp segments/{}/data {}", i.name, file.display()));
+        let same = std::fs::read(&i.path).unwrap() == std::fs::read(&file).unwrap();
+        assert!(same, "{} through the mount differs from the file", i.name);
+    }
+    drop(m);
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_fs2")).arg("check").arg(&out).output().unwrap();
+    assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
+}
+
+/// `tail -f` of the active segment's `txns` follows commits (the file grows, it is never
+/// "truncated").
+#[test]
+fn tail_follows_the_active_txns() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let s = chain(&dir.path().join("s"), 0);
+    let m = TestMount::new(s.clone());
+    let active = s.segments().unwrap().last().unwrap().name.to_string();
+    let (to, te) = (dir.path().join("tail.out"), dir.path().join("tail.err"));
+    let ctl = m.sh(&format!(
+        "tail -n 1 -f segments/{active}/txns > {} 2> {} &
+         sleep 1.5
+         for i in 1 2; do mkdir txn/t$i; echo $i > txn/t$i/0000000000000005; echo commit > txn/t$i/ctl; done
+         sleep 2.5; kill $!; cat txn/t1/ctl txn/t2/ctl",
+        to.display(),
+        te.display()
+    ));
+    let tids: Vec<&str> = ctl.lines().map(|l| l.strip_prefix("committed ").unwrap()).collect();
+    let followed = std::fs::read_to_string(&to).unwrap();
+    let lines: Vec<&str> = followed.lines().collect();
+    assert_eq!(lines.len(), 3, "the last line, then one per commit: {followed}");
+    for (l, t) in lines[1..].iter().zip(&tids) {
+        assert!(l.starts_with(&format!("{t} 1 ")), "{l} for {t}");
+    }
+    assert_eq!(std::fs::read_to_string(&te).unwrap(), "", "tail complained");
+}

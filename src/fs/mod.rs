@@ -150,7 +150,18 @@ enum FileHandle {
     /// kept never reads, so its open costs no engine work).
     Rev(Oid, Tid, Mutex<Option<Arc<Vec<u8>>>>),
     Segment(SegmentBytes),
+    /// A generated text file (`stats`, `segments/<name>/info`, `txns`): the snapshot whose
+    /// size was reported. `grows`: append-only (the active segment's `txns`), so a read
+    /// past the end renders again and extends it (`tail -f` follows).
+    Text(Node, Mutex<Arc<Vec<u8>>>, bool),
 }
+
+/// How long a rendered text file's snapshot serves opens after its size was reported
+/// (longer than the attribute TTL, so that `stat` then `open` see the same bytes).
+const SNAPSHOT_KEEP: Duration = Duration::from_secs(2);
+
+/// A rendered text file and when it was rendered.
+type Snapshot = (Arc<Vec<u8>>, Instant);
 
 /// An open directory. Listing `transactions/` scans segments: the handle keeps the scan
 /// so that consecutive readdir calls continue it instead of starting over.
@@ -216,6 +227,8 @@ pub struct Fs {
     merge: Arc<write::MergeState>,
     /// The newest tid whose stale kernel names have been dropped (read-your-writes).
     shown: Arc<Shown>,
+    /// Text files as last rendered for their size (see [`SNAPSHOT_KEEP`]).
+    snapshots: Mutex<HashMap<Node, Snapshot>>,
 }
 
 /// The tid that `head/` shows to every process: a commit counts only once the kernel's
@@ -225,6 +238,10 @@ pub struct Fs {
 struct Shown {
     tid: Mutex<Option<Tid>>,
     cv: std::sync::Condvar,
+    /// Segment files rewritten in place (a merge rewrites its successor's header):
+    /// (rewrites asked, rewrites whose cached pages the notifier has dropped).
+    rewrites: Mutex<(u64, u64)>,
+    rewrites_cv: std::sync::Condvar,
 }
 
 /// How long a commit waits for the notifier before answering anyway (with a warning).
@@ -237,6 +254,21 @@ impl Shown {
             *t = Some(old.max(tid));
         }
         self.cv.notify_all();
+    }
+
+    /// Ask the notifier to drop the kernel's cached pages of every segment file, and wait
+    /// until it has (at once when untracked): nobody reads a header a merge rewrote.
+    pub(super) fn rewritten(&self) {
+        if self.tid.lock().unwrap().is_none() {
+            return;
+        }
+        let mut r = self.rewrites.lock().unwrap();
+        r.0 += 1;
+        let n = r.0;
+        let (_r, w) = self.rewrites_cv.wait_timeout_while(r, SHOWN_WAIT, |r| r.1 < n).unwrap();
+        if w.timed_out() {
+            log::warn!("segment pages not dropped after {SHOWN_WAIT:?}: the notifier is late");
+        }
     }
 
     /// Wait until `tid` or newer is shown (at once when untracked).
@@ -303,6 +335,7 @@ impl Fs {
             wtxns: Mutex::new(WTxns { next: 1, ..WTxns::default() }),
             merge: Arc::new(write::MergeState::default()),
             shown: Arc::new(Shown::default()),
+            snapshots: Mutex::new(HashMap::new()),
             storage,
             inodes: Mutex::new(Inodes::new()),
             files: Mutex::new(HashMap::new()),
@@ -343,6 +376,22 @@ impl Fs {
     /// The notifier has dropped every kernel name that commits up to `tid` made stale.
     pub fn set_shown(&self, tid: Tid) {
         self.shown.set(tid);
+    }
+
+    /// Segment files were rewritten: the inodes of the `data` files the kernel knows and
+    /// the request number to pass to [`Fs::pages_dropped`] once their pages are dropped.
+    pub fn rewritten_data(&self) -> Option<(u64, Vec<Ino>)> {
+        let (asked, done) = *self.shown.rewrites.lock().unwrap();
+        if asked == done {
+            return None;
+        }
+        Some((asked, self.inodes.lock().unwrap().matching(|n| matches!(n, Node::SegData(_)))))
+    }
+
+    pub fn pages_dropped(&self, n: u64) {
+        let mut r = self.shown.rewrites.lock().unwrap();
+        r.1 = r.1.max(n);
+        self.shown.rewrites_cv.notify_all();
     }
 
     /// The tid `head/` shows (the engine's last tid when no notifier runs).
@@ -567,9 +616,8 @@ impl Fs {
         let last = s.last_tid();
         let m = |size: u64, tid: Tid| Ok(Meta { size, tid });
         match node {
-            Node::Root | Node::HeadDir | Node::HistoryDir | Node::TxnsDir | Node::SegmentsDir | Node::Stats => {
-                m(0, last)
-            }
+            Node::Root | Node::HeadDir | Node::HistoryDir | Node::TxnsDir | Node::SegmentsDir => m(0, last),
+            Node::Stats => m(self.snapshot(node)?.len() as u64, last),
             Node::Readme => m(README.len() as u64, Tid::ZERO),
             Node::HeadAt => m(17, last),
             Node::AtDir(t) => m(0, t),
@@ -583,16 +631,17 @@ impl Fs {
             }
             Node::TxnDir(t) => self.txn(t).map(|_| Meta { size: 0, tid: t }),
             Node::TxnInfo(t) => m(render_txn_info(&*self.txn(t)?).len() as u64, t),
-            Node::SegDir(n) | Node::SegTxns(n) => m(0, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO)),
-            Node::SegInfo(n) => {
-                let i = self.seg_info(n)?;
-                m(render_seg_info(&i).len() as u64, i.last_tid.unwrap_or(Tid::ZERO))
+            Node::SegDir(n) => m(0, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO)),
+            Node::SegTxns(n) | Node::SegInfo(n) => {
+                let size = self.snapshot(node)?.len() as u64;
+                m(size, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO))
             }
             Node::SegData(n) => {
                 let i = self.seg_info(n)?;
                 m(s.segment_bytes(n)?.file_len()?, i.last_tid.unwrap_or(Tid::ZERO))
             }
-            Node::TxnArea | Node::TxnClone(_) | Node::WNewOid(_) => m(0, last),
+            Node::TxnArea | Node::TxnClone(_) => m(0, last),
+            Node::WNewOid(_) => m(17, last),
             Node::Merge(_) => m(self.merge_text().len() as u64, last),
             Node::WTxn(n) => self.wtxn(n).map(|_| Meta { size: 0, tid: last }),
             Node::WCtl(n) => m(self.wtxn(n)?.status_line().len() as u64, last),
@@ -639,16 +688,15 @@ impl Fs {
             Node::Readme => (FileHandle::Bytes(README.as_bytes().to_vec()), true),
             Node::HeadAt => (FileHandle::Bytes(format!("{}\n", self.shown_tid()).into_bytes()), false),
             Node::AtAt(t) => (FileHandle::Bytes(format!("{t}\n").into_bytes()), true),
-            Node::Stats => (FileHandle::Bytes(self.render_stats()?.into_bytes()), false),
             Node::TxnInfo(t) => (FileHandle::Bytes(render_txn_info(&*self.txn(t)?).into_bytes()), true),
-            Node::SegInfo(n) => (FileHandle::Bytes(render_seg_info(&self.seg_info(n)?).into_bytes()), false),
-            Node::SegTxns(n) => {
-                let mut out = String::new();
-                for x in s.segment_txn_summaries(n)? {
-                    let x = x?;
-                    out.push_str(&format!("{} {} {}\n", x.tid, x.objects, x.bytes));
-                }
-                (FileHandle::Bytes(out.into_bytes()), false)
+            Node::Stats | Node::SegInfo(_) | Node::SegTxns(_) => {
+                let kept = self.snapshots.lock().unwrap().get(&node).cloned();
+                let bytes = match kept {
+                    Some((b, at)) if at.elapsed() < SNAPSHOT_KEEP => b,
+                    _ => self.snapshot(node)?,
+                };
+                let grows = matches!(node, Node::SegTxns(n) if self.seg_info(n)?.state == SegmentState::Active);
+                (FileHandle::Text(node, Mutex::new(bytes), grows), false)
             }
             Node::SegData(n) => {
                 let b = s.segment_bytes(n)?;
@@ -695,6 +743,17 @@ impl Fs {
                 };
                 drop(c);
                 slice(&data)
+            }
+            FileHandle::Text(node, cell, grows) => {
+                let mut b = cell.lock().unwrap();
+                if *grows && offset.saturating_add(size as u64) > b.len() as u64 {
+                    // Append-only: a longer rendering that keeps what was read extends it.
+                    let now = self.render(*node)?;
+                    if now.len() > b.len() && now.starts_with(&b) {
+                        *b = Arc::new(now);
+                    }
+                }
+                slice(&b)
             }
             FileHandle::Segment(seg) => {
                 let mut buf = vec![0u8; size as usize];
@@ -945,6 +1004,32 @@ impl Fs {
             namelen: st.f_namemax as u32,
             frsize: st.f_frsize as u32,
         })
+    }
+
+    /// The text of a generated file as of now.
+    fn render(&self, node: Node) -> FsResult<Vec<u8>> {
+        Ok(match node {
+            Node::Stats => self.render_stats()?.into_bytes(),
+            Node::SegInfo(n) => render_seg_info(&self.seg_info(n)?).into_bytes(),
+            Node::SegTxns(n) => {
+                let mut out = String::new();
+                for x in self.storage.segment_txn_summaries(n)? {
+                    let x = x?;
+                    out.push_str(&format!("{} {} {}\n", x.tid, x.objects, x.bytes));
+                }
+                out.into_bytes()
+            }
+            _ => return Err(FsError::new(libc::EINVAL, format!("{node} is not a generated text file"))),
+        })
+    }
+
+    /// Render `node` now and keep it for the next open (its size is about to be reported).
+    fn snapshot(&self, node: Node) -> FsResult<Arc<Vec<u8>>> {
+        let b = Arc::new(self.render(node)?);
+        let mut snaps = self.snapshots.lock().unwrap();
+        snaps.retain(|_, (_, at)| at.elapsed() < SNAPSHOT_KEEP);
+        snaps.insert(node, (b.clone(), Instant::now()));
+        Ok(b)
     }
 
     fn render_stats(&self) -> FsResult<String> {

@@ -302,8 +302,13 @@ impl Fs {
                 if self.storage.merge_progress().is_some() {
                     return Err(FsError::new(libc::EBUSY, "merge: a merge is running; cat merge shows it"));
                 }
-                let (storage, state) = (self.storage.clone(), self.merge.clone());
-                Ok(WriteDone::Later(Box::new(move || merge_job(storage, state, cmd, len))))
+                let (storage, state, shown) = (self.storage.clone(), self.merge.clone(), self.shown.clone());
+                Ok(WriteDone::Later(Box::new(move || {
+                    let r = merge_job(storage, state, cmd, len);
+                    // The merge rewrote headers of segments the kernel may have cached.
+                    shown.rewritten();
+                    r
+                })))
             }
             _ => Err(FsError::new(libc::EBADF, "this file is not open for writing")),
         }
