@@ -282,6 +282,19 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if self.fs.is_watch(fh.0) {
+            // Blocks until the next commit: only this reader waits.
+            let fs = self.fs.clone();
+            let spawned =
+                std::thread::Builder::new().name("fs2-watch".into()).spawn(move || match fs.read(fh.0, offset, size) {
+                    Ok(b) => reply.data(&b),
+                    Err(e) => reply.error(fail(&fs, "read", e)),
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start a worker thread: {e}");
+            }
+            return;
+        }
         match self.fs.read(fh.0, offset, size) {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(self.fail("read", e)),

@@ -389,3 +389,32 @@ fn tail_follows_the_active_txns() {
     }
     assert_eq!(std::fs::read_to_string(&te).unwrap(), "", "tail complained");
 }
+
+/// A read of `head/watch` blocks until the next commit and gives its tid: waiting for
+/// commits without polling (and head/ shows that commit by then).
+#[test]
+fn head_watch_waits_for_commits() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let m = TestMount::new(storage(&dir.path().join("s")));
+    let out = m.sh(
+        "(exec 3<head/watch; read a <&3; echo $a > /dev/shm/fs2-watch.$$; read b <&3; echo $b >> /dev/shm/fs2-watch.$$) &
+         sleep 0.5; cat /dev/shm/fs2-watch.$$ 2>/dev/null | wc -c
+         for i in 1 2; do
+           mkdir txn/t$i; echo $i > txn/t$i/0000000000000001; echo commit > txn/t$i/ctl
+           # Wait until the watcher has seen this commit before the next one (commits
+           # in between would be coalesced into one line).
+           until [ $(cat /dev/shm/fs2-watch.$$ 2>/dev/null | wc -l) -ge $i ]; do sleep 0.05; done
+         done
+         wait
+         cat /dev/shm/fs2-watch.$$; rm /dev/shm/fs2-watch.$$
+         cat txn/t1/ctl txn/t2/ctl",
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "0", "nothing before a commit: {out}");
+    assert_eq!(lines.len(), 5, "{out}");
+    assert_eq!(format!("committed {}", lines[1]), lines[3]);
+    assert_eq!(format!("committed {}", lines[2]), lines[4]);
+}

@@ -154,6 +154,9 @@ enum FileHandle {
     /// size was reported. `grows`: append-only (the active segment's `txns`), so a read
     /// past the end renders again and extends it (`tail -f` follows).
     Text(Node, Mutex<Arc<Vec<u8>>>, bool),
+    /// `head/watch`: the last tid this descriptor gave (or the one shown at open) and
+    /// what of its line is still to be read (a shell's `read` takes a byte at a time).
+    Watch(Mutex<(Tid, Vec<u8>)>),
 }
 
 /// How long a rendered text file's snapshot serves opens after its size was reported
@@ -229,6 +232,8 @@ pub struct Fs {
     shown: Arc<Shown>,
     /// Text files as last rendered for their size (see [`SNAPSHOT_KEEP`]).
     snapshots: Mutex<HashMap<Node, Snapshot>>,
+    /// Unmounting: blocked `head/watch` reads end.
+    closing: std::sync::atomic::AtomicBool,
 }
 
 /// The tid that `head/` shows to every process: a commit counts only once the kernel's
@@ -336,6 +341,7 @@ impl Fs {
             merge: Arc::new(write::MergeState::default()),
             shown: Arc::new(Shown::default()),
             snapshots: Mutex::new(HashMap::new()),
+            closing: Default::default(),
             storage,
             inodes: Mutex::new(Inodes::new()),
             files: Mutex::new(HashMap::new()),
@@ -409,6 +415,29 @@ impl Fs {
     /// Wait until `head/` shows the engine's last tid to every process.
     pub fn wait_shown(&self) {
         self.shown.wait(self.storage.last_tid());
+    }
+
+    /// Whether `fh` is a `head/watch` descriptor (its reads block: not on a session thread).
+    pub fn is_watch(&self, fh: u64) -> bool {
+        matches!(self.files.lock().unwrap().get(&fh).map(|h| &**h), Some(FileHandle::Watch(_)))
+    }
+
+    /// Wait until `head/` shows a tid newer than `last`; EINTR once `fh` is closed or
+    /// the mount ends.
+    fn watch(&self, fh: u64, last: Tid) -> FsResult<Tid> {
+        loop {
+            let t = self.shown.tid.lock().unwrap();
+            let (t, _) =
+                self.shown.cv.wait_timeout_while(t, Duration::from_secs(1), |t| t.is_some_and(|t| t <= last)).unwrap();
+            drop(t);
+            let now = self.shown_tid();
+            if now > last {
+                return Ok(now);
+            }
+            if !self.files.lock().unwrap().contains_key(&fh) || self.closing.load(Ordering::Relaxed) {
+                return Err(FsError::new(libc::EINTR, "head/watch: closed while waiting"));
+            }
+        }
     }
 
     /// The inode of `head/` if the kernel knows it (for invalidating head entries).
@@ -506,6 +535,9 @@ impl Fs {
                 if name == "at" {
                     return Ok(if at == Tid::MAX { Node::HeadAt } else { Node::AtAt(at) })
                         .and_then(|n| Ok((n, self.meta(n)?)));
+                }
+                if name == "watch" && at == Tid::MAX {
+                    return Ok((Node::HeadWatch, self.meta(Node::HeadWatch)?));
                 }
                 let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
                 match s.stat_at(oid, at)? {
@@ -620,6 +652,8 @@ impl Fs {
             Node::Stats => m(self.snapshot(node)?.len() as u64, last),
             Node::Readme => m(README.len() as u64, Tid::ZERO),
             Node::HeadAt => m(17, last),
+            // A stream (like a pipe): no size.
+            Node::HeadWatch => m(0, last),
             Node::AtDir(t) => m(0, t),
             Node::AtAt(t) => m(17, t),
             Node::Rev(o, t) | Node::Deleted(o, t) => match s.stat_at(o, t)? {
@@ -687,6 +721,7 @@ impl Fs {
             Node::Deleted(..) => (FileHandle::Bytes(Vec::new()), true),
             Node::Readme => (FileHandle::Bytes(README.as_bytes().to_vec()), true),
             Node::HeadAt => (FileHandle::Bytes(format!("{}\n", self.shown_tid()).into_bytes()), false),
+            Node::HeadWatch => (FileHandle::Watch(Mutex::new((self.shown_tid(), Vec::new()))), false),
             Node::AtAt(t) => (FileHandle::Bytes(format!("{t}\n").into_bytes()), true),
             Node::TxnInfo(t) => (FileHandle::Bytes(render_txn_info(&*self.txn(t)?).into_bytes()), true),
             Node::Stats | Node::SegInfo(_) | Node::SegTxns(_) => {
@@ -743,6 +778,15 @@ impl Fs {
                 };
                 drop(c);
                 slice(&data)
+            }
+            FileHandle::Watch(w) => {
+                let mut w = w.lock().unwrap();
+                let (last, pending) = &mut *w;
+                if pending.is_empty() {
+                    *last = self.watch(fh, *last)?;
+                    *pending = format!("{last}\n").into_bytes();
+                }
+                pending.drain(..pending.len().min(size as usize)).collect()
             }
             FileHandle::Text(node, cell, grows) => {
                 let mut b = cell.lock().unwrap();
@@ -818,6 +862,7 @@ impl Fs {
             }
             Node::TxnArea => &[".", "..", "new"],
             Node::WTxn(_) => &[".", "..", "ctl", "info", "new-oid"],
+            // head/watch is lookup-only: a tree walk (`cp -r`, `grep -r`) must not block on it.
             Node::HeadDir | Node::AtDir(_) => &[".", "..", "at"],
             Node::TxnDir(_) => &[".", "..", "info"],
             Node::SegDir(_) => &[".", "..", "info", "txns", "data"],

@@ -16,6 +16,8 @@ pub enum Node {
     Stats,
     HeadDir,
     HeadAt,
+    /// `head/watch`: a read blocks until `head/` shows a newer commit, then gives its tid.
+    HeadWatch,
     AtDir(Tid),
     AtAt(Tid),
     /// The data `tid` stored for `oid` (immutable).
@@ -113,6 +115,7 @@ impl std::fmt::Display for Node {
             Node::Stats => write!(f, "/stats"),
             Node::HeadDir => write!(f, "/head"),
             Node::HeadAt => write!(f, "/head/at"),
+            Node::HeadWatch => write!(f, "/head/watch"),
             Node::AtDir(t) => write!(f, "/@{t}"),
             Node::AtAt(t) => write!(f, "/@{t}/at"),
             Node::Rev(o, t) => write!(f, "/history/{o}/{t}"),

@@ -438,6 +438,8 @@ impl Fs {
 
     /// Unmount: abort every open transaction and remove the staging directory.
     pub fn shutdown(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.shown.cv.notify_all();
         let all: Vec<Arc<MountTxn>> = self.wtxns.lock().unwrap().by_no.drain().map(|(_, t)| t).collect();
         self.wtxns.lock().unwrap().by_name.clear();
         for t in all {
