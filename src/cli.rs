@@ -287,6 +287,13 @@ fn tid_or_none(t: Option<Tid>) -> String {
     t.map_or("-".into(), |t| t.to_string())
 }
 
+impl Cli {
+    /// Whether this runs the mount daemon.
+    pub fn is_mount(&self) -> bool {
+        matches!(self.cmd, Cmd::Mount { .. })
+    }
+}
+
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -663,15 +670,24 @@ fn mount(
     let opts = if read_only { Options::read_only() } else { Options::default() };
     let s = Storage::open(storage, opts)?;
     let m = mp.display();
+    let fs2 = std::env::args().next().unwrap_or_else(|| "fs2".into());
+    // Hints that work on this storage: objects only if it has some, writes only if writable.
+    let mut hints = format!("  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n");
+    if let Some(o) = s.list(Oid(0), Tid::MAX, 1)?.first() {
+        hints += &format!("  cat {m}/head/{}\n  ls {m}/history/{}\n  cat {m}/transactions/*/info\n", o.oid, o.oid);
+        hints += &format!("  T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n");
+    }
+    hints += &format!("  cp -a {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n");
+    if !read_only {
+        hints += &format!(
+            "  mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
+             cat {m}/head/0000000000000009\n"
+        );
+    }
+    hints += &format!("  cat {m}/README                # the tree and how writing works");
     filestorage2::mount::run(s, mp, mopts, || {
         println!(
-            "mounted {} at {m} ({}); Ctrl-C or `fs2 umount {m}` unmounts.\n\
-             Try, in another terminal:\n  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n  \
-             cat {m}/head/0000000000000001\n  ls {m}/history/0000000000000002\n  cat {m}/transactions/*/info\n  \
-             cp -r {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n  \
-             T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n  \
-             mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
-             cat {m}/head/0000000000000009; cat {m}/README                # how writing works",
+            "mounted {} at {m} ({}); Ctrl-C or `{fs2} umount {m}` unmounts.\nTry, in another terminal:\n{hints}",
             storage.display(),
             if read_only { "read-only snapshot" } else { "writable: mkdir txn/NAME to begin a transaction" }
         );
@@ -701,11 +717,12 @@ fn build_demo(dir: &Path) -> Result<(), Failure> {
     s.rotate()?;
     let mut t = s.begin();
     t.set_user(b"gc");
-    t.set_description(b"external garbage collector: delete unreachable oid 3");
+    t.set_description(b"store oid 3, soon unreachable");
     t.store(Oid(3), b"garbage")?;
     t.commit()?;
     let mut t = s.begin();
     t.set_user(b"gc");
+    t.set_description(b"external garbage collector: delete unreachable oid 3");
     t.delete(Oid(3))?;
     t.commit()?;
     Ok(())

@@ -76,13 +76,14 @@ pub fn mountpoint_state(path: &Path) -> std::io::Result<MountpointState> {
 /// `force` clean) a stale one.
 pub fn prepare_mountpoint(mountpoint: &Path, force: bool) -> Result<(), String> {
     let mp = mountpoint.display();
+    let fs2 = std::env::args().next().unwrap_or_else(|| "fs2".into());
     if std::fs::symlink_metadata(mountpoint).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
         std::fs::create_dir_all(mountpoint).map_err(|e| format!("create mountpoint {mp}: {e}"))?;
     }
     match mountpoint_state(mountpoint).map_err(|e| format!("{mp}: {e}"))? {
         MountpointState::Free => Ok(()),
         MountpointState::Mounted => {
-            Err(format!("{mp} is already a mount point; unmount it first with `fs2 umount {mp}`"))
+            Err(format!("{mp} is already a mount point; unmount it first with `{fs2} umount {mp}`"))
         }
         MountpointState::Stale if force => {
             lazy_unmount(mountpoint).map_err(|e| format!("clean the stale mount {mp}: {e}"))?;
@@ -91,7 +92,7 @@ pub fn prepare_mountpoint(mountpoint: &Path, force: bool) -> Result<(), String> 
         }
         MountpointState::Stale => Err(format!(
             "{mp} is a stale mount left by an `fs2 mount` that was killed (\"Transport endpoint is not \
-             connected\"); clean it with `fs2 umount {mp}`, or mount again with --force"
+             connected\"); clean it with `{fs2} umount {mp}`, or mount again with --force"
         )),
     }
 }

@@ -7,7 +7,7 @@ mod common;
 
 use common::mount::{available, TestMount};
 use filestorage2::fuse::MountOptions;
-use filestorage2::{Oid, Options, Storage};
+use filestorage2::{Oid, Options, Storage, Tid};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 
@@ -417,4 +417,44 @@ fn head_watch_waits_for_commits() {
     assert_eq!(lines.len(), 5, "{out}");
     assert_eq!(format!("committed {}", lines[1]), lines[3]);
     assert_eq!(format!("committed {}", lines[2]), lines[4]);
+}
+
+/// Small things users hit: `@<time>` after the last commit is head as of then, offsets
+/// like `+00:00` work, the `time:` a transaction shows names its state; a miss is not an
+/// error in `stats`; `fs2 info | head -1` ends quietly.
+#[test]
+fn times_stats_and_closed_pipes() {
+    if !available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let sdir = dir.path().join("s");
+    let s = storage(&sdir);
+    let mut t = s.begin();
+    t.store(Oid(1), b"second").unwrap();
+    let second = t.commit().unwrap();
+    assert!(second > Tid::ZERO);
+    let m = TestMount::new(s.clone());
+    let out = m.sh(&format!(
+        "T=$(sed -n 's/^time: //p' transactions/{second}/info); cat @$T/0000000000000001; echo
+         P=$(echo $T | sed 's/Z$/+00:00/'); cat @$P/0000000000000001; echo
+         sleep 2; N=$(date -u -d '-1 sec' +%Y-%m-%dT%H:%M:%SZ); cat @$N/0000000000000001; echo
+         cat head/0000000000000077 2>/dev/null; grep -E '^(errors|not_found):' stats"
+    ));
+    assert_eq!(out, "second\nsecond\nsecond\nnot_found: 1\nerrors: 0\n");
+    drop(m);
+    let out = std::process::Command::new("bash")
+        .args([
+            "-c",
+            &format!(
+                "{} info {} | head -1 >/dev/null; echo ${{PIPESTATUS[0]}}",
+                env!("CARGO_BIN_EXE_fs2"),
+                sdir.display()
+            ),
+        ])
+        .output()
+        .unwrap();
+    let code = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(code == "0" || code == "141", "exit {code}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "", "quiet");
 }

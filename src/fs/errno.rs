@@ -21,10 +21,12 @@ impl FsError {
         FsError::new(libc::ENOENT, message)
     }
 
-    /// Whether this is worth a log line at warning level (a refused write, damage),
-    /// rather than a routine miss (ENOENT from shells probing names is logged at info).
+    /// Whether this is worth a log line at warning level (the storage's limits: a full
+    /// disk, an oversized object) rather than info: refusals and misses are answers the
+    /// caller gets (a script probing names or writing where it may not would otherwise
+    /// flood the log).
     pub fn is_loud(&self) -> bool {
-        self.errno != libc::ENOENT
+        matches!(self.errno, libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
     }
 }
 

@@ -197,6 +197,7 @@ struct Counters {
     nanos: [AtomicU64; 5],
     read_bytes: AtomicU64,
     refusals: AtomicU64,
+    misses: AtomicU64,
     errors: AtomicU64,
     txn_cache_hits: AtomicU64,
     txn_cache_misses: AtomicU64,
@@ -365,10 +366,11 @@ impl Fs {
 
     /// Count a failure that the adapter is about to return (for `stats`).
     pub fn note_error(&self, e: &FsError) {
-        let c = if e.errno == libc::EROFS || e.errno == libc::EPERM || e.errno == libc::EXDEV {
-            &self.counters.refusals
-        } else {
-            &self.counters.errors
+        let c = match e.errno {
+            // A miss (a shell probing names) is not an error.
+            libc::ENOENT => &self.counters.misses,
+            libc::EROFS | libc::EPERM | libc::EXDEV | libc::EACCES => &self.counters.refusals,
+            _ => &self.counters.errors,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -609,6 +611,9 @@ impl Fs {
         }
         match s.first_tid() {
             Some(first) if t >= first && t <= last => Ok(()),
+            // A time after the last commit that has passed: head as of then (a later
+            // commit gets a later tid, so this state never changes).
+            Some(_) if t > last && t <= Tid::now() => Ok(()),
             Some(first) => Err(FsError::not_found(format!(
                 "{name}: outside the retained history {first}..{last} (see head/at and transactions/)"
             ))),
@@ -1108,6 +1113,7 @@ impl Fs {
         line("txn_cache_misses", c.txn_cache_misses.load(Ordering::Relaxed).to_string());
         line("read_bytes", c.read_bytes.load(Ordering::Relaxed).to_string());
         line("refusals", c.refusals.load(Ordering::Relaxed).to_string());
+        line("not_found", c.misses.load(Ordering::Relaxed).to_string());
         line("errors", c.errors.load(Ordering::Relaxed).to_string());
         for (i, name) in OPS.iter().enumerate() {
             let n = c.count[i].load(Ordering::Relaxed);

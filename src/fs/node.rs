@@ -118,7 +118,8 @@ impl std::fmt::Display for Node {
             Node::HeadWatch => write!(f, "/head/watch"),
             Node::AtDir(t) => write!(f, "/@{t}"),
             Node::AtAt(t) => write!(f, "/@{t}/at"),
-            Node::Rev(o, t) => write!(f, "/history/{o}/{t}"),
+            // Reached as head/, @<tid>/, history/, transactions/ or segments/ alike.
+            Node::Rev(o, t) => write!(f, "object {o} as of {t}"),
             Node::Deleted(o, t) => write!(f, "/history/{o}/{t}.deleted"),
             Node::HistoryDir => write!(f, "/history"),
             Node::HistoryOid(o) => write!(f, "/history/{o}"),
@@ -156,17 +157,36 @@ pub fn parse_hex_maybe_deleted(name: &str) -> Option<(u64, bool)> {
     }
 }
 
-/// `@<tid>` or `@<ISO-8601 UTC time>` (e.g. `@2026-11-21T11:20:30Z`): the tid it names.
+/// `@<tid>` or `@<ISO-8601 time>` (e.g. `@2026-11-21T11:20:30Z`, `+hh:mm` offsets
+/// too): the tid it names. A time means the state at the end of its last written digit,
+/// so the `time:` a transaction shows (microseconds) names that transaction's state.
 pub fn parse_at(name: &str) -> Option<Tid> {
     let rest = name.strip_prefix('@')?;
     if let Some(t) = parse_hex(rest) {
         return Some(Tid(t));
     }
     // Only something that looks like a date is tried as a time.
-    if rest.len() >= 10 && rest.as_bytes()[4] == b'-' {
-        return parse_iso8601(rest).map(Tid::from_unix);
+    if rest.len() < 10 || rest.as_bytes()[4] != b'-' {
+        return None;
     }
-    None
+    let (time, offset) = split_offset(rest)?;
+    let digits = time.rsplit_once('.').map_or(0, |(_, f)| f.trim_end_matches('Z').len()) as i32;
+    let end = parse_iso8601(time)? - offset + 10f64.powi(-digits.min(9));
+    Some(Tid(Tid::from_unix(end).0.saturating_sub(1)))
+}
+
+/// A time and its UTC offset in seconds (`Z` or none: 0; `+hh:mm` / `-hh:mm`).
+fn split_offset(s: &str) -> Option<(&str, f64)> {
+    let Some(t) = s.find('T') else { return Some((s, 0.0)) };
+    match s[t..].rfind(['+', '-']).map(|i| t + i) {
+        Some(i) => {
+            let (h, m) = s[i + 1..].split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            let sign = if &s[i..i + 1] == "-" { -1.0 } else { 1.0 };
+            Some((&s[..i], sign * f64::from(h * 3600 + m * 60)))
+        }
+        None => Some((s, 0.0)),
+    }
 }
 
 /// A segment directory name: exactly as `fs2 info` spells it (`seg-000001`).
@@ -197,7 +217,15 @@ mod tests {
         assert_eq!(parse_hex_maybe_deleted("0000000000000001.deleted"), Some((1, true)));
         assert_eq!(parse_hex_maybe_deleted("0000000000000001.Deleted"), None);
         assert_eq!(parse_at("@00000000000000ff"), Some(Tid(255)));
-        assert_eq!(parse_at("@2000-01-01T00:00:00Z"), Some(Tid(0x0331_6200_0000_0000)));
+        // The end of that second; an offset moves it.
+        assert_eq!(parse_at("@2000-01-01T00:00:00Z"), Some(Tid(0x0331_6200_0444_4443)));
+        assert_eq!(parse_at("@2000-01-01T00:00:00+00:00"), parse_at("@2000-01-01T00:00:00Z"));
+        assert_eq!(parse_at("@2000-01-01T01:00:00+01:00"), parse_at("@2000-01-01T00:00:00Z"));
+        // The time a transaction shows names its state (not the one before).
+        for tid in [Tid(0x0331_6200_0123_4567), Tid(0x0331_6200_0fff_ffff)] {
+            let t = parse_at(&format!("@{}", tid.iso8601())).unwrap();
+            assert!(t >= tid && t.0 - tid.0 < 0x2000, "{tid} -> {t}");
+        }
         assert_eq!(parse_at("@ff"), None);
         assert_eq!(parse_at("@yesterday"), None);
         assert_eq!(parse_at("0000000000000001"), None);
