@@ -611,9 +611,9 @@ impl Fs {
         }
         match s.first_tid() {
             Some(first) if t >= first && t <= last => Ok(()),
-            // A time after the last commit that has passed: head as of then (a later
-            // commit gets a later tid, so this state never changes).
-            Some(_) if t > last && t <= Tid::now() => Ok(()),
+            // A time (not a tid) after the last commit that has passed: head as of then
+            // (a later commit gets a later tid, so this state never changes).
+            Some(_) if t > last && t <= Tid::now() && parse_hex(&name[1..]).is_none() => Ok(()),
             Some(first) => Err(FsError::not_found(format!(
                 "{name}: outside the retained history {first}..{last} (see head/at and transactions/)"
             ))),
