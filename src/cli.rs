@@ -26,6 +26,7 @@ pub struct Cli {
 enum Cmd {
     /// Create a new, empty storage in DIR.
     Init {
+        /// The storage directory.
         dir: PathBuf,
         /// Records never span a multiple of this many bytes (a multiple of 4096).
         #[arg(long, default_value_t = 1 << 28)]
@@ -37,6 +38,7 @@ enum Cmd {
     },
     /// Show the chain of segments, their tid ranges, sizes and counts.
     Info {
+        /// The storage directory.
         dir: PathBuf,
         /// Skip counting live objects (which reads every index).
         #[arg(long)]
@@ -44,16 +46,24 @@ enum Cmd {
     },
     /// Write an object's data to standard output.
     Cat {
+        /// The storage directory.
         dir: PathBuf,
+        /// The object id: 16 hex digits (e.g. 0000000000000001).
         oid: Oid,
         /// Show the object as of this tid (its newest revision with tid <= TID).
         #[arg(long)]
         at: Option<Tid>,
     },
     /// List every retained revision of an object, newest first.
-    History { dir: PathBuf, oid: Oid },
+    History {
+        /// The storage directory.
+        dir: PathBuf,
+        /// The object id: 16 hex digits (e.g. 0000000000000001).
+        oid: Oid,
+    },
     /// List live objects: oid, size, tid of the current revision.
     Ls {
+        /// The storage directory.
         dir: PathBuf,
         /// List the objects as of this tid.
         #[arg(long)]
@@ -61,9 +71,12 @@ enum Cmd {
     },
     /// Print the transaction log in human-readable form (like ZODB's fsdump).
     Dump {
+        /// The storage directory.
         dir: PathBuf,
+        /// Start at this tid (the oldest retained by default).
         #[arg(long)]
         from: Option<Tid>,
+        /// Stop after this tid (the last by default).
         #[arg(long)]
         to: Option<Tid>,
     },
@@ -71,13 +84,17 @@ enum Cmd {
     /// "new" allocates a fresh oid) and delete --delete OIDs.
     Commit(CommitArgs),
     /// Seal the active segment and start a new one.
-    Rotate { dir: PathBuf },
+    Rotate {
+        /// The storage directory.
+        dir: PathBuf,
+    },
     /// Merge (pack) adjacent past segments into one that keeps only each object's record
     /// current at the end of the merged range; the inputs move to DIR/archive/. With
     /// --append, the older segments' records are appended to the newest one instead.
     Merge(MergeArgs),
     /// Move a past segment to another directory (another file system) and relink the chain.
     MoveSegment {
+        /// The storage directory.
         dir: PathBuf,
         #[arg(value_parser = parse_segment)]
         segment: SegmentName,
@@ -87,19 +104,21 @@ enum Cmd {
     /// Show or set how much history the storage keeps: full (until merged) or minimal
     /// (past segments merged after every rotation).
     Retention {
+        /// The storage directory.
         dir: PathBuf,
         #[arg(value_parser = ["full", "minimal"])]
         set: Option<String>,
     },
     /// Verify every checksum, the chain, and every index against its data.
     Check {
+        /// The storage directory.
         dir: PathBuf,
         /// Truncate a torn tail of the active segment and rebuild lost indexes first.
         #[arg(long)]
         repair: bool,
     },
     /// Measure the engine and the mount against this machine's limits and plain files
-    /// (TARGETS.md P1-P10); prints a table.
+    /// (P1-P12, README "Performance"); prints a table.
     Bench(filestorage2::bench::BenchArgs),
     /// Mount a storage as a browsable tree (foreground; Ctrl-C or `fs2 umount` unmounts).
     /// Without arguments: builds the demo storage ./fs2-demo if missing, mounts it on ./fs2-mnt.
@@ -152,7 +171,9 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["all", "policy", "segments"])))]
+#[command(override_usage = "fs2 merge DIR (--all | --policy [--keep K] | SEGMENT...) [--append AS_OF]")]
 struct MergeArgs {
+    /// The storage directory.
     dir: PathBuf,
     /// Merge every past segment into one.
     #[arg(long)]
@@ -160,6 +181,7 @@ struct MergeArgs {
     /// Let the size-tiered policy choose: keep at most --keep past segments.
     #[arg(long)]
     policy: bool,
+    /// With --policy: how many past segments to keep at most.
     #[arg(long, default_value_t = 4, requires = "policy")]
     keep: usize,
     /// Adjacent past segments to merge, as `fs2 info` names them.
@@ -186,6 +208,7 @@ fn parse_segment(s: &str) -> Result<SegmentName, String> {
 
 #[derive(Args, Debug)]
 struct CommitArgs {
+    /// The storage directory.
     dir: PathBuf,
     /// OID=FILE pairs.
     #[arg(value_name = "OID=FILE")]
@@ -193,8 +216,10 @@ struct CommitArgs {
     /// Delete this oid (repeatable).
     #[arg(long = "delete", value_name = "OID")]
     deletes: Vec<Oid>,
+    /// The transaction's user name.
     #[arg(long, default_value = "")]
     user: String,
+    /// The transaction's description.
     #[arg(long, default_value = "")]
     description: String,
     /// Extension bytes, stored as given.
