@@ -319,6 +319,18 @@ impl Cli {
     }
 }
 
+/// Refuse `--at T` inside a merged (packed) range: the exact states there are gone.
+fn packed(s: &Storage, at: Option<Tid>) -> Result<(), Failure> {
+    let Some(t) = at else { return Ok(()) };
+    match s.history_gaps()?.into_iter().find(|(lo, hi, _)| *lo < t && t < *hi) {
+        Some((_, end, seg)) => Err(fail(
+            3,
+            format!("the history at {t} was packed: merged into {seg}, exact states from {end} on (see `fs2 info`)"),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let out = std::io::stdout();
     let mut out = out.lock();
@@ -333,6 +345,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Info { dir, no_count } => info(&mut out, &dir, !no_count)?,
         Cmd::Cat { dir, oid, at } => {
             let s = open_ro(&dir)?;
+            packed(&s, at)?;
             let found = s.load_at(oid, at.unwrap_or(Tid::MAX))?;
             match found {
                 Some((_, data)) => w(out.write_all(&data))?,
@@ -357,6 +370,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Ls { dir, at } => {
             let s = open_ro(&dir)?;
+            packed(&s, at)?;
             let at = at.unwrap_or(Tid::MAX);
             let mut start = Oid(0);
             loop {
