@@ -1,4 +1,4 @@
-//! The one place where engine errors and refusals become errno values (NAMESPACE.md
+//! The one place where engine errors and refusals become errno values (docs/NAMESPACE.md
 //! "Refusals"). Every refusal carries a message saying what to do instead; the adapter
 //! logs it once.
 

@@ -1,4 +1,4 @@
-//! The filesystem view: maps the mounted tree of NAMESPACE.md onto the engine with plain
+//! The filesystem view: maps the mounted tree of docs/NAMESPACE.md onto the engine with plain
 //! types ([`Entry`], [`Attr`], [`FsError`]). It does not know FUSE: the adapter in
 //! `crate::fuse` translates requests and replies, and the unit tests call this layer
 //! directly.
