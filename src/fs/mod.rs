@@ -386,14 +386,20 @@ impl Fs {
         self.shown.set(tid);
     }
 
-    /// Segment files were rewritten: the inodes of the `data` files the kernel knows and
+    /// Segment files were rewritten: the inodes of the chain's `data` files the kernel knows and
     /// the request number to pass to [`Fs::pages_dropped`] once their pages are dropped.
     pub fn rewritten_data(&self) -> Option<(u64, Vec<Ino>)> {
         let (asked, done) = *self.shown.rewrites.lock().unwrap();
         if asked == done {
             return None;
         }
-        Some((asked, self.inodes.lock().unwrap().matching(|n| matches!(n, Node::SegData(_)))))
+        // Only segments still in the chain: a merged-away one keeps its bytes (open
+        // descriptors read on), and invalidating it would make the kernel ask for its
+        // attributes, which are gone.
+        let chain: Vec<SegmentName> =
+            self.storage.segments().map(|v| v.into_iter().map(|i| i.name).collect()).unwrap_or_default();
+        let inodes = self.inodes.lock().unwrap().matching(|n| matches!(n, Node::SegData(s) if chain.contains(s)));
+        Some((asked, inodes))
     }
 
     pub fn pages_dropped(&self, n: u64) {
@@ -694,9 +700,22 @@ impl Fs {
 
     /// Attributes of `ino` and how long they may be cached.
     pub fn getattr(&self, ino: Ino) -> FsResult<(Attr, Duration)> {
+        self.getattr_open(ino, None)
+    }
+
+    /// Attributes of `ino`, asked through the open file `fh` if given: a segment
+    /// merged away since the open has no name any more, but its open file still has
+    /// its size (the kernel asks before reading at the end).
+    pub fn getattr_open(&self, ino: Ino, fh: Option<u64>) -> FsResult<(Attr, Duration)> {
         let _t = self.timer(Op::Getattr);
         let node = self.node(ino)?;
-        let meta = self.meta(node)?;
+        let meta = self.meta(node).or_else(|e| {
+            let h = fh.and_then(|fh| self.files.lock().unwrap().get(&fh).cloned());
+            match h.as_deref() {
+                Some(FileHandle::Segment(seg)) => Ok(Meta { size: seg.file_len()?, tid: Tid::ZERO }),
+                _ => Err(e),
+            }
+        })?;
         let ttl = if node.is_immutable() { LONG_TTL } else { SHORT_TTL };
         Ok((self.attr(node, ino, meta), ttl))
     }
