@@ -6,7 +6,9 @@ use clap::Parser;
 fn main() {
     // fuser warns when it unmounts at the end of a session whose mount `fs2 umount`
     // already removed: that is the normal end, not a problem.
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,fuser::session=error")).init();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn"))
+        .filter_module("fuser::session", log::LevelFilter::Error)
+        .init();
     let args = cli::Cli::parse();
     if !args.is_mount() {
         // A closed stdout (`fs2 info DIR | head -2`) ends the command quietly, as in
