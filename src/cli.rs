@@ -26,6 +26,7 @@ pub struct Cli {
 enum Cmd {
     /// Create a new, empty storage in DIR.
     Init {
+        /// The storage directory.
         dir: PathBuf,
         /// Records never span a multiple of this many bytes (a multiple of 4096).
         #[arg(long, default_value_t = 1 << 28)]
@@ -37,6 +38,7 @@ enum Cmd {
     },
     /// Show the chain of segments, their tid ranges, sizes and counts.
     Info {
+        /// The storage directory.
         dir: PathBuf,
         /// Skip counting live objects (which reads every index).
         #[arg(long)]
@@ -44,16 +46,24 @@ enum Cmd {
     },
     /// Write an object's data to standard output.
     Cat {
+        /// The storage directory.
         dir: PathBuf,
+        /// The object id: 16 hex digits (e.g. 0000000000000001).
         oid: Oid,
         /// Show the object as of this tid (its newest revision with tid <= TID).
         #[arg(long)]
         at: Option<Tid>,
     },
     /// List every retained revision of an object, newest first.
-    History { dir: PathBuf, oid: Oid },
+    History {
+        /// The storage directory.
+        dir: PathBuf,
+        /// The object id: 16 hex digits (e.g. 0000000000000001).
+        oid: Oid,
+    },
     /// List live objects: oid, size, tid of the current revision.
     Ls {
+        /// The storage directory.
         dir: PathBuf,
         /// List the objects as of this tid.
         #[arg(long)]
@@ -61,9 +71,12 @@ enum Cmd {
     },
     /// Print the transaction log in human-readable form (like ZODB's fsdump).
     Dump {
+        /// The storage directory.
         dir: PathBuf,
+        /// Start at this tid (the oldest retained by default).
         #[arg(long)]
         from: Option<Tid>,
+        /// Stop after this tid (the last by default).
         #[arg(long)]
         to: Option<Tid>,
     },
@@ -71,13 +84,17 @@ enum Cmd {
     /// "new" allocates a fresh oid) and delete --delete OIDs.
     Commit(CommitArgs),
     /// Seal the active segment and start a new one.
-    Rotate { dir: PathBuf },
+    Rotate {
+        /// The storage directory.
+        dir: PathBuf,
+    },
     /// Merge (pack) adjacent past segments into one that keeps only each object's record
     /// current at the end of the merged range; the inputs move to DIR/archive/. With
     /// --append, the older segments' records are appended to the newest one instead.
     Merge(MergeArgs),
     /// Move a past segment to another directory (another file system) and relink the chain.
     MoveSegment {
+        /// The storage directory.
         dir: PathBuf,
         #[arg(value_parser = parse_segment)]
         segment: SegmentName,
@@ -87,19 +104,21 @@ enum Cmd {
     /// Show or set how much history the storage keeps: full (until merged) or minimal
     /// (past segments merged after every rotation).
     Retention {
+        /// The storage directory.
         dir: PathBuf,
         #[arg(value_parser = ["full", "minimal"])]
         set: Option<String>,
     },
     /// Verify every checksum, the chain, and every index against its data.
     Check {
+        /// The storage directory.
         dir: PathBuf,
         /// Truncate a torn tail of the active segment and rebuild lost indexes first.
         #[arg(long)]
         repair: bool,
     },
     /// Measure the engine and the mount against this machine's limits and plain files
-    /// (TARGETS.md P1-P10); prints a table.
+    /// (P1-P12, README "Performance"); prints a table.
     Bench(filestorage2::bench::BenchArgs),
     /// Mount a storage as a browsable tree (foreground; Ctrl-C or `fs2 umount` unmounts).
     /// Without arguments: builds the demo storage ./fs2-demo if missing, mounts it on ./fs2-mnt.
@@ -111,9 +130,14 @@ enum Cmd {
         /// Open the storage read-only (a snapshot as of the mount; another process may write).
         #[arg(long)]
         read_only: bool,
-        /// Let other users use the mount (default: only its owner).
+        /// Let other users read the mount (default: only its owner). Writing (txn/, merge)
+        /// stays with the owner unless --allow-other-write.
         #[arg(long)]
         allow_other: bool,
+        /// With --allow-other: let other users write too (begin and commit transactions,
+        /// merge).
+        #[arg(long, requires = "allow_other")]
+        allow_other_write: bool,
         /// Create an empty storage if STORAGE holds none.
         #[arg(long)]
         init: bool,
@@ -147,7 +171,9 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["all", "policy", "segments"])))]
+#[command(override_usage = "fs2 merge DIR (--all | --policy [--keep K] | SEGMENT...) [--append AS_OF]")]
 struct MergeArgs {
+    /// The storage directory.
     dir: PathBuf,
     /// Merge every past segment into one.
     #[arg(long)]
@@ -155,6 +181,7 @@ struct MergeArgs {
     /// Let the size-tiered policy choose: keep at most --keep past segments.
     #[arg(long)]
     policy: bool,
+    /// With --policy: how many past segments to keep at most.
     #[arg(long, default_value_t = 4, requires = "policy")]
     keep: usize,
     /// Adjacent past segments to merge, as `fs2 info` names them.
@@ -181,6 +208,7 @@ fn parse_segment(s: &str) -> Result<SegmentName, String> {
 
 #[derive(Args, Debug)]
 struct CommitArgs {
+    /// The storage directory.
     dir: PathBuf,
     /// OID=FILE pairs.
     #[arg(value_name = "OID=FILE")]
@@ -188,8 +216,10 @@ struct CommitArgs {
     /// Delete this oid (repeatable).
     #[arg(long = "delete", value_name = "OID")]
     deletes: Vec<Oid>,
+    /// The transaction's user name.
     #[arg(long, default_value = "")]
     user: String,
+    /// The transaction's description.
     #[arg(long, default_value = "")]
     description: String,
     /// Extension bytes, stored as given.
@@ -295,12 +325,32 @@ fn tid_or_none(t: Option<Tid>) -> String {
     t.map_or("-".into(), |t| t.to_string())
 }
 
+impl Cli {
+    /// Whether this runs the mount daemon.
+    pub fn is_mount(&self) -> bool {
+        matches!(self.cmd, Cmd::Mount { .. })
+    }
+}
+
+/// Refuse `--at T` inside a merged (packed) range: the exact states there are gone.
+fn packed(s: &Storage, at: Option<Tid>) -> Result<(), Failure> {
+    let Some(t) = at else { return Ok(()) };
+    match s.history_gaps()?.into_iter().find(|(lo, hi, _)| *lo < t && t < *hi) {
+        Some((_, end, seg)) => Err(fail(
+            3,
+            format!("the history at {t} was packed: merged into {seg}, exact states from {end} on (see `fs2 info`)"),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let out = std::io::stdout();
     let mut out = out.lock();
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     match cli.cmd {
         Cmd::Init { dir, alignment, retention } => {
+            filestorage2::mount::owner_only_dir(&dir).map_err(|m| fail(1, m))?;
             let s = Storage::create(&dir, Options { alignment, ..Options::default() })?;
             s.set_retention(retention.parse()?)?;
             w(writeln!(out, "created storage {} (active segment {})", dir.display(), s.segments()?[0].name))?;
@@ -308,6 +358,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Info { dir, no_count } => info(&mut out, &dir, !no_count)?,
         Cmd::Cat { dir, oid, at } => {
             let s = open_ro(&dir)?;
+            packed(&s, at)?;
             let found = s.load_at(oid, at.unwrap_or(Tid::MAX))?;
             match found {
                 Some((_, data)) => w(out.write_all(&data))?,
@@ -332,6 +383,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Ls { dir, at } => {
             let s = open_ro(&dir)?;
+            packed(&s, at)?;
             let at = at.unwrap_or(Tid::MAX);
             let mut start = Oid(0);
             loop {
@@ -402,11 +454,22 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             None => w(writeln!(out, "retention: {}", open_ro(&dir)?.retention()))?,
         },
         Cmd::Demo { dir } => demo(&mut out, &dir)?,
-        Cmd::Mount { storage, mountpoint, read_only, allow_other, init, force, vote_timeout, max_object_size } => {
+        Cmd::Mount {
+            storage,
+            mountpoint,
+            read_only,
+            allow_other,
+            allow_other_write,
+            init,
+            force,
+            vote_timeout,
+            max_object_size,
+        } => {
             drop(out);
             let mopts = filestorage2::fuse::MountOptions {
                 read_only,
                 allow_other,
+                allow_other_write,
                 vote_timeout: std::time::Duration::from_secs(vote_timeout),
                 max_object_size,
             };
@@ -677,6 +740,7 @@ fn mount(
         build_demo(storage)?;
         println!("created the demo storage {} (6 transactions in 2 segments)", storage.display());
     } else if empty && init {
+        filestorage2::mount::owner_only_dir(storage).map_err(|m| fail(1, m))?;
         Storage::create(storage, Options::default())?;
         println!("created an empty storage in {}", storage.display());
     } else if empty {
@@ -686,15 +750,24 @@ fn mount(
     let opts = if read_only { Options::read_only() } else { Options::default() };
     let s = Storage::open(storage, opts)?;
     let m = mp.display();
+    let fs2 = std::env::args().next().unwrap_or_else(|| "fs2".into());
+    // Hints that work on this storage: objects only if it has some, writes only if writable.
+    let mut hints = format!("  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n");
+    if let Some(o) = s.list(Oid(0), Tid::MAX, 1)?.first() {
+        hints += &format!("  cat {m}/head/{}\n  ls {m}/history/{}\n  cat {m}/transactions/*/info\n", o.oid, o.oid);
+        hints += &format!("  T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n");
+    }
+    hints += &format!("  cp -a {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n");
+    if !read_only {
+        hints += &format!(
+            "  mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
+             cat {m}/head/0000000000000009\n"
+        );
+    }
+    hints += &format!("  cat {m}/README                # the tree and how writing works");
     filestorage2::mount::run(s, mp, mopts, || {
         println!(
-            "mounted {} at {m} ({}); Ctrl-C or `fs2 umount {m}` unmounts.\n\
-             Try, in another terminal:\n  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n  \
-             cat {m}/head/0000000000000001\n  ls {m}/history/0000000000000002\n  cat {m}/transactions/*/info\n  \
-             cp -r {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n  \
-             T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n  \
-             mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
-             cat {m}/head/0000000000000009; cat {m}/README                # how writing works",
+            "mounted {} at {m} ({}); Ctrl-C or `{fs2} umount {m}` unmounts.\nTry, in another terminal:\n{hints}",
             storage.display(),
             if read_only { "read-only snapshot" } else { "writable: mkdir txn/NAME to begin a transaction" }
         );
@@ -724,11 +797,12 @@ fn build_demo(dir: &Path) -> Result<(), Failure> {
     s.rotate()?;
     let mut t = s.begin();
     t.set_user(b"gc");
-    t.set_description(b"external garbage collector: delete unreachable oid 3");
+    t.set_description(b"store oid 3, soon unreachable");
     t.store(Oid(3), b"garbage")?;
     t.commit()?;
     let mut t = s.begin();
     t.set_user(b"gc");
+    t.set_description(b"external garbage collector: delete unreachable oid 3");
     t.delete(Oid(3))?;
     t.commit()?;
     Ok(())

@@ -463,3 +463,30 @@ fn permission_denied_is_an_error_not_damage() {
         assert!(err.contains("Permission denied") && err.lines().count() == 1, "{err}");
     }
 }
+
+/// `fs2 cat --at` and `fs2 ls --at` inside a merged range say the history was packed
+/// (not "did not exist").
+#[test]
+fn at_inside_a_packed_range_says_so() {
+    use filestorage2::{merge::Policy, Oid, Options, Storage};
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let s = Storage::create(&dir, Options { sync: false, ..Options::default() }).unwrap();
+    let mut tids = Vec::new();
+    for i in 0..3u8 {
+        let mut x = s.begin();
+        x.store(Oid(1), &[i]).unwrap();
+        tids.push(x.commit().unwrap());
+    }
+    s.rotate().unwrap();
+    s.rotate().unwrap();
+    s.merge(&Policy::All).unwrap().unwrap();
+    drop(s);
+    let (d, mid) = (dir.to_str().unwrap(), tids[1].to_string());
+    for args in [vec!["cat", d, "0000000000000001", "--at", &mid], vec!["ls", d, "--at", &mid]] {
+        let (c, err) = code(&args);
+        assert_eq!(c, 3, "{args:?}");
+        assert!(err.contains("was packed"), "{args:?}: {err}");
+    }
+    assert_eq!(ok(&["cat", d, "0000000000000001", "--at", &tids[2].to_string()]), "\u{2}");
+}
