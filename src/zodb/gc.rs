@@ -1,0 +1,1 @@
+//! Reachability garbage collection.
