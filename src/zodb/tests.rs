@@ -195,3 +195,215 @@ fn hostile_records_stay_bounded() {
     assert!(read_record(&d).is_err(), "stack holds more than one value at STOP");
     assert!(t.elapsed() < std::time::Duration::from_secs(5));
 }
+
+mod gc {
+    use super::super::gc::{collect, mark, GcOptions, GcReport, Graph};
+    use super::super::scan::{class_histogram, dangling, referrers};
+    use crate::error::Error;
+    use crate::store::{Options, Storage};
+    use crate::types::{Oid, Tid};
+
+    enum R {
+        Strong(u64),
+        WithClass(u64),
+        Weak(u64),
+        Cross(u64),
+    }
+
+    /// A protocol-3 record of class `m.C` whose state is a list of references.
+    fn rec(refs: &[R]) -> Vec<u8> {
+        let mut d = b"\x80\x03cm\nC\nq\x00.\x80\x03]q\x01(".to_vec();
+        let oid = |d: &mut Vec<u8>, o: u64| {
+            d.extend_from_slice(b"C\x08");
+            d.extend_from_slice(&o.to_be_bytes());
+        };
+        for r in refs {
+            match *r {
+                R::Strong(o) => oid(&mut d, o),
+                R::WithClass(o) => {
+                    oid(&mut d, o);
+                    d.extend_from_slice(b"h\x00\x86");
+                }
+                R::Weak(o) => {
+                    d.extend_from_slice(b"(X\x01\x00\x00\x00w");
+                    oid(&mut d, o);
+                    d.extend_from_slice(b"\x85l");
+                }
+                R::Cross(o) => {
+                    d.extend_from_slice(b"(X\x01\x00\x00\x00nX\x05\x00\x00\x00other");
+                    oid(&mut d, o);
+                    d.extend_from_slice(b"\x86l");
+                }
+            }
+            d.push(b'Q');
+        }
+        d.extend_from_slice(b"e.");
+        d
+    }
+
+    fn store(s: &Storage, objs: &[(u64, Vec<u8>)]) -> Tid {
+        let mut t = s.begin();
+        for (o, d) in objs {
+            t.store(Oid(*o), d).unwrap();
+        }
+        t.commit().unwrap()
+    }
+
+    fn run(s: &Storage, dry: bool, hook: &mut dyn FnMut()) -> (crate::Result<GcReport>, Vec<u64>) {
+        let mut g = Vec::new();
+        let r = collect(
+            s,
+            GcOptions {
+                dry_run: dry,
+                on_garbage: &mut |o| g.push(o.0),
+                progress: &mut |_, _, _| {},
+                before_commit: hook,
+            },
+        );
+        (r, g)
+    }
+
+    fn live(s: &Storage) -> Vec<u64> {
+        s.list(Oid(0), Tid::MAX, 1000).unwrap().iter().map(|o| o.oid.0).collect()
+    }
+
+    /// root 0 -> 1 (class) -> 2; 0 weak-> 3; 0 cross-> 4; 0 -> 999 (missing);
+    /// 5 <-> 6 garbage cycle; 7 garbage referring to 2; 8 garbage, not a ZODB record.
+    fn sample(dir: &std::path::Path) -> Storage {
+        let s = Storage::create(dir, Options::default()).unwrap();
+        store(
+            &s,
+            &[
+                (0, rec(&[R::WithClass(1), R::Weak(3), R::Cross(4), R::Strong(999)])),
+                (1, rec(&[R::Strong(2)])),
+                (2, rec(&[])),
+                (3, rec(&[])),
+                (4, rec(&[])),
+                (5, rec(&[R::Strong(6)])),
+                (6, rec(&[R::WithClass(5)])),
+                (7, rec(&[R::Strong(2)])),
+                (8, b"plain bytes".to_vec()),
+            ],
+        );
+        s
+    }
+
+    #[test]
+    fn gc_follows_strong_references_only() {
+        let t = tempfile::tempdir().unwrap();
+        let s = sample(t.path());
+        let (r, g) = run(&s, true, &mut || {});
+        let r = r.unwrap();
+        assert_eq!(g, [3, 4, 5, 6, 7, 8]);
+        assert_eq!((r.objects, r.reachable, r.garbage, r.unreadable_garbage, r.tid), (9, 3, 6, 1, None));
+        assert_eq!(live(&s).len(), 9, "a dry run deletes nothing");
+        let (r, g) = run(&s, false, &mut || {});
+        let tid = r.unwrap().tid.expect("committed");
+        assert_eq!(g, [3, 4, 5, 6, 7, 8]);
+        assert_eq!(live(&s), [0, 1, 2]);
+        let txn = s.transactions(tid, tid).next().unwrap().unwrap();
+        assert_eq!(txn.records.len(), 6, "one transaction deletes all the garbage");
+        assert_eq!(run(&s, false, &mut || {}).0.unwrap().garbage, 0);
+    }
+
+    #[test]
+    fn a_concurrent_change_to_garbage_deletes_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let s = sample(t.path());
+        let s2 = s.clone();
+        let (r, _) = run(&s, false, &mut || {
+            store(&s2, &[(6, rec(&[]))]);
+        });
+        assert!(matches!(r, Err(Error::Conflict { oid: Oid(6), .. })), "{r:?}");
+        assert_eq!(live(&s).len(), 9, "nothing deleted");
+    }
+
+    #[test]
+    fn a_concurrent_reference_to_garbage_deletes_nothing() {
+        // A client that still held object 7 links it from the root after the walk.
+        let t = tempfile::tempdir().unwrap();
+        let s = sample(t.path());
+        let s2 = s.clone();
+        let (r, _) = run(&s, false, &mut || {
+            store(&s2, &[(0, rec(&[R::WithClass(1), R::Strong(7)]))]);
+        });
+        assert!(matches!(r, Err(Error::Conflict { oid: Oid(7), .. })), "{r:?}");
+        assert_eq!(live(&s).len(), 9, "nothing deleted");
+        // Run again: 7 is reachable now.
+        let (r, g) = run(&s, false, &mut || {});
+        r.unwrap();
+        assert_eq!(g, [3, 4, 5, 6, 8]);
+    }
+
+    #[test]
+    fn gc_refuses_unknown_references_and_a_missing_root() {
+        let t = tempfile::tempdir().unwrap();
+        let s = Storage::create(t.path(), Options::default()).unwrap();
+        assert_eq!(run(&s, false, &mut || {}).0.unwrap().objects, 0, "empty storage: nothing to do");
+        store(&s, &[(1, rec(&[]))]);
+        let e = run(&s, false, &mut || {}).0.unwrap_err();
+        assert!(e.to_string().contains("no root object"), "{e}");
+        // A reachable record that is not a ZODB record: its references are unknown.
+        store(&s, &[(0, rec(&[R::Strong(2)])), (2, b"<oid 0000000000000001>".to_vec())]);
+        let e = run(&s, false, &mut || {}).0.unwrap_err();
+        assert!(e.to_string().contains("object 0000000000000002 is reachable") && e.to_string().contains("not a ZODB record"), "{e}");
+        assert_eq!(live(&s), [0, 1, 2], "nothing deleted");
+    }
+
+    #[test]
+    fn marking_with_a_tiny_stack_spills_and_finds_the_same_set() {
+        // A chain 0 -> 1 -> ... -> 299 and a fan-out 0 -> 1000..1299, 200 garbage.
+        let t = tempfile::tempdir().unwrap();
+        let s = Storage::create(t.path(), Options::default()).unwrap();
+        let mut objs: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut root: Vec<R> = (1000..1300).map(R::Strong).collect();
+        root.push(R::Strong(1));
+        objs.push((0, rec(&root)));
+        for i in 1..300 {
+            objs.push((i, rec(&[R::Strong(i + 1), R::Strong(1000 + i)])));
+        }
+        objs.push((300, rec(&[])));
+        for i in 1000..1300 {
+            objs.push((i, rec(&[R::Strong(i - 999)])));
+        }
+        for i in 5000..5200 {
+            objs.push((i, rec(&[R::Strong(0), R::Strong(i + 1)])));
+        }
+        store(&s, &objs);
+        let g = Graph::build(&s, s.last_tid(), &mut |_, _, _| {}).unwrap();
+        let big = mark(&s, &g, Oid(0), 1 << 20, &mut |_, _, _| {}).unwrap();
+        for limit in [1, 2, 3, 64] {
+            let small = mark(&s, &g, Oid(0), limit, &mut |_, _, _| {}).unwrap();
+            assert_eq!(small.reachable, big.reachable, "stack limit {limit}");
+            for i in 0..g.len() {
+                assert_eq!(small.is_marked(i), big.is_marked(i), "node {i} with stack limit {limit}");
+            }
+        }
+        assert_eq!(big.reachable, 601);
+    }
+
+    #[test]
+    fn histogram_referrers_and_dangling_references() {
+        let t = tempfile::tempdir().unwrap();
+        let s = sample(t.path());
+        let h = class_histogram(&s, Tid::MAX, &mut |_| {}).unwrap();
+        let names: Vec<(&str, u64)> = h.iter().map(|c| (c.class.as_str(), c.count)).collect();
+        assert_eq!(names, [("m.C", 8), ("(not a ZODB record)", 1)]);
+        let from: Vec<u64> = referrers(&s, Oid(2), Tid::MAX, &mut |_| {}).unwrap().iter().map(|r| r.0 .0).collect();
+        assert_eq!(from, [1, 7]);
+        let mut found = Vec::new();
+        let mut bad = Vec::new();
+        let r = dangling(&s, Tid::MAX, &mut |_, _, _| {}, &mut |a, b| found.push((a.0, b.0)), &mut |o, _| bad.push(o.0))
+            .unwrap();
+        assert_eq!(found, [(0, 999)]);
+        assert_eq!(bad, [8]);
+        assert_eq!((r.dangling, r.unreadable), (1, 1));
+        // A deleted target is dangling too.
+        let mut t2 = s.begin();
+        t2.delete(Oid(2)).unwrap();
+        t2.commit().unwrap();
+        let mut found = Vec::new();
+        dangling(&s, Tid::MAX, &mut |_, _, _| {}, &mut |a, b| found.push((a.0, b.0)), &mut |_, _| {}).unwrap();
+        assert_eq!(found, [(0, 999), (1, 2), (7, 2)]);
+    }
+}
