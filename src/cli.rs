@@ -599,7 +599,8 @@ fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Option<Tid>) ->
         for (j, (oid, data)) in t.records.iter().enumerate() {
             match data {
                 Some(d) => {
-                    let class = reader.read(d).map_or_else(|_| "? (not a ZODB record)".to_string(), |(c, _)| c.to_string());
+                    let class =
+                        reader.read(d).map_or_else(|_| "? (not a ZODB record)".to_string(), |(c, _)| c.to_string());
                     w(writeln!(out, "  data #{j:05} oid={oid} size={} class={class}", d.len()))?
                 }
                 None => w(writeln!(out, "  data #{j:05} oid={oid} deleted"))?,
@@ -852,7 +853,12 @@ fn check_refs(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
     if r.dangling > 0 || r.unreadable > 0 {
         return Err(fail(
             5,
-            format!("{} dangling reference(s), {} record(s) not ZODB records in {}", r.dangling, r.unreadable, dir.display()),
+            format!(
+                "{} dangling reference(s), {} record(s) not ZODB records in {}",
+                r.dangling,
+                r.unreadable,
+                dir.display()
+            ),
         ));
     }
     Ok(())

@@ -209,7 +209,10 @@ fn zodb_commands_gc_analyze_refs_check_refs_and_dump_classes() {
     assert_eq!(dry, "0000000000000004\n0000000000000005\n");
     assert_eq!(ok(&["ls", d]).lines().count(), 6, "a dry run deletes nothing");
     let out = ok(&["gc", d]);
-    assert!(out.contains("6 objects") && out.contains("4 reachable, 2 garbage") && out.contains("deleted in transaction"), "{out}");
+    assert!(
+        out.contains("6 objects") && out.contains("4 reachable, 2 garbage") && out.contains("deleted in transaction"),
+        "{out}"
+    );
     let ls = ok(&["ls", d]);
     let oids: Vec<&str> = ls.lines().map(|l| &l[..16]).collect();
     assert_eq!(oids, ["0000000000000000", "0000000000000001", "0000000000000002", "0000000000000003"]);

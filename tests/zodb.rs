@@ -71,7 +71,9 @@ fn zodb_database(work: &std::path::Path) -> Option<Zodb> {
     }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/zodb/build_db.py");
     let out = run_python(&[script, work.to_str().unwrap()], Duration::from_secs(300)).unwrap();
-    let hex = |s: &str| -> Vec<u8> { (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect() };
+    let hex = |s: &str| -> Vec<u8> {
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+    };
     let oid = |s: &str| Oid(u64::from_str_radix(s, 16).unwrap());
     let rec = |oid_: Option<Oid>, f: &[&str]| Rec {
         oid: oid_,
@@ -124,7 +126,9 @@ fn reader_agrees_with_referencesf_and_get_pickle_metadata_on_every_record() {
     println!("references: {with_class} (oid, class), {plain} oid only, {weak} weak, {cross} cross-database");
     assert!(all.len() > 400 && z.extra.len() == 6);
     assert!(weak >= 3 && cross >= 2 && with_class > 50 && plain > 5, "every reference form is covered");
-    for c in ["BTrees.OOBTree.OOBucket", "BTrees.IOBTree.IOBucket", "persistent.list.PersistentList", "__main__.WithArgs"] {
+    for c in
+        ["BTrees.OOBTree.OOBucket", "BTrees.IOBTree.IOBucket", "persistent.list.PersistentList", "__main__.WithArgs"]
+    {
         assert!(classes.contains(c), "{c} in {classes:?}");
     }
 }

@@ -30,7 +30,8 @@ fn rec(refs: &[u64]) -> Vec<u8> {
 /// sampled every 5 ms, stdout).
 fn timed(args: &[&str]) -> (f64, f64, f64, String) {
     let t = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_fs2")).args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let child =
+        Command::new(env!("CARGO_BIN_EXE_fs2")).args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
     let pid = child.id() as libc::pid_t;
     let sampler = std::thread::spawn(move || {
         let mut peak = 0u64;
@@ -38,7 +39,10 @@ fn timed(args: &[&str]) -> (f64, f64, f64, String) {
             if st.contains("State:\tZ") {
                 break;
             }
-            let kb = st.lines().find_map(|l| l.strip_prefix("RssAnon:")).and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok());
+            let kb = st
+                .lines()
+                .find_map(|l| l.strip_prefix("RssAnon:"))
+                .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok());
             peak = peak.max(kb.unwrap_or(0));
             std::thread::sleep(std::time::Duration::from_millis(5));
         }

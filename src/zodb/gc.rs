@@ -61,7 +61,9 @@ pub(crate) struct Graph {
 }
 
 fn tmp(dir: &Path) -> Result<std::fs::File> {
-    tempfile::tempfile_in(dir).or_else(|_| tempfile::tempfile()).map_err(|e| Error::io(dir, "create temporary file in", e))
+    tempfile::tempfile_in(dir)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(|e| Error::io(dir, "create temporary file in", e))
 }
 
 impl Graph {
@@ -89,7 +91,10 @@ impl Graph {
                         loc |= UNREADABLE;
                     }
                 }
-                nodes.write_all(&oid.0.to_le_bytes()).and_then(|_| nodes.write_all(&loc.to_le_bytes())).map_err(werr)?;
+                nodes
+                    .write_all(&oid.0.to_le_bytes())
+                    .and_then(|_| nodes.write_all(&loc.to_le_bytes()))
+                    .map_err(werr)?;
                 count += 1;
                 Ok(())
             })?;
@@ -298,7 +303,9 @@ pub fn collect(s: &Storage, o: GcOptions<'_>) -> Result<GcReport> {
     (o.before_commit)();
     let Some(mut t) = txn.filter(|_| report.garbage > 0) else { return Ok(report) };
     t.set_user(b"fs2 gc");
-    t.set_description(format!("gc: delete {} objects unreachable from the root as of {base}", report.garbage).as_bytes());
+    t.set_description(
+        format!("gc: delete {} objects unreachable from the root as of {base}", report.garbage).as_bytes(),
+    );
     t.vote()?;
     // The commit lock is ours: no transaction commits until finish or abort. One
     // committed after the base that refers to a garbage object revived it.

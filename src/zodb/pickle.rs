@@ -79,8 +79,7 @@ impl Reader {
         let (meta, end) = run.pickle(0)?;
         let class = run.class_of(meta).ok_or_else(|| NotZodb {
             offset: 0,
-            reason: "the first pickle does not name a class (a global, (class, args) or ((module, name), args))"
-                .into(),
+            reason: "the first pickle does not name a class (a global, (class, args) or ((module, name), args))".into(),
         })?;
         if end == data.len() {
             return err(end, "no state pickle after the class pickle");
@@ -212,9 +211,11 @@ impl Run<'_> {
                 kind: RefKind::CrossDatabase { database: db(*d)? },
                 class: self.class_name(*c),
             }),
-            ("n", [d, o]) => {
-                Ok(Reference { oid: self.oid(*o, at)?, kind: RefKind::CrossDatabase { database: db(*d)? }, class: None })
-            }
+            ("n", [d, o]) => Ok(Reference {
+                oid: self.oid(*o, at)?,
+                kind: RefKind::CrossDatabase { database: db(*d)? },
+                class: None,
+            }),
             ("w" | "m" | "n", a) => err(at, format!("a '{kind}' reference with {} arguments", a.len())),
             _ => err(at, format!("unknown extended persistent reference type {kind:?} (ZODB defines 'w', 'm', 'n')")),
         }
@@ -349,7 +350,8 @@ impl Run<'_> {
                 }
                 0x8d | 0x8e | 0x96 => {
                     let n = le(arg!(8));
-                    let n = usize::try_from(n).map_err(|_| NotZodb { offset: at as u64, reason: "huge length".into() })?;
+                    let n =
+                        usize::try_from(n).map_err(|_| NotZodb { offset: at as u64, reason: "huge length".into() })?;
                     arg!(n);
                     let v = if op == 0x96 { V::Other } else { self.span(pos - n, n) };
                     self.r.stack.push(v)

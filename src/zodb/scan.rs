@@ -51,7 +51,8 @@ pub fn class_histogram(s: &Storage, at: Tid, progress: &mut dyn FnMut(u64)) -> R
         }
         Ok(())
     })?;
-    let mut v: Vec<ClassStat> = by.into_iter().map(|(class, (count, bytes))| ClassStat { class, count, bytes }).collect();
+    let mut v: Vec<ClassStat> =
+        by.into_iter().map(|(class, (count, bytes))| ClassStat { class, count, bytes }).collect();
     v.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.class.cmp(&b.class)));
     Ok(v)
 }

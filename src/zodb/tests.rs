@@ -58,7 +58,10 @@ fn reads_python2_protocol_1_and_2_records() {
     let p2 = b"\x80\x02U\x03modq\x00U\x04Nameq\x01\x86q\x02N\x86q\x03.\x80\x02]q\x04(U\x01nU\x02dbU\x08\x00\x00\x00\x00\x00\x00\x00\x05\x86eQ\x85.";
     let r = read_record(p2).unwrap();
     assert_eq!(r.class, named("mod", "Name"));
-    assert_eq!(r.refs, vec![Reference { oid: Oid(5), kind: RefKind::CrossDatabase { database: "db".into() }, class: None }]);
+    assert_eq!(
+        r.refs,
+        vec![Reference { oid: Oid(5), kind: RefKind::CrossDatabase { database: "db".into() }, class: None }]
+    );
 }
 
 #[test]
@@ -139,7 +142,8 @@ impl Rng {
 #[test]
 fn fuzz_random_and_mutated_records_never_panic() {
     let n: u64 = std::env::var("FS2_FUZZ_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(200_000);
-    let seeds: [&[u8]; 3] = [ROOT, BTREE, b"(cfoo.bar\nBaz\nq\x01Ntq\x02.}q\x03(U\x01xq\x04U\x08\x00\x00\x00\x00\x00\x00\x00\x07q\x05Qu."];
+    let seeds: [&[u8]; 3] =
+        [ROOT, BTREE, b"(cfoo.bar\nBaz\nq\x01Ntq\x02.}q\x03(U\x01xq\x04U\x08\x00\x00\x00\x00\x00\x00\x00\x07q\x05Qu."];
     // Bytes a pickle is made of, so that random input goes deep into the machine.
     let alphabet: &[u8] = b"().0129NJKMGFILUCTXBSVt]lae}dsucRbiopqrghjQP\n\x80\x81\x85\x86\x87\x88\x8a\x8c\x8e\x93\x94\x95\x01\x03\x08\xff";
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
@@ -149,7 +153,13 @@ fn fuzz_random_and_mutated_records_never_panic() {
         let mut d: Vec<u8> = if i % 3 == 0 {
             let len = rng.below(64) as usize;
             (0..len)
-                .map(|_| if rng.below(4) == 0 { rng.next() as u8 } else { alphabet[rng.below(alphabet.len() as u64) as usize] })
+                .map(|_| {
+                    if rng.below(4) == 0 {
+                        rng.next() as u8
+                    } else {
+                        alphabet[rng.below(alphabet.len() as u64) as usize]
+                    }
+                })
                 .collect()
         } else {
             seeds[rng.below(seeds.len() as u64) as usize].to_vec()
@@ -346,7 +356,11 @@ mod gc {
         // A reachable record that is not a ZODB record: its references are unknown.
         store(&s, &[(0, rec(&[R::Strong(2)])), (2, b"<oid 0000000000000001>".to_vec())]);
         let e = run(&s, false, &mut || {}).0.unwrap_err();
-        assert!(e.to_string().contains("object 0000000000000002 is reachable") && e.to_string().contains("not a ZODB record"), "{e}");
+        assert!(
+            e.to_string().contains("object 0000000000000002 is reachable")
+                && e.to_string().contains("not a ZODB record"),
+            "{e}"
+        );
         assert_eq!(live(&s), [0, 1, 2], "nothing deleted");
     }
 
@@ -393,8 +407,9 @@ mod gc {
         assert_eq!(from, [1, 7]);
         let mut found = Vec::new();
         let mut bad = Vec::new();
-        let r = dangling(&s, Tid::MAX, &mut |_, _, _| {}, &mut |a, b| found.push((a.0, b.0)), &mut |o, _| bad.push(o.0))
-            .unwrap();
+        let r =
+            dangling(&s, Tid::MAX, &mut |_, _, _| {}, &mut |a, b| found.push((a.0, b.0)), &mut |o, _| bad.push(o.0))
+                .unwrap();
         assert_eq!(found, [(0, 999)]);
         assert_eq!(bad, [8]);
         assert_eq!((r.dangling, r.unreadable), (1, 1));
