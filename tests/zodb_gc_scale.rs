@@ -28,6 +28,8 @@ fn rec(refs: &[u64]) -> Vec<u8> {
 
 /// Run fs2 with `args`: (seconds, peak RSS in MiB, peak anonymous RSS (heap) in MiB
 /// sampled every 5 ms, stdout).
+// The child is reaped by `wait4` (for its rusage), not `Child::wait`.
+#[allow(clippy::zombie_processes)]
 fn timed(args: &[&str]) -> (f64, f64, f64, String) {
     let t = Instant::now();
     let child =

@@ -224,7 +224,7 @@ pub(crate) fn mark(
                     visit(j, &mut m, &mut stack, &mut pending)?;
                 }
             }
-            if m.reachable % 65536 == 0 {
+            if m.reachable.is_multiple_of(65536) {
                 progress(Phase::Mark, m.reachable, n);
             }
         }
