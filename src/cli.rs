@@ -116,6 +116,22 @@ enum Cmd {
         /// Truncate a torn tail of the active segment and rebuild lost indexes first.
         #[arg(long)]
         repair: bool,
+        /// Also read every current object as a ZODB record and report references to
+        /// objects that do not exist (like ZODB's fsrefs); exit 5 if there are any.
+        #[arg(long)]
+        refs: bool,
+    },
+    /// Class histogram of the current objects of a ZODB database (like ZODB's analyze).
+    Analyze { dir: PathBuf },
+    /// What an object references, and which objects reference it (a scan of all).
+    Refs { dir: PathBuf, oid: Oid },
+    /// Delete the objects unreachable from the root object 0 by ZODB references (weak
+    /// references keep nothing alive), in one transaction based on the snapshot walked.
+    Gc {
+        dir: PathBuf,
+        /// List the garbage, delete nothing (opens the storage read-only).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Measure the engine and the mount against this machine's limits and plain files
     /// (P1-P12, README "Performance"); prints a table.
@@ -282,6 +298,20 @@ impl Progress {
     fn new(what: &'static str) -> Progress {
         Progress { what, last: Instant::now(), shown: false, tty: std::io::stderr().is_terminal() }
     }
+    /// Items done, of `total` if known (0: unknown).
+    fn update_count(&mut self, done: u64, total: u64) {
+        if !self.tty || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        self.shown = true;
+        if total == 0 {
+            eprint!("\r\x1b[K{}: {done}", self.what);
+        } else {
+            eprint!("\r\x1b[K{}: {:5.1}% ({done} of {total})", self.what, done as f64 * 100.0 / total as f64);
+        }
+    }
+
     fn update(&mut self, done: u64, total: u64) {
         if !self.tty || self.last.elapsed() < Duration::from_millis(200) {
             return;
@@ -404,7 +434,10 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let name = s.rotate()?;
             w(writeln!(out, "sealed the active segment; new active segment {name}"))?;
         }
-        Cmd::Check { dir, repair } => {
+        Cmd::Analyze { dir } => analyze(&mut out, &dir)?,
+        Cmd::Refs { dir, oid } => refs(&mut out, &dir, oid)?,
+        Cmd::Gc { dir, dry_run } => gc(&mut out, &dir, dry_run)?,
+        Cmd::Check { dir, repair, refs } => {
             // Everything on stdout, one line each: `repaired: ...`, `problem: ...`, the
             // counts, then `ok` or `damaged: N problem(s)`. An error that is not damage
             // (no storage there, no access) is one line on stderr, exit 3 or 1.
@@ -435,6 +468,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             if !r.ok() {
                 w(writeln!(out, "damaged: {} problem(s) in {}", r.problems.len(), dir.display()))?;
                 return Err(fail(5, ""));
+            }
+            if refs {
+                check_refs(&mut out, &dir)?;
             }
             w(writeln!(out, "ok"))?;
         }
@@ -645,6 +681,7 @@ fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Option<Tid>) ->
     let total: u64 = s.segments()?.iter().map(|g| g.data_end).sum();
     let mut done = 0;
     let mut p = Progress::new("dump");
+    let mut reader = filestorage2::zodb::Reader::new();
     for (i, t) in s.transactions(from.unwrap_or(Tid::ZERO), to.unwrap_or(Tid::MAX)).enumerate() {
         let t = t?;
         done += t.records.iter().map(|r| 48 + r.1.as_ref().map_or(0, |d| d.len() as u64)).sum::<u64>();
@@ -665,7 +702,11 @@ fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Option<Tid>) ->
         w(writeln!(out, "    user='{}' description='{}'{ext}", escape(&t.meta.user), escape(&t.meta.description)))?;
         for (j, (oid, data)) in t.records.iter().enumerate() {
             match data {
-                Some(d) => w(writeln!(out, "  data #{j:05} oid={oid} size={}", d.len()))?,
+                Some(d) => {
+                    let class =
+                        reader.read(d).map_or_else(|_| "? (not a ZODB record)".to_string(), |(c, _)| c.to_string());
+                    w(writeln!(out, "  data #{j:05} oid={oid} size={} class={class}", d.len()))?
+                }
                 None => w(writeln!(out, "  data #{j:05} oid={oid} deleted"))?,
             }
         }
@@ -827,5 +868,153 @@ fn demo(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
          fs2 mount {d} fs2-mnt    # browse it as files; Ctrl-C unmounts\n\
          (fs2 is target/release/fs2; or use `cargo run --release -- <command>`)"
     ))?;
+    Ok(())
+}
+
+/// Progress of a ZODB scan on stderr (a terminal only).
+fn phase_progress(p: &mut Progress) -> impl FnMut(filestorage2::zodb::gc::Phase, u64, u64) + '_ {
+    move |ph, done, total| {
+        p.what = match ph {
+            filestorage2::zodb::gc::Phase::Scan => "reading objects",
+            filestorage2::zodb::gc::Phase::Mark => "marking reachable objects",
+        };
+        p.update_count(done, total)
+    }
+}
+
+fn analyze(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = open_ro(dir)?;
+    let mut p = Progress::new("reading objects");
+    let hist = filestorage2::zodb::scan::class_histogram(&s, Tid::MAX, &mut |n| p.update_count(n, 0))?;
+    drop(p);
+    let (count, bytes) = hist.iter().fold((0, 0), |a, c| (a.0 + c.count, a.1 + c.bytes));
+    w(writeln!(out, "current objects as of {}: {count}, {bytes} bytes", s.last_tid()))?;
+    w(writeln!(out, "{:<50} {:>10} {:>6} {:>14} {:>6} {:>10}", "Class Name", "Count", "%", "Bytes", "%", "Avg"))?;
+    let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
+    for c in &hist {
+        w(writeln!(
+            out,
+            "{:<50} {:>10} {:>5.1}% {:>14} {:>5.1}% {:>10}",
+            c.class,
+            c.count,
+            pct(c.count, count),
+            c.bytes,
+            pct(c.bytes, bytes),
+            c.bytes / c.count.max(1)
+        ))?;
+    }
+    Ok(())
+}
+
+fn refs(out: &mut impl Write, dir: &Path, oid: Oid) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = open_ro(dir)?;
+    let at = s.last_tid();
+    let Some((tid, data)) = s.load_at(oid, at)? else {
+        return Err(fail(3, format!("oid {oid} does not exist (or is deleted); `fs2 history` lists its revisions")));
+    };
+    match filestorage2::zodb::read_record(&data) {
+        Ok(r) => {
+            w(writeln!(out, "{oid} class={} tid={tid}", r.class))?;
+            w(writeln!(out, "references ({}):", r.refs.len()))?;
+            for x in &r.refs {
+                let gone = if s.load_at(x.oid, at)?.is_none() && x.is_strong() { " MISSING" } else { "" };
+                w(writeln!(out, "  {x}{gone}"))?;
+            }
+        }
+        Err(e) => w(writeln!(out, "{oid} tid={tid}: {e}"))?,
+    }
+    let mut p = Progress::new("reading objects");
+    let from = filestorage2::zodb::scan::referrers(&s, oid, at, &mut |n| p.update_count(n, 0))?;
+    drop(p);
+    w(writeln!(out, "referenced by ({}):", from.len()))?;
+    for (o, r) in &from {
+        let kind = r.to_string();
+        let kind = kind.strip_prefix(&oid.to_string()).unwrap_or("");
+        w(writeln!(out, "  {o}{kind}"))?;
+    }
+    Ok(())
+}
+
+fn check_refs(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = open_ro(dir)?;
+    let mut p = Progress::new("reading objects");
+    // Problems as found (at most 1000 lines shown; all counted).
+    let lines = std::cell::RefCell::new(Vec::new());
+    let note = |l: String| {
+        let mut v = lines.borrow_mut();
+        if v.len() < 1000 {
+            v.push(l);
+        }
+    };
+    let r = filestorage2::zodb::scan::dangling(
+        &s,
+        s.last_tid(),
+        &mut phase_progress(&mut p),
+        &mut |from, to| note(format!("problem: dangling reference: oid {from} references {to}, which does not exist")),
+        &mut |oid, why| note(format!("problem: not a ZODB record: oid {oid}: {why}")),
+    )?;
+    drop(p);
+    for l in lines.borrow().iter() {
+        w(writeln!(out, "{l}"))?;
+    }
+    w(writeln!(
+        out,
+        "references: {} objects, {} references, {} dangling, {} not ZODB records",
+        r.objects, r.references, r.dangling, r.unreadable
+    ))?;
+    if r.dangling > 0 || r.unreadable > 0 {
+        w(writeln!(out, "damaged: {} problem(s) in {}", r.dangling + r.unreadable, dir.display()))?;
+        return Err(fail(5, ""));
+    }
+    Ok(())
+}
+
+fn gc(out: &mut impl Write, dir: &Path, dry_run: bool) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = if dry_run { open_ro(dir)? } else { Storage::open(dir, Options::default())? };
+    let mut p = Progress::new("reading objects");
+    let mut listed = Vec::new();
+    let mut io_err = None;
+    let report = filestorage2::zodb::gc::collect(
+        &s,
+        filestorage2::zodb::gc::GcOptions {
+            dry_run,
+            on_garbage: &mut |oid| {
+                if dry_run {
+                    if let Err(e) = writeln!(out, "{oid}") {
+                        io_err.get_or_insert(e);
+                    }
+                } else {
+                    listed.push(oid);
+                }
+            },
+            progress: &mut phase_progress(&mut p),
+            before_commit: &mut || {},
+        },
+    )?;
+    drop(p);
+    if let Some(e) = io_err {
+        return Err(fail(1, format!("writing output: {e}")));
+    }
+    let summary = format!(
+        "{} objects as of {}: {} reachable, {} garbage{}",
+        report.objects,
+        report.base,
+        report.reachable,
+        report.garbage,
+        if report.unreadable_garbage > 0 {
+            format!(" ({} of them not ZODB records)", report.unreadable_garbage)
+        } else {
+            String::new()
+        }
+    );
+    match report.tid {
+        Some(tid) => w(writeln!(out, "{summary}; deleted in transaction {tid}"))?,
+        None if dry_run => eprintln!("{summary} (dry run: nothing deleted)"),
+        None => w(writeln!(out, "{summary}; nothing to delete"))?,
+    }
     Ok(())
 }

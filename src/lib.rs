@@ -27,6 +27,7 @@ mod txn;
 pub mod types;
 pub mod vfs;
 mod views;
+pub mod zodb;
 
 pub use error::{Error, Result};
 pub use format::TxnMeta;

@@ -572,6 +572,39 @@ impl Storage {
         Ok(out)
     }
 
+    /// Call `f(oid, tid, data)` for the live objects with oid ≥ `start` as of `at`, in oid
+    /// order, visiting at most `limit` oids; returns the oid to continue from (`None` at
+    /// the end). Holds the read view for one call only, so a scan of every object in
+    /// chunks never blocks commits for long.
+    pub fn scan_live(
+        &self,
+        start: Oid,
+        at: Tid,
+        limit: usize,
+        mut f: impl FnMut(Oid, Tid, &[u8]) -> Result<()>,
+    ) -> Result<Option<Oid>> {
+        let v = self.view();
+        let (mut n, mut next) = (0, None);
+        each_oid(&v, start, |oid| {
+            if n == limit {
+                next = Some(oid);
+                return Ok(false);
+            }
+            n += 1;
+            walk(&v, oid, |r| {
+                if r.header.tid > at {
+                    return Ok(true);
+                }
+                if !r.header.is_delete() {
+                    f(oid, r.header.tid, &r.data)?;
+                }
+                Ok(false)
+            })?;
+            Ok(true)
+        })?;
+        Ok(next)
+    }
+
     /// Number of live objects (walks every index: O(objects)).
     pub fn count_objects(&self) -> Result<u64> {
         let mut n = 0;

@@ -150,30 +150,83 @@ fn check_finds_damage_and_repair_fixes_a_torn_tail() {
     assert_ne!(code(&["cat", d, "0000000000000001"]).0, 0);
 }
 
+/// A protocol-3 ZODB record of class `m.C` whose state is a list of strong references
+/// (as ZODB writes them: oid, or (oid, class)).
+fn zodb_record(refs: &[u64]) -> Vec<u8> {
+    let mut d = b"\x80\x03cm\nC\nq\x00.\x80\x03]q\x01(".to_vec();
+    for (i, o) in refs.iter().enumerate() {
+        d.extend_from_slice(b"C\x08");
+        d.extend_from_slice(&o.to_be_bytes());
+        if i % 2 == 1 {
+            d.extend_from_slice(b"h\x00\x86");
+        }
+        d.push(b'Q');
+    }
+    d.extend_from_slice(b"e.");
+    d
+}
+
 #[test]
-fn contrib_offline_gc_deletes_only_unreachable_objects() {
+fn zodb_commands_gc_analyze_refs_check_refs_and_dump_classes() {
     let t = tempfile::tempdir().unwrap();
-    let d = t.path().join("db");
-    let d = d.to_str().unwrap();
-    ok(&["demo", d]);
-    let orphan = t.path().join("o");
-    std::fs::write(&orphan, b"nobody points here").unwrap();
-    ok(&["commit", d, &format!("0000000000000009={}", orphan.display())]);
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/offline-gc.sh");
-    let run = |extra: &[&str]| {
-        let o =
-            Command::new("bash").arg(script).arg(d).args(extra).env("FS2", env!("CARGO_BIN_EXE_fs2")).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-        String::from_utf8(o.stdout).unwrap()
-    };
-    assert!(run(&["--dry-run"]).contains("0000000000000009"));
-    assert_eq!(ok(&["ls", d]).lines().count(), 4, "dry run deletes nothing");
-    assert!(run(&[]).contains("garbage: 1 objects"));
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    ok(&["init", d]);
+    let mut pairs = Vec::new();
+    // 0 -> 1, 2; 1 -> 3 and the missing 77; 4 -> 1 is garbage; 5 is not a ZODB record.
+    for (oid, data) in [
+        (0u64, zodb_record(&[1, 2])),
+        (1, zodb_record(&[3, 0x77])),
+        (2, zodb_record(&[])),
+        (3, zodb_record(&[])),
+        (4, zodb_record(&[1])),
+        (5, b"<oid 0000000000000004>".to_vec()),
+    ] {
+        let f = t.path().join(format!("o{oid}"));
+        std::fs::write(&f, data).unwrap();
+        pairs.push(format!("{oid:016x}={}", f.display()));
+    }
+    let args: Vec<&str> = ["commit", d].into_iter().chain(pairs.iter().map(String::as_str)).collect();
+    ok(&args);
+
+    let dump = ok(&["dump", d]);
+    assert!(dump.contains("oid=0000000000000000 size=") && dump.contains("class=m.C"), "{dump}");
+    assert!(dump.contains("class=? (not a ZODB record)"), "{dump}");
+    let a = ok(&["analyze", d]);
+    assert!(a.contains("current objects") && a.lines().any(|l| l.starts_with("m.C ") && l.contains(" 5 ")), "{a}");
+    assert!(a.contains("(not a ZODB record)"), "{a}");
+    let r = ok(&["refs", d, "0000000000000001"]);
+    assert!(r.contains("references (2):") && r.contains("0000000000000077 class=m.C MISSING"), "{r}");
+    assert!(r.contains("referenced by (2):") && r.contains("  0000000000000000\n  0000000000000004\n"), "{r}");
+    assert_eq!(code(&["refs", d, "0000000000000099"]).0, 3);
+
+    let (c, _) = code(&["check", d, "--refs"]);
+    assert_eq!(c, 5, "dangling references fail check --refs");
+    let o = fs2(&["check", d, "--refs"]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("problem: dangling reference: oid 0000000000000001 references 0000000000000077"), "{out}");
+    assert!(out.contains("problem: not a ZODB record: oid 0000000000000005"), "{out}");
+    assert_eq!(code(&["check", d]).0, 0, "without --refs only the bytes are checked");
+
+    let dry = ok(&["gc", d, "--dry-run"]);
+    assert_eq!(dry, "0000000000000004\n0000000000000005\n");
+    assert_eq!(ok(&["ls", d]).lines().count(), 6, "a dry run deletes nothing");
+    let out = ok(&["gc", d]);
+    assert!(
+        out.contains("6 objects") && out.contains("4 reachable, 2 garbage") && out.contains("deleted in transaction"),
+        "{out}"
+    );
     let ls = ok(&["ls", d]);
     let oids: Vec<&str> = ls.lines().map(|l| &l[..16]).collect();
-    assert_eq!(oids, ["0000000000000000", "0000000000000001", "0000000000000002"]);
-    assert!(ok(&["history", d, "0000000000000009"]).contains("deleted"));
-    assert!(run(&[]).contains("no garbage"));
+    assert_eq!(oids, ["0000000000000000", "0000000000000001", "0000000000000002", "0000000000000003"]);
+    assert!(ok(&["gc", d]).contains("nothing to delete"));
+
+    // The demo storage is not a ZODB database: gc refuses, deletes nothing.
+    let demo = t.path().join("demo");
+    ok(&["demo", demo.to_str().unwrap()]);
+    let (c, err) = code(&["gc", demo.to_str().unwrap()]);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("not a ZODB record") && err.contains("nothing was collected"), "{err}");
 }
 
 #[test]
