@@ -1,4 +1,4 @@
-//! `fs2 bench`: the performance targets P1–P10 of `TARGETS.md`, measured through the
+//! `fs2 bench`: the performance targets P1–P12 (README "Performance"), measured through the
 //! public API next to the machine's own limits measured in the same run, printed as one
 //! table (progress goes to stderr). Never a timed test: figures on shared machines are
 //! noisy, so read the ratios, which compare things measured side by side.
@@ -63,7 +63,7 @@ const TARGETS: usize = 12;
 const MERGE_SEGMENTS: usize = 4;
 /// The 6 pairs of P7 segments an object can be written to (older first).
 const MERGE_PAIRS: [(usize, usize); 6] = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)];
-/// ZODB pack on this machine kind (TARGETS.md): 55 MB / 360k records in 3 s at best.
+/// ZODB pack on this machine kind (the orientation in README "Performance"): 55 MB / 360k records in 3 s at best.
 const ZODB_PACK_BPS: f64 = 55e6 / 3.0;
 const ZODB_PACK_RPS: f64 = 360e3 / 3.0;
 /// How often the merge probe samples its anonymous memory.
@@ -75,7 +75,7 @@ const MERGE_ROUNDS: u64 = 3;
 /// A merge under the P7 writer that has not finished by then is reported as not finishing.
 const MERGE_DEADLINE: Duration = Duration::from_secs(600);
 
-/// Measure the performance targets P1–P10 (see TARGETS.md) and print one table.
+/// Measure the performance targets P1–P12 (README "Performance") and print one table.
 #[derive(clap::Args, Debug, Clone)]
 pub struct BenchArgs {
     /// Where to create the bench storages (in a temporary directory removed at the end).
@@ -779,8 +779,8 @@ impl Bench<'_> {
              (each segment holds half of the objects, in oid order, transactions of {BULK_TXN}; 50% of the records \
              are garbage); the merge (Policy::All) runs in a fresh process (`bench --merge-probe`), page cache warm; \
              throughput = bytes (records) of the input files / merge time; cp = read + write (1 MiB buffers) + \
-             fsync of each input file on the same disk, warm; ZODB not run: its pack figure is the orientation in \
-             TARGETS.md (55 MB, 360k records in 3 s)"
+             fsync of each input file on the same disk, warm; ZODB not run: its pack figure is the orientation \
+             measured on this machine kind (55 MB, 360k records in 3 s)"
         ));
         self.notes.push(format!(
             "P7 memory: heap = RssAnon (heap, stacks), the highest of samples taken every {} ms during the merge; \

@@ -39,21 +39,32 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         report.repaired = s.open_warnings().into_iter().filter(|w| !damage.contains(w)).collect();
         // A repair that may have lost data is not a success.
         report.problems.extend(s.open_losses());
+        // With damage found the chain may have been guessed (a damaged header): strays
+        // stay where they are until the damage is repaired (`--salvage`).
+        let strays = if damage.is_empty() { s.move_strays_aside()? } else { Vec::new() };
+        for (from, to) in strays {
+            let from = from.display().to_string();
+            report.repaired.retain(|w| !w.starts_with(&format!("{from}: ")));
+            report.repaired.push(format!("{from}: not part of the chain; moved aside to {}", to.display()));
+        }
     }
+    // Not a storage (missing, not a directory, no access): an error, not damage.
     let s = match Storage::open(dir, Options { read_only: true, ..opts }) {
         Ok(s) => s,
-        Err(e) => {
-            report.problems.push(format!("cannot open: {e}"));
+        Err(e) if e.is_corruption() => {
+            report.problems.push(e.to_string());
             return Ok(report);
         }
+        Err(e) => return Err(e),
     };
     let damage = s.open_damage();
     for w in s.open_warnings() {
         // Damage lines say what to do; other warnings are what `--repair` fixes.
-        match damage.contains(&w) {
-            true => report.problems.push(w),
-            false => report.problems.push(format!("{w} (run `fs2 check --repair`)")),
-        }
+        let advice = match damage.contains(&w) || w.contains("fs2 check --repair") {
+            true => "",
+            false => " (run `fs2 check --repair`)",
+        };
+        report.problems.push(format!("{w}{advice}"));
     }
     let v = s.view();
     // Oldest first, each region of a segment on its own: (segment, data start, data end,

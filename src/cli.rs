@@ -26,6 +26,7 @@ pub struct Cli {
 enum Cmd {
     /// Create a new, empty storage in DIR.
     Init {
+        /// The storage directory.
         dir: PathBuf,
         /// Records never span a multiple of this many bytes (a multiple of 4096).
         #[arg(long, default_value_t = 1 << 28)]
@@ -37,6 +38,7 @@ enum Cmd {
     },
     /// Show the chain of segments, their tid ranges, sizes and counts.
     Info {
+        /// The storage directory.
         dir: PathBuf,
         /// Skip counting live objects (which reads every index).
         #[arg(long)]
@@ -44,16 +46,24 @@ enum Cmd {
     },
     /// Write an object's data to standard output.
     Cat {
+        /// The storage directory.
         dir: PathBuf,
+        /// The object id: 16 hex digits (e.g. 0000000000000001).
         oid: Oid,
         /// Show the object as of this tid (its newest revision with tid <= TID).
         #[arg(long)]
         at: Option<Tid>,
     },
     /// List every retained revision of an object, newest first.
-    History { dir: PathBuf, oid: Oid },
+    History {
+        /// The storage directory.
+        dir: PathBuf,
+        /// The object id: 16 hex digits (e.g. 0000000000000001).
+        oid: Oid,
+    },
     /// List live objects: oid, size, tid of the current revision.
     Ls {
+        /// The storage directory.
         dir: PathBuf,
         /// List the objects as of this tid.
         #[arg(long)]
@@ -61,9 +71,12 @@ enum Cmd {
     },
     /// Print the transaction log in human-readable form (like ZODB's fsdump).
     Dump {
+        /// The storage directory.
         dir: PathBuf,
+        /// Start at this tid (the oldest retained by default).
         #[arg(long)]
         from: Option<Tid>,
+        /// Stop after this tid (the last by default).
         #[arg(long)]
         to: Option<Tid>,
     },
@@ -71,13 +84,17 @@ enum Cmd {
     /// "new" allocates a fresh oid) and delete --delete OIDs.
     Commit(CommitArgs),
     /// Seal the active segment and start a new one.
-    Rotate { dir: PathBuf },
+    Rotate {
+        /// The storage directory.
+        dir: PathBuf,
+    },
     /// Merge (pack) adjacent past segments into one that keeps only each object's record
     /// current at the end of the merged range; the inputs move to DIR/archive/. With
     /// --append, the older segments' records are appended to the newest one instead.
     Merge(MergeArgs),
     /// Move a past segment to another directory (another file system) and relink the chain.
     MoveSegment {
+        /// The storage directory.
         dir: PathBuf,
         #[arg(value_parser = parse_segment)]
         segment: SegmentName,
@@ -87,12 +104,14 @@ enum Cmd {
     /// Show or set how much history the storage keeps: full (until merged) or minimal
     /// (past segments merged after every rotation).
     Retention {
+        /// The storage directory.
         dir: PathBuf,
         #[arg(value_parser = ["full", "minimal"])]
         set: Option<String>,
     },
     /// Verify every checksum, the chain, and every index against its data.
     Check {
+        /// The storage directory.
         dir: PathBuf,
         /// Truncate a torn tail of the active segment and rebuild lost indexes first.
         #[arg(long)]
@@ -102,9 +121,25 @@ enum Cmd {
         /// storage takes writes again. Exits 5 if anything was moved.
         #[arg(long, requires = "repair")]
         salvage: bool,
+        /// Also read every current object as a ZODB record and report references to
+        /// objects that do not exist (like ZODB's fsrefs); exit 5 if there are any.
+        #[arg(long)]
+        refs: bool,
+    },
+    /// Class histogram of the current objects of a ZODB database (like ZODB's analyze).
+    Analyze { dir: PathBuf },
+    /// What an object references, and which objects reference it (a scan of all).
+    Refs { dir: PathBuf, oid: Oid },
+    /// Delete the objects unreachable from the root object 0 by ZODB references (weak
+    /// references keep nothing alive), in one transaction based on the snapshot walked.
+    Gc {
+        dir: PathBuf,
+        /// List the garbage, delete nothing (opens the storage read-only).
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Measure the engine and the mount against this machine's limits and plain files
-    /// (TARGETS.md P1-P10); prints a table.
+    /// (P1-P12, README "Performance"); prints a table.
     Bench(filestorage2::bench::BenchArgs),
     /// Mount a storage as a browsable tree (foreground; Ctrl-C or `fs2 umount` unmounts).
     /// Without arguments: builds the demo storage ./fs2-demo if missing, mounts it on ./fs2-mnt.
@@ -116,9 +151,14 @@ enum Cmd {
         /// Open the storage read-only (a snapshot as of the mount; another process may write).
         #[arg(long)]
         read_only: bool,
-        /// Let other users use the mount (default: only its owner).
+        /// Let other users read the mount (default: only its owner). Writing (txn/, merge)
+        /// stays with the owner unless --allow-other-write.
         #[arg(long)]
         allow_other: bool,
+        /// With --allow-other: let other users write too (begin and commit transactions,
+        /// merge).
+        #[arg(long, requires = "allow_other")]
+        allow_other_write: bool,
         /// Create an empty storage if STORAGE holds none.
         #[arg(long)]
         init: bool,
@@ -152,7 +192,9 @@ enum Cmd {
 
 #[derive(Args, Debug)]
 #[command(group(clap::ArgGroup::new("what").required(true).args(["all", "policy", "segments"])))]
+#[command(override_usage = "fs2 merge DIR (--all | --policy [--keep K] | SEGMENT...) [--append AS_OF]")]
 struct MergeArgs {
+    /// The storage directory.
     dir: PathBuf,
     /// Merge every past segment into one.
     #[arg(long)]
@@ -160,6 +202,7 @@ struct MergeArgs {
     /// Let the size-tiered policy choose: keep at most --keep past segments.
     #[arg(long)]
     policy: bool,
+    /// With --policy: how many past segments to keep at most.
     #[arg(long, default_value_t = 4, requires = "policy")]
     keep: usize,
     /// Adjacent past segments to merge, as `fs2 info` names them.
@@ -186,6 +229,7 @@ fn parse_segment(s: &str) -> Result<SegmentName, String> {
 
 #[derive(Args, Debug)]
 struct CommitArgs {
+    /// The storage directory.
     dir: PathBuf,
     /// OID=FILE pairs.
     #[arg(value_name = "OID=FILE")]
@@ -193,8 +237,10 @@ struct CommitArgs {
     /// Delete this oid (repeatable).
     #[arg(long = "delete", value_name = "OID")]
     deletes: Vec<Oid>,
+    /// The transaction's user name.
     #[arg(long, default_value = "")]
     user: String,
+    /// The transaction's description.
     #[arg(long, default_value = "")]
     description: String,
     /// Extension bytes, stored as given.
@@ -212,15 +258,22 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The exit status of an engine error: 3 no such thing, 4 conflict or busy, 5 damage,
+/// 1 any other error (2, bad usage, is decided before the engine is asked).
+fn exit_code(e: &Error) -> i32 {
+    match e {
+        Error::NotFound(_) => 3,
+        Error::Conflict { .. } | Error::Busy(_) => 4,
+        Error::Corrupted { .. } | Error::Checksum { .. } => 5,
+        _ => 1,
+    }
+}
+
 impl From<Error> for Failure {
     fn from(e: Error) -> Failure {
-        let code = match &e {
-            Error::NotFound(_) => 3,
-            Error::Conflict { .. } | Error::Busy(_) => 4,
-            Error::Corrupted { .. } | Error::Checksum { .. } => 5,
-            _ => 1,
-        };
-        Failure { code, message: e.to_string() }
+        let hint =
+            if e.is_corruption() { "; `fs2 check` on the storage tells what is damaged and what to do" } else { "" };
+        Failure { code: exit_code(&e), message: format!("{e}{hint}") }
     }
 }
 
@@ -228,8 +281,14 @@ fn fail(code: i32, message: impl Into<String>) -> Failure {
     Failure { code, message: message.into() }
 }
 
+/// Open read-only. A tail of the active segment the open had to ignore is said on
+/// stderr (one line; the exit status stays 0: see README "Exit status").
 fn open_ro(dir: &Path) -> Result<Storage, Failure> {
-    Ok(Storage::open(dir, Options::read_only())?)
+    let s = Storage::open(dir, Options::read_only())?;
+    if let Some(t) = s.ignored_tail() {
+        eprintln!("fs2: warning: {t}");
+    }
+    Ok(s)
 }
 
 /// Progress on stderr for long work, only when stderr is a terminal.
@@ -244,6 +303,20 @@ impl Progress {
     fn new(what: &'static str) -> Progress {
         Progress { what, last: Instant::now(), shown: false, tty: std::io::stderr().is_terminal() }
     }
+    /// Items done, of `total` if known (0: unknown).
+    fn update_count(&mut self, done: u64, total: u64) {
+        if !self.tty || self.last.elapsed() < Duration::from_millis(200) {
+            return;
+        }
+        self.last = Instant::now();
+        self.shown = true;
+        if total == 0 {
+            eprint!("\r\x1b[K{}: {done}", self.what);
+        } else {
+            eprint!("\r\x1b[K{}: {:5.1}% ({done} of {total})", self.what, done as f64 * 100.0 / total as f64);
+        }
+    }
+
     fn update(&mut self, done: u64, total: u64) {
         if !self.tty || self.last.elapsed() < Duration::from_millis(200) {
             return;
@@ -287,12 +360,32 @@ fn tid_or_none(t: Option<Tid>) -> String {
     t.map_or("-".into(), |t| t.to_string())
 }
 
+impl Cli {
+    /// Whether this runs the mount daemon.
+    pub fn is_mount(&self) -> bool {
+        matches!(self.cmd, Cmd::Mount { .. })
+    }
+}
+
+/// Refuse `--at T` inside a merged (packed) range: the exact states there are gone.
+fn packed(s: &Storage, at: Option<Tid>) -> Result<(), Failure> {
+    let Some(t) = at else { return Ok(()) };
+    match s.history_gaps()?.into_iter().find(|(lo, hi, _)| *lo < t && t < *hi) {
+        Some((_, end, seg)) => Err(fail(
+            3,
+            format!("the history at {t} was packed: merged into {seg}, exact states from {end} on (see `fs2 info`)"),
+        )),
+        None => Ok(()),
+    }
+}
+
 pub fn run(cli: Cli) -> Result<(), Failure> {
     let out = std::io::stdout();
     let mut out = out.lock();
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     match cli.cmd {
         Cmd::Init { dir, alignment, retention } => {
+            filestorage2::mount::owner_only_dir(&dir).map_err(|m| fail(1, m))?;
             let s = Storage::create(&dir, Options { alignment, ..Options::default() })?;
             s.set_retention(retention.parse()?)?;
             w(writeln!(out, "created storage {} (active segment {})", dir.display(), s.segments()?[0].name))?;
@@ -300,6 +393,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Info { dir, no_count } => info(&mut out, &dir, !no_count)?,
         Cmd::Cat { dir, oid, at } => {
             let s = open_ro(&dir)?;
+            packed(&s, at)?;
             let found = s.load_at(oid, at.unwrap_or(Tid::MAX))?;
             match found {
                 Some((_, data)) => w(out.write_all(&data))?,
@@ -324,6 +418,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Ls { dir, at } => {
             let s = open_ro(&dir)?;
+            packed(&s, at)?;
             let at = at.unwrap_or(Tid::MAX);
             let mut start = Oid(0);
             loop {
@@ -344,16 +439,36 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let name = s.rotate()?;
             w(writeln!(out, "sealed the active segment; new active segment {name}"))?;
         }
-        Cmd::Check { dir, repair, salvage } => {
-            let salvaged = if salvage { filestorage2::damage::salvage(&dir, Options::default())? } else { Vec::new() };
+        Cmd::Analyze { dir } => analyze(&mut out, &dir)?,
+        Cmd::Refs { dir, oid } => refs(&mut out, &dir, oid)?,
+        Cmd::Gc { dir, dry_run } => gc(&mut out, &dir, dry_run)?,
+        Cmd::Check { dir, repair, salvage, refs } => {
+            // Everything on stdout, one line each: `salvaged: ...`, `repaired: ...`,
+            // `problem: ...`, the counts, then `ok` or `damaged: ...`. An error that is not damage
+            // (no storage there, no access) is one line on stderr, exit 3 or 1.
+            // What the opens warn about is in the report (one line each): not again on
+            // stderr, unless RUST_LOG asks for it.
+            if std::env::var_os("RUST_LOG").is_none() {
+                log::set_max_level(log::LevelFilter::Error);
+            }
+            let one_line = |x: &str| x.replace('\n', " ");
+            let salvaged = match salvage {
+                true => filestorage2::damage::salvage(&dir, Options::default())
+                    .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?,
+                false => Vec::new(),
+            };
             for x in &salvaged {
-                w(writeln!(out, "salvaged: {x}"))?;
+                w(writeln!(out, "salvaged: {}", one_line(x)))?;
             }
             let mut p = Progress::new("check");
-            let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))?;
+            let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))
+                .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?;
             drop(p);
             for x in &r.repaired {
-                w(writeln!(out, "repaired: {x}"))?;
+                w(writeln!(out, "repaired: {}", one_line(x)))?;
+            }
+            for x in &r.problems {
+                w(writeln!(out, "problem: {}", one_line(x)))?;
             }
             w(writeln!(
                 out,
@@ -363,21 +478,22 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 r.records,
                 human(r.bytes)
             ))?;
-            for x in &r.problems {
-                w(writeln!(out, "PROBLEM: {x}"))?;
-            }
             if !r.ok() {
-                return Err(fail(5, format!("{} problem(s) found in {}", r.problems.len(), dir.display())));
+                w(writeln!(out, "damaged: {} problem(s) in {}", r.problems.len(), dir.display()))?;
+                return Err(fail(5, ""));
+            }
+            if refs {
+                check_refs(&mut out, &dir)?;
             }
             if !salvaged.is_empty() {
-                return Err(fail(
-                    5,
-                    format!(
-                        "{} damaged transaction(s) moved aside in {}; the storage takes writes again",
-                        salvaged.len(),
-                        dir.display()
-                    ),
-                ));
+                // The storage is whole again, but something was moved aside or lost.
+                w(writeln!(
+                    out,
+                    "damaged: {} item(s) salvaged in {} (listed above); the storage takes writes again",
+                    salvaged.len(),
+                    dir.display()
+                ))?;
+                return Err(fail(5, ""));
             }
             w(writeln!(out, "ok"))?;
         }
@@ -397,11 +513,22 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             None => w(writeln!(out, "retention: {}", open_ro(&dir)?.retention()))?,
         },
         Cmd::Demo { dir } => demo(&mut out, &dir)?,
-        Cmd::Mount { storage, mountpoint, read_only, allow_other, init, force, vote_timeout, max_object_size } => {
+        Cmd::Mount {
+            storage,
+            mountpoint,
+            read_only,
+            allow_other,
+            allow_other_write,
+            init,
+            force,
+            vote_timeout,
+            max_object_size,
+        } => {
             drop(out);
             let mopts = filestorage2::fuse::MountOptions {
                 read_only,
                 allow_other,
+                allow_other_write,
                 vote_timeout: std::time::Duration::from_secs(vote_timeout),
                 max_object_size,
             };
@@ -423,6 +550,23 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
     let st = s.stats()?;
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     w(writeln!(out, "storage:      {}", dir.display()))?;
+    for p in s.strays() {
+        w(writeln!(
+            out,
+            "stray file:   {} (not in the chain; ignored; `fs2 check --repair` moves it aside)",
+            p.display()
+        ))?;
+    }
+    if let Some(t) = s.ignored_tail() {
+        w(writeln!(
+            out,
+            "ignored tail: {} bytes at offset {} of {} ({})",
+            t.bytes,
+            t.offset,
+            t.segment.display(),
+            t.reason
+        ))?;
+    }
     w(writeln!(
         out,
         "last tid:     {} ({})",
@@ -560,6 +704,7 @@ fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Option<Tid>) ->
     let total: u64 = s.segments()?.iter().map(|g| g.data_end).sum();
     let mut done = 0;
     let mut p = Progress::new("dump");
+    let mut reader = filestorage2::zodb::Reader::new();
     for (i, t) in s.transactions(from.unwrap_or(Tid::ZERO), to.unwrap_or(Tid::MAX)).enumerate() {
         let t = t?;
         done += t.records.iter().map(|r| 48 + r.1.as_ref().map_or(0, |d| d.len() as u64)).sum::<u64>();
@@ -580,7 +725,11 @@ fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Option<Tid>) ->
         w(writeln!(out, "    user='{}' description='{}'{ext}", escape(&t.meta.user), escape(&t.meta.description)))?;
         for (j, (oid, data)) in t.records.iter().enumerate() {
             match data {
-                Some(d) => w(writeln!(out, "  data #{j:05} oid={oid} size={}", d.len()))?,
+                Some(d) => {
+                    let class =
+                        reader.read(d).map_or_else(|_| "? (not a ZODB record)".to_string(), |(c, _)| c.to_string());
+                    w(writeln!(out, "  data #{j:05} oid={oid} size={} class={class}", d.len()))?
+                }
                 None => w(writeln!(out, "  data #{j:05} oid={oid} deleted"))?,
             }
         }
@@ -626,7 +775,7 @@ fn commit(out: &mut impl Write, a: CommitArgs) -> Result<(), Failure> {
     }
     let mut allocated = Vec::new();
     for (_, data) in stores.iter().filter(|(oid, _)| oid.is_none()) {
-        let o = s.new_oid();
+        let o = s.new_oid()?;
         allocated.push(o);
         t.store(o, data)?;
     }
@@ -655,6 +804,7 @@ fn mount(
         build_demo(storage)?;
         println!("created the demo storage {} (6 transactions in 2 segments)", storage.display());
     } else if empty && init {
+        filestorage2::mount::owner_only_dir(storage).map_err(|m| fail(1, m))?;
         Storage::create(storage, Options::default())?;
         println!("created an empty storage in {}", storage.display());
     } else if empty {
@@ -664,15 +814,24 @@ fn mount(
     let opts = if read_only { Options::read_only() } else { Options::default() };
     let s = Storage::open(storage, opts)?;
     let m = mp.display();
+    let fs2 = std::env::args().next().unwrap_or_else(|| "fs2".into());
+    // Hints that work on this storage: objects only if it has some, writes only if writable.
+    let mut hints = format!("  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n");
+    if let Some(o) = s.list(Oid(0), Tid::MAX, 1)?.first() {
+        hints += &format!("  cat {m}/head/{}\n  ls {m}/history/{}\n  cat {m}/transactions/*/info\n", o.oid, o.oid);
+        hints += &format!("  T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n");
+    }
+    hints += &format!("  cp -a {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n");
+    if !read_only {
+        hints += &format!(
+            "  mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
+             cat {m}/head/0000000000000009\n"
+        );
+    }
+    hints += &format!("  cat {m}/README                # the tree and how writing works");
     filestorage2::mount::run(s, mp, mopts, || {
         println!(
-            "mounted {} at {m} ({}); Ctrl-C or `fs2 umount {m}` unmounts.\n\
-             Try, in another terminal:\n  ls {m}\n  cat {m}/head/at\n  ls -l {m}/head\n  \
-             cat {m}/head/0000000000000001\n  ls {m}/history/0000000000000002\n  cat {m}/transactions/*/info\n  \
-             cp -r {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n  \
-             T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n  \
-             mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
-             cat {m}/head/0000000000000009; cat {m}/README                # how writing works",
+            "mounted {} at {m} ({}); Ctrl-C or `{fs2} umount {m}` unmounts.\nTry, in another terminal:\n{hints}",
             storage.display(),
             if read_only { "read-only snapshot" } else { "writable: mkdir txn/NAME to begin a transaction" }
         );
@@ -702,11 +861,12 @@ fn build_demo(dir: &Path) -> Result<(), Failure> {
     s.rotate()?;
     let mut t = s.begin();
     t.set_user(b"gc");
-    t.set_description(b"external garbage collector: delete unreachable oid 3");
+    t.set_description(b"store oid 3, soon unreachable");
     t.store(Oid(3), b"garbage")?;
     t.commit()?;
     let mut t = s.begin();
     t.set_user(b"gc");
+    t.set_description(b"external garbage collector: delete unreachable oid 3");
     t.delete(Oid(3))?;
     t.commit()?;
     Ok(())
@@ -731,5 +891,153 @@ fn demo(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
          fs2 mount {d} fs2-mnt    # browse it as files; Ctrl-C unmounts\n\
          (fs2 is target/release/fs2; or use `cargo run --release -- <command>`)"
     ))?;
+    Ok(())
+}
+
+/// Progress of a ZODB scan on stderr (a terminal only).
+fn phase_progress(p: &mut Progress) -> impl FnMut(filestorage2::zodb::gc::Phase, u64, u64) + '_ {
+    move |ph, done, total| {
+        p.what = match ph {
+            filestorage2::zodb::gc::Phase::Scan => "reading objects",
+            filestorage2::zodb::gc::Phase::Mark => "marking reachable objects",
+        };
+        p.update_count(done, total)
+    }
+}
+
+fn analyze(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = open_ro(dir)?;
+    let mut p = Progress::new("reading objects");
+    let hist = filestorage2::zodb::scan::class_histogram(&s, Tid::MAX, &mut |n| p.update_count(n, 0))?;
+    drop(p);
+    let (count, bytes) = hist.iter().fold((0, 0), |a, c| (a.0 + c.count, a.1 + c.bytes));
+    w(writeln!(out, "current objects as of {}: {count}, {bytes} bytes", s.last_tid()))?;
+    w(writeln!(out, "{:<50} {:>10} {:>6} {:>14} {:>6} {:>10}", "Class Name", "Count", "%", "Bytes", "%", "Avg"))?;
+    let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
+    for c in &hist {
+        w(writeln!(
+            out,
+            "{:<50} {:>10} {:>5.1}% {:>14} {:>5.1}% {:>10}",
+            c.class,
+            c.count,
+            pct(c.count, count),
+            c.bytes,
+            pct(c.bytes, bytes),
+            c.bytes / c.count.max(1)
+        ))?;
+    }
+    Ok(())
+}
+
+fn refs(out: &mut impl Write, dir: &Path, oid: Oid) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = open_ro(dir)?;
+    let at = s.last_tid();
+    let Some((tid, data)) = s.load_at(oid, at)? else {
+        return Err(fail(3, format!("oid {oid} does not exist (or is deleted); `fs2 history` lists its revisions")));
+    };
+    match filestorage2::zodb::read_record(&data) {
+        Ok(r) => {
+            w(writeln!(out, "{oid} class={} tid={tid}", r.class))?;
+            w(writeln!(out, "references ({}):", r.refs.len()))?;
+            for x in &r.refs {
+                let gone = if s.load_at(x.oid, at)?.is_none() && x.is_strong() { " MISSING" } else { "" };
+                w(writeln!(out, "  {x}{gone}"))?;
+            }
+        }
+        Err(e) => w(writeln!(out, "{oid} tid={tid}: {e}"))?,
+    }
+    let mut p = Progress::new("reading objects");
+    let from = filestorage2::zodb::scan::referrers(&s, oid, at, &mut |n| p.update_count(n, 0))?;
+    drop(p);
+    w(writeln!(out, "referenced by ({}):", from.len()))?;
+    for (o, r) in &from {
+        let kind = r.to_string();
+        let kind = kind.strip_prefix(&oid.to_string()).unwrap_or("");
+        w(writeln!(out, "  {o}{kind}"))?;
+    }
+    Ok(())
+}
+
+fn check_refs(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = open_ro(dir)?;
+    let mut p = Progress::new("reading objects");
+    // Problems as found (at most 1000 lines shown; all counted).
+    let lines = std::cell::RefCell::new(Vec::new());
+    let note = |l: String| {
+        let mut v = lines.borrow_mut();
+        if v.len() < 1000 {
+            v.push(l);
+        }
+    };
+    let r = filestorage2::zodb::scan::dangling(
+        &s,
+        s.last_tid(),
+        &mut phase_progress(&mut p),
+        &mut |from, to| note(format!("problem: dangling reference: oid {from} references {to}, which does not exist")),
+        &mut |oid, why| note(format!("problem: not a ZODB record: oid {oid}: {why}")),
+    )?;
+    drop(p);
+    for l in lines.borrow().iter() {
+        w(writeln!(out, "{l}"))?;
+    }
+    w(writeln!(
+        out,
+        "references: {} objects, {} references, {} dangling, {} not ZODB records",
+        r.objects, r.references, r.dangling, r.unreadable
+    ))?;
+    if r.dangling > 0 || r.unreadable > 0 {
+        w(writeln!(out, "damaged: {} problem(s) in {}", r.dangling + r.unreadable, dir.display()))?;
+        return Err(fail(5, ""));
+    }
+    Ok(())
+}
+
+fn gc(out: &mut impl Write, dir: &Path, dry_run: bool) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let s = if dry_run { open_ro(dir)? } else { Storage::open(dir, Options::default())? };
+    let mut p = Progress::new("reading objects");
+    let mut listed = Vec::new();
+    let mut io_err = None;
+    let report = filestorage2::zodb::gc::collect(
+        &s,
+        filestorage2::zodb::gc::GcOptions {
+            dry_run,
+            on_garbage: &mut |oid| {
+                if dry_run {
+                    if let Err(e) = writeln!(out, "{oid}") {
+                        io_err.get_or_insert(e);
+                    }
+                } else {
+                    listed.push(oid);
+                }
+            },
+            progress: &mut phase_progress(&mut p),
+            before_commit: &mut || {},
+        },
+    )?;
+    drop(p);
+    if let Some(e) = io_err {
+        return Err(fail(1, format!("writing output: {e}")));
+    }
+    let summary = format!(
+        "{} objects as of {}: {} reachable, {} garbage{}",
+        report.objects,
+        report.base,
+        report.reachable,
+        report.garbage,
+        if report.unreadable_garbage > 0 {
+            format!(" ({} of them not ZODB records)", report.unreadable_garbage)
+        } else {
+            String::new()
+        }
+    );
+    match report.tid {
+        Some(tid) => w(writeln!(out, "{summary}; deleted in transaction {tid}"))?,
+        None if dry_run => eprintln!("{summary} (dry run: nothing deleted)"),
+        None => w(writeln!(out, "{summary}; nothing to delete"))?,
+    }
     Ok(())
 }

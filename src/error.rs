@@ -40,6 +40,34 @@ impl Error {
     pub fn invalid(msg: impl Into<String>) -> Error {
         Error::Invalid(msg.into())
     }
+    /// What is wrong, without the path and offset (for messages that already name them;
+    /// never nests one error's text in another's).
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Corrupted { what, .. } => what.clone(),
+            Error::Checksum { what, .. } => format!("checksum mismatch in {what}"),
+            e => e.to_string(),
+        }
+    }
+    /// The file offset a damage error names.
+    pub fn offset(&self) -> Option<u64> {
+        match self {
+            Error::Corrupted { offset, .. } | Error::Checksum { offset, .. } => Some(*offset),
+            _ => None,
+        }
+    }
+    /// The same damage with `note` added (what it means, what to do); other errors as is.
+    pub fn with_note(self, note: &str) -> Error {
+        match self {
+            Error::Corrupted { path, offset, what } => {
+                Error::Corrupted { path, offset, what: format!("{what}; {note}") }
+            }
+            Error::Checksum { path, offset, what } => {
+                Error::Corrupted { path, offset, what: format!("checksum mismatch in {what}; {note}") }
+            }
+            e => e,
+        }
+    }
     /// True for errors that mean the bytes on disk are damaged.
     pub fn is_corruption(&self) -> bool {
         matches!(self, Error::Corrupted { .. } | Error::Checksum { .. })
@@ -58,11 +86,11 @@ impl fmt::Display for Error {
         match self {
             Error::Io { path, op, source } => write!(f, "{op} {}: {source}", path.display()),
             Error::Corrupted { path, offset, what } => {
-                write!(f, "{} at offset {offset}: corrupted: {what} (run `fs2 check` on the storage)", path.display())
+                write!(f, "{} at offset {offset}: corrupted: {what}", path.display())
             }
             Error::Checksum { path, offset, what } => write!(
                 f,
-                "{} at offset {offset}: checksum mismatch in {what}: the bytes are torn or corrupted (run `fs2 check`)",
+                "{} at offset {offset}: checksum mismatch in {what}: the bytes are torn or corrupted",
                 path.display()
             ),
             Error::Conflict { oid, tid } => {

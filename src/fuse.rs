@@ -24,8 +24,11 @@ use std::time::{Duration, SystemTime};
 pub struct MountOptions {
     /// A read-only mount (kernel `ro`; `txn/` is hidden and `merge` refused there).
     pub read_only: bool,
-    /// Let other users in (default: the owner only).
+    /// Let other users read (default: the owner only). Writing (`txn/`, `merge`) stays
+    /// with the owner: the kernel checks the modes (`default_permissions`).
     pub allow_other: bool,
+    /// With `allow_other`: let other users write too (`txn/`, `merge`).
+    pub allow_other_write: bool,
     /// Abort a voted transaction that gets no commit or abort within this time.
     pub vote_timeout: Duration,
     /// Refuse larger staged objects with EFBIG.
@@ -38,6 +41,7 @@ impl Default for MountOptions {
         MountOptions {
             read_only: false,
             allow_other: false,
+            allow_other_write: false,
             vote_timeout: f.vote_timeout,
             max_object_size: f.max_object_size,
         }
@@ -46,7 +50,12 @@ impl Default for MountOptions {
 
 impl MountOptions {
     pub fn fs_options(&self) -> FsOptions {
-        FsOptions { read_only: self.read_only, vote_timeout: self.vote_timeout, max_object_size: self.max_object_size }
+        FsOptions {
+            read_only: self.read_only,
+            others_write: self.allow_other && self.allow_other_write,
+            vote_timeout: self.vote_timeout,
+            max_object_size: self.max_object_size,
+        }
     }
 }
 
@@ -68,6 +77,24 @@ impl FuseFs {
     fn refuse(&self, r: Refusal, what: String) -> Errno {
         let e = crate::fs::refuse(r, &what);
         self.fail("fs2 mount", e)
+    }
+
+    /// Run `op` once `head/` shows the engine's last commit: at once (the usual case), or
+    /// on a worker thread while the notifier catches up, so that a transaction begun now
+    /// (mkdir, opening the clone file) never reads a `head/` older than its base. Session
+    /// threads never wait for the notifier (it may wait for them).
+    fn after_shown(&self, op: impl FnOnce(&Fs) + Send + 'static) {
+        if !self.fs.shown_behind() {
+            return op(&self.fs);
+        }
+        let fs = self.fs.clone();
+        let spawned = std::thread::Builder::new().name("fs2-shown".into()).spawn(move || {
+            fs.wait_shown();
+            op(&fs)
+        });
+        if let Err(e) = spawned {
+            log::error!("cannot start a worker thread: {e}");
+        }
     }
 
     fn name_of(&self, parent: INodeNo, name: &OsStr) -> String {
@@ -143,8 +170,8 @@ impl Filesystem for FuseFs {
         self.fs.forget(Ino(ino.0), nlookup);
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr(Ino(ino.0)) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.fs.getattr_open(Ino(ino.0), fh.map(|f| f.0)) {
             Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
             Err(e) => reply.error(self.fail("getattr", e)),
         }
@@ -190,10 +217,11 @@ impl Filesystem for FuseFs {
     }
 
     fn mkdir(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
-        match self.fs.mkdir(Ino(p.0), &name.to_string_lossy()) {
+        let name = name.to_string_lossy().into_owned();
+        self.after_shown(move |fs| match fs.mkdir(Ino(p.0), &name) {
             Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(self.fail("mkdir", e)),
-        }
+            Err(e) => reply.error(fail(fs, "mkdir", e)),
+        });
     }
 
     fn unlink(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
@@ -237,10 +265,10 @@ impl Filesystem for FuseFs {
             truncate: flags.0 & libc::O_TRUNC != 0,
             append: flags.0 & libc::O_APPEND != 0,
         };
-        match self.fs.open_with(Ino(ino.0), mode) {
+        self.after_shown(move |fs| match fs.open_with(Ino(ino.0), mode) {
             Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
-            Err(e) => reply.error(self.fail("open", e)),
-        }
+            Err(e) => reply.error(fail(fs, "open", e)),
+        });
     }
 
     fn read(
@@ -254,6 +282,19 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        if self.fs.is_watch(fh.0) {
+            // Blocks until the next commit: only this reader waits.
+            let fs = self.fs.clone();
+            let spawned =
+                std::thread::Builder::new().name("fs2-watch".into()).spawn(move || match fs.read(fh.0, offset, size) {
+                    Ok(b) => reply.data(&b),
+                    Err(e) => reply.error(fail(&fs, "read", e)),
+                });
+            if let Err(e) = spawned {
+                log::error!("cannot start a worker thread: {e}");
+            }
+            return;
+        }
         match self.fs.read(fh.0, offset, size) {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(self.fail("read", e)),
@@ -424,6 +465,23 @@ impl Filesystem for FuseFs {
         }
     }
 
+    // Not offered: ENOSYS makes the kernel copy with reads and writes (and stop asking).
+    fn copy_file_range(
+        &self,
+        _req: &Request,
+        _ino_in: INodeNo,
+        _fh_in: FileHandle,
+        _offset_in: u64,
+        _ino_out: INodeNo,
+        _fh_out: FileHandle,
+        _offset_out: u64,
+        _len: u64,
+        _flags: fuser::CopyFileRangeFlags,
+        reply: ReplyWrite,
+    ) {
+        reply.error(Errno::ENOSYS);
+    }
+
     fn fallocate(
         &self,
         _req: &Request,
@@ -452,8 +510,9 @@ fn fopen_flags(o: &crate::fs::Opened) -> FopenFlags {
     f
 }
 
-/// The session configuration: owner-only unless `allow_other`; the FSName names the
-/// storage (`fs2:<dir>`, how tests and `fs2 umount` find the mount).
+/// The session configuration: owner-only unless `allow_other`; the kernel checks the
+/// modes the tree shows (`default_permissions`: what only the owner may write says so);
+/// the FSName names the storage (`fs2:<dir>`, how tests and `fs2 umount` find the mount).
 pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
     let mut c = Config::default();
     let dir = storage.dir().display().to_string().replace([',', ' ', '\\'], "_");
@@ -463,6 +522,7 @@ pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
         MountOption::NoDev,
         MountOption::NoSuid,
         MountOption::NoAtime,
+        MountOption::DefaultPermissions,
     ];
     if opts.read_only {
         c.mount_options.push(MountOption::RO);
@@ -474,26 +534,40 @@ pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
 }
 
 /// Invalidate the kernel's `head/<oid>` entries after each commit and the names of
-/// merged-away segments and closed clone transactions, until `stop`. Runs in its own thread: never inside a request
-/// handler.
+/// merged-away segments and closed clone transactions, until `stop`. Runs in its own
+/// thread, never inside a request handler; a commit through the mount answers only once
+/// this thread has shown it (`Fs::wait_shown`): read-your-writes across processes.
 pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) -> std::io::Result<JoinHandle<()>> {
     let rx = fs.storage().subscribe();
+    fs.track_shown();
     std::thread::Builder::new().name("fs2-notify".into()).spawn(move || {
         while !stop.load(Ordering::Relaxed) {
             for (parent, name) in fs.take_stale_names() {
                 let _ = notifier.inval_entry(INodeNo(parent.0), OsStr::new(&name));
+            }
+            if let Some((n, inodes)) = fs.rewritten_data() {
+                for ino in inodes {
+                    // Drop the cached pages and attributes (ENOENT = not cached).
+                    let _ = notifier.inval_inode(INodeNo(ino.0), 0, -1);
+                }
+                fs.pages_dropped(n);
             }
             let ev = match rx.recv_timeout(Duration::from_millis(100)) {
                 Ok(ev) => ev,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
             };
-            // Only names the kernel may have cached need it (it knows head/ then).
-            let Some(head) = fs.head_ino() else { continue };
-            for oid in ev.oids {
-                // ENOENT = not cached: nothing to do.
-                let _ = notifier.inval_entry(INodeNo(head.0), OsStr::new(&oid.to_string()));
+            // Only names the kernel may have cached need it (it knows head/ then). The
+            // kernel takes head/'s directory lock: lookups in flight finish first, and
+            // their names are dropped too.
+            if let Some(head) = fs.head_ino() {
+                for oid in ev.oids {
+                    // ENOENT = not cached: nothing to do.
+                    let _ = notifier.inval_entry(INodeNo(head.0), OsStr::new(&oid.to_string()));
+                }
             }
+            // Now no process can be served a name older than this commit.
+            fs.set_shown(ev.tid);
         }
     })
 }

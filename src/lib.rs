@@ -5,16 +5,20 @@
 //! `docs/FORMAT.md` for the bytes and `docs/DESIGN.md` for commit, recovery and
 //! concurrency. The entry point is [`Storage`].
 
+#[cfg(feature = "cli")]
 pub mod bench;
+#[cfg(feature = "cli")]
 pub mod bench_peer;
 pub mod check;
 pub mod damage;
 pub mod error;
 pub mod format;
 pub mod fs;
+#[cfg(feature = "cli")]
 pub mod fuse;
 mod index;
 pub mod merge;
+#[cfg(feature = "cli")]
 pub mod mount;
 mod recovery;
 mod segment;
@@ -24,6 +28,7 @@ mod txn;
 pub mod types;
 pub mod vfs;
 mod views;
+pub mod zodb;
 
 pub use error::{Error, Result};
 pub use format::TxnMeta;

@@ -21,6 +21,36 @@ pub enum MountpointState {
     Mounted,
 }
 
+/// Make a storage directory owner-only (0700) before `init` puts a storage in it: a
+/// missing one is created so, an existing one of ours is tightened, and one that
+/// belongs to someone else while others may write to it is refused (they could replace
+/// the staging directory of a mount and forge what it commits).
+pub fn owner_only_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    let d = dir.display();
+    if !dir.exists() {
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|e| format!("create {}: {e}", parent.display()))?;
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(dir).map_err(|e| format!("create {d}: {e}"))?;
+    }
+    let md = std::fs::metadata(dir).map_err(|e| format!("{d}: {e}"))?;
+    // SAFETY: geteuid cannot fail and touches no memory.
+    let me = unsafe { libc::geteuid() };
+    if md.uid() != me && md.mode() & 0o022 != 0 {
+        return Err(format!(
+            "{d} belongs to uid {} and others can write to it (mode {:o}): a storage needs a directory only              its owner can write; use a new directory",
+            md.uid(),
+            md.mode() & 0o7777
+        ));
+    }
+    if md.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| format!("make {d} owner-only (chmod 700): {e}"))?;
+    }
+    Ok(())
+}
+
 /// Whether `path` is a mount point in this process's mount table.
 pub fn is_mount_point(path: &Path) -> bool {
     let Ok(abs) = std::path::absolute(path) else { return false };
@@ -46,13 +76,14 @@ pub fn mountpoint_state(path: &Path) -> std::io::Result<MountpointState> {
 /// `force` clean) a stale one.
 pub fn prepare_mountpoint(mountpoint: &Path, force: bool) -> Result<(), String> {
     let mp = mountpoint.display();
+    let fs2 = std::env::args().next().unwrap_or_else(|| "fs2".into());
     if std::fs::symlink_metadata(mountpoint).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
         std::fs::create_dir_all(mountpoint).map_err(|e| format!("create mountpoint {mp}: {e}"))?;
     }
     match mountpoint_state(mountpoint).map_err(|e| format!("{mp}: {e}"))? {
         MountpointState::Free => Ok(()),
         MountpointState::Mounted => {
-            Err(format!("{mp} is already a mount point; unmount it first with `fs2 umount {mp}`"))
+            Err(format!("{mp} is already a mount point; unmount it first with `{fs2} umount {mp}`"))
         }
         MountpointState::Stale if force => {
             lazy_unmount(mountpoint).map_err(|e| format!("clean the stale mount {mp}: {e}"))?;
@@ -61,7 +92,7 @@ pub fn prepare_mountpoint(mountpoint: &Path, force: bool) -> Result<(), String> 
         }
         MountpointState::Stale => Err(format!(
             "{mp} is a stale mount left by an `fs2 mount` that was killed (\"Transport endpoint is not \
-             connected\"); clean it with `fs2 umount {mp}`, or mount again with --force"
+             connected\"); clean it with `{fs2} umount {mp}`, or mount again with --force"
         )),
     }
 }
@@ -81,6 +112,9 @@ fn signal_set() -> libc::sigset_t {
 /// signal, `fs2 umount`, or `umount`). `ready` runs once the mount is live.
 pub fn run(storage: Storage, mountpoint: &Path, opts: &MountOptions, ready: impl FnOnce()) -> Result<(), String> {
     let mp = mountpoint.display().to_string();
+    if let Some(t) = storage.ignored_tail() {
+        log::warn!("{t} (the mount's stats file shows it)");
+    }
     // Block the signals before any thread exists, so that every thread (the session's
     // included) inherits the mask and only the waiting thread below receives them.
     let set = signal_set();

@@ -26,18 +26,42 @@ pub(crate) struct SegmentFile {
     /// The header on disk is damaged; `header` was reconstructed (see `recovery`), and
     /// `fs2 check --repair --salvage` writes it back.
     pub header_damaged: bool,
+    /// Opened for reading: the file's length that goes with `header` (see `open`).
+    opened_len: Option<u64>,
+}
+
+/// Read and decode the header of a segment file.
+fn read_header(file: &dyn VFile, path: &Path) -> Result<Header> {
+    let len = file.len().map_err(|e| Error::io(path, "stat segment", e))?;
+    if len < HEADER_SIZE as u64 {
+        return Err(Error::corrupted(path, 0, format!("file is {len} bytes, shorter than a segment header")));
+    }
+    let mut buf = vec![0u8; HEADER_SIZE];
+    file.read_exact_at(&mut buf, 0).map_err(|e| Error::io(path, "read header of", e))?;
+    Header::from_bytes(&buf, path)
 }
 
 impl SegmentFile {
+    /// Open a segment file. Opened for reading only, it keeps the file's length as of its
+    /// header (see `effective_len`).
     pub fn open(vfs: &dyn Vfs, path: &Path, write: bool) -> Result<SegmentFile> {
         let file = vfs.open(path, write).map_err(|e| Error::io(path, "open segment", e))?;
-        let mut buf = vec![0u8; HEADER_SIZE];
-        let len = file.len().map_err(|e| Error::io(path, "stat segment", e))?;
-        if len < HEADER_SIZE as u64 {
-            return Err(Error::corrupted(path, 0, format!("file is {len} bytes, shorter than a segment header")));
-        }
-        file.read_exact_at(&mut buf, 0).map_err(|e| Error::io(path, "read header of", e))?;
-        let header = Header::from_bytes(&buf, path)?;
+        // A header and a length that belong together, though a writer in another process
+        // may rewrite the header's slot (a merge) and append (a semi-sequential merge)
+        // meanwhile: the header, then the length, then the header again, until the header
+        // did not change around the length. A slot naming a sealed length S is written only
+        // after S bytes are durable, so the length read after it is >= S; a slot without one
+        // still in force after the length was read means no append had begun before it.
+        let mut attempts = 0;
+        let (header, len) = loop {
+            let before = read_header(&*file, path)?;
+            let len = file.len().map_err(|e| Error::io(path, "stat segment", e))?;
+            let after = read_header(&*file, path)?;
+            attempts += 1;
+            if before == after || attempts == 100 {
+                break (after, len);
+            }
+        };
         if path.file_name().and_then(|n| n.to_str()) != Some(&header.name.file_name()) {
             return Err(Error::corrupted(
                 path,
@@ -45,12 +69,16 @@ impl SegmentFile {
                 format!("the header names this segment {}, not its file name", header.name),
             ));
         }
-        Ok(SegmentFile::new(path.to_path_buf(), header, file))
+        let mut seg = SegmentFile::new(path.to_path_buf(), header, file);
+        if !write {
+            seg.opened_len = Some(len);
+        }
+        Ok(seg)
     }
 
     pub(crate) fn new(path: PathBuf, header: Header, file: Arc<dyn VFile>) -> SegmentFile {
         let slot = std::sync::Mutex::new(header.clone());
-        SegmentFile { path, header, file, slot, header_damaged: false }
+        SegmentFile { path, header, file, slot, header_damaged: false, opened_len: None }
     }
 
     /// The previous segment's reference as it is now.
@@ -63,9 +91,14 @@ impl SegmentFile {
         self.slot.lock().unwrap().sealed_len
     }
 
-    /// Where the segment's bytes end: the sealed length, else the file's length.
+    /// Where the segment's bytes end: the sealed length, else the file's length (for a
+    /// file opened for reading, its length as of the header, so that bytes a merge in
+    /// another process appends later are not taken for the segment's own).
     pub fn effective_len(&self) -> Result<u64> {
-        let len = self.len()?;
+        let len = match self.opened_len {
+            Some(l) => l,
+            None => self.len()?,
+        };
         match self.sealed_len() {
             Some(s) if s > len => Err(Error::corrupted(
                 &self.path,
@@ -153,6 +186,12 @@ impl SegmentFile {
         let file = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
         file.write_all_at(&bytes, 0).map_err(|e| Error::io(&tmp, "write header of", e))?;
         file.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
+        if vfs.exists(&path) {
+            // A stray file holds the name (the chain never does: new names are newer than
+            // the head's): move it aside, never replace it.
+            let to = crate::recovery::move_aside(vfs, dir, &path)?;
+            log::warn!("{}: not part of the chain; moved to {} to make room", path.display(), to.display());
+        }
         vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
         vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
         Ok(SegmentFile::new(path, header, file))
@@ -290,6 +329,15 @@ impl Scanner {
         }
     }
 
+    /// Read the file again from `pos` up to its length now (after a write by another
+    /// process may have completed what the buffer holds half-written).
+    pub fn reread(&mut self) -> Result<()> {
+        self.buf.clear();
+        self.buf_at = 0;
+        self.end = self.file.len().map_err(|e| Error::io(&self.path, "stat", e))?;
+        Ok(())
+    }
+
     /// A scanner that also verifies each data record's own CRC (for `check`).
     pub fn verifying(seg: &SegmentFile, from: u64, end: u64) -> Scanner {
         Scanner { verify_data: true, ..Scanner::new(seg, from, end) }
@@ -302,8 +350,22 @@ impl Scanner {
         if !have {
             let n = (len as usize).max(CHUNK).min((self.end - off) as usize);
             self.buf.resize(n, 0);
-            self.file.read_exact_at(&mut self.buf, off).map_err(|e| Error::io(&self.path, "read", e))?;
-            self.buf_at = off;
+            match self.file.read_exact_at(&mut self.buf, off) {
+                Ok(()) => self.buf_at = off,
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // The file got shorter since `end` was taken: a writer in another
+                    // process sealed the active segment (cutting off preallocated zeros) or
+                    // took back a failed write. The data ends where the file ends now.
+                    self.buf.clear();
+                    let now = self.file.len().map_err(|e| Error::io(&self.path, "stat", e))?;
+                    if now >= self.end {
+                        return Err(Error::io(&self.path, "read", e));
+                    }
+                    self.end = now;
+                    return self.bytes(off, len);
+                }
+                Err(e) => return Err(Error::io(&self.path, "read", e)),
+            }
         }
         let s = (off - self.buf_at) as usize;
         Ok(Some(&self.buf[s..s + len as usize]))
@@ -351,7 +413,11 @@ impl Scanner {
                 let s = (pos - self.buf_at) as usize;
                 Ok(Step::Txn { offset: pos, txn, bytes: &self.buf[s..s + len as usize] })
             }
-            Err(e) => Ok(Step::Invalid(e.to_string())),
+            // The caller names the file and the record's offset: only say what is wrong.
+            Err(e) => Ok(Step::Invalid(match e.offset() {
+                Some(at) if at != pos => format!("{} (at offset {at})", e.detail()),
+                _ => e.detail(),
+            })),
         }
     }
 

@@ -121,6 +121,37 @@ impl View {
     }
 }
 
+/// Hands out fresh oids, each larger than every oid stored, staged or allocated before.
+/// Never wraps around to oids in use: after `u64::MAX` the space is exhausted.
+pub(crate) struct OidAllocator(Mutex<Option<u64>>);
+
+impl OidAllocator {
+    /// Above `max_used` (and never 0, the root's oid).
+    fn new(max_used: Option<Oid>) -> OidAllocator {
+        OidAllocator(Mutex::new(max_used.map_or(Some(1), |o| o.0.checked_add(1)).map(|n| n.max(1))))
+    }
+
+    /// `oid` is in use (stored or staged): never hand it (or anything below) out.
+    pub fn note_used(&self, oid: Oid) {
+        let mut next = self.0.lock().unwrap();
+        if next.is_some_and(|n| oid.0 >= n) {
+            *next = oid.0.checked_add(1);
+        }
+    }
+
+    pub fn allocate(&self) -> Result<Oid> {
+        let mut next = self.0.lock().unwrap();
+        let n = next.ok_or_else(|| {
+            Error::invalid(
+                "the oid space is exhausted: oid ffffffffffffffff (the largest) is in use, so no new oid \
+                 can be allocated; store under oids you choose (unused ones below it)",
+            )
+        })?;
+        *next = n.checked_add(1);
+        Ok(Oid(n))
+    }
+}
+
 pub(crate) struct Inner {
     pub dir: PathBuf,
     pub opts: Options,
@@ -133,7 +164,7 @@ pub(crate) struct Inner {
     /// True while a committer leads a batch; `batch_done` is signalled when it ends.
     pub leader: Mutex<bool>,
     pub batch_done: Condvar,
-    pub next_oid: AtomicU64,
+    pub next_oid: OidAllocator,
     pub next_txn_id: AtomicU64,
     pub commits: AtomicU64,
     pub conflicts: AtomicU64,
@@ -143,6 +174,9 @@ pub(crate) struct Inner {
     /// open's repairs may have lost (see `recovery::Opened`).
     pub damage: Vec<String>,
     pub losses: Vec<String>,
+    /// Files named like segments that are not in the chain (see `Storage::strays`).
+    pub strays: Mutex<Vec<PathBuf>>,
+    pub ignored_tail: Option<IgnoredTail>,
     pub settings: Mutex<crate::settings::Settings>,
     /// Base tids of the transactions open now, with counts (a merge keeps deletions that
     /// one of them could still conflict with).
@@ -152,6 +186,10 @@ pub(crate) struct Inner {
     /// Who hears about published commits (`Storage::subscribe`).
     pub subscribers: crate::views::Subscribers,
     _lock: Option<std::fs::File>,
+}
+
+pub(crate) fn not_a_directory(dir: &Path) -> Error {
+    Error::NotFound(format!("{} is not a directory, so not a storage; create one with `fs2 init`", dir.display()))
 }
 
 /// A filestorage2 storage: a chain of segment files in a directory.
@@ -246,6 +284,33 @@ pub struct AppendedInfo {
     pub records: u64,
 }
 
+/// An unreadable tail of the active segment that a read-only open ignored. A writer's
+/// unfinished commit (a crash, or a commit in flight beside this reader) and damage to
+/// the last transaction look alike (DESIGN.md, "Torn tail or damage"): reads answer as
+/// of the transactions before it, and this says that they do. A writable open drops
+/// such a tail (keeping its bytes in a `.dropped-<offset>` file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IgnoredTail {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for IgnoredTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: ignored {} unreadable bytes at offset {} ({}): an unfinished commit or a damaged last \
+             transaction; reads answer as of the transactions before it (read-only)",
+            self.segment.display(),
+            self.bytes,
+            self.offset,
+            self.reason
+        )
+    }
+}
+
 /// Storage-wide counters.
 #[derive(Clone, Debug)]
 pub struct Stats {
@@ -297,10 +362,19 @@ impl Storage {
 
     /// Open the storage in `dir`, recovering from a crash if needed (see `recovery`).
     pub fn open(dir: &Path, opts: Options) -> Result<Storage> {
+        // One canonical form of the storage path: segment paths derived from it are
+        // compared as identities (a relative and an absolute spelling are one directory).
+        let dir = &opts.vfs.canonicalize(dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::NotFound(format!("{} does not exist; create a storage with `fs2 init`", dir.display()))
+            }
+            _ => Error::io(dir, "resolve the path of", e),
+        })?;
         let lock = if opts.read_only {
             None
         } else {
             opts.vfs.lock(dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotADirectory => not_a_directory(dir),
                 std::io::ErrorKind::WouldBlock => Error::Busy(format!(
                     "{} is open for writing by another process (a mount or a writer); stop it, or open read-only",
                     dir.display()
@@ -311,23 +385,18 @@ impl Storage {
                 _ => Error::io(dir, "lock", e),
             })?
         };
-        // A read-only open races with a writer that rotates or merges: retry.
-        let mut attempt = 0;
-        let opened = loop {
-            match recovery::open_chain(dir, &opts) {
-                Err(Error::Io { ref source, .. })
-                    if opts.read_only && attempt < 5 && source.kind() == std::io::ErrorKind::NotFound =>
-                {
-                    attempt += 1
-                }
-                other => break other?,
-            }
-        };
+        let opened =
+            if opts.read_only { recovery::open_snapshot(dir, &opts)? } else { recovery::open_chain(dir, &opts)? };
+        let tail = opened.ignored_tail.as_ref().map(|t| t.to_string());
         for w in &opened.warnings {
-            log::warn!("{w}");
+            // An ignored tail is part of the result (`ignored_tail`): its reader says it.
+            if Some(w) == tail.as_ref() {
+                log::info!("{w}");
+            } else {
+                log::warn!("{w}");
+            }
         }
         let settings = crate::settings::Settings::load(&*opts.vfs, dir)?;
-        let next_oid = opened.max_oid.map_or(1, |o| o.0.saturating_add(1)).max(1);
         let writer = Writer::new(&opened);
         let inner = Inner {
             dir: dir.to_path_buf(),
@@ -337,13 +406,15 @@ impl Storage {
             queue: Mutex::new(Vec::new()),
             leader: Mutex::new(false),
             batch_done: Condvar::new(),
-            next_oid: AtomicU64::new(next_oid),
+            next_oid: OidAllocator::new(opened.max_oid),
             next_txn_id: AtomicU64::new(1),
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             warnings: Mutex::new(opened.warnings),
             damage: opened.damage,
             losses: opened.losses,
+            strays: Mutex::new(opened.strays),
+            ignored_tail: opened.ignored_tail,
             merging: Mutex::new(None),
             open_bases: Mutex::new(BTreeMap::new()),
             settings: Mutex::new(settings),
@@ -397,6 +468,40 @@ impl Storage {
         self.inner.losses.clone()
     }
 
+    /// The unreadable tail of the active segment this (read-only) open ignored, if any.
+    pub fn ignored_tail(&self) -> Option<&IgnoredTail> {
+        self.inner.ignored_tail.as_ref()
+    }
+
+    /// Files in the storage directory named like segments that are not part of its chain
+    /// (not a segment, another storage's, not linked): ignored at open, never deleted.
+    pub fn strays(&self) -> Vec<PathBuf> {
+        self.inner.strays.lock().unwrap().clone()
+    }
+
+    /// Move the stray files into `<dir>/stray/` (a name taken there gets a `.N` suffix).
+    /// Returns (from, to) for each. Needs the writer.
+    pub fn move_strays_aside(&self) -> Result<Vec<(PathBuf, PathBuf)>> {
+        if self.inner.opts.read_only {
+            return Err(Error::ReadOnly("the storage is open read-only".into()));
+        }
+        let vfs = &*self.inner.opts.vfs;
+        let mut strays = self.inner.strays.lock().unwrap();
+        let mut moved = Vec::new();
+        while let Some(p) = strays.pop() {
+            // A rotation since the open may have moved it aside and reused its name.
+            let v = self.view();
+            let chain = v.active.iter().map(|a| &a.seg.path).chain(v.pasts.iter().map(|p| &p.seg.path));
+            if !vfs.exists(&p) || chain.into_iter().any(|c| vfs.same_file(c, &p)) {
+                continue;
+            }
+            drop(v);
+            let to = recovery::move_aside(vfs, &self.inner.dir, &p)?;
+            moved.push((p, to));
+        }
+        Ok(moved)
+    }
+
     /// Begin a transaction with a snapshot at the current last tid.
     pub fn begin(&self) -> Transaction {
         Transaction::new(self.inner.clone(), self.last_tid())
@@ -409,9 +514,10 @@ impl Storage {
 
     /// Allocate a fresh oid: larger than every oid stored, and than every oid staged or
     /// allocated since this storage was opened. (An oid allocated but never stored may be
-    /// handed out again after a reopen, as in ZODB.)
-    pub fn new_oid(&self) -> Oid {
-        Oid(self.inner.next_oid.fetch_add(1, Ordering::Relaxed))
+    /// handed out again after a reopen, as in ZODB.) Never wraps: once the largest oid
+    /// (`ffffffffffffffff`) is in use, every allocation fails.
+    pub fn new_oid(&self) -> Result<Oid> {
+        self.inner.next_oid.allocate()
     }
 
     /// The largest oid in use (stored in any retained record), if any.
@@ -506,6 +612,39 @@ impl Storage {
             Ok(out.len() < limit)
         })?;
         Ok(out)
+    }
+
+    /// Call `f(oid, tid, data)` for the live objects with oid ≥ `start` as of `at`, in oid
+    /// order, visiting at most `limit` oids; returns the oid to continue from (`None` at
+    /// the end). Holds the read view for one call only, so a scan of every object in
+    /// chunks never blocks commits for long.
+    pub fn scan_live(
+        &self,
+        start: Oid,
+        at: Tid,
+        limit: usize,
+        mut f: impl FnMut(Oid, Tid, &[u8]) -> Result<()>,
+    ) -> Result<Option<Oid>> {
+        let v = self.view();
+        let (mut n, mut next) = (0, None);
+        each_oid(&v, start, |oid| {
+            if n == limit {
+                next = Some(oid);
+                return Ok(false);
+            }
+            n += 1;
+            walk(&v, oid, at, |r| {
+                if r.header.tid > at {
+                    return Ok(true);
+                }
+                if !r.header.is_delete() {
+                    f(oid, r.header.tid, &r.data)?;
+                }
+                Ok(false)
+            })?;
+            Ok(true)
+        })?;
+        Ok(next)
     }
 
     /// Number of live objects (walks every index: O(objects)).

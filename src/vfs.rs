@@ -55,10 +55,27 @@ pub trait Vfs: Send + Sync {
     /// Create `dir` and its parents (mode 0700).
     fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
     fn exists(&self, path: &Path) -> bool;
+    /// The one canonical form of `path` (absolute, symbolic links and `..` resolved), so
+    /// that paths are compared as identities, never as text. The simulated disk's paths
+    /// are already canonical.
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        Ok(path.to_path_buf())
+    }
+    /// Whether `a` and `b` name the same existing file or directory (same device and
+    /// inode: also through bind mounts and hard links). False if either does not exist.
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        a == b && self.exists(a)
+    }
     /// Take the exclusive writer lock of the storage in `dir`, held while the returned
     /// value lives. `Ok(None)` where there is nothing to lock (the simulated disk).
     fn lock(&self, _dir: &Path) -> io::Result<Option<File>> {
         Ok(None)
+    }
+    /// Whether a writer holds the lock of the storage in `dir` now (asked by read-only
+    /// opens, which take no lock; they must not create or change anything). `false`
+    /// where it cannot be told (no lock file, or no permission to open it).
+    fn writer_active(&self, _dir: &Path) -> bool {
+        false
     }
 }
 
@@ -129,6 +146,16 @@ impl Vfs for RealVfs {
     fn exists(&self, path: &Path) -> bool {
         path.exists()
     }
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        std::fs::canonicalize(path)
+    }
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        match (std::fs::metadata(a), std::fs::metadata(b)) {
+            (Ok(x), Ok(y)) => (x.dev(), x.ino()) == (y.dev(), y.ino()),
+            _ => false,
+        }
+    }
     fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
         let f = OpenOptions::new()
             .read(true)
@@ -137,11 +164,26 @@ impl Vfs for RealVfs {
             .truncate(false)
             .mode(0o600)
             .open(dir.join("LOCK"))?;
-        match f.try_lock() {
-            Ok(()) => Ok(Some(f)),
-            Err(std::fs::TryLockError::WouldBlock) => Err(io::Error::from(io::ErrorKind::WouldBlock)),
-            Err(std::fs::TryLockError::Error(e)) => Err(e),
+        // A read-only open asking `writer_active` holds a shared lock for a moment: try
+        // again for a while before reporting another writer.
+        let mut tries = 0;
+        loop {
+            match f.try_lock() {
+                Ok(()) => return Ok(Some(f)),
+                Err(std::fs::TryLockError::WouldBlock) if tries < 50 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                Err(std::fs::TryLockError::WouldBlock) => return Err(io::Error::from(io::ErrorKind::WouldBlock)),
+                Err(std::fs::TryLockError::Error(e)) => return Err(e),
+            }
         }
+    }
+    fn writer_active(&self, dir: &Path) -> bool {
+        // Opened for reading only, never created; a shared lock conflicts only with the
+        // writer's exclusive one, and is released at once (the file is closed).
+        let Ok(f) = File::open(dir.join("LOCK")) else { return false };
+        matches!(f.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
     }
 }
 

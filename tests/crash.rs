@@ -1064,6 +1064,12 @@ impl Vfs for FaultVfs {
     fn exists(&self, path: &Path) -> bool {
         self.inner.exists(path)
     }
+    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
+        self.inner.canonicalize(path)
+    }
+    fn same_file(&self, a: &Path, b: &Path) -> bool {
+        self.inner.same_file(a, b)
+    }
     fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
         self.inner.lock(dir)
     }

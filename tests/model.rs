@@ -516,7 +516,8 @@ impl Harness {
             }
             Op::StoreNew { t, len, seed, via_txn } => {
                 let Some(o) = self.slots[slot(t)].as_mut() else { return Ok(()) };
-                let oid = if *via_txn { o.txn.new_oid() } else { self.storage.as_ref().unwrap().new_oid() };
+                let oid = if *via_txn { o.txn.new_oid() } else { self.storage.as_ref().unwrap().new_oid() }
+                    .map_err(|e| format!("new_oid: {e}"))?;
                 if let Some(m) = self.model.max_oid() {
                     ensure!(oid > m, "new_oid {oid:?} is not above the largest stored oid {m:?}");
                 }

@@ -155,3 +155,24 @@ fn read_only_mount_is_kernel_read_only() {
     signal(&child, libc::SIGTERM);
     assert_eq!(finish(child).0, Some(0));
 }
+
+/// The hints `fs2 mount` prints fit the storage (no objects on an empty `--init` mount,
+/// no `mkdir txn/` on a read-only one), and a clean `fs2 umount` leaves no warning.
+#[test]
+fn hints_fit_the_mount_and_a_clean_umount_is_quiet() {
+    if !available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (storage, mp) = (d.path().join("s"), d.path().join("mnt"));
+    let _c = Cleanup(&mp);
+    for (args, empty) in [(&["--init"][..], true), (&["--read-only"][..], true)] {
+        let child = start(&storage, &mp, args);
+        assert!(fs2().arg("umount").arg(&mp).status().unwrap().success());
+        let (code, out, err) = finish(child);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!err.contains("WARN") && !err.contains("Failed to umount"), "{err}");
+        assert_eq!(out.contains("head/0000000000000001"), !empty, "{out}");
+        assert_eq!(out.contains("mkdir"), args != ["--read-only"], "{out}");
+    }
+}

@@ -138,7 +138,7 @@ fn every_refusal_has_its_errno() {
     let s = storage(dir.path());
     let opts = MountOptions { max_object_size: 100, ..MountOptions::default() };
     let m = TestMount::with(s.clone(), &opts);
-    m.sh("mkdir txn/t");
+    m.sh("mkdir txn/t txn/f txn/g");
     let long = format!("txn/{}", "x".repeat(65));
     let (x100, x101) = ("x".repeat(100), "x".repeat(101));
     let cases: Vec<(&str, &str, Option<&str>, &str)> = vec![
@@ -158,8 +158,12 @@ fn every_refusal_has_its_errno() {
         ("put", "txn/t/info", Some("colour blue"), "EINVAL"),
         ("put", "txn/t/0000000000000005", Some(&x101), "ENOENT"),
         ("create", "txn/t/0000000000000005", None, "OK"),
-        ("put", "txn/t/0000000000000005", Some(&x101), "EFBIG"),
-        ("truncate", "txn/t/0000000000000005", Some("101"), "EFBIG"),
+        // A failed write ends its transaction (it refuses changes after).
+        ("create", "txn/f/0000000000000005", None, "OK"),
+        ("put", "txn/f/0000000000000005", Some(&x101), "EFBIG"),
+        ("create", "txn/f/0000000000000005", None, "EINVAL"),
+        ("create", "txn/g/0000000000000005", None, "OK"),
+        ("truncate", "txn/g/0000000000000005", Some("101"), "EFBIG"),
         ("put", "txn/t/0000000000000005", Some(&x100), "OK"),
         ("unlink", "txn/t/ctl", None, "EPERM"),
         ("unlink", "txn/t/0000000000000077", None, "ENOENT"),

@@ -54,7 +54,7 @@ fn store_load_history_reopen() {
     let s = Storage::open(d.path(), small(d.path())).unwrap();
     assert_eq!(s.load(Oid(1)).unwrap(), Some((t4, b"eins".to_vec())));
     assert_eq!(s.history(Oid(1)).unwrap().len(), 3);
-    assert!(s.new_oid() > Oid(3));
+    assert!(s.new_oid().unwrap() > Oid(3));
     assert_eq!(s.segments().unwrap().len(), 2);
     assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
 }
@@ -182,4 +182,37 @@ fn a_bad_data_crc_under_a_good_transaction_crc_is_refused_by_load_and_check() {
     drop(s);
     let r = filestorage2::check::check(d.path(), false, Options::default(), &mut |_, _| {}).unwrap();
     assert!(!r.ok() && r.problems.iter().any(|p| p.contains("checksum")), "{:?}", r.problems);
+}
+
+/// Restore (copying a ZODB storage with its tids): a caller-chosen tid is used as given
+/// when it is after the last tid, in one step and in two-phase commit, and refused (with
+/// nothing written) otherwise.
+#[test]
+fn caller_chosen_tid() {
+    let d = tempfile::tempdir().unwrap();
+    let s = Storage::create(d.path(), small(d.path())).unwrap();
+    let mut t = s.begin();
+    t.store(Oid(1), b"a").unwrap();
+    t.set_tid(Tid(0x0300_0000_0000_0001)).unwrap();
+    assert_eq!(t.commit().unwrap(), Tid(0x0300_0000_0000_0001));
+    let mut t = s.begin();
+    t.store(Oid(1), b"b").unwrap();
+    t.set_tid(Tid(0x0300_0000_0000_0005)).unwrap();
+    t.vote().unwrap();
+    assert_eq!(t.tid(), Some(Tid(0x0300_0000_0000_0005)));
+    assert_eq!(t.finish().unwrap(), Tid(0x0300_0000_0000_0005));
+    for bad in [0x0300_0000_0000_0005, 0x0300_0000_0000_0002] {
+        let mut t = s.begin();
+        t.store(Oid(2), b"c").unwrap();
+        t.set_tid(Tid(bad)).unwrap();
+        assert!(matches!(t.vote(), Err(Error::Invalid(_))), "tid {bad:x} is not after the last");
+    }
+    assert_eq!(s.last_tid(), Tid(0x0300_0000_0000_0005));
+    assert_eq!(s.load(Oid(2)).unwrap(), None);
+    // The next ordinary commit continues after it.
+    let t3 = commit(&s, &[(2, Some(b"d"))]);
+    assert!(t3 > Tid(0x0300_0000_0000_0005));
+    drop(s);
+    let s = Storage::open(d.path(), small(d.path())).unwrap();
+    assert_eq!(s.load(Oid(1)).unwrap(), Some((Tid(0x0300_0000_0000_0005), b"b".to_vec())));
 }

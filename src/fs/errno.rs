@@ -1,4 +1,4 @@
-//! The one place where engine errors and refusals become errno values (NAMESPACE.md
+//! The one place where engine errors and refusals become errno values (docs/NAMESPACE.md
 //! "Refusals"). Every refusal carries a message saying what to do instead; the adapter
 //! logs it once.
 
@@ -21,10 +21,12 @@ impl FsError {
         FsError::new(libc::ENOENT, message)
     }
 
-    /// Whether this is worth a log line at warning level (a refused write, damage),
-    /// rather than a routine miss (ENOENT from shells probing names is logged at info).
+    /// Whether this is worth a log line at warning level (the storage's limits: a full
+    /// disk, an oversized object) rather than info: refusals and misses are answers the
+    /// caller gets (a script probing names or writing where it may not would otherwise
+    /// flood the log).
     pub fn is_loud(&self) -> bool {
-        self.errno != libc::ENOENT
+        matches!(self.errno, libc::ENOSPC | libc::EFBIG | libc::EDQUOT)
     }
 }
 

@@ -67,6 +67,11 @@ impl Inodes {
         }
     }
 
+    /// The inodes of the known nodes that `f` picks.
+    pub fn matching(&self, f: impl Fn(&Node) -> bool) -> Vec<Ino> {
+        self.by_node.iter().filter(|(n, _)| f(n)).map(|(_, i)| *i).collect()
+    }
+
     pub fn len(&self) -> usize {
         self.by_ino.len()
     }

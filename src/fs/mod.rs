@@ -1,4 +1,4 @@
-//! The filesystem view: maps the mounted tree of NAMESPACE.md onto the engine with plain
+//! The filesystem view: maps the mounted tree of docs/NAMESPACE.md onto the engine with plain
 //! types ([`Entry`], [`Attr`], [`FsError`]). It does not know FUSE: the adapter in
 //! `crate::fuse` translates requests and replies, and the unit tests call this layer
 //! directly.
@@ -150,7 +150,21 @@ enum FileHandle {
     /// kept never reads, so its open costs no engine work).
     Rev(Oid, Tid, Mutex<Option<Arc<Vec<u8>>>>),
     Segment(SegmentBytes),
+    /// A generated text file (`stats`, `segments/<name>/info`, `txns`): the snapshot whose
+    /// size was reported. `grows`: append-only (the active segment's `txns`), so a read
+    /// past the end renders again and extends it (`tail -f` follows).
+    Text(Node, Mutex<Arc<Vec<u8>>>, bool),
+    /// `head/watch`: the last tid this descriptor gave (or the one shown at open) and
+    /// what of its line is still to be read (a shell's `read` takes a byte at a time).
+    Watch(Mutex<(Tid, Vec<u8>)>),
 }
+
+/// How long a rendered text file's snapshot serves opens after its size was reported
+/// (longer than the attribute TTL, so that `stat` then `open` see the same bytes).
+const SNAPSHOT_KEEP: Duration = Duration::from_secs(2);
+
+/// A rendered text file and when it was rendered.
+type Snapshot = (Arc<Vec<u8>>, Instant);
 
 /// An open directory. Listing `transactions/` scans segments: the handle keeps the scan
 /// so that consecutive readdir calls continue it instead of starting over.
@@ -183,6 +197,7 @@ struct Counters {
     nanos: [AtomicU64; 5],
     read_bytes: AtomicU64,
     refusals: AtomicU64,
+    misses: AtomicU64,
     errors: AtomicU64,
     txn_cache_hits: AtomicU64,
     txn_cache_misses: AtomicU64,
@@ -214,6 +229,62 @@ pub struct Fs {
     staging: Option<std::path::PathBuf>,
     wtxns: Mutex<WTxns>,
     merge: Arc<write::MergeState>,
+    /// The newest tid whose stale kernel names have been dropped (read-your-writes).
+    shown: Arc<Shown>,
+    /// Text files as last rendered for their size (see [`SNAPSHOT_KEEP`]).
+    snapshots: Mutex<HashMap<Node, Snapshot>>,
+    /// Unmounting: blocked `head/watch` reads end.
+    closing: std::sync::atomic::AtomicBool,
+}
+
+/// The tid that `head/` shows to every process: a commit counts only once the kernel's
+/// cached `head/<oid>` names it replaced have been invalidated. `None` while no notifier
+/// runs (the unit tests call this layer without a kernel: nothing is cached there).
+#[derive(Default)]
+struct Shown {
+    tid: Mutex<Option<Tid>>,
+    cv: std::sync::Condvar,
+    /// Segment files rewritten in place (a merge rewrites its successor's header):
+    /// (rewrites asked, rewrites whose cached pages the notifier has dropped).
+    rewrites: Mutex<(u64, u64)>,
+    rewrites_cv: std::sync::Condvar,
+}
+
+/// How long a commit waits for the notifier before answering anyway (with a warning).
+const SHOWN_WAIT: Duration = Duration::from_secs(10);
+
+impl Shown {
+    fn set(&self, tid: Tid) {
+        let mut t = self.tid.lock().unwrap();
+        if let Some(old) = *t {
+            *t = Some(old.max(tid));
+        }
+        self.cv.notify_all();
+    }
+
+    /// Ask the notifier to drop the kernel's cached pages of every segment file, and wait
+    /// until it has (at once when untracked): nobody reads a header a merge rewrote.
+    pub(super) fn rewritten(&self) {
+        if self.tid.lock().unwrap().is_none() {
+            return;
+        }
+        let mut r = self.rewrites.lock().unwrap();
+        r.0 += 1;
+        let n = r.0;
+        let (_r, w) = self.rewrites_cv.wait_timeout_while(r, SHOWN_WAIT, |r| r.1 < n).unwrap();
+        if w.timed_out() {
+            log::warn!("segment pages not dropped after {SHOWN_WAIT:?}: the notifier is late");
+        }
+    }
+
+    /// Wait until `tid` or newer is shown (at once when untracked).
+    fn wait(&self, tid: Tid) {
+        let t = self.tid.lock().unwrap();
+        let (t, r) = self.cv.wait_timeout_while(t, SHOWN_WAIT, |t| t.is_some_and(|s| s < tid)).unwrap();
+        if r.timed_out() {
+            log::warn!("head/ shows {} after {SHOWN_WAIT:?}, not yet {tid}: the notifier is late", opt_tid(*t));
+        }
+    }
 }
 
 /// The transactions of `txn/`. Lock order: this, then a transaction's own lock.
@@ -259,7 +330,7 @@ impl Fs {
         let staging = (!opts.read_only).then(|| {
             let d = storage.dir().join(".staging");
             let _ = std::fs::remove_dir_all(&d);
-            if let Err(e) = std::fs::create_dir_all(&d) {
+            if let Err(e) = txn::private_dir(&d) {
                 log::warn!("create {}: {e} (transactions through the mount will fail)", d.display());
             }
             d
@@ -269,6 +340,9 @@ impl Fs {
             staging,
             wtxns: Mutex::new(WTxns { next: 1, ..WTxns::default() }),
             merge: Arc::new(write::MergeState::default()),
+            shown: Arc::new(Shown::default()),
+            snapshots: Mutex::new(HashMap::new()),
+            closing: Default::default(),
             storage,
             inodes: Mutex::new(Inodes::new()),
             files: Mutex::new(HashMap::new()),
@@ -292,12 +366,86 @@ impl Fs {
 
     /// Count a failure that the adapter is about to return (for `stats`).
     pub fn note_error(&self, e: &FsError) {
-        let c = if e.errno == libc::EROFS || e.errno == libc::EPERM || e.errno == libc::EXDEV {
-            &self.counters.refusals
-        } else {
-            &self.counters.errors
+        let c = match e.errno {
+            // A miss (a shell probing names) is not an error.
+            libc::ENOENT => &self.counters.misses,
+            libc::EROFS | libc::EPERM | libc::EXDEV | libc::EACCES => &self.counters.refusals,
+            _ => &self.counters.errors,
         };
         c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A notifier starts: from now on commits wait until it has shown them. Call it right
+    /// after subscribing to the storage's commits.
+    pub fn track_shown(&self) {
+        *self.shown.tid.lock().unwrap() = Some(self.storage.last_tid());
+    }
+
+    /// The notifier has dropped every kernel name that commits up to `tid` made stale.
+    pub fn set_shown(&self, tid: Tid) {
+        self.shown.set(tid);
+    }
+
+    /// Segment files were rewritten: the inodes of the chain's `data` files the kernel knows and
+    /// the request number to pass to [`Fs::pages_dropped`] once their pages are dropped.
+    pub fn rewritten_data(&self) -> Option<(u64, Vec<Ino>)> {
+        let (asked, done) = *self.shown.rewrites.lock().unwrap();
+        if asked == done {
+            return None;
+        }
+        // Only segments still in the chain: a merged-away one keeps its bytes (open
+        // descriptors read on), and invalidating it would make the kernel ask for its
+        // attributes, which are gone.
+        let chain: Vec<SegmentName> =
+            self.storage.segments().map(|v| v.into_iter().map(|i| i.name).collect()).unwrap_or_default();
+        let inodes = self.inodes.lock().unwrap().matching(|n| matches!(n, Node::SegData(s) if chain.contains(s)));
+        Some((asked, inodes))
+    }
+
+    pub fn pages_dropped(&self, n: u64) {
+        let mut r = self.shown.rewrites.lock().unwrap();
+        r.1 = r.1.max(n);
+        self.shown.rewrites_cv.notify_all();
+    }
+
+    /// The tid `head/` shows (the engine's last tid when no notifier runs).
+    pub fn shown_tid(&self) -> Tid {
+        self.shown.tid.lock().unwrap().unwrap_or_else(|| self.storage.last_tid())
+    }
+
+    /// Whether the engine is ahead of what `head/` shows (a commit's names are being
+    /// invalidated): a new transaction must wait ([`Fs::wait_shown`]) so that its `head/`
+    /// reads are never older than its base. Waiting blocks: not on a session thread.
+    pub fn shown_behind(&self) -> bool {
+        self.shown.tid.lock().unwrap().is_some_and(|t| t < self.storage.last_tid())
+    }
+
+    /// Wait until `head/` shows the engine's last tid to every process.
+    pub fn wait_shown(&self) {
+        self.shown.wait(self.storage.last_tid());
+    }
+
+    /// Whether `fh` is a `head/watch` descriptor (its reads block: not on a session thread).
+    pub fn is_watch(&self, fh: u64) -> bool {
+        matches!(self.files.lock().unwrap().get(&fh).map(|h| &**h), Some(FileHandle::Watch(_)))
+    }
+
+    /// Wait until `head/` shows a tid newer than `last`; EINTR once `fh` is closed or
+    /// the mount ends.
+    fn watch(&self, fh: u64, last: Tid) -> FsResult<Tid> {
+        loop {
+            let t = self.shown.tid.lock().unwrap();
+            let (t, _) =
+                self.shown.cv.wait_timeout_while(t, Duration::from_secs(1), |t| t.is_some_and(|t| t <= last)).unwrap();
+            drop(t);
+            let now = self.shown_tid();
+            if now > last {
+                return Ok(now);
+            }
+            if !self.files.lock().unwrap().contains_key(&fh) || self.closing.load(Ordering::Relaxed) {
+                return Err(FsError::new(libc::EINTR, "head/watch: closed while waiting"));
+            }
+        }
     }
 
     /// The inode of `head/` if the kernel knows it (for invalidating head entries).
@@ -342,17 +490,22 @@ impl Fs {
             Node::HeadDir | Node::SegmentsDir | Node::SegDir(_) | Node::TxnArea | Node::WTxn(_) => SHORT_TTL,
             _ => LONG_TTL,
         };
+        let entry_ttl = if node.is_per_lookup() { Duration::ZERO } else { entry_ttl };
         let attr_ttl = if node.is_immutable() { LONG_TTL } else { SHORT_TTL };
         Entry { attr: self.attr(node, ino, meta), attr_ttl, entry_ttl }
     }
 
     fn attr(&self, node: Node, ino: Ino, meta: Meta) -> Attr {
         let writable = node.is_writable() && !self.opts.read_only;
-        let (kind, perm, nlink) = match (node.is_dir(), writable) {
-            (true, false) => (Kind::Dir, 0o555, 2),
-            (true, true) => (Kind::Dir, 0o755, 2),
-            (false, false) => (Kind::File, 0o444, 1),
-            (false, true) => (Kind::File, 0o644, 1),
+        // The kernel checks these (default_permissions): everyone may read; only the
+        // owner writes unless the mount lets others write.
+        let (kind, perm, nlink) = match (node.is_dir(), writable, self.opts.others_write) {
+            (true, false, _) => (Kind::Dir, 0o555, 2),
+            (true, true, false) => (Kind::Dir, 0o755, 2),
+            (true, true, true) => (Kind::Dir, 0o777, 2),
+            (false, false, _) => (Kind::File, 0o444, 1),
+            (false, true, false) => (Kind::File, 0o644, 1),
+            (false, true, true) => (Kind::File, 0o666, 1),
         };
         Attr {
             ino,
@@ -377,7 +530,7 @@ impl Fs {
                 "transactions" => Node::TxnsDir,
                 "segments" => Node::SegmentsDir,
                 "stats" => Node::Stats,
-                "merge" => Node::Merge,
+                "merge" => Node::Merge(self.next_fh.fetch_add(1, Ordering::Relaxed)),
                 "txn" if !self.opts.read_only => Node::TxnArea,
                 _ => {
                     let t = parse_at(name).ok_or_else(|| no_such(name))?;
@@ -390,6 +543,9 @@ impl Fs {
                 if name == "at" {
                     return Ok(if at == Tid::MAX { Node::HeadAt } else { Node::AtAt(at) })
                         .and_then(|n| Ok((n, self.meta(n)?)));
+                }
+                if name == "watch" && at == Tid::MAX {
+                    return Ok((Node::HeadWatch, self.meta(Node::HeadWatch)?));
                 }
                 let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
                 match s.stat_at(oid, at)? {
@@ -461,6 +617,9 @@ impl Fs {
         }
         match s.first_tid() {
             Some(first) if t >= first && t <= last => Ok(()),
+            // A time (not a tid) after the last commit that has passed: head as of then
+            // (a later commit gets a later tid, so this state never changes).
+            Some(_) if t > last && t <= Tid::now() && parse_hex(&name[1..]).is_none() => Ok(()),
             Some(first) => Err(FsError::not_found(format!(
                 "{name}: outside the retained history {first}..{last} (see head/at and transactions/)"
             ))),
@@ -500,11 +659,12 @@ impl Fs {
         let last = s.last_tid();
         let m = |size: u64, tid: Tid| Ok(Meta { size, tid });
         match node {
-            Node::Root | Node::HeadDir | Node::HistoryDir | Node::TxnsDir | Node::SegmentsDir | Node::Stats => {
-                m(0, last)
-            }
+            Node::Root | Node::HeadDir | Node::HistoryDir | Node::TxnsDir | Node::SegmentsDir => m(0, last),
+            Node::Stats => m(self.snapshot(node)?.len() as u64, last),
             Node::Readme => m(README.len() as u64, Tid::ZERO),
             Node::HeadAt => m(17, last),
+            // A stream (like a pipe): no size.
+            Node::HeadWatch => m(0, last),
             Node::AtDir(t) => m(0, t),
             Node::AtAt(t) => m(17, t),
             Node::Rev(o, t) | Node::Deleted(o, t) => match s.stat_at(o, t)? {
@@ -516,17 +676,18 @@ impl Fs {
             }
             Node::TxnDir(t) => self.txn(t).map(|_| Meta { size: 0, tid: t }),
             Node::TxnInfo(t) => m(render_txn_info(&*self.txn(t)?).len() as u64, t),
-            Node::SegDir(n) | Node::SegTxns(n) => m(0, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO)),
-            Node::SegInfo(n) => {
-                let i = self.seg_info(n)?;
-                m(render_seg_info(&i).len() as u64, i.last_tid.unwrap_or(Tid::ZERO))
+            Node::SegDir(n) => m(0, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO)),
+            Node::SegTxns(n) | Node::SegInfo(n) => {
+                let size = self.snapshot(node)?.len() as u64;
+                m(size, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO))
             }
             Node::SegData(n) => {
                 let i = self.seg_info(n)?;
                 m(s.segment_bytes(n)?.file_len()?, i.last_tid.unwrap_or(Tid::ZERO))
             }
-            Node::TxnArea | Node::TxnClone | Node::WNewOid(_) => m(0, last),
-            Node::Merge => m(self.merge_text().len() as u64, last),
+            Node::TxnArea | Node::TxnClone(_) => m(0, last),
+            Node::WNewOid(_) => m(17, last),
+            Node::Merge(_) => m(self.merge_text().len() as u64, last),
             Node::WTxn(n) => self.wtxn(n).map(|_| Meta { size: 0, tid: last }),
             Node::WCtl(n) => m(self.wtxn(n)?.status_line().len() as u64, last),
             Node::WInfo(n) => m(self.wtxn(n)?.info_text().len() as u64, last),
@@ -539,9 +700,22 @@ impl Fs {
 
     /// Attributes of `ino` and how long they may be cached.
     pub fn getattr(&self, ino: Ino) -> FsResult<(Attr, Duration)> {
+        self.getattr_open(ino, None)
+    }
+
+    /// Attributes of `ino`, asked through the open file `fh` if given: a segment
+    /// merged away since the open has no name any more, but its open file still has
+    /// its size (the kernel asks before reading at the end).
+    pub fn getattr_open(&self, ino: Ino, fh: Option<u64>) -> FsResult<(Attr, Duration)> {
         let _t = self.timer(Op::Getattr);
         let node = self.node(ino)?;
-        let meta = self.meta(node)?;
+        let meta = self.meta(node).or_else(|e| {
+            let h = fh.and_then(|fh| self.files.lock().unwrap().get(&fh).cloned());
+            match h.as_deref() {
+                Some(FileHandle::Segment(seg)) => Ok(Meta { size: seg.file_len()?, tid: Tid::ZERO }),
+                _ => Err(e),
+            }
+        })?;
         let ttl = if node.is_immutable() { LONG_TTL } else { SHORT_TTL };
         Ok((self.attr(node, ino, meta), ttl))
     }
@@ -570,18 +744,18 @@ impl Fs {
             Node::Rev(o, t) => (FileHandle::Rev(o, t, Mutex::new(None)), true),
             Node::Deleted(..) => (FileHandle::Bytes(Vec::new()), true),
             Node::Readme => (FileHandle::Bytes(README.as_bytes().to_vec()), true),
-            Node::HeadAt => (FileHandle::Bytes(format!("{}\n", s.last_tid()).into_bytes()), false),
+            Node::HeadAt => (FileHandle::Bytes(format!("{}\n", self.shown_tid()).into_bytes()), false),
+            Node::HeadWatch => (FileHandle::Watch(Mutex::new((self.shown_tid(), Vec::new()))), false),
             Node::AtAt(t) => (FileHandle::Bytes(format!("{t}\n").into_bytes()), true),
-            Node::Stats => (FileHandle::Bytes(self.render_stats()?.into_bytes()), false),
             Node::TxnInfo(t) => (FileHandle::Bytes(render_txn_info(&*self.txn(t)?).into_bytes()), true),
-            Node::SegInfo(n) => (FileHandle::Bytes(render_seg_info(&self.seg_info(n)?).into_bytes()), false),
-            Node::SegTxns(n) => {
-                let mut out = String::new();
-                for x in s.segment_txn_summaries(n)? {
-                    let x = x?;
-                    out.push_str(&format!("{} {} {}\n", x.tid, x.objects, x.bytes));
-                }
-                (FileHandle::Bytes(out.into_bytes()), false)
+            Node::Stats | Node::SegInfo(_) | Node::SegTxns(_) => {
+                let kept = self.snapshots.lock().unwrap().get(&node).cloned();
+                let bytes = match kept {
+                    Some((b, at)) if at.elapsed() < SNAPSHOT_KEEP => b,
+                    _ => self.snapshot(node)?,
+                };
+                let grows = matches!(node, Node::SegTxns(n) if self.seg_info(n)?.state == SegmentState::Active);
+                (FileHandle::Text(node, Mutex::new(bytes), grows), false)
             }
             Node::SegData(n) => {
                 let b = s.segment_bytes(n)?;
@@ -628,6 +802,26 @@ impl Fs {
                 };
                 drop(c);
                 slice(&data)
+            }
+            FileHandle::Watch(w) => {
+                let mut w = w.lock().unwrap();
+                let (last, pending) = &mut *w;
+                if pending.is_empty() {
+                    *last = self.watch(fh, *last)?;
+                    *pending = format!("{last}\n").into_bytes();
+                }
+                pending.drain(..pending.len().min(size as usize)).collect()
+            }
+            FileHandle::Text(node, cell, grows) => {
+                let mut b = cell.lock().unwrap();
+                if *grows && offset.saturating_add(size as u64) > b.len() as u64 {
+                    // Append-only: a longer rendering that keeps what was read extends it.
+                    let now = self.render(*node)?;
+                    if now.len() > b.len() && now.starts_with(&b) {
+                        *b = Arc::new(now);
+                    }
+                }
+                slice(&b)
             }
             FileHandle::Segment(seg) => {
                 let mut buf = vec![0u8; size as usize];
@@ -692,6 +886,7 @@ impl Fs {
             }
             Node::TxnArea => &[".", "..", "new"],
             Node::WTxn(_) => &[".", "..", "ctl", "info", "new-oid"],
+            // head/watch is lookup-only: a tree walk (`cp -r`, `grep -r`) must not block on it.
             Node::HeadDir | Node::AtDir(_) => &[".", "..", "at"],
             Node::TxnDir(_) => &[".", "..", "info"],
             Node::SegDir(_) => &[".", "..", "info", "txns", "data"],
@@ -880,6 +1075,32 @@ impl Fs {
         })
     }
 
+    /// The text of a generated file as of now.
+    fn render(&self, node: Node) -> FsResult<Vec<u8>> {
+        Ok(match node {
+            Node::Stats => self.render_stats()?.into_bytes(),
+            Node::SegInfo(n) => render_seg_info(&self.seg_info(n)?).into_bytes(),
+            Node::SegTxns(n) => {
+                let mut out = String::new();
+                for x in self.storage.segment_txn_summaries(n)? {
+                    let x = x?;
+                    out.push_str(&format!("{} {} {}\n", x.tid, x.objects, x.bytes));
+                }
+                out.into_bytes()
+            }
+            _ => return Err(FsError::new(libc::EINVAL, format!("{node} is not a generated text file"))),
+        })
+    }
+
+    /// Render `node` now and keep it for the next open (its size is about to be reported).
+    fn snapshot(&self, node: Node) -> FsResult<Arc<Vec<u8>>> {
+        let b = Arc::new(self.render(node)?);
+        let mut snaps = self.snapshots.lock().unwrap();
+        snaps.retain(|_, (_, at)| at.elapsed() < SNAPSHOT_KEEP);
+        snaps.insert(node, (b.clone(), Instant::now()));
+        Ok(b)
+    }
+
     fn render_stats(&self) -> FsResult<String> {
         let s = &self.storage;
         let st = s.stats()?;
@@ -895,6 +1116,11 @@ impl Fs {
         line("records", st.records.to_string());
         line("commits", st.commits.to_string());
         line("conflicts", st.conflicts.to_string());
+        line(
+            "ignored_tail",
+            s.ignored_tail()
+                .map_or("-".into(), |t| format!("{} bytes at {}:{}", t.bytes, t.segment.display(), t.offset)),
+        );
         let merge = match s.merge_progress() {
             Some(p) => {
                 let names: Vec<String> = p.inputs.iter().map(|n| n.to_string()).collect();
@@ -911,6 +1137,7 @@ impl Fs {
         line("txn_cache_misses", c.txn_cache_misses.load(Ordering::Relaxed).to_string());
         line("read_bytes", c.read_bytes.load(Ordering::Relaxed).to_string());
         line("refusals", c.refusals.load(Ordering::Relaxed).to_string());
+        line("not_found", c.misses.load(Ordering::Relaxed).to_string());
         line("errors", c.errors.load(Ordering::Relaxed).to_string());
         for (i, name) in OPS.iter().enumerate() {
             let n = c.count[i].load(Ordering::Relaxed);

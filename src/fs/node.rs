@@ -16,6 +16,8 @@ pub enum Node {
     Stats,
     HeadDir,
     HeadAt,
+    /// `head/watch`: a read blocks until `head/` shows a newer commit, then gives its tid.
+    HeadWatch,
     AtDir(Tid),
     AtAt(Tid),
     /// The data `tid` stored for `oid` (immutable).
@@ -34,8 +36,8 @@ pub enum Node {
     SegData(SegmentName),
     /// `txn/`: the transactions being built.
     TxnArea,
-    /// `txn/new`: the clone file.
-    TxnClone,
+    /// `txn/new`: the clone file. Each lookup makes a new one (see [`Node::is_per_lookup`]).
+    TxnClone(u64),
     /// `txn/<name>/` and its files.
     WTxn(TxnNo),
     WCtl(TxnNo),
@@ -43,8 +45,8 @@ pub enum Node {
     WNewOid(TxnNo),
     /// `txn/<name>/<oid>`: staged data, or the snapshot's when not staged.
     WObj(TxnNo, Oid),
-    /// `merge`: the merge control file.
-    Merge,
+    /// `merge`: the merge control file; a new one per lookup, as `txn/new`.
+    Merge(u64),
 }
 
 impl Node {
@@ -70,13 +72,22 @@ impl Node {
         matches!(
             self,
             Node::TxnArea
-                | Node::TxnClone
+                | Node::TxnClone(_)
                 | Node::WTxn(_)
                 | Node::WCtl(_)
                 | Node::WInfo(_)
                 | Node::WObj(..)
-                | Node::Merge
+                | Node::Merge(_)
         )
+    }
+
+    /// Whether each lookup of the name gets a node (and inode) of its own, with a name
+    /// TTL of 0: files whose writes block for long (a commit through the clone file, a
+    /// merge). The kernel serializes writes, and O_TRUNC opens, per inode: on a shared
+    /// inode a commit would wait behind another descriptor's blocked commit, and a
+    /// second merge behind the first instead of getting EBUSY.
+    pub fn is_per_lookup(self) -> bool {
+        matches!(self, Node::TxnClone(_) | Node::Merge(_))
     }
 
     /// Whether what this node shows can never change (a retained revision, a snapshot,
@@ -104,9 +115,11 @@ impl std::fmt::Display for Node {
             Node::Stats => write!(f, "/stats"),
             Node::HeadDir => write!(f, "/head"),
             Node::HeadAt => write!(f, "/head/at"),
+            Node::HeadWatch => write!(f, "/head/watch"),
             Node::AtDir(t) => write!(f, "/@{t}"),
             Node::AtAt(t) => write!(f, "/@{t}/at"),
-            Node::Rev(o, t) => write!(f, "/history/{o}/{t}"),
+            // Reached as head/, @<tid>/, history/, transactions/ or segments/ alike.
+            Node::Rev(o, t) => write!(f, "object {o} as of {t}"),
             Node::Deleted(o, t) => write!(f, "/history/{o}/{t}.deleted"),
             Node::HistoryDir => write!(f, "/history"),
             Node::HistoryOid(o) => write!(f, "/history/{o}"),
@@ -119,13 +132,13 @@ impl std::fmt::Display for Node {
             Node::SegTxns(n) => write!(f, "/segments/{n}/txns"),
             Node::SegData(n) => write!(f, "/segments/{n}/data"),
             Node::TxnArea => write!(f, "/txn"),
-            Node::TxnClone => write!(f, "/txn/new"),
+            Node::TxnClone(_) => write!(f, "/txn/new"),
             Node::WTxn(n) => write!(f, "/txn/#{}", n.0),
             Node::WCtl(n) => write!(f, "/txn/#{}/ctl", n.0),
             Node::WInfo(n) => write!(f, "/txn/#{}/info", n.0),
             Node::WNewOid(n) => write!(f, "/txn/#{}/new-oid", n.0),
             Node::WObj(n, o) => write!(f, "/txn/#{}/{o}", n.0),
-            Node::Merge => write!(f, "/merge"),
+            Node::Merge(_) => write!(f, "/merge"),
         }
     }
 }
@@ -144,17 +157,36 @@ pub fn parse_hex_maybe_deleted(name: &str) -> Option<(u64, bool)> {
     }
 }
 
-/// `@<tid>` or `@<ISO-8601 UTC time>` (e.g. `@2026-11-21T11:20:30Z`): the tid it names.
+/// `@<tid>` or `@<ISO-8601 time>` (e.g. `@2026-11-21T11:20:30Z`, `+hh:mm` offsets
+/// too): the tid it names. A time means the state at the end of its last written digit,
+/// so the `time:` a transaction shows (microseconds) names that transaction's state.
 pub fn parse_at(name: &str) -> Option<Tid> {
     let rest = name.strip_prefix('@')?;
     if let Some(t) = parse_hex(rest) {
         return Some(Tid(t));
     }
     // Only something that looks like a date is tried as a time.
-    if rest.len() >= 10 && rest.as_bytes()[4] == b'-' {
-        return parse_iso8601(rest).map(Tid::from_unix);
+    if rest.len() < 10 || rest.as_bytes()[4] != b'-' {
+        return None;
     }
-    None
+    let (time, offset) = split_offset(rest)?;
+    let digits = time.rsplit_once('.').map_or(0, |(_, f)| f.trim_end_matches('Z').len()) as i32;
+    let end = parse_iso8601(time)? - offset + 10f64.powi(-digits.min(9));
+    Some(Tid(Tid::from_unix(end).0.saturating_sub(1)))
+}
+
+/// A time and its UTC offset in seconds (`Z` or none: 0; `+hh:mm` / `-hh:mm`).
+fn split_offset(s: &str) -> Option<(&str, f64)> {
+    let Some(t) = s.find('T') else { return Some((s, 0.0)) };
+    match s[t..].rfind(['+', '-']).map(|i| t + i) {
+        Some(i) => {
+            let (h, m) = s[i + 1..].split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            let sign = if &s[i..i + 1] == "-" { -1.0 } else { 1.0 };
+            Some((&s[..i], sign * f64::from(h * 3600 + m * 60)))
+        }
+        None => Some((s, 0.0)),
+    }
 }
 
 /// A segment directory name: exactly as `fs2 info` spells it (`seg-000001`).
@@ -185,7 +217,15 @@ mod tests {
         assert_eq!(parse_hex_maybe_deleted("0000000000000001.deleted"), Some((1, true)));
         assert_eq!(parse_hex_maybe_deleted("0000000000000001.Deleted"), None);
         assert_eq!(parse_at("@00000000000000ff"), Some(Tid(255)));
-        assert_eq!(parse_at("@2000-01-01T00:00:00Z"), Some(Tid(0x0331_6200_0000_0000)));
+        // The end of that second; an offset moves it.
+        assert_eq!(parse_at("@2000-01-01T00:00:00Z"), Some(Tid(0x0331_6200_0444_4443)));
+        assert_eq!(parse_at("@2000-01-01T00:00:00+00:00"), parse_at("@2000-01-01T00:00:00Z"));
+        assert_eq!(parse_at("@2000-01-01T01:00:00+01:00"), parse_at("@2000-01-01T00:00:00Z"));
+        // The time a transaction shows names its state (not the one before).
+        for tid in [Tid(0x0331_6200_0123_4567), Tid(0x0331_6200_0fff_ffff)] {
+            let t = parse_at(&format!("@{}", tid.iso8601())).unwrap();
+            assert!(t >= tid && t.0 - tid.0 < 0x2000, "{tid} -> {t}");
+        }
         assert_eq!(parse_at("@ff"), None);
         assert_eq!(parse_at("@yesterday"), None);
         assert_eq!(parse_at("0000000000000001"), None);

@@ -111,6 +111,22 @@ fn io_err(what: String, e: std::io::Error) -> FsError {
     FsError::new(e.raw_os_error().unwrap_or(libc::EIO), format!("{what}: {e}"))
 }
 
+/// Create `dir` for the owner only (0700 whatever the umask); it must not exist (a
+/// directory someone else made could be read or written by them).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().mode(0o700).create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+}
+
+/// Write a staged file, created for the owner only (0600 whatever the umask).
+fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    f.write_all(data)
+}
+
 fn busy(name: &str) -> FsError {
     FsError::new(libc::EBUSY, format!("txn/{name}: a vote or commit is running; wait for it"))
 }
@@ -126,7 +142,7 @@ impl MountTxn {
         max_object: u64,
     ) -> FsResult<MountTxn> {
         let dir = staging.join(no.0.to_string());
-        std::fs::create_dir_all(&dir).map_err(|e| io_err(format!("create {}", dir.display()), e))?;
+        private_dir(&dir).map_err(|e| io_err(format!("create {}", dir.display()), e))?;
         let engine = storage.begin();
         let state = State {
             status: Status::Open,
@@ -241,7 +257,10 @@ impl MountTxn {
             }
             _ => Vec::new(),
         };
-        std::fs::write(&path, &data).map_err(|e| io_err(format!("stage {}", path.display()), e))?;
+        if let Err(e) = write_private(&path, &data) {
+            drop(st);
+            return Err(self.write_failed(io_err(format!("stage {}", path.display()), e)));
+        }
         st.staged.insert(oid, Staged::Data(data.len() as u64));
         Ok(())
     }
@@ -260,7 +279,9 @@ impl MountTxn {
         self.stage(storage, oid, true)
     }
 
-    /// Write at `offset` (at the end with `append`); returns the bytes written.
+    /// Write at `offset` (at the end with `append`); returns the bytes written. A write
+    /// that fails (EFBIG, ENOSPC, EIO) ends the transaction as failed: what is staged is
+    /// no longer what the writer meant, so `commit` must refuse.
     pub fn write(&self, oid: Oid, offset: u64, data: &[u8], append: bool) -> FsResult<u32> {
         let mut st = self.lock();
         self.changeable(&st)?;
@@ -269,35 +290,62 @@ impl MountTxn {
         };
         let at = if append { len } else { offset };
         let end = at.saturating_add(data.len() as u64);
-        if end > self.max_object {
-            return Err(FsError::new(
-                libc::EFBIG,
-                format!(
-                    "txn/{}/{oid}: objects are limited to {} bytes (--max-object-size)",
-                    self.name, self.max_object
-                ),
-            ));
+        let r = self.check_size(oid, end).and_then(|()| {
+            let path = self.path(oid);
+            let f = std::fs::OpenOptions::new().write(true).open(&path);
+            f.and_then(|f| f.write_all_at(data, at)).map_err(|e| io_err(format!("write {}", path.display()), e))
+        });
+        match r {
+            Ok(()) => {
+                st.staged.insert(oid, Staged::Data(len.max(end)));
+                Ok(data.len() as u32)
+            }
+            Err(e) => {
+                drop(st);
+                Err(self.write_failed(e))
+            }
         }
-        let path = self.path(oid);
-        let f = std::fs::OpenOptions::new().write(true).open(&path);
-        f.and_then(|f| f.write_all_at(data, at)).map_err(|e| io_err(format!("write {}", path.display()), e))?;
-        st.staged.insert(oid, Staged::Data(len.max(end)));
-        Ok(data.len() as u32)
+    }
+
+    fn check_size(&self, oid: Oid, size: u64) -> FsResult<()> {
+        if size <= self.max_object {
+            return Ok(());
+        }
+        let (name, max) = (&self.name, self.max_object);
+        Err(FsError::new(
+            libc::EFBIG,
+            format!("txn/{name}/{oid}: objects are limited to {max} bytes (--max-object-size)"),
+        ))
+    }
+
+    /// End the transaction after a failed change (its status says why).
+    fn write_failed(&self, e: FsError) -> FsError {
+        log::info!("txn/{}: {e}; the transaction is ended (ctl reads error)", self.name);
+        self.end(Status::Error(format!("write failed: {}", e.to_string().replace('\n', " "))));
+        e
     }
 
     /// Set the staged length of `oid` (staging it first).
     pub fn truncate(&self, storage: &Storage, oid: Oid, size: u64) -> FsResult<()> {
-        if size > self.max_object {
-            return Err(FsError::new(libc::EFBIG, format!("objects are limited to {} bytes", self.max_object)));
+        if let Err(e) = self.check_size(oid, size) {
+            self.changeable(&self.lock())?;
+            return Err(self.write_failed(e));
         }
         self.stage(storage, oid, size == 0)?;
         let mut st = self.lock();
         self.changeable(&st)?;
         let path = self.path(oid);
         let f = std::fs::OpenOptions::new().write(true).open(&path);
-        f.and_then(|f| f.set_len(size)).map_err(|e| io_err(format!("truncate {}", path.display()), e))?;
-        st.staged.insert(oid, Staged::Data(size));
-        Ok(())
+        match f.and_then(|f| f.set_len(size)) {
+            Ok(()) => {
+                st.staged.insert(oid, Staged::Data(size));
+                Ok(())
+            }
+            Err(e) => {
+                drop(st);
+                Err(self.write_failed(io_err(format!("truncate {}", path.display()), e)))
+            }
+        }
     }
 
     /// At most `size` bytes at `offset` of `oid` as this transaction sees it.
@@ -555,6 +603,7 @@ mod tests {
         t.store(Oid(2), b"two").unwrap();
         t.commit().unwrap();
         let staging = d.path().join("staging");
+        private_dir(&staging).unwrap();
         (d, s, staging)
     }
 
@@ -597,7 +646,6 @@ mod tests {
         assert_eq!(t.unlink(&s, Oid(77)).unwrap_err().errno, libc::ENOENT);
         t.set_info(b"user alice\ndescription fix it\n").unwrap();
         assert_eq!(t.set_info(b"colour blue").unwrap_err().errno, libc::EINVAL);
-        assert_eq!(t.write(Oid(9), 1 << 20, b"x", false).unwrap_err().errno, libc::EFBIG);
         assert!(t.status_line().starts_with("open "));
         let tid = t.commit().unwrap();
         assert_eq!(t.status_line(), format!("committed {tid}\n"));
@@ -610,6 +658,21 @@ mod tests {
         assert_eq!(t.write(Oid(9), 0, b"y", false).unwrap_err().errno, libc::EINVAL, "ended");
         assert_eq!(t.abort().unwrap_err().errno, libc::EINVAL, "committed cannot abort");
         assert!(!staging.join("1").exists(), "staged files are removed at the end");
+    }
+
+    #[test]
+    fn a_failed_write_ends_the_transaction() {
+        let (_d, s, staging) = setup();
+        let t = begin(&s, &staging, 1);
+        t.create(&s, Oid(9), false).unwrap();
+        t.write(Oid(9), 0, b"x", false).unwrap();
+        assert_eq!(t.write(Oid(9), 1 << 20, b"x", false).unwrap_err().errno, libc::EFBIG);
+        assert!(t.status_line().starts_with("error write failed: "), "{}", t.status_line());
+        assert_eq!(t.commit().unwrap_err().errno, libc::EINVAL, "a failed transaction cannot commit");
+        let u = begin(&s, &staging, 2);
+        assert_eq!(u.truncate(&s, Oid(1), 1 << 21).unwrap_err().errno, libc::EFBIG);
+        assert!(matches!(u.status(), Status::Error(_)));
+        assert!(s.load(Oid(9)).unwrap().is_none());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use super::{no_such, Entry, FileHandle, Fs, FsError, FsResult, Meta, Node, Opene
 use crate::merge::{Policy, Strategy};
 use crate::types::AsOf;
 use crate::{Oid, SegmentName, Storage};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,6 +17,8 @@ use std::time::Duration;
 pub struct FsOptions {
     /// Hide `txn/`, refuse `merge` (EROFS).
     pub read_only: bool,
+    /// Writable nodes are writable by every user (0777/0666), not by the owner only.
+    pub others_write: bool,
     /// A voted transaction with no commit or abort within this time is aborted.
     pub vote_timeout: Duration,
     /// Larger staged objects are refused with EFBIG.
@@ -24,7 +27,12 @@ pub struct FsOptions {
 
 impl Default for FsOptions {
     fn default() -> FsOptions {
-        FsOptions { read_only: false, vote_timeout: Duration::from_secs(60), max_object_size: 1 << 30 }
+        FsOptions {
+            read_only: false,
+            others_write: false,
+            vote_timeout: Duration::from_secs(60),
+            max_object_size: 1 << 30,
+        }
     }
 }
 
@@ -158,7 +166,7 @@ impl Fs {
     /// Names inside `txn/` and `txn/<name>/`.
     pub(super) fn resolve_txn(&self, parent: Node, name: &str) -> FsResult<(Node, Meta)> {
         let child = match parent {
-            Node::TxnArea if name == "new" => Node::TxnClone,
+            Node::TxnArea if name == "new" => Node::TxnClone(self.next_fh.fetch_add(1, Ordering::Relaxed)),
             Node::TxnArea => {
                 let no = self.wtxns.lock().unwrap().by_name.get(name).copied();
                 Node::WTxn(no.ok_or_else(|| FsError::not_found(format!("txn/{name}: no such transaction")))?)
@@ -200,14 +208,14 @@ impl Fs {
             // A fresh oid per open: never handed out again by this storage.
             Node::WNewOid(n) => {
                 self.wtxn(n)?;
-                FileHandle::Bytes(format!("{}\n", s.new_oid()).into_bytes())
+                FileHandle::Bytes(format!("{}\n", s.new_oid()?).into_bytes())
             }
-            Node::TxnClone => {
+            Node::TxnClone(_) => {
                 let t = self.begin_txn(None)?;
                 let text = format!("{}\n", t.name).into_bytes();
                 FileHandle::Control(Control::Clone(t), text)
             }
-            Node::Merge => FileHandle::Control(Control::Merge, self.merge_text().into_bytes()),
+            Node::Merge(_) => FileHandle::Control(Control::Merge, self.merge_text().into_bytes()),
             _ => return Ok(None),
         }))
     }
@@ -262,7 +270,15 @@ impl Fs {
                 let t = t.clone();
                 match parse_command(data)? {
                     Command::Abort => t.abort().map(|_| WriteDone::Now(len)),
-                    Command::Commit => Ok(WriteDone::Later(Box::new(move || t.commit().map(|_| len)))),
+                    // Read-your-writes: answer once every process sees the commit in head/.
+                    Command::Commit => {
+                        let shown = self.shown.clone();
+                        Ok(WriteDone::Later(Box::new(move || {
+                            let tid = t.commit()?;
+                            shown.wait(tid);
+                            Ok(len)
+                        })))
+                    }
                     Command::Vote => {
                         let timeout = self.opts.vote_timeout;
                         Ok(WriteDone::Later(Box::new(move || {
@@ -286,8 +302,13 @@ impl Fs {
                 if self.storage.merge_progress().is_some() {
                     return Err(FsError::new(libc::EBUSY, "merge: a merge is running; cat merge shows it"));
                 }
-                let (storage, state) = (self.storage.clone(), self.merge.clone());
-                Ok(WriteDone::Later(Box::new(move || merge_job(storage, state, cmd, len))))
+                let (storage, state, shown) = (self.storage.clone(), self.merge.clone(), self.shown.clone());
+                Ok(WriteDone::Later(Box::new(move || {
+                    let r = merge_job(storage, state, cmd, len);
+                    // The merge rewrote headers of segments the kernel may have cached.
+                    shown.rewritten();
+                    r
+                })))
             }
             _ => Err(FsError::new(libc::EBADF, "this file is not open for writing")),
         }
@@ -300,7 +321,7 @@ impl Fs {
         match node {
             _ if self.opts.read_only => Err(super::refuse(super::Refusal::Write("truncate"), &node.to_string())),
             Node::WObj(n, oid) => self.wtxn(n)?.truncate(&self.storage, oid, size),
-            Node::WCtl(_) | Node::WInfo(_) | Node::Merge | Node::TxnClone if size == 0 => Ok(()),
+            Node::WCtl(_) | Node::WInfo(_) | Node::Merge(_) | Node::TxnClone(_) if size == 0 => Ok(()),
             _ => Err(super::refuse(super::Refusal::Write("truncate"), &node.to_string())),
         }
     }
@@ -417,6 +438,8 @@ impl Fs {
 
     /// Unmount: abort every open transaction and remove the staging directory.
     pub fn shutdown(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+        self.shown.cv.notify_all();
         let all: Vec<Arc<MountTxn>> = self.wtxns.lock().unwrap().by_no.drain().map(|(_, t)| t).collect();
         self.wtxns.lock().unwrap().by_name.clear();
         for t in all {

@@ -191,6 +191,9 @@ impl Storage {
     /// Merge the adjacent past segments `names` (oldest first).
     fn run_merge(&self, names: &[SegmentName], strategy: Strategy, progress: &MergeProgress) -> Result<MergeReport> {
         let inner = &self.inner;
+        // The inputs leave the chain at the switch and must go to the archive then:
+        // refuse before writing anything if it cannot take them.
+        probe_archive(&*inner.opts.vfs, &archive_dir(inner))?;
         let (mut counts, mut replaced) = (MergeCounts::default(), Vec::new());
         let output = match strategy {
             Strategy::Copy => {
@@ -349,10 +352,12 @@ impl Storage {
     }
 
     /// Move past segment `name` to `to_dir` (for example another file system) and update
-    /// the chain: copy, sync, rename into place there, switch the successor's reference
-    /// (crash-atomic), then remove the old file. Returns the new path. A crash before the
-    /// switch leaves an unused copy in `to_dir`; after it, the next open removes the old
-    /// file.
+    /// the chain: copy, sync, rename into place there, verify the copy, switch the
+    /// successor's reference (crash-atomic), then remove the old file. Returns the new
+    /// path. Paths are compared as files, never as text: a move into the directory the
+    /// segment already lives in is refused and changes nothing. A crash before the switch
+    /// leaves an unused copy in `to_dir`; after it, the next writable open removes the
+    /// old file once it has verified that the chain's copy holds the same bytes.
     pub fn move_segment(&self, name: SegmentName, to_dir: &Path) -> Result<PathBuf> {
         let inner = &self.inner;
         let vfs = &*inner.opts.vfs;
@@ -374,21 +379,67 @@ impl Storage {
             v.pasts.iter().find(|p| p.seg.header.name == name).cloned().ok_or_else(|| not_in_chain(&name))?
         };
         let from = p.seg.path.clone();
-        let to = to_dir.join(name.file_name());
-        if from.parent() == Some(to_dir) {
-            return Err(Error::invalid(format!("{} is already in {}", name, to_dir.display())));
+        let from_dir = from.parent().unwrap_or(Path::new("/"));
+        if vfs.exists(to_dir) && vfs.same_file(from_dir, to_dir) {
+            return Err(Error::invalid(format!(
+                "{name} already lives in {} ({}): nothing to move",
+                to_dir.display(),
+                from.display()
+            )));
         }
         vfs.create_dir_all(to_dir).map_err(|e| Error::io(to_dir, "create directory", e))?;
-        copy_durably(vfs, &*p.seg.file, &from, p.seg.effective_len()?, &to)?;
-        let moved = PastSegment::open(SegmentFile::open(vfs, &to, false)?)?;
-        let reference = if to_dir == inner.dir { name.file_name() } else { to.display().to_string() };
-        self.relink(name, 1, moved, reference)?;
-        vfs.remove(&from).map_err(|e| Error::io(&from, "remove the old copy of", e))?;
-        if let Some(d) = from.parent() {
-            vfs.sync_dir(d).map_err(|e| Error::io(d, "sync directory", e))?;
+        let to_dir = vfs.canonicalize(to_dir).map_err(|e| Error::io(to_dir, "resolve the path of", e))?;
+        let to = to_dir.join(name.file_name());
+        if vfs.exists(&to) {
+            // A copy left by an interrupted move of this segment may be replaced; anything
+            // else under that name is not ours to overwrite.
+            let ours = SegmentFile::open(vfs, &to, false)
+                .is_ok_and(|s| s.header.storage_id == p.seg.header.storage_id && s.header.name == name);
+            if !ours || vfs.same_file(&to, &from) {
+                return Err(Error::invalid(format!(
+                    "{} already exists and is not a leftover copy of this segment; move it away first",
+                    to.display()
+                )));
+            }
         }
+        let len = p.seg.effective_len()?;
+        copy_durably(vfs, &*p.seg.file, &from, len, &to)?;
+        verify_copy(vfs, &*p.seg.file, &from, len, &to)?;
+        let moved = PastSegment::open(SegmentFile::open(vfs, &to, false)?)?;
+        let reference = if vfs.same_file(&to_dir, &inner.dir) { name.file_name() } else { to.display().to_string() };
+        self.relink(name, 1, moved, reference)?;
+        // The chain now names the verified copy `to`, a different file than `from`.
+        vfs.remove(&from).map_err(|e| Error::io(&from, "remove the old copy of", e))?;
+        vfs.sync_dir(from_dir).map_err(|e| Error::io(from_dir, "sync directory", e))?;
         Ok(to)
     }
+}
+
+/// Check that `to` holds the first `len` bytes of `from` (read back from the disk).
+fn verify_copy(
+    vfs: &dyn crate::vfs::Vfs,
+    from: &dyn crate::vfs::VFile,
+    from_path: &Path,
+    len: u64,
+    to: &Path,
+) -> Result<()> {
+    let copy = vfs.open(to, false).map_err(|e| Error::io(to, "open", e))?;
+    if copy.len().map_err(|e| Error::io(to, "stat", e))? != len {
+        return Err(Error::corrupted(to, 0, format!("the copy of {} does not have its length", from_path.display())));
+    }
+    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut at = 0u64;
+    while at < len {
+        let n = (len - at).min(a.len() as u64) as usize;
+        from.read_exact_at(&mut a[..n], at).map_err(|e| Error::io(from_path, "read", e))?;
+        copy.read_exact_at(&mut b[..n], at).map_err(|e| Error::io(to, "read back", e))?;
+        if a[..n] != b[..n] {
+            return Err(Error::corrupted(to, at, format!("the copy differs from {}", from_path.display())));
+        }
+        at += n as u64;
+    }
+    copy.drop_cache();
+    Ok(())
 }
 
 /// The file name at the end of a previous-segment reference.
@@ -405,6 +456,25 @@ fn not_in_chain(n: &SegmentName) -> Error {
 /// The archive directory of a storage.
 pub(crate) fn archive_dir(inner: &Inner) -> PathBuf {
     inner.opts.archive_dir.clone().unwrap_or_else(|| inner.dir.join("archive"))
+}
+
+/// Check that files can be created in the archive directory `dir` (creating it if
+/// missing): a probe file is created, synced and removed. The error keeps the OS error
+/// and says that nothing was merged.
+fn probe_archive(vfs: &dyn crate::vfs::Vfs, dir: &Path) -> Result<()> {
+    let err = |op, e| Error::io(dir, op, e);
+    vfs.create_dir_all(dir)
+        .map_err(|e| err("merge refused (nothing changed): cannot create the archive directory", e))?;
+    let probe = dir.join(format!(".probe-{}", std::process::id()));
+    let _ = vfs.remove(&probe);
+    let f = vfs
+        .create_new(&probe)
+        .map_err(|e| err("merge refused (nothing changed): cannot create a file in the archive directory", e))?;
+    let written = f.write_all_at(b"probe", 0).and_then(|_| f.sync());
+    drop(f);
+    let removed = vfs.remove(&probe);
+    written.map_err(|e| err("merge refused (nothing changed): cannot write a file in the archive directory", e))?;
+    removed.map_err(|e| err("merge refused (nothing changed): cannot remove a file from the archive directory", e))
 }
 
 /// Move a replaced segment file into the archive directory, durably.
@@ -426,6 +496,7 @@ pub(crate) fn move_to_archive(
             let f = vfs.open(path, false).map_err(|e| Error::io(path, "open", e))?;
             let len = f.len().map_err(|e| Error::io(path, "stat", e))?;
             copy_durably(vfs, &*f, path, len, &to)?;
+            verify_copy(vfs, &*f, path, len, &to)?;
             vfs.remove(path).map_err(|e| Error::io(path, "remove the archived", e))?;
         }
         Err(e) => return Err(Error::io(path, "move to the archive", e)),

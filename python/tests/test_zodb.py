@@ -1,0 +1,310 @@
+"""FileStorage2 through ZODB's object layer (``ZODB.DB``), ZConfig, and the parts of
+the storage API the conformance mixins do not pin down."""
+
+import os
+import time
+
+import pytest
+import transaction
+import ZODB
+import ZODB.blob
+import ZODB.config
+from BTrees.OOBTree import OOBTree
+from persistent.mapping import PersistentMapping
+from ZODB.POSException import ConflictError
+from ZODB.POSException import POSKeyError
+from ZODB.POSException import ReadOnlyError
+from ZODB.serialize import referencesf
+from ZODB.utils import p64
+from ZODB.utils import z64
+
+from filestorage2 import FileStorage2
+from filestorage2 import _native
+
+
+@pytest.fixture
+def path(tmp_path):
+    return str(tmp_path / 'data.fs2')
+
+
+def open_db(path, **kw):
+    return ZODB.DB(FileStorage2(path, create=True, **kw))
+
+
+def test_missing_storage_is_refused_without_create(path):
+    with pytest.raises(_native.NotFoundError):
+        FileStorage2(path)
+
+
+def test_second_writer_is_refused(path):
+    s = FileStorage2(path, create=True)
+    try:
+        with pytest.raises(_native.BusyError):
+            FileStorage2(path)
+        r = FileStorage2(path, read_only=True)
+        r.close()
+    finally:
+        s.close()
+
+
+def test_db_btrees_resolve_conflicts_and_mappings_raise(path):
+    db = open_db(path)
+    try:
+        tm1, tm2 = transaction.TransactionManager(), transaction.TransactionManager()
+        c1, c2 = db.open(tm1), db.open(tm2)
+        c1.root()['tree'] = OOBTree()
+        c1.root()['map'] = PersistentMapping()
+        tm1.commit()
+        c2.sync()
+        # The same bucket changed on both sides, different keys: BTrees resolve it.
+        c1.root()['tree']['a'] = 1
+        c2.root()['tree']['b'] = 2
+        tm1.commit()
+        tm2.commit()
+        # The same mapping on both sides: a real conflict.
+        c1.root()['map']['x'] = 1
+        c2.root()['map']['x'] = 2
+        tm1.commit()
+        with pytest.raises(ConflictError) as e:
+            tm2.commit()
+        assert e.value.oid == c1.root()['map']._p_oid
+        tm2.abort()
+        c3 = db.open()
+        assert dict(c3.root()['tree']) == {'a': 1, 'b': 2}
+        assert dict(c3.root()['map']) == {'x': 1}
+        c3.close()
+    finally:
+        db.close()
+
+
+def test_reopen_read_only_and_metadata(path):
+    db = open_db(path)
+    c = db.open()
+    c.root()['x'] = PersistentMapping(v=1)
+    t = transaction.get()
+    t.setUser('alice')
+    t.note('first')
+    t.setExtendedInfo('k', 'v')
+    transaction.commit()
+    tid = c.root()._p_serial
+    db.close()
+    s = FileStorage2(path, read_only=True)
+    try:
+        assert s.isReadOnly()
+        db = ZODB.DB(s)
+        c = db.open()
+        assert c.root()['x']['v'] == 1
+        h = s.history(z64, size=5)
+        assert h[0]['tid'] == tid
+        assert h[0]['user_name'] == b'/ alice'
+        assert h[0]['description'] == b'first'
+        assert h[0]['extension'] == {'k': 'v'}
+        txn, = [t for t in s.iterator() if t.tid == tid]
+        assert txn.extension == {'k': 'v'}
+        c.root()['y'] = 1
+        with pytest.raises(ReadOnlyError):
+            transaction.commit()
+        transaction.abort()
+    finally:
+        db.close()
+
+
+def test_iterator_start_stop_across_segments(path):
+    s = FileStorage2(path, create=True, rotate_size=4096)
+    db = ZODB.DB(s)
+    try:
+        c = db.open()
+        tids = []
+        for i in range(200):
+            c.root()['k%d' % (i % 7)] = 'x' * 100 + str(i)
+            transaction.commit()
+            tids.append(c.root()._p_serial)
+        assert len(s._native.segments()) > 5
+        all_tids = [t.tid for t in s.iterator()]
+        assert all_tids[-200:] == tids
+        assert [t.tid for t in s.iterator(tids[150])] == tids[150:]
+        assert [t.tid for t in s.iterator(tids[10], tids[20])] == tids[10:21]
+        # A start between two tids begins with the next one.
+        between = p64(int.from_bytes(tids[99], 'big') + 1)
+        assert [t.tid for t in s.iterator(between, tids[101])] == tids[100:102]
+        assert list(s.iterator(p64(int.from_bytes(tids[-1], 'big') + 1))) == []
+    finally:
+        db.close()
+
+
+def test_pack_gc_through_db_keeps_history_after_pack_time(path):
+    db = open_db(path)
+    try:
+        c = db.open()
+        root = c.root()
+        root['keep'] = PersistentMapping(v=0)
+        root['drop'] = PersistentMapping(v=0)
+        transaction.commit()
+        dropped = root['drop']._p_oid
+        old_keep = root['keep']._p_serial
+        root['keep']['v'] = 1
+        del root['drop']
+        transaction.commit()
+        packt = time.time()
+        time.sleep(0.02)
+        root['keep']['v'] = 2
+        transaction.commit()
+        after = root['keep']._p_serial
+        n = len(db.storage)
+        db.pack(packt)
+        s = db.storage
+        # Unreachable: deleted by the GC (through deleteObject's path).
+        with pytest.raises(POSKeyError):
+            s.load(dropped)
+        assert len(s) == n - 1
+        # History after the pack time stays exact.
+        assert s.loadSerial(root['keep']._p_oid, after)
+        # Before it may go once the segments are merged: pack now.
+        db.pack(time.time() + 1)
+        with pytest.raises(POSKeyError):
+            s.loadSerial(root['keep']._p_oid, old_keep)
+        c.cacheMinimize()
+        assert root['keep']['v'] == 2
+    finally:
+        db.close()
+
+
+def test_pack_without_gc_keeps_unreachable(path):
+    s = FileStorage2(path, create=True, pack_gc=False)
+    db = ZODB.DB(s)
+    try:
+        c = db.open()
+        c.root()['a'] = PersistentMapping()
+        transaction.commit()
+        oid = c.root()['a']._p_oid
+        del c.root()['a']
+        transaction.commit()
+        db.pack(time.time() + 1)
+        assert s.load(oid)
+        s.pack(time.time() + 1, referencesf, gc=True)
+        with pytest.raises(POSKeyError):
+            s.load(oid)
+    finally:
+        db.close()
+
+
+def test_record_iternext_visits_every_current_record(path):
+    db = open_db(path)
+    try:
+        c = db.open()
+        for i in range(10):
+            c.root()[i] = PersistentMapping(i=i)
+        transaction.commit()
+        s = db.storage
+        seen, nxt = [], None
+        while True:
+            oid, tid, data, nxt = s.record_iternext(nxt)
+            assert (data, tid) == s.load(oid)
+            seen.append(oid)
+            if nxt is None:
+                break
+        assert len(seen) == 11 == len(s)
+    finally:
+        db.close()
+
+
+def test_blobs_survive_reopen_and_pack(tmp_path, path):
+    blobs = str(tmp_path / 'blobs')
+
+    def open_blob_db():
+        return ZODB.DB(ZODB.blob.BlobStorage(blobs, FileStorage2(path, create=True)))
+    db = open_blob_db()
+    c = db.open()
+    c.root()['b'] = ZODB.blob.Blob(b'one')
+    transaction.commit()
+    with c.root()['b'].open('w') as f:
+        f.write(b'two')
+    transaction.commit()
+    db.close()
+    db = open_blob_db()
+    try:
+        c = db.open()
+        with c.root()['b'].open() as f:
+            assert f.read() == b'two'
+        db.pack(time.time() + 1)
+        c.cacheMinimize()
+        with c.root()['b'].open() as f:
+            assert f.read() == b'two'
+    finally:
+        db.close()
+
+
+CONFIG = """
+%%import filestorage2
+<zodb>
+  <blobstorage>
+    blob-dir %(dir)s/blobs
+    <filestorage2>
+      path %(dir)s/data.fs2
+      rotate-size 1MB
+      retention minimal
+      pack-gc false
+      %(extra)s
+    </filestorage2>
+  </blobstorage>
+</zodb>
+"""
+
+
+def test_zconfig_blobstorage(tmp_path):
+    db = ZODB.config.databaseFromString(CONFIG % dict(dir=tmp_path, extra=''))
+    try:
+        c = db.open()
+        c.root()['b'] = ZODB.blob.Blob(b'data')
+        transaction.commit()
+        base = db.storage._BlobStorage__storage
+        assert isinstance(base, FileStorage2)
+        assert base._native.retention() == 'minimal'
+        assert base._pack_gc is False
+    finally:
+        db.close()
+    db = ZODB.config.databaseFromString(CONFIG % dict(dir=tmp_path, extra='read-only true'))
+    try:
+        assert db.storage.isReadOnly()
+        c = db.open()
+        with c.root()['b'].open() as f:
+            assert f.read() == b'data'
+    finally:
+        db.close()
+
+
+def test_zconfig_create_false_refuses_missing(tmp_path):
+    with pytest.raises(_native.NotFoundError):
+        ZODB.config.storageFromString(
+            '%%import filestorage2\n<filestorage2>\npath %s/nothing\ncreate false\n</filestorage2>'
+            % tmp_path)
+    assert not os.path.exists(tmp_path / 'nothing')
+
+
+def test_pack_keeps_an_object_made_reachable_during_the_walk(path, monkeypatch):
+    """The walk reads a snapshot without the commit lock; a commit meanwhile that links
+    a garbage object back in must keep it alive (the sweep marks what was written since)."""
+    import filestorage2.pack as fpack
+    db = open_db(path)
+    try:
+        c = db.open()
+        root = c.root()
+        root['a'] = PersistentMapping(child=PersistentMapping(v=1))
+        transaction.commit()
+        child = root['a']['child']
+        del root['a']['child']
+        transaction.commit()
+        real_mark = fpack.mark
+
+        def mark_then_commit(*args):
+            marked = real_mark(*args)
+            root['again'] = child
+            transaction.commit()
+            return marked
+        monkeypatch.setattr(fpack, 'mark', mark_then_commit)
+        db.pack(time.time() + 1)
+        c.cacheMinimize()
+        assert db.storage.load(child._p_oid)
+        assert root['again']['v'] == 1
+    finally:
+        db.close()
