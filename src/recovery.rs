@@ -632,6 +632,9 @@ fn same_segment(vfs: &dyn Vfs, seg: &SegmentFile, other: &Path) -> std::result::
     Ok(())
 }
 
+/// How many times at most a scan of the active segment starts over (see `scan_active`).
+const MAX_SCAN_RESTARTS: u32 = 100;
+
 /// Scan the active segment: rebuild its index, drop an unfinished tail (when writable).
 /// Read-only, an unfinished tail is `unsettled`: a writer may be writing it right now.
 pub(crate) fn scan_active(
@@ -642,59 +645,68 @@ pub(crate) fn scan_active(
     unsettled: &mut Vec<String>,
     ignored: &mut Option<IgnoredTail>,
 ) -> Result<Active> {
-    let len = seg.len()?;
-    let mut sc = Scanner::new(&seg, HEADER_SIZE as u64, len);
-    // In file order; collected into the map in bulk at the end (later records win).
-    let mut entries: Vec<(Oid, Entry)> = Vec::new();
-    let mut stats = SealStats::default();
-    let mut damaged = Vec::new();
-    // Where the scan read the file again after finding evidence of damage.
+    // Where the scan started over after finding evidence that a writer in another process
+    // changed bytes it had read, and how often (bounded: each start-over is for a later
+    // record of a writer that keeps committing).
     let mut reread_at = None;
-    // The end of the last committed transaction.
-    let mut committed_end = HEADER_SIZE as u64;
-    let why = loop {
-        match sc.next_step()? {
-            Step::Txn { offset, txn, .. } => {
-                let tid = txn.header.tid;
-                if stats.txn_count > 0 && tid <= stats.last_tid {
-                    return Err(Error::corrupted(&seg.path, offset, "transaction ids do not increase"));
+    let mut restarts = 0;
+    let (len, sc, why, mut entries, stats, damaged, committed_end) = 'scan: loop {
+        let len = seg.len()?;
+        let mut sc = Scanner::new(&seg, HEADER_SIZE as u64, len);
+        // In file order; collected into the map in bulk at the end (later records win).
+        let mut entries: Vec<(Oid, Entry)> = Vec::new();
+        let mut stats = SealStats::default();
+        let mut damaged = Vec::new();
+        // The end of the last committed transaction.
+        let mut committed_end = HEADER_SIZE as u64;
+        let why = loop {
+            match sc.next_step()? {
+                Step::Txn { offset, txn, .. } => {
+                    let tid = txn.header.tid;
+                    if stats.txn_count > 0 && tid <= stats.last_tid {
+                        return Err(Error::corrupted(&seg.path, offset, "transaction ids do not increase"));
+                    }
+                    entries.extend(txn.records.iter().map(|(rel, h)| (h.oid, Entry { offset: offset + rel, tid })));
+                    note_txn(&mut stats, tid, txn.records.len());
+                    committed_end = sc.pos;
                 }
-                entries.extend(txn.records.iter().map(|(rel, h)| (h.oid, Entry { offset: offset + rel, tid })));
-                note_txn(&mut stats, tid, txn.records.len());
-                committed_end = sc.pos;
-            }
-            Step::Skip => {}
-            Step::End => break None,
-            Step::Index => break Some("an unfinished index from an interrupted rotation".to_string()),
-            Step::Invalid(why) => {
-                let at = sc.pos;
-                if let Some(p) = sc.durable_evidence_after(at)? {
-                    // A writer in another process may have written `at` after our first
-                    // read of it and the later transaction before our second: read `at`
-                    // again. It cannot change after that later transaction was written
-                    // (its bytes were durable then), so if it is still invalid now, it is
-                    // damaged.
-                    if reread_at != Some(at) {
-                        reread_at = Some(at);
-                        sc.reread()?;
+                Step::Skip => {}
+                Step::End => break None,
+                Step::Index => break Some("an unfinished index from an interrupted rotation".to_string()),
+                Step::Invalid(why) => {
+                    let at = sc.pos;
+                    if let Some(p) = sc.durable_evidence_after(at)? {
+                        // A writer in another process may have written `at` after our first
+                        // read of it and the later transaction before our second. Start the
+                        // scan over: not only `at` may have changed since it was read, but
+                        // also a voted record before it, read as padding and finished since
+                        // (taking the transactions after it without it would be a snapshot
+                        // with a hole). `at` cannot change after that later transaction was
+                        // written (its bytes were durable then), so if it is still invalid
+                        // on the next pass, it is damaged.
+                        if reread_at != Some(at) && restarts < MAX_SCAN_RESTARTS {
+                            reread_at = Some(at);
+                            restarts += 1;
+                            continue 'scan;
+                        }
+                        // Damage, not an unfinished write (the transaction at `p` was written
+                        // after `at` was durable): contain it and go on after it.
+                        let end = sc.resync(at, p)?;
+                        let after = if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO };
+                        let mut d = crate::damage::analyse(&seg.read(at, (end - at) as usize)?, at, after);
+                        d.why = format!(
+                            "{why}; this is damage, not an unfinished write (the transaction at offset {p} \
+                             was written after it was durable)"
+                        );
+                        damaged.push(d);
+                        sc.pos = end;
                         continue;
                     }
-                    // Damage, not an unfinished write (the transaction at `p` was written
-                    // after `at` was durable): contain it and go on after it.
-                    let end = sc.resync(at, p)?;
-                    let after = if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO };
-                    let mut d = crate::damage::analyse(&seg.read(at, (end - at) as usize)?, at, after);
-                    d.why = format!(
-                        "{why}; this is damage, not an unfinished write (the transaction at offset {p} \
-                         was written after it was durable)"
-                    );
-                    damaged.push(d);
-                    sc.pos = end;
-                    continue;
+                    break Some(why);
                 }
-                break Some(why);
             }
-        }
+        };
+        break (len, sc, why, entries, stats, damaged, committed_end);
     };
     let end = sc.pos;
     if let Some(why) = why {

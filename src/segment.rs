@@ -329,15 +329,6 @@ impl Scanner {
         }
     }
 
-    /// Read the file again from `pos` up to its length now (after a write by another
-    /// process may have completed what the buffer holds half-written).
-    pub fn reread(&mut self) -> Result<()> {
-        self.buf.clear();
-        self.buf_at = 0;
-        self.end = self.file.len().map_err(|e| Error::io(&self.path, "stat", e))?;
-        Ok(())
-    }
-
     /// A scanner that also verifies each data record's own CRC (for `check`).
     pub fn verifying(seg: &SegmentFile, from: u64, end: u64) -> Scanner {
         Scanner { verify_data: true, ..Scanner::new(seg, from, end) }
