@@ -235,7 +235,19 @@ impl Fs {
             Some(n) => n.to_string(),
             None => (no.0..).map(|i| i.to_string()).find(|n| !w.by_name.contains_key(n)).expect("a free number"),
         };
-        let t = Arc::new(MountTxn::begin(&self.storage, staging, no, name.clone(), clone, self.opts.max_object_size)?);
+        // The base is what `head/` shows now, never newer: a commit published but not yet
+        // shown may still have stale names in the kernel, and this transaction's reads of
+        // them must be covered by its conflict check.
+        let base = Some(self.shown_tid());
+        let t = Arc::new(MountTxn::begin(
+            &self.storage,
+            base,
+            staging,
+            no,
+            name.clone(),
+            clone,
+            self.opts.max_object_size,
+        )?);
         w.next += 1;
         w.by_name.insert(name, no);
         w.by_no.insert(no, t.clone());
