@@ -4,10 +4,9 @@
 //! Undo of `T` writes, for every object `T` wrote, the object's state before `T` (a
 //! deletion when `T` created it). An object is *current* when nothing changed it after
 //! `T` (its newest record is `T`'s, or has the same bytes); otherwise the undo conflicts
-//! and is refused here, also when `T` created the object (deleting it would lose the
-//! later changes). The ZODB layer (Python) follows FileStorage on top of
-//! [`Storage::undo_records`] instead: conflict resolution, and an undone creation is a
-//! deletion whatever happened since.
+//! and is refused here. The ZODB layer (Python) tries ZODB's conflict resolution on top
+//! of [`Storage::undo_records`] first, as FileStorage does (never for an object `T`
+//! created: there is no state before to merge with).
 //!
 //! Only a transaction whose records are all still retained can be undone: one inside a
 //! merged segment (a merge keeps only the records current at the end of its range) or a
