@@ -109,3 +109,50 @@ impl Transaction {
         Ok(recs.iter().map(|r| r.oid).collect())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Options;
+
+    fn commit(s: &Storage, writes: &[(u64, Option<&[u8]>)]) -> Tid {
+        let mut t = s.begin();
+        for (o, d) in writes {
+            match d {
+                Some(d) => t.store(Oid(*o), d).unwrap(),
+                None => t.delete(Oid(*o)).unwrap(),
+            }
+        }
+        t.commit().unwrap()
+    }
+
+    #[test]
+    fn several_undos_in_one_transaction_see_each_other() {
+        let d = tempfile::tempdir().unwrap();
+        let s = Storage::create(d.path(), Options::default()).unwrap();
+        let t1 = commit(&s, &[(1, Some(b"a1"))]);
+        let t2 = commit(&s, &[(1, Some(b"a2")), (2, Some(b"b2"))]);
+        let mut t = s.begin();
+        // Undoing t1 first conflicts (object 1 changed in t2) and stages nothing.
+        assert!(matches!(t.undo(t1), Err(Error::Conflict { oid: Oid(1), tid }) if tid == t2));
+        assert_eq!(t.staged_oids().count(), 0);
+        assert_eq!(t.undo(t2).unwrap(), vec![Oid(1), Oid(2)]);
+        // Object 1 is now staged as a1, what t1 wrote: undoing t1 deletes it.
+        assert_eq!(t.undo(t1).unwrap(), vec![Oid(1)]);
+        t.commit().unwrap();
+        assert_eq!(s.load(Oid(1)).unwrap(), None);
+        assert_eq!(s.load(Oid(2)).unwrap(), None);
+        // An undo of a deletion restores the object.
+        let t3 = commit(&s, &[(3, Some(b"c"))]);
+        let t4 = commit(&s, &[(3, None)]);
+        let r = s.undo_records(t4).unwrap();
+        assert_eq!(r[0].before.as_deref(), Some(&b"c"[..]));
+        assert!(r[0].is_current(t4));
+        let mut t = s.begin();
+        t.undo(t4).unwrap();
+        t.commit().unwrap();
+        assert_eq!(s.load(Oid(3)).unwrap().map(|x| x.1), Some(b"c".to_vec()));
+        assert!(t3 < t4);
+        assert!(matches!(s.undo_records(Tid(1)), Err(Error::NotFound(_))));
+    }
+}
