@@ -437,3 +437,47 @@ def test_pack_gc_falls_back_to_referencesf_for_records_rust_cannot_read(path):
             s.load(p64(2))
     finally:
         s.close()
+
+
+def _fs2_binary():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for p in (os.environ.get('FS2_BIN'),
+              os.path.join(here, '..', '..', 'target', 'debug', 'fs2'),
+              os.path.join(here, '..', '..', 'target', 'release', 'fs2')):
+        if p and os.access(p, os.X_OK):
+            return p
+    pytest.skip('no fs2 binary (cargo build, or FS2_BIN)')
+
+
+def test_fs2_undo_on_a_database_written_by_zodb(path):
+    """`fs2 undo` on ZODB records: restores the state before, refuses (exit 4, naming
+    the oid) an object changed since; ZODB reads the result."""
+    import subprocess
+    fs2 = _fs2_binary()
+    db = open_db(path)
+    c = db.open()
+    root = c.root()
+    root['m'] = PersistentMapping(v=1)
+    transaction.commit()
+    moid = root['m']._p_oid
+    root['m']['v'] = 2
+    transaction.commit()
+    t2 = db.lastTransaction()
+    root['m']['v'] = 3
+    transaction.commit()
+    t3 = db.lastTransaction()
+    db.close()
+    try:
+        r = subprocess.run([fs2, 'undo', path, t2.hex()], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 4, r
+        assert moid.hex() in r.stderr, r.stderr
+        r = subprocess.run([fs2, 'undo', path, t3.hex()], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r
+        db = open_db(path)
+        c = db.open()
+        assert c.root()['m']['v'] == 2
+        assert db.undoLog(0, 1)[0]['description'] == 'undo %s' % t3.hex()
+    finally:
+        db.close()
