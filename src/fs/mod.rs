@@ -463,6 +463,13 @@ impl Fs {
         self.inodes.lock().unwrap().peek(Node::HeadDir)
     }
 
+    /// The inodes the kernel knows of the directories whose names are oids of head
+    /// objects (`head/`, `refs/`): a commit invalidates the names of the oids it changed.
+    pub fn head_inos(&self) -> Vec<Ino> {
+        let i = self.inodes.lock().unwrap();
+        [Node::HeadDir, Node::RefsDir].into_iter().filter_map(|n| i.peek(n)).collect()
+    }
+
     pub fn node(&self, ino: Ino) -> FsResult<Node> {
         self.inodes
             .lock()
