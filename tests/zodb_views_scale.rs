@@ -75,7 +75,14 @@ fn classes_of_a_large_storage() {
     let before = rss_anon_mib();
     let time = |what: &str, script: &str| {
         let t = Instant::now();
-        let out = m.sh(script);
+        // Not m.sh: `ls -l` of 900k entries may take longer than its 30 s on a loaded machine.
+        let o = std::process::Command::new("timeout")
+            .args(["-k", "5", "600", "sh", "-c", script])
+            .current_dir(&m.root)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", String::from_utf8_lossy(&o.stderr));
+        let out = String::from_utf8(o.stdout).unwrap();
         println!("{what}: {:.2} s ({})", t.elapsed().as_secs_f64(), out.lines().next().unwrap_or("").trim());
         out
     };
