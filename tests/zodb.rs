@@ -245,6 +245,13 @@ fn mount_shows_classes_and_refs_and_collects_garbage() {
         assert_eq!(strong, want, "refs/{o}");
     }
     assert!(m.sh("ls refs/").is_empty(), "refs/ is lookup-only");
+    // referrers/: the inverse of the strong references (weak ones marked).
+    for o in live.keys().take(30) {
+        let text = std::fs::read_to_string(m.path(&format!("referrers/{o}"))).unwrap();
+        let got: Vec<Oid> = text.lines().filter(|l| !l.contains(' ')).map(|l| l.parse().unwrap()).collect();
+        let want: Vec<Oid> = live.iter().filter(|(_, r)| r.refs.contains(o)).map(|(x, _)| *x).collect();
+        assert_eq!(got, want, "referrers/{o}");
+    }
     let walked = m.sh("find . | grep -c -e '^./classes' -e '^./refs' || true");
     assert_eq!(walked.trim(), "0", "find never enters classes/ or refs/");
 

@@ -66,6 +66,7 @@ gc                 echo dry-run|run > gc: ZODB garbage collection (as fs2 gc); c
 classes/           (not listed here; ls classes/) live objects by ZODB class as of head:
                    classes/index has count-bytes-class lines, classes/<module.Class>/<oid>
 refs/<oid>         (not listed) the persistent references of head/<oid>, one oid per line
+referrers/<oid>    (not listed) the head objects referring to <oid> (a scan of every object)
 
 Names are 16 lowercase hex digits. Times are commit times. To pin one snapshot in a
 script: T=$(cat head/at); ls @$T/
@@ -511,7 +512,8 @@ impl Fs {
             | Node::WTxn(_)
             | Node::ClassesDir
             | Node::ClassDir(_)
-            | Node::RefsDir => SHORT_TTL,
+            | Node::RefsDir
+            | Node::ReferrersDir => SHORT_TTL,
             _ => LONG_TTL,
         };
         let entry_ttl = if node.is_per_lookup() { Duration::ZERO } else { entry_ttl };
@@ -558,6 +560,7 @@ impl Fs {
                 "gc" => Node::Gc(self.next_fh.fetch_add(1, Ordering::Relaxed)),
                 "classes" => Node::ClassesDir,
                 "refs" => Node::RefsDir,
+                "referrers" => Node::ReferrersDir,
                 "txn" if !self.opts.read_only => Node::TxnArea,
                 _ => {
                     let t = parse_at(name).ok_or_else(|| no_such(name))?;
@@ -625,7 +628,9 @@ impl Fs {
                 }
             },
             Node::TxnArea | Node::WTxn(_) => return self.resolve_txn(parent, name),
-            Node::ClassesDir | Node::ClassDir(_) | Node::RefsDir => return self.resolve_zodb(parent, name),
+            Node::ClassesDir | Node::ClassDir(_) | Node::RefsDir | Node::ReferrersDir => {
+                return self.resolve_zodb(parent, name)
+            }
             _ => return Err(FsError::new(libc::ENOTDIR, format!("{parent} is not a directory"))),
         };
         Ok((child, self.meta(child)?))
@@ -717,7 +722,8 @@ impl Fs {
             Node::WNewOid(_) => m(17, last),
             Node::Merge(_) => m(self.merge_text().len() as u64, last),
             Node::Gc(_) => m(self.gc.text().len() as u64, last),
-            Node::ClassesDir | Node::RefsDir => m(0, last),
+            Node::ClassesDir | Node::RefsDir | Node::ReferrersDir => m(0, last),
+            Node::Referrers(_) => m(self.snapshot(node)?.len() as u64, last),
             Node::ClassesAt => m(17, self.shown_tid()),
             Node::ClassIndex => {
                 let size = self.snapshot(node)?.len() as u64;
@@ -789,7 +795,7 @@ impl Fs {
             Node::HeadWatch => (FileHandle::Watch(Mutex::new((self.shown_tid(), Vec::new()))), false),
             Node::AtAt(t) => (FileHandle::Bytes(format!("{t}\n").into_bytes()), true),
             Node::TxnInfo(t) => (FileHandle::Bytes(render_txn_info(&*self.txn(t)?).into_bytes()), true),
-            Node::Stats | Node::SegInfo(_) | Node::SegTxns(_) | Node::ClassIndex => {
+            Node::Stats | Node::SegInfo(_) | Node::SegTxns(_) | Node::ClassIndex | Node::Referrers(_) => {
                 let kept = self.snapshots.lock().unwrap().get(&node).cloned();
                 let bytes = match kept {
                     Some((b, at)) if at.elapsed() < SNAPSHOT_KEEP => b,
@@ -1174,6 +1180,13 @@ impl Fs {
                     _ => return Err(FsError::not_found(format!("refs/{name}: no such object"))),
                 }
             }
+            Node::ReferrersDir => {
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                match self.storage.stat_at(oid, Tid::MAX)? {
+                    Some(r) if !r.deleted => Node::Referrers(oid),
+                    _ => return Err(FsError::not_found(format!("referrers/{name}: no such object"))),
+                }
+            }
             _ => unreachable!("resolve_zodb is called for the ZODB directories"),
         };
         Ok((child, self.meta(child)?))
@@ -1215,6 +1228,7 @@ impl Fs {
                 let v = self.class_view()?;
                 v.index_text(&self.zviews.names.lock().unwrap()).into_bytes()
             }
+            Node::Referrers(o) => zodb::referrers_text(&self.storage, o, self.shown_tid())?.into_bytes(),
             Node::SegTxns(n) => {
                 let mut out = String::new();
                 for x in self.storage.segment_txn_summaries(n)? {

@@ -58,6 +58,9 @@ pub enum Node {
     /// `refs/` (lookup-only) and `refs/<oid>`: the references of a revision.
     RefsDir,
     Refs(Oid, Tid),
+    /// `referrers/` (lookup-only) and `referrers/<oid>`: the head objects referring to one.
+    ReferrersDir,
+    Referrers(Oid),
 }
 
 impl Node {
@@ -78,6 +81,7 @@ impl Node {
                 | Node::ClassesDir
                 | Node::ClassDir(_)
                 | Node::RefsDir
+                | Node::ReferrersDir
         )
     }
 
@@ -162,6 +166,8 @@ impl std::fmt::Display for Node {
             Node::ClassDir(i) => write!(f, "/classes/#{i}"),
             Node::RefsDir => write!(f, "/refs"),
             Node::Refs(o, t) => write!(f, "/refs/{o} (as of {t})"),
+            Node::ReferrersDir => write!(f, "/referrers"),
+            Node::Referrers(o) => write!(f, "/referrers/{o}"),
         }
     }
 }

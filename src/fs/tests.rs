@@ -609,6 +609,11 @@ fn refs_list_references_of_head_objects() {
     assert_eq!(errno(path(fs, "refs/0000000000000099")), libc::ENOENT);
     assert_eq!(errno(path(fs, "refs/1")), libc::ENOENT);
     assert!(ls(fs, "refs", 100, true).is_empty(), "lookup-only");
+    assert_eq!(text(fs, "referrers/0000000000000002"), "0000000000000000\n0000000000000004\n");
+    assert_eq!(text(fs, "referrers/0000000000000005"), "0000000000000000 weak\n");
+    assert_eq!(text(fs, "referrers/0000000000000000"), "");
+    assert_eq!(errno(path(fs, "referrers/0000000000000099")), libc::ENOENT);
+    assert!(ls(fs, "referrers", 100, true).is_empty(), "lookup-only");
     // A new revision has new references (the name follows head).
     let mut t = fs.storage().begin();
     t.store(Oid(0), &zrec("persistent.mapping", "PersistentMapping", &[(4, false)])).unwrap();

@@ -212,20 +212,32 @@ pub fn build(s: &Storage, at: Tid, names: &Mutex<Classes>) -> Result<ClassView> 
 /// `<oid> database=<db>` (cross-database). Not a ZODB record: the reason.
 pub fn refs_text(data: &[u8]) -> std::result::Result<String, String> {
     let (_, refs) = Reader::new().read(data).map_err(|e| e.to_string())?;
+    Ok(lines(refs.iter().map(|r| (r.oid, &r.kind))))
+}
+
+/// One line per (oid, kind) as `refs/` spells them, a repeated one once.
+fn lines<'a>(refs: impl Iterator<Item = (Oid, &'a RefKind)>) -> String {
     let mut out = String::new();
     let mut seen = std::collections::HashSet::new();
-    for r in refs {
-        let line = match &r.kind {
-            RefKind::Strong => format!("{}\n", r.oid),
-            RefKind::Weak { database: None } => format!("{} weak\n", r.oid),
-            RefKind::Weak { database: Some(d) } => format!("{} weak database={}\n", r.oid, d.escape_default()),
-            RefKind::CrossDatabase { database } => format!("{} database={}\n", r.oid, database.escape_default()),
+    for (oid, kind) in refs {
+        let line = match kind {
+            RefKind::Strong => format!("{oid}\n"),
+            RefKind::Weak { database: None } => format!("{oid} weak\n"),
+            RefKind::Weak { database: Some(d) } => format!("{oid} weak database={}\n", d.escape_default()),
+            RefKind::CrossDatabase { database } => format!("{oid} database={}\n", database.escape_default()),
         };
         if seen.insert(line.clone()) {
             out.push_str(&line);
         }
     }
-    Ok(out)
+    out
+}
+
+/// `referrers/<oid>`: the objects live at `at` whose records refer to `target`, one line
+/// per (referrer, kind) as in `refs/`, in oid order. A scan of every object.
+pub fn referrers_text(s: &Storage, target: Oid, at: Tid) -> Result<String> {
+    let v = crate::zodb::scan::referrers(s, target, at, &mut |_| {})?;
+    Ok(lines(v.iter().map(|(o, r)| (*o, &r.kind))))
 }
 
 /// The `gc` node: whether a collection runs, its progress and the last result.
