@@ -138,6 +138,11 @@ enum Cmd {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Undo transaction TID: one new transaction (description `undo <tid>`) restoring
+    /// each object it wrote to its state before it (deleting the objects it created).
+    /// Refused, exit 4, naming the oid, if an object changed after TID; exit 1 if TID's
+    /// history was merged (packed) away; exit 3 if there is no such transaction.
+    Undo { dir: PathBuf, tid: Tid },
     /// Measure the engine and the mount against this machine's limits and plain files
     /// (P1-P12, README "Performance"); prints a table.
     Bench(filestorage2::bench::BenchArgs),
@@ -442,6 +447,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Analyze { dir } => analyze(&mut out, &dir)?,
         Cmd::Refs { dir, oid } => refs(&mut out, &dir, oid)?,
         Cmd::Gc { dir, dry_run } => gc(&mut out, &dir, dry_run)?,
+        Cmd::Undo { dir, tid } => undo(&mut out, &dir, tid)?,
         Cmd::Check { dir, repair, salvage, refs } => {
             // Everything on stdout, one line each: `salvaged: ...`, `repaired: ...`,
             // `problem: ...`, the counts, then `ok` or `damaged: ...`. An error that is not damage
@@ -1040,4 +1046,21 @@ fn gc(out: &mut impl Write, dir: &Path, dry_run: bool) -> Result<(), Failure> {
         None => w(writeln!(out, "{summary}; nothing to delete"))?,
     }
     Ok(())
+}
+
+fn undo(out: &mut impl Write, dir: &Path, tid: Tid) -> Result<(), Failure> {
+    let s = Storage::open(dir, Options::default())?;
+    let mut t = s.begin();
+    let oids = t.undo(tid).map_err(|e| match e {
+        Error::Conflict { oid, tid: newer } => fail(
+            4,
+            format!("cannot undo {tid}: object {oid} was changed after it (by transaction {newer}); nothing written"),
+        ),
+        e => e.into(),
+    })?;
+    t.set_user(b"fs2 undo");
+    t.set_description(format!("undo {tid}").as_bytes());
+    let new = t.commit()?;
+    writeln!(out, "undid {tid}: {} objects restored in transaction {new}", oids.len())
+        .map_err(|e| fail(1, format!("writing output: {e}")))
 }

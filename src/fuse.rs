@@ -560,10 +560,11 @@ pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) ->
             // Only names the kernel may have cached need it (it knows head/ then). The
             // kernel takes head/'s directory lock: lookups in flight finish first, and
             // their names are dropped too.
-            if let Some(head) = fs.head_ino() {
-                for oid in ev.oids {
+            // head/ and refs/ name objects by oid.
+            for dir in fs.head_inos() {
+                for oid in &ev.oids {
                     // ENOENT = not cached: nothing to do.
-                    let _ = notifier.inval_entry(INodeNo(head.0), OsStr::new(&oid.to_string()));
+                    let _ = notifier.inval_entry(INodeNo(dir.0), OsStr::new(&oid.to_string()));
                 }
             }
             // Now no process can be served a name older than this commit.

@@ -26,6 +26,7 @@ pub mod settings;
 mod store;
 mod txn;
 pub mod types;
+mod undo;
 pub mod vfs;
 mod views;
 pub mod zodb;
@@ -38,4 +39,5 @@ pub use store::{
 };
 pub use txn::Transaction;
 pub use types::{AsOf, Oid, SegmentName, Tid};
+pub use undo::UndoRecord;
 pub use views::{CommitEvent, RevStat, SegmentBytes, TxnSummaries, TxnSummary, TxnView};

@@ -105,7 +105,7 @@ enum State {
 /// A transaction: a snapshot at `base` plus staged stores and deletes. Dropping it
 /// without committing aborts it.
 pub struct Transaction {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
     id: u64,
     base: Tid,
     meta: TxnMeta,

@@ -554,3 +554,51 @@ fn at_inside_a_packed_range_says_so() {
     }
     assert_eq!(ok(&["cat", d, "0000000000000001", "--at", &tids[2].to_string()]), "\u{2}");
 }
+
+#[test]
+fn undo_restores_the_state_before_and_refuses_conflicts() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let d = dir.to_str().unwrap();
+    ok(&["init", d, "--retention", "full"]);
+    let commit = |pairs: &[(&str, &str)], extra: &[&str]| -> String {
+        let mut args = vec!["commit".to_string(), d.to_string()];
+        for (oid, v) in pairs {
+            let p = t.path().join(format!("v-{oid}-{v}"));
+            std::fs::write(&p, v).unwrap();
+            args.push(format!("{oid}={}", p.display()));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        ok(&a).lines().last().unwrap().strip_prefix("committed ").unwrap().trim().to_string()
+    };
+    const A: &str = "0000000000000001";
+    const B: &str = "0000000000000002";
+    const C: &str = "0000000000000003";
+    let t1 = commit(&[(A, "a1"), (B, "b1")], &[]);
+    ok(&["rotate", d]);
+    let t2 = commit(&[(A, "a2"), (C, "c2")], &[]); // changes A, creates C
+    let t3 = commit(&[(B, "b3")], &[]);
+    // Undo t2: A back to a1, C deleted (it did not exist before t2); B untouched.
+    let out = ok(&["undo", d, &t2]);
+    assert!(out.contains("2 objects restored"), "{out}");
+    assert_eq!(ok(&["cat", d, A]), "a1");
+    assert_eq!(code(&["cat", d, C]).0, 3, "undoing a creation deletes the object");
+    assert_eq!(ok(&["cat", d, B]), "b3");
+    let log = ok(&["dump", d]);
+    assert!(log.contains(&format!("undo {t2}")), "{log}");
+    // Undo t1: B changed after it (t3), so it is refused with that oid, exit 4.
+    let before = ok(&["dump", d]);
+    let (c, err) = code(&["undo", d, &t1]);
+    assert_eq!(c, 4, "{err}");
+    assert!(err.contains(B) && err.contains(&t3), "{err}");
+    assert_eq!(ok(&["dump", d]), before, "nothing written");
+    // Unknown tid: exit 3.
+    assert_eq!(code(&["undo", d, "00000000000000ff"]).0, 3);
+    // Merge the first two segments: t1 (and t2) are then refused, exit 1.
+    ok(&["rotate", d]);
+    ok(&["merge", d, "seg-000001", "seg-000002"]);
+    let (c, err) = code(&["undo", d, &t1]);
+    assert_eq!(c, 1, "{err}");
+    assert!(err.contains("merged"), "{err}");
+}

@@ -46,7 +46,10 @@ fn tree_through_real_tools() {
     let m = TestMount::new(s.clone());
     let last = *tids.last().unwrap();
 
-    assert_eq!(lines(&m.sh("ls")), ["README", "head", "history", "merge", "segments", "stats", "transactions", "txn"]);
+    assert_eq!(
+        lines(&m.sh("ls")),
+        ["README", "gc", "head", "history", "merge", "segments", "stats", "transactions", "txn"]
+    );
     assert!(m.sh("cat README").contains("head/"));
     assert_eq!(m.sh("cat head/at"), format!("{last}\n"));
 

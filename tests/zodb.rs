@@ -7,10 +7,14 @@
 //! Without an importable ZODB the tests print why and pass, unless FS2_REQUIRE_ZODB is
 //! set (CI sets it, with FS2_PYTHON naming a venv with ZODB 6.x).
 
+mod common;
+
+use common::mount::{available, TestMount};
+use filestorage2::fuse::MountOptions;
 use filestorage2::zodb::gc::{collect, GcOptions};
 use filestorage2::zodb::{read_record, Class};
 use filestorage2::{Oid, Options, Storage};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -191,4 +195,87 @@ fn gc_deletes_what_zodb_pack_removes() {
     )
     .unwrap();
     assert_eq!((again.garbage, again.tid), (0, None));
+}
+
+/// The mount's ZODB views on a database written by ZODB: `ls classes/` is the histogram
+/// of the live objects, `classes/<class>/` their oids, `refs/<oid>` the references
+/// `referencesf` finds, `find` of the root never enters them, and `echo run > gc`
+/// deletes what ZODB's pack removes (EROFS on a read-only mount).
+#[test]
+fn mount_shows_classes_and_refs_and_collects_garbage() {
+    if !available() {
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let Some(z) = zodb_database(t.path()) else { return };
+    let dir = t.path().join("fs2");
+    let s = copy_into(&z, &dir);
+    // The live objects: the last record of each oid.
+    let mut live: BTreeMap<Oid, &Rec> = BTreeMap::new();
+    for r in z.txns.iter().flatten() {
+        live.insert(r.oid.unwrap(), r);
+    }
+    let by_class = |live: &BTreeMap<Oid, &Rec>| {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (o, r) in live {
+            m.entry(format!("{}.{}", r.module, r.name)).or_default().push(o.to_string());
+        }
+        m
+    };
+    let lines = |s: String| -> Vec<String> { s.lines().map(String::from).collect() };
+    let m = TestMount::new(s.clone());
+    let want = by_class(&live);
+    let mut classes = lines(m.sh("ls classes/"));
+    classes.retain(|c| c != "at" && c != "index");
+    assert_eq!(classes, want.keys().cloned().collect::<Vec<_>>());
+    for (c, oids) in &want {
+        assert_eq!(&lines(m.sh(&format!("ls classes/{c}/"))), oids, "{c}");
+        // `ls -ld` shows the count as the directory's size.
+        let size: u64 = m.sh(&format!("stat -c %s classes/{c}")).trim().parse().unwrap();
+        assert_eq!(size, oids.len() as u64, "{c}");
+    }
+    let index = m.sh("cat classes/index");
+    assert_eq!(index.lines().count(), want.len(), "{index}");
+    for (o, r) in &live {
+        let text = std::fs::read_to_string(m.path(&format!("refs/{o}"))).unwrap();
+        let strong: Vec<Oid> = text.lines().filter(|l| !l.contains(' ')).map(|l| l.parse().unwrap()).collect();
+        let mut want = r.refs.clone();
+        let mut seen = BTreeSet::new();
+        want.retain(|x| seen.insert(*x));
+        assert_eq!(strong, want, "refs/{o}");
+    }
+    assert!(m.sh("ls refs/").is_empty(), "refs/ is lookup-only");
+    // referrers/: the inverse of the strong references (weak ones marked).
+    for o in live.keys().take(30) {
+        let text = std::fs::read_to_string(m.path(&format!("referrers/{o}"))).unwrap();
+        let got: Vec<Oid> = text.lines().filter(|l| !l.contains(' ')).map(|l| l.parse().unwrap()).collect();
+        let want: Vec<Oid> = live.iter().filter(|(_, r)| r.refs.contains(o)).map(|(x, _)| *x).collect();
+        assert_eq!(got, want, "referrers/{o}");
+    }
+    let walked = m.sh("find . | grep -c -e '^./classes' -e '^./refs' || true");
+    assert_eq!(walked.trim(), "0", "find never enters classes/ or refs/");
+
+    // gc through the mount: the dry run finds what ZODB's pack removes; run deletes it.
+    m.sh("echo dry-run > gc");
+    let dry = m.sh("cat gc");
+    assert!(dry.contains(&format!(" garbage {} ", z.gone.len())), "{dry}");
+    m.sh("echo run > gc");
+    let done = m.sh("cat gc");
+    assert!(done.starts_with("collected "), "{done}");
+    for o in &z.gone {
+        live.remove(o);
+        assert!(!m.path(&format!("head/{o}")).exists(), "{o} was collected");
+    }
+    assert_eq!(s.count_objects().unwrap(), z.kept);
+    let want = by_class(&live);
+    for (c, oids) in &want {
+        assert_eq!(&lines(m.sh(&format!("ls classes/{c}/"))), oids, "{c} after gc");
+    }
+    m.unmount();
+
+    let ro = TestMount::with(s, &MountOptions { read_only: true, ..MountOptions::default() });
+    let out = ro.run(&["sh", "-c", "echo run > gc"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Read-only"), "{}", String::from_utf8_lossy(&out.stderr));
+    ro.unmount();
 }

@@ -22,6 +22,8 @@ module gives it ZODB 6's storage semantics. ``ZODB/MappingStorage.py`` and
   stays exact.
 """
 
+import base64
+import binascii
 import os
 import threading
 import time
@@ -38,6 +40,7 @@ from ZODB.interfaces import IStorage
 from ZODB.interfaces import IStorageCurrentRecordIteration
 from ZODB.interfaces import IStorageIteration
 from ZODB.interfaces import IStorageRestoreable
+from ZODB.interfaces import IStorageUndoable
 from ZODB.TimeStamp import TimeStamp
 from ZODB.utils import newTid
 from ZODB.utils import p64
@@ -69,6 +72,27 @@ def timestamp(t):
     return TimeStamp(*time.gmtime(t)[:5] + (t % 60,)).raw()
 
 
+#: The description of the transaction in which ``pack`` deletes the garbage. It is not
+#: in the undo log (FileStorage's pack writes no transaction; undoing it would bring
+#: back unreachable objects).
+GC_DESCRIPTION = b'filestorage2 pack: garbage collection'
+
+
+def _undo_tid(transaction_id):
+    """The tid an undo id names: base64 of the tid (FileStorage's ids), or the tid."""
+    if isinstance(transaction_id, str):
+        transaction_id = transaction_id.encode('ascii')
+    if len(transaction_id) == 8:
+        return bytes(transaction_id)
+    try:
+        tid = base64.decodebytes(bytes(transaction_id) + b'\n')
+    except (binascii.Error, ValueError):
+        tid = b''
+    if len(tid) != 8:
+        raise POSException.UndoError('Invalid transaction id %r' % (transaction_id,))
+    return tid
+
+
 class Fs2TransactionRecord(TransactionRecord):
     """A transaction as ``iterator()`` yields it: metadata and its data records."""
 
@@ -89,6 +113,7 @@ class Fs2TransactionRecord(TransactionRecord):
     IStorageRestoreable,
     IStorageCurrentRecordIteration,
     IExternalGC,
+    IStorageUndoable,
 )
 class FileStorage2(ConflictResolvingStorage):
     """A ZODB storage in a filestorage2 directory (a chain of segment files).
@@ -177,12 +202,111 @@ class FileStorage2(ConflictResolvingStorage):
         return self._native.count_objects()
 
     def supportsUndo(self):
-        return False
+        """True while history is retained (retention ``full``); with ``minimal``
+        retention past segments are merged after every rotation."""
+        return self._opened and self._native.retention() == 'full'
+
+    # -- IStorageUndoable ----------------------------------------------------------
+
+    def undoLog(self, first=0, last=-20, filter=None):
+        """Undoable transactions, newest first, as FileStorage describes them (``id`` is
+        the base64 of the tid, as FileStorage's). Transactions of merged (packed)
+        segments are not listed: they cannot be undone; nor is the garbage collection of
+        ``pack``. Unlike FileStorage, a pack does not end the log at the pack time: the
+        transactions of segments it did not merge stay undoable."""
+        self._check_open()
+        if last < 0:
+            last = first - last
+        out = []
+        i = 0
+        for name, _active, first_tid, last_tid, ntxn in reversed(self._native.segments()):
+            if i >= last:
+                break
+            if not ntxn or last_tid is None:
+                continue
+            try:
+                if not self._native.undoable(last_tid):
+                    continue    # a merged segment: its history is gone
+            except _native.NotFoundError:
+                continue
+            txns = list(self._native.transactions(first_tid, last_tid))
+            for tid, user, description, extension, records in reversed(txns):
+                if i >= last:
+                    break
+                if description == GC_DESCRIPTION and not user:
+                    continue
+                d = {'id': base64.encodebytes(tid).rstrip(),
+                     'time': TimeStamp(tid).timeTime(),
+                     'user_name': user,
+                     'description': description,
+                     'size': sum(len(r[1] or b'') for r in records)}
+                if extension:
+                    try:
+                        d.update(TransactionRecord(
+                            tid, ' ', user, description, extension).extension)
+                    except Exception:
+                        pass
+                if filter is None or filter(d):
+                    if i >= first:
+                        out.append(d)
+                    i += 1
+        return out
+
+    def undoInfo(self, first=0, last=-20, specification=None):
+        if specification:
+            spec = specification.items()
+
+            def filter(desc):
+                return all(desc.get(k, None) == v for k, v in spec)
+        else:
+            filter = None
+        return self.undoLog(first, last, filter)
 
     def undo(self, transaction_id, transaction):
-        """Undo is not supported (a read-only storage refuses it as a write)."""
+        """Undo the transaction ``transaction_id`` (an ``id`` of ``undoLog``: the tid in
+        base64; the 8 tid bytes are accepted too) within ``transaction``: each object it
+        wrote gets its state before it, as FileStorage does. An object changed since is
+        resolved with ZODB's conflict resolution (current state, undone state, state
+        before) or the undo fails with ``UndoError`` naming it (always when the undone
+        transaction created it). Returns ``(tid, oids)``."""
         self._check_writable()
-        raise POSException.UndoError('filestorage2 does not support undo')
+        self._check_txn(transaction)
+        tid = _undo_tid(transaction_id)
+        try:
+            records = self._native.undo_records(tid)
+        except _native.NotFoundError:
+            raise POSException.UndoError('Invalid transaction id')
+        except _native.InvalidError as e:
+            raise POSException.UndoError(str(e))
+        changes = []
+        for oid, before, undone, ctid, current in records:
+            staged = self._txn.staged(oid)
+            if staged is not None:           # an earlier undo in this transaction
+                current, ctid = staged[0], self._tid
+            if ctid == tid or current == undone:
+                # Unchanged since (or changed back): the state before (None: it did
+                # not exist, the undo deletes it).
+                changes.append((oid, before))
+                continue
+            if before is None:
+                raise POSException.UndoError(
+                    "Can't undo an add transaction followed by conflicting transactions.",
+                    oid)
+            if current is None or undone is None:
+                raise POSException.UndoError(
+                    'Some data were modified by a later transaction', oid)
+            try:
+                data = self.tryToResolveConflict(oid, ctid, tid, before, current)
+            except POSException.ConflictError:
+                raise POSException.UndoError(
+                    'Some data were modified by a later transaction', oid)
+            changes.append((oid, data))
+        for oid, data in changes:
+            if data is None:
+                self._txn.delete(oid)
+            else:
+                self._txn.store(oid, data)
+        return self._tid, [oid for oid, _ in changes]
 
     def sync(self, force=True):
         """Make every commit durable (after bulk loads with ``sync=False``)."""
@@ -471,7 +595,7 @@ class FileStorage2(ConflictResolvingStorage):
     def _delete_garbage(self, garbage):
         """One transaction deleting ``garbage`` (oids); the commit lock is held."""
         txn = self._native.begin()
-        txn.set_meta(b'', b'filestorage2 pack: garbage collection', b'')
+        txn.set_meta(b'', GC_DESCRIPTION, b'')
         for oid in garbage:
             txn.delete(oid)
         txn.vote()

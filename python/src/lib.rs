@@ -261,6 +261,50 @@ impl NativeStorage {
         py.detach(|| s.sync()).map_err(err)
     }
 
+    /// Whether transaction `t` can be undone (its history is not merged away);
+    /// `NotFoundError` if there is no such transaction.
+    fn undoable(&self, t: &[u8]) -> PyResult<bool> {
+        self.get()?.undoable(tid(t)?).map_err(err)
+    }
+
+    /// What undoing transaction `t` needs, per object it wrote: `(oid, before, undone,
+    /// current_tid, current)`; the data are None for "absent / deleted". Refused with
+    /// `InvalidError` if its history was merged away, `NotFoundError` if unknown.
+    #[allow(clippy::type_complexity)]
+    fn undo_records<'py>(
+        &self,
+        py: Python<'py>,
+        t: &[u8],
+    ) -> PyResult<
+        Vec<(
+            Bound<'py, PyBytes>,
+            Option<Bound<'py, PyBytes>>,
+            Option<Bound<'py, PyBytes>>,
+            Bound<'py, PyBytes>,
+            Option<Bound<'py, PyBytes>>,
+        )>,
+    > {
+        let t = tid(t)?;
+        let s = self.get()?;
+        let recs = py.detach(|| s.undo_records(t)).map_err(err)?;
+        let data = |d: &Option<Vec<u8>>| d.as_ref().map(|d| PyBytes::new(py, d));
+        Ok(recs
+            .iter()
+            .map(|r| (b8(py, r.oid.0), data(&r.before), data(&r.undone), b8(py, r.current_tid.0), data(&r.current)))
+            .collect())
+    }
+
+    /// The oids live at `at` that are unreachable from the root oid 0 by strong ZODB
+    /// references (the Rust collector's scan and mark; deletes nothing; the GIL is
+    /// released). `InvalidError` if a reachable record is not a ZODB record, or there
+    /// are objects but no root.
+    fn gc_garbage<'py>(&self, py: Python<'py>, at: &[u8]) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let at = tid(at)?;
+        let s = self.get()?;
+        let g = py.detach(|| filestorage2::zodb::gc::garbage(&s, at, &mut |_, _, _| {})).map_err(err)?;
+        Ok(g.into_iter().map(|o| b8(py, o.0)).collect())
+    }
+
     /// `full` or `minimal`; with an argument, set it.
     #[pyo3(signature = (value=None))]
     fn retention(&self, value: Option<&str>) -> PyResult<String> {
@@ -308,6 +352,14 @@ impl NativeTxn {
     fn delete(&self, o: &[u8]) -> PyResult<()> {
         let o = oid(o)?;
         self.with(|t| t.delete(o))
+    }
+
+    /// What this transaction staged for `o`: None, or `(data,)` (`(None,)`: a deletion).
+    fn staged<'py>(&self, py: Python<'py>, o: &[u8]) -> PyResult<Option<(Option<Bound<'py, PyBytes>>,)>> {
+        let o = oid(o)?;
+        let g = self.t.lock().unwrap();
+        let t = g.as_ref().ok_or_else(|| InvalidError::new_err("the transaction has ended"))?;
+        Ok(t.staged(o).map(|d| (d.map(|d| PyBytes::new(py, d)),)))
     }
 
     fn set_meta(&self, user: &[u8], description: &[u8], extension: &[u8]) -> PyResult<()> {
@@ -383,9 +435,18 @@ impl NativeTxnIter {
     }
 }
 
+/// The oids of the strong references of a ZODB record (what `ZODB.serialize.referencesf`
+/// returns), read by the Rust record reader; None if `data` is not a ZODB record.
+#[pyfunction]
+fn references<'py>(py: Python<'py>, data: &[u8]) -> Option<Vec<Bound<'py, PyBytes>>> {
+    let r = filestorage2::zodb::read_record(data).ok()?;
+    Some(r.refs.iter().filter(|r| r.is_strong()).map(|r| b8(py, r.oid.0)).collect())
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
+    m.add_function(wrap_pyfunction!(references, m)?)?;
     m.add_class::<NativeStorage>()?;
     m.add_class::<NativeTxn>()?;
     m.add_class::<NativeTxnIter>()?;

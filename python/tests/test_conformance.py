@@ -1,8 +1,8 @@
 """ZODB's own storage conformance suites (the mixins in ``ZODB.tests``), run against
 FileStorage2, the way ZODB runs them against FileStorage and MappingStorage.
 
-Every skipped test names its reason: undo is not supported (not required; the engine
-keeps no backpointers).
+Every skipped test names its reason. Undo (``IStorageUndoable``) is run with ZODB's
+TransactionalUndoStorage, ConflictResolvingTransUndoStorage and PackableUndoStorage.
 """
 
 import doctest
@@ -24,28 +24,35 @@ from ZODB.tests import RecoveryStorage
 from ZODB.tests import RevisionStorage
 from ZODB.tests import StorageTestBase
 from ZODB.tests import Synchronization
+from ZODB.tests import TransactionalUndoStorage
 from ZODB.tests import testblob
 
 from filestorage2 import FileStorage2
 
-NO_UNDO = 'filestorage2 does not support undo (not required by issue 13)'
+PACK_SPLITS_SEGMENTS = (
+    'expects pack(t) to end the undo log at t: filestorage2 packs by merging whole past '
+    'segments ending at or before t, so the transactions of a segment spanning t (here the '
+    'one active segment) are kept and stay undoable')
 
 
 class FileStorage2Tests(
     StorageTestBase.StorageTestBase,
     BasicStorage.BasicStorage,
     ConflictResolution.ConflictResolvingStorage,
+    ConflictResolution.ConflictResolvingTransUndoStorage,
     HistoryStorage.HistoryStorage,
     IteratorStorage.ExtendedIteratorStorage,
     IteratorStorage.IteratorStorage,
     MTStorage.MTStorage,
     PackableStorage.PackableStorageWithOptionalGC,
+    PackableStorage.PackableUndoStorage,
     PersistentStorage.PersistentStorage,
     ReadOnlyStorage.ReadOnlyStorage,
     RevisionStorage.RevisionStorage,
     Synchronization.SynchronizedStorage,
+    TransactionalUndoStorage.TransactionalUndoStorage,
 ):
-    """The combination ZODB runs for FileStorage, without the undo mixins."""
+    """The combination ZODB runs for FileStorage."""
 
     use_extension_bytes = True  # the extension is stored as the bytes given
 
@@ -56,18 +63,28 @@ class FileStorage2Tests(
     def open(self, read_only=False, create=False):
         self._storage = FileStorage2('Data.fs2', create=create, read_only=read_only)
 
-    @unittest.skip(NO_UNDO)
-    def testLoadBeforeUndo(self):
+    @unittest.skip('checks undo records by their backpointer (data_txn): filestorage2 '
+                   'keeps no backpointers, an undo writes the restored state as data')
+    def testTransactionalUndoIterator(self):
         pass
 
-    @unittest.skip(NO_UNDO)
-    def testUndoZombie(self):
+    @unittest.skip(PACK_SPLITS_SEGMENTS)
+    def testPackUndoLog(self):
+        pass
+
+    @unittest.skip(PACK_SPLITS_SEGMENTS)
+    def testTransactionalUndoAfterPack(self):
         pass
 
 
 class FileStorage2SmallSegmentsTests(FileStorage2Tests):
     """The same with a tiny rotate size: every few commits seal a segment, so reads,
-    iteration, history and pack cross segment boundaries."""
+    iteration, history and pack cross segment boundaries (and pack ends the undo log)."""
+
+    testPackUndoLog = TransactionalUndoStorage.TransactionalUndoStorage.__dict__.get(
+        'testPackUndoLog', PackableStorage.PackableUndoStorage.testPackUndoLog)
+    testTransactionalUndoAfterPack = (
+        TransactionalUndoStorage.TransactionalUndoStorage.testTransactionalUndoAfterPack)
 
     def open(self, read_only=False, create=False):
         self._storage = FileStorage2('Data.fs2', create=create, read_only=read_only,
@@ -119,7 +136,7 @@ def _doctest_cases():
     suite.addTest(PackableStorage.IExternalGC_suite(_external_gc_factory))
     suite.addTest(testblob.storage_reusable_suite(
         'FileStorage2', _blob_factory, test_blob_storage_recovery=False,
-        test_packing=False, test_undo=False))
+        test_packing=False, test_undo=True))
 
     def flat(s):
         for t in s:
@@ -131,9 +148,9 @@ def _doctest_cases():
 
 
 @pytest.mark.skip(reason=(
-    'blob_packing.txt expects an undoing storage: ZODB.blob.BlobStorage packs the blobs of '
-    'a storage without undo by keeping only the current blob file of each object '
-    '(_packNonUndoing), whatever the pack time; ZODB runs it for FileStorage only'))
+    'blob_packing.txt expects pack(t) to drop the revisions (and blob files) before t '
+    'within one file; filestorage2 packs by merging whole past segments ending at or '
+    'before t, so the revisions of a segment spanning t are kept (as their blob files)'))
 def test_blob_packing():
     pass
 

@@ -10,6 +10,7 @@ import ZODB
 import ZODB.blob
 import ZODB.config
 from BTrees.OOBTree import OOBTree
+from BTrees.OOBTree import OOBucket
 from persistent.mapping import PersistentMapping
 from ZODB.POSException import ConflictError
 from ZODB.POSException import POSKeyError
@@ -306,5 +307,177 @@ def test_pack_keeps_an_object_made_reachable_during_the_walk(path, monkeypatch):
         c.cacheMinimize()
         assert db.storage.load(child._p_oid)
         assert root['again']['v'] == 1
+    finally:
+        db.close()
+
+
+def _undo_id(db, description):
+    for d in db.undoLog(0, 100):
+        if d['description'] == description:
+            return d['id']
+    raise AssertionError('no transaction %r in the undo log' % description)
+
+
+def test_undo_through_db_restores_resolves_and_refuses(path):
+    """DB.undo of a ZODB-written history: a plain undo, an undo that ZODB's conflict
+    resolution merges (an OOBucket changed since), and one refused (a
+    PersistentMapping changed since), naming the oid."""
+    db = open_db(path)
+    try:
+        assert db.supportsUndo()
+        c = db.open()
+        root = c.root()
+        root['tree'] = OOBucket({'0': 0})  # BTrees refuse to merge a deleted first key
+        root['m'] = PersistentMapping(v=1)
+        transaction.get().note('create')
+        transaction.commit()
+        root['tree']['a'] = 1
+        root['m']['v'] = 2
+        transaction.get().note('a and v')
+        transaction.commit()
+        root['tree']['b'] = 2
+        transaction.get().note('b')
+        transaction.commit()
+        # Undo 'b': plain (nothing changed since).
+        db.undo(_undo_id(db, 'b'))
+        transaction.commit()
+        c.sync()
+        assert dict(root['tree']) == {'0': 0, 'a': 1}
+        # Undo 'a and v' after a later change to the tree: the bucket is resolved,
+        # but the mapping changed since too and has no conflict resolution.
+        root['tree']['c'] = 3
+        root['m']['v'] = 3
+        transaction.get().note('c and v')
+        transaction.commit()
+        from ZODB.POSException import UndoError
+        db.undo(_undo_id(db, 'a and v'))
+        with pytest.raises(UndoError) as e:
+            transaction.commit()
+        assert e.value._oid == root['m']._p_oid
+        transaction.abort()
+        # Without the mapping change in the way, the tree's undo resolves.
+        root['m']['v'] = 2
+        transaction.commit()
+        db.undo(_undo_id(db, 'a and v'))
+        transaction.commit()
+        c.sync()
+        assert dict(root['tree']) == {'0': 0, 'c': 3}
+        assert root['m']['v'] == 1
+        assert len(db.undoLog(0, 100)) == 8
+    finally:
+        db.close()
+
+
+def test_undo_of_merged_history_is_refused(path):
+    s = FileStorage2(path, create=True, rotate_size=1024)
+    db = ZODB.DB(s)
+    try:
+        c = db.open()
+        root = c.root()
+        for i in range(40):
+            root['k'] = PersistentMapping(i=i)
+            transaction.commit()
+        first = db.undoLog(0, -1000)[-1]['id']
+        db.pack(time.time() + 1)
+        assert first not in [d['id'] for d in db.undoLog(0, -1000)]
+        from ZODB.POSException import UndoError
+        db.undo(first)
+        with pytest.raises(UndoError, match='merged'):
+            transaction.commit()
+        transaction.abort()
+    finally:
+        db.close()
+
+
+def test_pack_gc_uses_the_rust_collector(path, monkeypatch):
+    """On ZODB records the Rust collector finds the garbage: referencesf is not called."""
+    db = open_db(path)
+    try:
+        c = db.open()
+        root = c.root()
+        root['a'] = PersistentMapping(child=PersistentMapping(v=1))
+        root['t'] = OOBTree({i: PersistentMapping() for i in range(300)})
+        transaction.commit()
+        gone = root['a']['child']._p_oid
+        del root['a']['child']
+        transaction.commit()
+
+        def no_python(data):
+            raise AssertionError('the Python walk ran')
+        db.storage.pack(time.time() + 1, no_python)
+        with pytest.raises(POSKeyError):
+            db.storage.load(gone)
+        c.cacheMinimize()
+        assert len(root['t']) == 300
+    finally:
+        db.close()
+
+
+def test_pack_gc_falls_back_to_referencesf_for_records_rust_cannot_read(path):
+    """Records that are not ZODB pickles (a custom serializer): the collector refuses,
+    the walk uses the referencesf given."""
+    s = FileStorage2(path, create=True)
+    try:
+        def commit(records):
+            t = transaction.TransactionManager().begin()
+            s.tpc_begin(t)
+            for oid, data in records:
+                s.store(oid, s._committed_tid(oid), data, '', t)
+            s.tpc_vote(t)
+            s.tpc_finish(t)
+        # "refs:<oid hex>,..." records
+        commit([(z64, b'refs:1'), (p64(1), b'refs:'), (p64(2), b'refs:')])
+
+        def refs(data):
+            body = data[len(b'refs:'):]
+            return [p64(int(x, 16)) for x in body.split(b',') if x]
+        s.pack(time.time() + 1, refs)
+        assert s.load(p64(1))
+        with pytest.raises(POSKeyError):
+            s.load(p64(2))
+    finally:
+        s.close()
+
+
+def _fs2_binary():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for p in (os.environ.get('FS2_BIN'),
+              os.path.join(here, '..', '..', 'target', 'debug', 'fs2'),
+              os.path.join(here, '..', '..', 'target', 'release', 'fs2')):
+        if p and os.access(p, os.X_OK):
+            return p
+    pytest.skip('no fs2 binary (cargo build, or FS2_BIN)')
+
+
+def test_fs2_undo_on_a_database_written_by_zodb(path):
+    """`fs2 undo` on ZODB records: restores the state before, refuses (exit 4, naming
+    the oid) an object changed since; ZODB reads the result."""
+    import subprocess
+    fs2 = _fs2_binary()
+    db = open_db(path)
+    c = db.open()
+    root = c.root()
+    root['m'] = PersistentMapping(v=1)
+    transaction.commit()
+    moid = root['m']._p_oid
+    root['m']['v'] = 2
+    transaction.commit()
+    t2 = db.lastTransaction()
+    root['m']['v'] = 3
+    transaction.commit()
+    t3 = db.lastTransaction()
+    db.close()
+    try:
+        r = subprocess.run([fs2, 'undo', path, t2.hex()], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 4, r
+        assert moid.hex() in r.stderr, r.stderr
+        r = subprocess.run([fs2, 'undo', path, t3.hex()], capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0, r
+        db = open_db(path)
+        c = db.open()
+        assert c.root()['m']['v'] == 2
+        assert db.undoLog(0, 1)[0]['description'] == 'undo %s' % t3.hex()
     finally:
         db.close()

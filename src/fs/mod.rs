@@ -15,6 +15,7 @@ mod inodes;
 pub mod node;
 pub mod txn;
 mod write;
+pub mod zodb;
 
 pub use errno::{errno_of, refuse, FsError, Refusal};
 pub use inodes::Ino;
@@ -61,6 +62,11 @@ txn/               transactions being built (writable mounts only):
   txn/T/info takes lines: user NAME, description TEXT, extension TEXT;
   cat txn/T/new-oid hands out a fresh oid; rmdir txn/T aborts (or removes an ended one)
 merge              echo all|policy [K]|<segment names> [--append source-end|target-end] > merge
+gc                 echo dry-run|run > gc: ZODB garbage collection (as fs2 gc); cat gc: the result
+classes/           (not listed here; ls classes/) live objects by ZODB class as of head:
+                   classes/index has count-bytes-class lines, classes/<module.Class>/<oid>
+refs/<oid>         (not listed) the persistent references of head/<oid>, one oid per line
+referrers/<oid>    (not listed) the head objects referring to <oid> (a scan of every object)
 
 Names are 16 lowercase hex digits. Times are commit times. To pin one snapshot in a
 script: T=$(cat head/at); ls @$T/
@@ -235,6 +241,9 @@ pub struct Fs {
     snapshots: Mutex<HashMap<Node, Snapshot>>,
     /// Unmounting: blocked `head/watch` reads end.
     closing: std::sync::atomic::AtomicBool,
+    /// `classes/`: the view at the last head it was asked at.
+    zviews: zodb::ViewCache,
+    gc: Arc<zodb::GcState>,
 }
 
 /// The tid that `head/` shows to every process: a commit counts only once the kernel's
@@ -343,6 +352,8 @@ impl Fs {
             shown: Arc::new(Shown::default()),
             snapshots: Mutex::new(HashMap::new()),
             closing: Default::default(),
+            zviews: zodb::ViewCache::default(),
+            gc: Arc::new(zodb::GcState::default()),
             storage,
             inodes: Mutex::new(Inodes::new()),
             files: Mutex::new(HashMap::new()),
@@ -453,6 +464,13 @@ impl Fs {
         self.inodes.lock().unwrap().peek(Node::HeadDir)
     }
 
+    /// The inodes the kernel knows of the directories whose names are oids of head
+    /// objects (`head/`, `refs/`): a commit invalidates the names of the oids it changed.
+    pub fn head_inos(&self) -> Vec<Ino> {
+        let i = self.inodes.lock().unwrap();
+        [Node::HeadDir, Node::RefsDir].into_iter().filter_map(|n| i.peek(n)).collect()
+    }
+
     pub fn node(&self, ino: Ino) -> FsResult<Node> {
         self.inodes
             .lock()
@@ -487,7 +505,15 @@ impl Fs {
         // Names in head/ and in the chain's directories point at other nodes after a
         // commit, rotation or merge; elsewhere a name always means the same node.
         let entry_ttl = match parent {
-            Node::HeadDir | Node::SegmentsDir | Node::SegDir(_) | Node::TxnArea | Node::WTxn(_) => SHORT_TTL,
+            Node::HeadDir
+            | Node::SegmentsDir
+            | Node::SegDir(_)
+            | Node::TxnArea
+            | Node::WTxn(_)
+            | Node::ClassesDir
+            | Node::ClassDir(_)
+            | Node::RefsDir
+            | Node::ReferrersDir => SHORT_TTL,
             _ => LONG_TTL,
         };
         let entry_ttl = if node.is_per_lookup() { Duration::ZERO } else { entry_ttl };
@@ -531,6 +557,10 @@ impl Fs {
                 "segments" => Node::SegmentsDir,
                 "stats" => Node::Stats,
                 "merge" => Node::Merge(self.next_fh.fetch_add(1, Ordering::Relaxed)),
+                "gc" => Node::Gc(self.next_fh.fetch_add(1, Ordering::Relaxed)),
+                "classes" => Node::ClassesDir,
+                "refs" => Node::RefsDir,
+                "referrers" => Node::ReferrersDir,
                 "txn" if !self.opts.read_only => Node::TxnArea,
                 _ => {
                     let t = parse_at(name).ok_or_else(|| no_such(name))?;
@@ -598,6 +628,9 @@ impl Fs {
                 }
             },
             Node::TxnArea | Node::WTxn(_) => return self.resolve_txn(parent, name),
+            Node::ClassesDir | Node::ClassDir(_) | Node::RefsDir | Node::ReferrersDir => {
+                return self.resolve_zodb(parent, name)
+            }
             _ => return Err(FsError::new(libc::ENOTDIR, format!("{parent} is not a directory"))),
         };
         Ok((child, self.meta(child)?))
@@ -688,6 +721,20 @@ impl Fs {
             Node::TxnArea | Node::TxnClone(_) => m(0, last),
             Node::WNewOid(_) => m(17, last),
             Node::Merge(_) => m(self.merge_text().len() as u64, last),
+            Node::Gc(_) => m(self.gc.text().len() as u64, last),
+            Node::ClassesDir | Node::RefsDir | Node::ReferrersDir => m(0, last),
+            Node::Referrers(_) => m(self.snapshot(node)?.len() as u64, last),
+            Node::ClassesAt => m(17, self.shown_tid()),
+            Node::ClassIndex => {
+                let size = self.snapshot(node)?.len() as u64;
+                m(size, self.shown_tid())
+            }
+            Node::ClassDir(id) => {
+                let v = self.class_view()?;
+                let c = v.class(id).ok_or_else(|| self.gone_class(id, v.tid))?;
+                m(c.count, v.tid)
+            }
+            Node::Refs(o, t) => m(self.refs_text(o, t)?.len() as u64, t),
             Node::WTxn(n) => self.wtxn(n).map(|_| Meta { size: 0, tid: last }),
             Node::WCtl(n) => m(self.wtxn(n)?.status_line().len() as u64, last),
             Node::WInfo(n) => m(self.wtxn(n)?.info_text().len() as u64, last),
@@ -748,7 +795,7 @@ impl Fs {
             Node::HeadWatch => (FileHandle::Watch(Mutex::new((self.shown_tid(), Vec::new()))), false),
             Node::AtAt(t) => (FileHandle::Bytes(format!("{t}\n").into_bytes()), true),
             Node::TxnInfo(t) => (FileHandle::Bytes(render_txn_info(&*self.txn(t)?).into_bytes()), true),
-            Node::Stats | Node::SegInfo(_) | Node::SegTxns(_) => {
+            Node::Stats | Node::SegInfo(_) | Node::SegTxns(_) | Node::ClassIndex | Node::Referrers(_) => {
                 let kept = self.snapshots.lock().unwrap().get(&node).cloned();
                 let bytes = match kept {
                     Some((b, at)) if at.elapsed() < SNAPSHOT_KEEP => b,
@@ -757,6 +804,8 @@ impl Fs {
                 let grows = matches!(node, Node::SegTxns(n) if self.seg_info(n)?.state == SegmentState::Active);
                 (FileHandle::Text(node, Mutex::new(bytes), grows), false)
             }
+            Node::ClassesAt => (FileHandle::Bytes(format!("{}\n", self.class_view()?.tid).into_bytes()), false),
+            Node::Refs(o, t) => (FileHandle::Bytes(self.refs_text(o, t)?.into_bytes()), true),
             Node::SegData(n) => {
                 let b = s.segment_bytes(n)?;
                 // A sealed segment never changes; the active one grows.
@@ -878,12 +927,14 @@ impl Fs {
         let node = dir.node;
         let mut e = Emit { fs: self, dir: node, ino, plus, add };
         let fixed: &[&str] = match node {
+            // classes/ and refs/ are lookup-only here: tree walks never enter them.
             Node::Root if self.opts.read_only => {
-                &[".", "..", "README", "head", "history", "merge", "segments", "stats", "transactions"]
+                &[".", "..", "README", "gc", "head", "history", "merge", "segments", "stats", "transactions"]
             }
             Node::Root => {
-                &[".", "..", "README", "head", "history", "merge", "segments", "stats", "transactions", "txn"]
+                &[".", "..", "README", "gc", "head", "history", "merge", "segments", "stats", "transactions", "txn"]
             }
+            Node::ClassesDir => &[".", "..", "at", "index"],
             Node::TxnArea => &[".", "..", "new"],
             Node::WTxn(_) => &[".", "..", "ctl", "info", "new-oid"],
             // head/watch is lookup-only: a tree walk (`cp -r`, `grep -r`) must not block on it.
@@ -1034,6 +1085,36 @@ impl Fs {
                 }
                 Ok(())
             }
+            Node::ClassesDir => {
+                let v = self.class_view()?;
+                let names: Vec<(u32, String)> = {
+                    let n = self.zviews.names.lock().unwrap();
+                    v.classes
+                        .iter()
+                        .filter(|c| c.id as u64 >= start_key)
+                        .map(|c| (c.id, n.name(c.id).unwrap_or("?").to_string()))
+                        .collect()
+                };
+                for (id, name) in names {
+                    let c = v.class(id).expect("listed from the view");
+                    let meta = Meta { size: c.count, tid: v.tid };
+                    if !e.keyed(id as u64, name, Node::ClassDir(id), || Ok(meta))? {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
+            Node::ClassDir(id) => {
+                let v = self.class_view()?;
+                let c = v.class(id).ok_or_else(|| self.gone_class(id, v.tid))?;
+                for m in v.members(c, start_key) {
+                    let meta = Meta { size: m.size, tid: m.tid };
+                    if !e.keyed(m.oid.0, m.oid.to_string(), Node::Rev(m.oid, m.tid), || Ok(meta))? {
+                        return Ok(());
+                    }
+                }
+                Ok(())
+            }
             Node::WTxn(n) => {
                 let t = self.wtxn(n)?;
                 for (o, size) in t.staged_data().into_iter().filter(|(o, _)| o.0 >= start_key) {
@@ -1046,6 +1127,69 @@ impl Fs {
             }
             _ => Ok(()),
         }
+    }
+
+    // ---------------------------------------------------------------------------
+    // The ZODB views (`zodb`).
+
+    /// The class view as of the tid `head/` shows (built at the first use after head moved).
+    fn class_view(&self) -> FsResult<Arc<zodb::ClassView>> {
+        Ok(self.zviews.get(&self.storage, self.shown_tid())?)
+    }
+
+    fn gone_class(&self, id: u32, at: Tid) -> FsError {
+        let n = self.zviews.names.lock().unwrap().name(id).unwrap_or("?").to_string();
+        FsError::not_found(format!("classes/{n}: no live object of that class as of {at}"))
+    }
+
+    /// `refs/<oid>` of revision (oid, tid): ENOENT (with the reason) if it is not a ZODB record.
+    fn refs_text(&self, oid: Oid, tid: Tid) -> FsResult<String> {
+        let data = match self.storage.revision(oid, tid)? {
+            Some(r) if r.data.is_some() => r.data.unwrap_or_default(),
+            _ => return Err(FsError::not_found(format!("revision {tid} of {oid} is no longer retained"))),
+        };
+        zodb::refs_text(&data).map_err(|why| {
+            FsError::not_found(format!("refs/{oid}: {why} (classes/{}/ lists such objects)", zodb::NOT_ZODB_DIR))
+        })
+    }
+
+    /// Names inside `classes/`, `classes/<name>/` and `refs/`.
+    fn resolve_zodb(&self, parent: Node, name: &str) -> FsResult<(Node, Meta)> {
+        let child = match parent {
+            Node::ClassesDir if name == "at" => Node::ClassesAt,
+            Node::ClassesDir if name == "index" => Node::ClassIndex,
+            Node::ClassesDir => {
+                let v = self.class_view()?;
+                let id = self.zviews.names.lock().unwrap().find(name);
+                let c = id.and_then(|id| v.class(id)).ok_or_else(|| {
+                    FsError::not_found(format!("classes/{name}: no live object of that class as of {}", v.tid))
+                })?;
+                return Ok((Node::ClassDir(c.id), Meta { size: c.count, tid: v.tid }));
+            }
+            Node::ClassDir(id) => {
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                let v = self.class_view()?;
+                let c = v.class(id).ok_or_else(|| self.gone_class(id, v.tid))?;
+                let m = v.member(c, oid).ok_or_else(|| no_such(format!("{parent}/{name}")))?;
+                return Ok((Node::Rev(m.oid, m.tid), Meta { size: m.size, tid: m.tid }));
+            }
+            Node::RefsDir => {
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                match self.storage.stat_at(oid, Tid::MAX)? {
+                    Some(r) if !r.deleted => Node::Refs(oid, r.tid),
+                    _ => return Err(FsError::not_found(format!("refs/{name}: no such object"))),
+                }
+            }
+            Node::ReferrersDir => {
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                match self.storage.stat_at(oid, Tid::MAX)? {
+                    Some(r) if !r.deleted => Node::Referrers(oid),
+                    _ => return Err(FsError::not_found(format!("referrers/{name}: no such object"))),
+                }
+            }
+            _ => unreachable!("resolve_zodb is called for the ZODB directories"),
+        };
+        Ok((child, self.meta(child)?))
     }
 
     // ---------------------------------------------------------------------------
@@ -1080,6 +1224,11 @@ impl Fs {
         Ok(match node {
             Node::Stats => self.render_stats()?.into_bytes(),
             Node::SegInfo(n) => render_seg_info(&self.seg_info(n)?).into_bytes(),
+            Node::ClassIndex => {
+                let v = self.class_view()?;
+                v.index_text(&self.zviews.names.lock().unwrap()).into_bytes()
+            }
+            Node::Referrers(o) => zodb::referrers_text(&self.storage, o, self.shown_tid())?.into_bytes(),
             Node::SegTxns(n) => {
                 let mut out = String::new();
                 for x in self.storage.segment_txn_summaries(n)? {
@@ -1131,6 +1280,7 @@ impl Fs {
             None => "idle".into(),
         };
         line("merge", merge);
+        line("class_view_builds", self.zviews.builds.load(Ordering::Relaxed).to_string());
         line("inodes", self.inodes.lock().unwrap().len().to_string());
         line("open_files", self.files.lock().unwrap().len().to_string());
         line("txn_cache_hits", c.txn_cache_hits.load(Ordering::Relaxed).to_string());

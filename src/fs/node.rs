@@ -47,6 +47,20 @@ pub enum Node {
     WObj(TxnNo, Oid),
     /// `merge`: the merge control file; a new one per lookup, as `txn/new`.
     Merge(u64),
+    /// `gc`: the garbage collector's control file; a new one per lookup, as `merge`.
+    Gc(u64),
+    /// `classes/` (lookup-only in the root), `classes/at`, `classes/index`.
+    ClassesDir,
+    ClassesAt,
+    ClassIndex,
+    /// `classes/<name>/`: the live objects of one class (the mount's number of the name).
+    ClassDir(u32),
+    /// `refs/` (lookup-only) and `refs/<oid>`: the references of a revision.
+    RefsDir,
+    Refs(Oid, Tid),
+    /// `referrers/` (lookup-only) and `referrers/<oid>`: the head objects referring to one.
+    ReferrersDir,
+    Referrers(Oid),
 }
 
 impl Node {
@@ -64,6 +78,10 @@ impl Node {
                 | Node::SegDir(_)
                 | Node::TxnArea
                 | Node::WTxn(_)
+                | Node::ClassesDir
+                | Node::ClassDir(_)
+                | Node::RefsDir
+                | Node::ReferrersDir
         )
     }
 
@@ -78,6 +96,7 @@ impl Node {
                 | Node::WInfo(_)
                 | Node::WObj(..)
                 | Node::Merge(_)
+                | Node::Gc(_)
         )
     }
 
@@ -87,7 +106,7 @@ impl Node {
     /// inode a commit would wait behind another descriptor's blocked commit, and a
     /// second merge behind the first instead of getting EBUSY.
     pub fn is_per_lookup(self) -> bool {
-        matches!(self, Node::TxnClone(_) | Node::Merge(_))
+        matches!(self, Node::TxnClone(_) | Node::Merge(_) | Node::Gc(_))
     }
 
     /// Whether what this node shows can never change (a retained revision, a snapshot,
@@ -102,6 +121,7 @@ impl Node {
                 | Node::Deleted(..)
                 | Node::TxnDir(_)
                 | Node::TxnInfo(_)
+                | Node::Refs(..)
         )
     }
 }
@@ -139,6 +159,15 @@ impl std::fmt::Display for Node {
             Node::WNewOid(n) => write!(f, "/txn/#{}/new-oid", n.0),
             Node::WObj(n, o) => write!(f, "/txn/#{}/{o}", n.0),
             Node::Merge(_) => write!(f, "/merge"),
+            Node::Gc(_) => write!(f, "/gc"),
+            Node::ClassesDir => write!(f, "/classes"),
+            Node::ClassesAt => write!(f, "/classes/at"),
+            Node::ClassIndex => write!(f, "/classes/index"),
+            Node::ClassDir(i) => write!(f, "/classes/#{i}"),
+            Node::RefsDir => write!(f, "/refs"),
+            Node::Refs(o, t) => write!(f, "/refs/{o} (as of {t})"),
+            Node::ReferrersDir => write!(f, "/referrers"),
+            Node::Referrers(o) => write!(f, "/referrers/{o}"),
         }
     }
 }

@@ -132,9 +132,12 @@ fn busy(name: &str) -> FsError {
 }
 
 impl MountTxn {
-    /// Begin a transaction at the current head, staging under `staging/<no>`.
+    /// Begin a transaction at `base` (the head `head/` shows; `None`: the engine's head),
+    /// staging under `staging/<no>`.
+    #[allow(clippy::too_many_arguments)]
     pub fn begin(
         storage: &Storage,
+        base: Option<Tid>,
         staging: &Path,
         no: TxnNo,
         name: String,
@@ -143,7 +146,10 @@ impl MountTxn {
     ) -> FsResult<MountTxn> {
         let dir = staging.join(no.0.to_string());
         private_dir(&dir).map_err(|e| io_err(format!("create {}", dir.display()), e))?;
-        let engine = storage.begin();
+        let engine = match base {
+            Some(b) => Transaction::at(storage, b),
+            None => storage.begin(),
+        };
         let state = State {
             status: Status::Open,
             base: engine.base(),
@@ -608,7 +614,7 @@ mod tests {
     }
 
     fn begin(s: &Storage, staging: &Path, no: u64) -> MountTxn {
-        MountTxn::begin(s, staging, TxnNo(no), format!("t{no}"), false, 1 << 20).unwrap()
+        MountTxn::begin(s, None, staging, TxnNo(no), format!("t{no}"), false, 1 << 20).unwrap()
     }
 
     #[test]

@@ -64,6 +64,7 @@ pub(super) enum Control {
     /// The clone file's descriptor: its transaction ends when it is closed.
     Clone(Arc<MountTxn>),
     Merge,
+    Gc,
 }
 
 /// The last merge's result line, and names that vanished without a request the kernel
@@ -216,6 +217,7 @@ impl Fs {
                 FileHandle::Control(Control::Clone(t), text)
             }
             Node::Merge(_) => FileHandle::Control(Control::Merge, self.merge_text().into_bytes()),
+            Node::Gc(_) => FileHandle::Control(Control::Gc, self.gc.text().into_bytes()),
             _ => return Ok(None),
         }))
     }
@@ -235,7 +237,19 @@ impl Fs {
             Some(n) => n.to_string(),
             None => (no.0..).map(|i| i.to_string()).find(|n| !w.by_name.contains_key(n)).expect("a free number"),
         };
-        let t = Arc::new(MountTxn::begin(&self.storage, staging, no, name.clone(), clone, self.opts.max_object_size)?);
+        // The base is what `head/` shows now, never newer: a commit published but not yet
+        // shown may still have stale names in the kernel, and this transaction's reads of
+        // them must be covered by its conflict check.
+        let base = Some(self.shown_tid());
+        let t = Arc::new(MountTxn::begin(
+            &self.storage,
+            base,
+            staging,
+            no,
+            name.clone(),
+            clone,
+            self.opts.max_object_size,
+        )?);
         w.next += 1;
         w.by_name.insert(name, no);
         w.by_no.insert(no, t.clone());
@@ -310,6 +324,21 @@ impl Fs {
                     r
                 })))
             }
+            FileHandle::Control(Control::Gc, _) => {
+                if self.opts.read_only {
+                    return Err(FsError::new(libc::EROFS, "gc refused: this mount is read-only (--read-only)"));
+                }
+                let cmd = super::zodb::parse_gc(data)?;
+                self.gc.claim()?;
+                let (storage, gc, shown) = (self.storage.clone(), self.gc.clone(), self.shown.clone());
+                Ok(WriteDone::Later(Box::new(move || {
+                    // Read-your-writes: answer once head/ shows the deletions everywhere.
+                    if let Some(tid) = gc.run(&storage, cmd)? {
+                        shown.wait(tid);
+                    }
+                    Ok(len)
+                })))
+            }
             _ => Err(FsError::new(libc::EBADF, "this file is not open for writing")),
         }
     }
@@ -321,7 +350,7 @@ impl Fs {
         match node {
             _ if self.opts.read_only => Err(super::refuse(super::Refusal::Write("truncate"), &node.to_string())),
             Node::WObj(n, oid) => self.wtxn(n)?.truncate(&self.storage, oid, size),
-            Node::WCtl(_) | Node::WInfo(_) | Node::Merge(_) | Node::TxnClone(_) if size == 0 => Ok(()),
+            Node::WCtl(_) | Node::WInfo(_) | Node::Merge(_) | Node::Gc(_) | Node::TxnClone(_) if size == 0 => Ok(()),
             _ => Err(super::refuse(super::Refusal::Write("truncate"), &node.to_string())),
         }
     }

@@ -272,6 +272,25 @@ pub struct GcOptions<'a> {
     pub before_commit: &'a mut dyn FnMut(),
 }
 
+/// The objects live at `base` that are unreachable from the root by strong references,
+/// in oid order, deleting nothing (steps 2 and 3 of the module docs; the caller deals
+/// with what was committed after `base`, e.g. the Python package's two-phase pack).
+/// Refused (`Invalid`) when a reachable record is not a ZODB record or there are
+/// objects but no root object.
+pub fn garbage(s: &Storage, base: Tid, progress: &mut dyn FnMut(Phase, u64, u64)) -> Result<Vec<Oid>> {
+    let g = Graph::build(s, base, progress)?;
+    if g.len() == 0 {
+        return Ok(Vec::new());
+    }
+    if g.find(ROOT).is_none() {
+        return Err(Error::invalid(format!(
+            "no root object {ROOT} as of {base}: refusing to collect (every object would be garbage)"
+        )));
+    }
+    let marks = mark(s, &g, ROOT, STACK_LIMIT, progress)?;
+    Ok((0..g.len()).filter(|&i| !marks.is_marked(i)).map(|i| g.oid(i)).collect())
+}
+
 /// Collect the garbage of `s` (see the module docs). A storage without objects has none;
 /// one with objects but without a root object is refused.
 pub fn collect(s: &Storage, o: GcOptions<'_>) -> Result<GcReport> {
