@@ -35,8 +35,14 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
     let mut report = CheckReport::default();
     if repair {
         let s = Storage::open(dir, Options { read_only: false, ..opts.clone() })?;
-        report.repaired = s.open_warnings();
-        for (from, to) in s.move_strays_aside()? {
+        let damage = s.open_damage();
+        report.repaired = s.open_warnings().into_iter().filter(|w| !damage.contains(w)).collect();
+        // A repair that may have lost data is not a success.
+        report.problems.extend(s.open_losses());
+        // With damage found the chain may have been guessed (a damaged header): strays
+        // stay where they are until the damage is repaired (`--salvage`).
+        let strays = if damage.is_empty() { s.move_strays_aside()? } else { Vec::new() };
+        for (from, to) in strays {
             let from = from.display().to_string();
             report.repaired.retain(|w| !w.starts_with(&format!("{from}: ")));
             report.repaired.push(format!("{from}: not part of the chain; moved aside to {}", to.display()));
@@ -51,14 +57,20 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         }
         Err(e) => return Err(e),
     };
+    let damage = s.open_damage();
     for w in s.open_warnings() {
-        let advice = if w.contains("fs2 check --repair") { "" } else { " (run `fs2 check --repair`)" };
+        // Damage lines say what to do; other warnings are what `--repair` fixes.
+        let advice = match damage.contains(&w) || w.contains("fs2 check --repair") {
+            true => "",
+            false => " (run `fs2 check --repair`)",
+        };
         report.problems.push(format!("{w}{advice}"));
     }
     let v = s.view();
     // Oldest first, each region of a segment on its own: (segment, data start, data end,
     // index entries as the storage sees them, trailer).
     type ToCheck<'a> = (&'a SegmentFile, u64, u64, Vec<(Oid, u64)>, Option<SealStats>);
+    let damaged = v.active.as_ref().map_or(&[][..], |a| &a.damaged[..]);
     let mut segs: Vec<ToCheck<'_>> = Vec::new();
     for p in v.pasts.iter().rev() {
         let mut entries = Vec::with_capacity(p.index.len() as usize);
@@ -104,8 +116,12 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         let mut newest: BTreeMap<Oid, u64> = BTreeMap::new();
         let mut at: HashMap<u64, (Oid, Tid)> = HashMap::new();
         let mut seen = SealStats::default();
+        // Padding, salvaged and damaged transactions: a back-pointer into one is a known
+        // loss (reported once, with the damage).
+        let mut skipped: Vec<(u64, u64)> = Vec::new();
         loop {
             progress(done + (sc.pos - start), total);
+            let step_at = sc.pos;
             match sc.next_step()? {
                 Step::Txn { offset, txn, .. } => {
                     let tid = txn.header.tid;
@@ -118,7 +134,10 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
                         let expect = newest.get(&h.oid).copied();
                         let ok = match h.prev {
                             0 | 1 => expect.is_none(),
-                            p => expect == Some(p) && at.get(&p).is_some_and(|(o, t)| *o == h.oid && *t < tid),
+                            p => {
+                                (expect == Some(p) && at.get(&p).is_some_and(|(o, t)| *o == h.oid && *t < tid))
+                                    || skipped.iter().any(|(s, e)| (*s..*e).contains(&p))
+                            }
                         };
                         if !ok {
                             report.problems.push(format!(
@@ -131,9 +150,15 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
                     }
                     note_txn(&mut seen, tid, txn.records.len());
                 }
-                Step::Skip => {}
+                Step::Skip => skipped.push((step_at, sc.pos)),
                 Step::End | Step::Index => break,
                 Step::Invalid(why) => {
+                    // Damage contained at open (reported with its warning): go on after it.
+                    if let Some(d) = damaged.iter().find(|d| stats.is_none() && d.start == sc.pos) {
+                        skipped.push((d.start, d.end));
+                        sc.pos = d.end;
+                        continue;
+                    }
                     report.problems.push(format!("{path} at offset {}: {why}", sc.pos));
                     break;
                 }

@@ -116,6 +116,11 @@ enum Cmd {
         /// Truncate a torn tail of the active segment and rebuild lost indexes first.
         #[arg(long)]
         repair: bool,
+        /// With --repair: move damaged transactions of the active segment aside (into
+        /// `<segment>.damaged-<offset>` files), listing their tids and oids, so that the
+        /// storage takes writes again. Exits 5 if anything was moved.
+        #[arg(long, requires = "repair")]
+        salvage: bool,
         /// Also read every current object as a ZODB record and report references to
         /// objects that do not exist (like ZODB's fsrefs); exit 5 if there are any.
         #[arg(long)]
@@ -443,20 +448,28 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Refs { dir, oid } => refs(&mut out, &dir, oid)?,
         Cmd::Gc { dir, dry_run } => gc(&mut out, &dir, dry_run)?,
         Cmd::Undo { dir, tid } => undo(&mut out, &dir, tid)?,
-        Cmd::Check { dir, repair, refs } => {
-            // Everything on stdout, one line each: `repaired: ...`, `problem: ...`, the
-            // counts, then `ok` or `damaged: N problem(s)`. An error that is not damage
+        Cmd::Check { dir, repair, salvage, refs } => {
+            // Everything on stdout, one line each: `salvaged: ...`, `repaired: ...`,
+            // `problem: ...`, the counts, then `ok` or `damaged: ...`. An error that is not damage
             // (no storage there, no access) is one line on stderr, exit 3 or 1.
             // What the opens warn about is in the report (one line each): not again on
             // stderr, unless RUST_LOG asks for it.
             if std::env::var_os("RUST_LOG").is_none() {
                 log::set_max_level(log::LevelFilter::Error);
             }
+            let one_line = |x: &str| x.replace('\n', " ");
+            let salvaged = match salvage {
+                true => filestorage2::damage::salvage(&dir, Options::default())
+                    .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?,
+                false => Vec::new(),
+            };
+            for x in &salvaged {
+                w(writeln!(out, "salvaged: {}", one_line(x)))?;
+            }
             let mut p = Progress::new("check");
             let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))
                 .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?;
             drop(p);
-            let one_line = |x: &str| x.replace('\n', " ");
             for x in &r.repaired {
                 w(writeln!(out, "repaired: {}", one_line(x)))?;
             }
@@ -477,6 +490,16 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             if refs {
                 check_refs(&mut out, &dir)?;
+            }
+            if !salvaged.is_empty() {
+                // The storage is whole again, but something was moved aside or lost.
+                w(writeln!(
+                    out,
+                    "damaged: {} item(s) salvaged in {} (listed above); the storage takes writes again",
+                    salvaged.len(),
+                    dir.display()
+                ))?;
+                return Err(fail(5, ""));
             }
             w(writeln!(out, "ok"))?;
         }

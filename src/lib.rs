@@ -10,6 +10,7 @@ pub mod bench;
 #[cfg(feature = "cli")]
 pub mod bench_peer;
 pub mod check;
+pub mod damage;
 pub mod error;
 pub mod format;
 pub mod fs;

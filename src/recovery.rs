@@ -13,7 +13,7 @@
 //! `open_snapshot` tells the writer's work in progress from a crash's leftovers.
 
 use crate::error::{Error, Result};
-use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE};
+use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE, TRAILER_SIZE};
 use crate::segment::{read_trailer, seal, PastSegment, Scanner, SealStats, SegmentFile, Step};
 use crate::store::{Active, Entry, IgnoredTail, Options, View};
 use crate::types::{Oid, SegmentName, Tid};
@@ -36,6 +36,57 @@ pub(crate) struct Opened {
     pub strays: Vec<PathBuf>,
     /// The unreadable tail of the active segment a read-only open ignored.
     pub ignored_tail: Option<IgnoredTail>,
+    /// Damage that reads work around and writes must not build on (one line each).
+    pub damage: Vec<String>,
+    /// What this open's repairs may have lost (e.g. an index rebuilt for an old segment
+    /// that may have been cut at a record boundary): `check --repair` reports it.
+    pub losses: Vec<String>,
+}
+
+/// The segment a chain segment's damaged header slot should have named: the newest
+/// segment in the directory older than `name`.
+fn prev_from_dir(in_dir: &[SegmentName], name: SegmentName) -> Option<String> {
+    in_dir.iter().filter(|n| n.last < name.first).max_by_key(|n| n.last).map(|n| n.file_name())
+}
+
+/// Open a chain segment; a damaged header costs only the header: its fixed part comes
+/// from another segment of the storage, its previous-segment reference from a slot that
+/// verifies (or else from the directory), and the damage is reported.
+fn open_segment(
+    vfs: &dyn Vfs,
+    path: &Path,
+    write: bool,
+    template: Option<&Header>,
+    in_dir: &[SegmentName],
+    damage: &mut Vec<String>,
+) -> Result<SegmentFile> {
+    let e = match SegmentFile::open(vfs, path, write) {
+        Ok(seg) => return Ok(seg),
+        Err(e) if e.is_corruption() => e,
+        Err(e) => return Err(e),
+    };
+    let name = path.file_name().and_then(|n| n.to_str()).and_then(SegmentName::from_file_name);
+    let file = vfs.open(path, write).map_err(|e| Error::io(path, "open segment", e))?;
+    // What is left of the header (a file cut inside it reads as zeros beyond its end).
+    let mut b = vec![0u8; HEADER_SIZE];
+    let have = file.len().map_err(|e| Error::io(path, "stat segment", e))?.min(HEADER_SIZE as u64) as usize;
+    let (Some(name), Ok(())) = (name, file.read_exact_at(&mut b[..have], 0)) else { return Err(e) };
+    let Some(template) = template.cloned() else { return Err(e) };
+    let header = Header::from_slots(&b, &template, name).unwrap_or_else(|| Header {
+        name,
+        prev: prev_from_dir(in_dir, name),
+        generation: 1,
+        sealed_len: None,
+        ..template
+    });
+    damage.push(format!(
+        "{e}; the header is damaged: read with the storage's settings and previous segment {}; \
+         `fs2 check --repair --salvage` writes it back",
+        header.prev.as_deref().unwrap_or("(none)")
+    ));
+    let mut seg = SegmentFile::new(path.to_path_buf(), header, file);
+    seg.header_damaged = true;
+    Ok(seg)
 }
 
 /// Where the segment a header's `prev` names lives.
@@ -110,12 +161,59 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         probes.push(probe(vfs, &dir.join(n.file_name()))?);
     }
     let head = choose_head(vfs, dir, &in_dir, &probes)?;
+    // For damaged headers: the storage's settings (from its newest valid segment header),
+    // and the files that may be its segments (not strays: a valid header of this storage,
+    // or a header-sized file whose header does not decode, which may be damage).
+    let ours = storage_id_of(&probes);
+    let settings = probes.iter().find_map(|p| match p {
+        Probe::Segment(h) if Some(h.storage_id) == ours => Some(h.clone()),
+        _ => None,
+    });
+    let candidates: Vec<SegmentName> = in_dir
+        .iter()
+        .zip(&probes)
+        .filter(|(_, p)| match p {
+            Probe::Segment(h) => Some(h.storage_id) == ours,
+            Probe::NotSegment { len, .. } => *len >= HEADER_SIZE as u64,
+        })
+        .map(|(n, _)| *n)
+        .collect();
 
     // The chain, newest first.
     let mut chain: Vec<SegmentFile> = Vec::new();
+    let mut damage = Vec::new();
+    let mut losses = Vec::new();
     let mut path = dir.join(head.file_name());
     loop {
-        let seg = SegmentFile::open(vfs, &path, writable && chain.is_empty())?;
+        let write = writable && chain.is_empty();
+        let template = chain.last().map(|s| &s.header).or(settings.as_ref());
+        let seg = match open_segment(vfs, &path, write, template, &candidates, &mut damage) {
+            // The newer segment's current slot is damaged and the older slot names a
+            // segment merged away since (item 9): the damage is that slot.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && chain.last().is_some_and(slot_damaged) =>
+            {
+                let newer = chain.last_mut().expect("checked");
+                let prev = prev_from_dir(&candidates, newer.header.name);
+                damage.push(format!(
+                    "{}: the current header slot is damaged and the other one names {}, which is gone \
+                     (merged away); read with previous segment {} instead; `fs2 check --repair --salvage` \
+                     rewrites the slot",
+                    newer.path.display(),
+                    path.display(),
+                    prev.as_deref().unwrap_or("(none)")
+                ));
+                newer.forget_sealed_len(prev.clone());
+                match prev {
+                    Some(p) => {
+                        path = resolve(dir, &p);
+                        continue;
+                    }
+                    None => break,
+                }
+            }
+            other => other?,
+        };
         if let Some(newer) = chain.last() {
             if seg.header.storage_id != newer.header.storage_id {
                 return Err(Error::corrupted(&path, 0, "this segment belongs to another storage (storage id differs)"));
@@ -140,7 +238,8 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     // Compared as files (device and inode), never as path text; removed only when it is
     // a verified copy of what the chain holds.
     // (Read-only opens leave it alone, as they leave everything.)
-    for seg in chain.iter().filter(|_| writable) {
+    // With damage found the chain may have been guessed: nothing is removed then.
+    for seg in chain.iter().filter(|_| writable && damage.is_empty()) {
         let old = dir.join(seg.header.name.file_name());
         if !in_dir.contains(&seg.header.name) || vfs.same_file(&seg.path, &old) {
             continue;
@@ -172,7 +271,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     let head = chain.remove(0);
     let mut sealed_head = None;
     let mut ignored_tail = None;
-    let active = if read_trailer(&head).is_ok() {
+    let mut active = if read_trailer(&head).is_ok() {
         // A rotation sealed this segment and stopped before starting the next one.
         let next = Header {
             name: SegmentName::single(head.header.name.last + 1),
@@ -186,6 +285,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             // The seal may not have reached the disk: make the segment durable before the
             // chain goes on without it (a past segment is never truncated again).
             head.file.sync().map_err(|e| Error::io(&head.path, "sync", e))?;
+            head.record_sealed_len(head.effective_len()?)?;
             chain_names.push(next.name);
             Some(SegmentFile::create(vfs, dir, next)?)
         } else {
@@ -202,7 +302,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
 
     let mut pasts = Vec::new();
     for seg in sealed_head.into_iter().chain(chain) {
-        pasts.extend(open_past(seg, opts, &mut warnings)?);
+        pasts.extend(open_past(seg, opts, &mut warnings, &mut damage, &mut losses)?);
     }
     // Files named like segments that are not in the chain. Of this storage: leftovers of
     // an interrupted merge. Replaced: inside a chain segment's range, or appended to one
@@ -210,6 +310,9 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     // Anything else (not a segment, another storage's, not linked) is a stray: ignored
     // and never deleted; `fs2 check --repair` moves it aside.
     let appended: Vec<SegmentName> = pasts.iter().filter_map(|p| p.trailer.appended.map(|a| a.source)).collect();
+    // With a damaged header the chain may have been guessed from the directory: move or
+    // remove nothing then.
+    let tidy = writable && damage.is_empty();
     let mut strays = Vec::new();
     let mut chain_synced = false;
     for (n, pr) in in_dir.iter().zip(&probes).filter(|(n, _)| !chain_names.contains(n)) {
@@ -243,7 +346,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
                 let replaced =
                     chain_names.iter().any(|c| c.first <= n.first && n.last <= c.last) || appended.contains(n);
                 let unswitched = chain_names.iter().any(|c| n.first <= c.first && c.last <= n.last);
-                if replaced && writable {
+                if replaced && tidy {
                     // The chain that replaced it may not be durable yet (a merge whose
                     // switch failed to sync, then this open read the written slot): make
                     // it durable before the replaced file leaves, or a power cut could
@@ -262,17 +365,32 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
                             path.display()
                         )),
                     }
-                } else if unswitched && !replaced && writable {
+                } else if unswitched && !replaced && tidy {
                     // Derived from segments the chain still holds: nothing is lost.
                     vfs.remove(&path).map_err(|e| Error::io(&path, "remove unfinished merge result", e))?;
                     vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
                     warnings.push(format!("{}: a merge result never put in the chain; removed", path.display()));
+                } else if (replaced || unswitched) && writable {
+                    // Damage found: the chain may have been guessed; tidied once it is repaired.
+                    warnings.push(format!(
+                        "{}: a merge's segment outside the chain; kept while the storage is damaged",
+                        path.display()
+                    ));
                 } else if replaced || unswitched {
                     // Read-only: a merge in progress, or interrupted (the next writable open ends it).
                     unsettled.push(format!("{}: a merge's segment outside the chain; ignored", path.display()));
                 } else {
                     stray("not linked from the chain".into(), &mut strays, &mut warnings, &mut unsettled);
                 }
+            }
+        }
+    }
+    // Lost data (see `lost_part`) is newer than every older segment's transactions.
+    for i in 0..pasts.len() {
+        if pasts[i].lost_after == Some(Tid::ZERO) && pasts[i].trailer.txn_count == 0 {
+            let older = pasts[i + 1..].iter().find(|p| p.trailer.txn_count > 0).map(|p| p.trailer.last_tid);
+            if let Some(p) = Arc::get_mut(&mut pasts[i]) {
+                p.lost_after = Some(older.unwrap_or(Tid::ZERO));
             }
         }
     }
@@ -290,11 +408,43 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         }
     }
     let last_tid = active_last.or(past_last).unwrap_or(Tid::ZERO);
+    // A damaged transaction first in the active segment is newer than the past ones.
+    if let (Some(a), Some(p)) = (active.as_mut(), past_last) {
+        for d in &mut a.damaged {
+            d.after = d.after.max(p);
+        }
+    }
     let max_oid = active
         .as_ref()
-        .and_then(|a| a.index.keys().next_back().copied())
+        .and_then(|a| a.max_oid())
         .max(pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max());
-    Ok(Opened { view: View { active, pasts, last_tid }, alignment, max_oid, warnings, unsettled, strays, ignored_tail })
+    if let Some(a) = &active {
+        damage.extend(a.damaged.iter().map(|d| {
+            format!(
+                "{}; {}; the objects it may hold answer with an error, writes are refused; \
+                 `fs2 check --repair --salvage` moves it aside",
+                d.describe(&a.seg.path),
+                d.why
+            )
+        }));
+    }
+    warnings.extend(damage.iter().cloned());
+    Ok(Opened {
+        view: View { active, pasts, last_tid },
+        alignment,
+        max_oid,
+        warnings,
+        damage,
+        losses,
+        unsettled,
+        strays,
+        ignored_tail,
+    })
+}
+
+/// Whether `seg`'s header has a slot that does not verify.
+fn slot_damaged(seg: &SegmentFile) -> bool {
+    seg.read(0, HEADER_SIZE).is_ok_and(|b| Header::damaged_slot(&b))
 }
 
 /// How many times at most a read-only open starts over before it reports what it found.
@@ -316,17 +466,26 @@ const SNAPSHOT_ATTEMPTS: u32 = 10;
 ///   files, so that is what they hold, a crash's leftover or damage.
 pub(crate) fn open_snapshot(dir: &Path, opts: &Options) -> Result<Opened> {
     let mut quiet_since: Option<String> = None;
+    // The damage the previous attempt found: damage repeats, a race does not.
+    let mut damage_before: Option<Vec<String>> = None;
     for attempt in 1..=SNAPSHOT_ATTEMPTS {
         let r = open_chain(dir, opts);
         let found = match &r {
-            Ok(o) if o.unsettled.is_empty() => return r,
-            Ok(o) => o.unsettled.join("\n"),
+            Ok(o) if o.unsettled.is_empty() && o.damage.is_empty() => return r,
+            Ok(o) => o.unsettled.iter().chain(&o.damage).cloned().collect::<Vec<_>>().join("\n"),
             Err(e) if !may_be_a_race(e) => return r,
             Err(e) => e.to_string(),
         };
+        // Damage (contained: the open succeeded) found alike by two attempts in a row is
+        // reported, writer or not; once found, it is not looked for again.
+        let damage_settled = match &r {
+            Ok(o) => o.damage.is_empty() || damage_before.as_ref() == Some(&o.damage),
+            Err(_) => false,
+        };
+        damage_before = r.as_ref().ok().map(|o| o.damage.clone());
         let writer = opts.vfs.writer_active(dir);
         match r {
-            Ok(mut o) if writer => {
+            Ok(mut o) if writer && damage_settled => {
                 // The writer's business (a commit in flight is not an ignored tail).
                 o.unsettled.clear();
                 o.ignored_tail = None;
@@ -393,13 +552,9 @@ pub(crate) fn move_aside(vfs: &dyn Vfs, dir: &Path, path: &Path) -> Result<PathB
     Ok(to)
 }
 
-/// The newest segment of the chain. Files that are not segments of this storage (no
-/// valid header, another storage id) are skipped: a stray file must not take the storage
-/// offline. The storage id is the one most segment files in the directory carry (on a
-/// tie, the oldest file's). One exception keeps damage from passing for a stray: a file
-/// without a valid header named as the successor of a sealed newest segment may be the
-/// active segment with a damaged header; it stays the head, and opening it reports it.
-fn choose_head(vfs: &dyn Vfs, dir: &Path, in_dir: &[SegmentName], probes: &[Probe]) -> Result<SegmentName> {
+/// The storage id most segment files in the directory carry (on a tie, the oldest
+/// file's); `None` if no file has a valid header.
+fn storage_id_of(probes: &[Probe]) -> Option<u128> {
     let mut ids: Vec<(u128, usize, usize)> = Vec::new(); // (id, count, position of the oldest)
     for (i, p) in probes.iter().enumerate() {
         if let Probe::Segment(h) = p {
@@ -409,7 +564,17 @@ fn choose_head(vfs: &dyn Vfs, dir: &Path, in_dir: &[SegmentName], probes: &[Prob
             }
         }
     }
-    let Some(&(ours, _, _)) = ids.iter().max_by_key(|e| (e.1, e.2)) else {
+    ids.iter().max_by_key(|e| (e.1, e.2)).map(|e| e.0)
+}
+
+/// The newest segment of the chain. Files that are not segments of this storage (no
+/// valid header, another storage id) are skipped: a stray file must not take the storage
+/// offline. The storage id is the one most segment files in the directory carry (on a
+/// tie, the oldest file's). One exception keeps damage from passing for a stray: a file
+/// without a valid header named as the successor of a sealed newest segment may be the
+/// active segment with a damaged header; it stays the head, and opening it reports it.
+fn choose_head(vfs: &dyn Vfs, dir: &Path, in_dir: &[SegmentName], probes: &[Probe]) -> Result<SegmentName> {
+    let Some(ours) = storage_id_of(probes) else {
         // Nothing here has a valid header: open the newest file to report why.
         return Ok(in_dir[0]);
     };
@@ -467,6 +632,9 @@ fn same_segment(vfs: &dyn Vfs, seg: &SegmentFile, other: &Path) -> std::result::
     Ok(())
 }
 
+/// How many times at most a scan of the active segment starts over (see `scan_active`).
+const MAX_SCAN_RESTARTS: u32 = 100;
+
 /// Scan the active segment: rebuild its index, drop an unfinished tail (when writable).
 /// Read-only, an unfinished tail is `unsettled`: a writer may be writing it right now.
 pub(crate) fn scan_active(
@@ -477,54 +645,68 @@ pub(crate) fn scan_active(
     unsettled: &mut Vec<String>,
     ignored: &mut Option<IgnoredTail>,
 ) -> Result<Active> {
-    let len = seg.len()?;
-    let mut sc = Scanner::new(&seg, HEADER_SIZE as u64, len);
-    // In file order; collected into the map in bulk at the end (later records win).
-    let mut entries: Vec<(Oid, Entry)> = Vec::new();
-    let mut stats = SealStats::default();
-    // Where the scan read the file again after finding evidence of damage.
+    // Where the scan started over after finding evidence that a writer in another process
+    // changed bytes it had read, and how often (bounded: each start-over is for a later
+    // record of a writer that keeps committing).
     let mut reread_at = None;
-    // The end of the last committed transaction.
-    let mut committed_end = HEADER_SIZE as u64;
-    let why = loop {
-        match sc.next_step()? {
-            Step::Txn { offset, txn, .. } => {
-                let tid = txn.header.tid;
-                if stats.txn_count > 0 && tid <= stats.last_tid {
-                    return Err(Error::corrupted(&seg.path, offset, "transaction ids do not increase"));
+    let mut restarts = 0;
+    let (len, sc, why, mut entries, stats, damaged, committed_end) = 'scan: loop {
+        let len = seg.len()?;
+        let mut sc = Scanner::new(&seg, HEADER_SIZE as u64, len);
+        // In file order; collected into the map in bulk at the end (later records win).
+        let mut entries: Vec<(Oid, Entry)> = Vec::new();
+        let mut stats = SealStats::default();
+        let mut damaged = Vec::new();
+        // The end of the last committed transaction.
+        let mut committed_end = HEADER_SIZE as u64;
+        let why = loop {
+            match sc.next_step()? {
+                Step::Txn { offset, txn, .. } => {
+                    let tid = txn.header.tid;
+                    if stats.txn_count > 0 && tid <= stats.last_tid {
+                        return Err(Error::corrupted(&seg.path, offset, "transaction ids do not increase"));
+                    }
+                    entries.extend(txn.records.iter().map(|(rel, h)| (h.oid, Entry { offset: offset + rel, tid })));
+                    note_txn(&mut stats, tid, txn.records.len());
+                    committed_end = sc.pos;
                 }
-                entries.extend(txn.records.iter().map(|(rel, h)| (h.oid, Entry { offset: offset + rel, tid })));
-                note_txn(&mut stats, tid, txn.records.len());
-                committed_end = sc.pos;
-            }
-            Step::Skip => {}
-            Step::End => break None,
-            Step::Index => break Some("an unfinished index from an interrupted rotation".to_string()),
-            Step::Invalid(why) => {
-                let at = sc.pos;
-                if let Some(p) = sc.durable_evidence_after(at)? {
-                    // A writer in another process may have written `at` after our first
-                    // read of it and the later transaction before our second: read `at`
-                    // again. It cannot change after that later transaction was written
-                    // (its bytes were durable then), so if it is still invalid now, it is
-                    // damaged.
-                    if reread_at != Some(at) {
-                        reread_at = Some(at);
-                        sc.reread()?;
+                Step::Skip => {}
+                Step::End => break None,
+                Step::Index => break Some("an unfinished index from an interrupted rotation".to_string()),
+                Step::Invalid(why) => {
+                    let at = sc.pos;
+                    if let Some(p) = sc.durable_evidence_after(at)? {
+                        // A writer in another process may have written `at` after our first
+                        // read of it and the later transaction before our second. Start the
+                        // scan over: not only `at` may have changed since it was read, but
+                        // also a voted record before it, read as padding and finished since
+                        // (taking the transactions after it without it would be a snapshot
+                        // with a hole). `at` cannot change after that later transaction was
+                        // written (its bytes were durable then), so if it is still invalid
+                        // on the next pass, it is damaged.
+                        if reread_at != Some(at) && restarts < MAX_SCAN_RESTARTS {
+                            reread_at = Some(at);
+                            restarts += 1;
+                            continue 'scan;
+                        }
+                        // Damage, not an unfinished write (the transaction at `p` was written
+                        // after `at` was durable): contain it and go on after it.
+                        let end = sc.resync(at, p)?;
+                        let after = if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO };
+                        let mut d = crate::damage::analyse(&seg.read(at, (end - at) as usize)?, at, after);
+                        d.why = format!(
+                            "{why}; this is damage, not an unfinished write (the transaction at offset {p} \
+                             was written after it was durable)"
+                        );
+                        damaged.push(d);
+                        sc.pos = end;
                         continue;
                     }
-                    return Err(Error::corrupted(
-                        &seg.path,
-                        at,
-                        format!(
-                            "{why}; the transaction at offset {p} was written after this data was durable, \
-                             so this is damage, not an unfinished write; nothing was dropped"
-                        ),
-                    ));
+                    break Some(why);
                 }
-                break Some(why);
             }
-        }
+        };
+        break (len, sc, why, entries, stats, damaged, committed_end);
     };
     let end = sc.pos;
     if let Some(why) = why {
@@ -568,7 +750,7 @@ pub(crate) fn scan_active(
     // it (read as padding) may be flipped to committed by its writer at any moment, and
     // what reads the snapshot again (`check`, `transactions`) must find what this scan found.
     let end = if writable { end } else { committed_end };
-    Ok(Active { seg: Arc::new(seg), index, end, stats })
+    Ok(Active { seg: Arc::new(seg), index, end, stats, damaged })
 }
 
 /// Copy the bytes of `[end, len)` of `seg` to `<segment>.dropped-<end>` beside it,
@@ -606,6 +788,9 @@ pub(crate) struct SealedScan {
     pub entries: Vec<(Oid, u64)>,
     pub stats: SealStats,
     pub data_end: u64,
+    /// The data ended at the end of the file, with no index record at all: a segment
+    /// cut at a record boundary looks like this.
+    pub no_index: bool,
 }
 
 /// Scan the data of a sealed (or to-be-sealed) segment up to its index. Any invalid
@@ -615,7 +800,7 @@ pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64))
     let mut sc = Scanner::new(seg, HEADER_SIZE as u64, len);
     let mut index = BTreeMap::new();
     let mut stats = SealStats::default();
-    loop {
+    let no_index = loop {
         progress(sc.pos, len);
         match sc.next_step()? {
             Step::Txn { offset, txn, .. } => {
@@ -629,61 +814,250 @@ pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64))
                 note_txn(&mut stats, tid, txn.records.len());
             }
             Step::Skip => {}
-            Step::End | Step::Index => break,
+            Step::End => break sc.pos == len,
+            Step::Index => break false,
             Step::Invalid(why) => {
                 // A damaged index marker looks like this too: accept it only if an
                 // index for exactly these entries would end the file here.
                 if len.checked_sub(sc.pos) == Some(IndexHeader::record_len(index.len() as u64)) {
-                    break;
+                    break false;
                 }
                 return Err(Error::corrupted(&seg.path, sc.pos, why));
             }
         }
-    }
-    Ok(SealedScan { entries: index.into_iter().collect(), stats, data_end: sc.pos })
+    };
+    Ok(SealedScan { entries: index.into_iter().collect(), stats, data_end: sc.pos, no_index })
 }
 
 /// Open a past segment's parts; drop an unfinished append; rebuild the index from the
-/// data if the index is lost.
-fn open_past(seg: SegmentFile, opts: &Options, warnings: &mut Vec<String>) -> Result<Vec<Arc<PastSegment>>> {
+/// data if the index is lost and the rebuilt one provably covers all of the data.
+fn open_past(
+    seg: SegmentFile,
+    opts: &Options,
+    warnings: &mut Vec<String>,
+    damage: &mut Vec<String>,
+    losses: &mut Vec<String>,
+) -> Result<Vec<Arc<PastSegment>>> {
     let path = seg.path.clone();
     let writable = !opts.read_only;
-    if let Some(sealed) = seg.sealed_len() {
-        // A semi-sequential merge records the sealed length before it appends: anything
-        // past it is an append that never switched the chain over.
-        let len = seg.len()?;
+    let len = seg.len()?;
+    let recorded = seg.sealed_len();
+    if len < HEADER_SIZE as u64 {
+        // Cut inside its header: nothing of its data is left.
+        damage.push(format!(
+            "{}: the segment was cut short inside its header ({len} bytes): all its transactions are lost \
+             (restore the file from a copy, or `fs2 check --repair --salvage` re-seals it empty)",
+            path.display()
+        ));
+        let mut seg = seg;
+        seg.ignore_sealed_len();
+        return Ok(vec![lost_part(Arc::new(seg), HEADER_SIZE as u64, None)?]);
+    }
+    if let Some(sealed) = recorded {
+        // Bytes past the recorded length: an append that never switched the chain over.
         if len > sealed && writable {
             let f = opts.vfs.open(&path, true).map_err(|e| Error::io(&path, "open", e))?;
             f.set_len(sealed).map_err(|e| Error::io(&path, "truncate an unfinished append to", e))?;
             f.sync().map_err(|e| Error::io(&path, "sync", e))?;
             warnings.push(format!("{}: dropped {} bytes of an unfinished merge append", path.display(), len - sealed));
         }
+        if len < sealed {
+            // Serve what is left; reads that may need the lost transactions fail.
+            let mut seg = seg;
+            seg.ignore_sealed_len();
+            let parts = rebuild_parts(Arc::new(seg), len, true)?;
+            let last = parts.last().and_then(|p| p.lost_after).unwrap_or(Tid::ZERO);
+            let msg = format!(
+                "{}: the segment was cut short: the file is {len} bytes, its header records {sealed}; \
+                 the transactions after {last} in the missing {} bytes are lost (restore the file from a copy, \
+                 or `fs2 check --repair --salvage` re-seals it without them)",
+                path.display(),
+                sealed - len
+            );
+            damage.push(msg);
+            return Ok(parts);
+        }
     }
-    let appended = seg.sealed_len().is_some();
     match PastSegment::open(seg) {
         Ok(p) => Ok(p),
-        Err(e) if e.is_corruption() && appended => {
-            Err(e.with_note("the index of a segment with appended regions cannot be rebuilt: restore it from a copy"))
-        }
         Err(e) if e.is_corruption() => {
             let seg = SegmentFile::open(&*opts.vfs, &path, writable)?;
-            let scan = scan_sealed(&seg, |_, _| {})?;
+            let scan = scan_sealed(&seg, |_, _| {});
+            // The rebuilt index covers the data only if it ends exactly where the segment
+            // does: otherwise there are appended regions (or damage) after.
+            let whole = match (&scan, recorded) {
+                (Ok(scan), Some(sealed)) => {
+                    scan.data_end + IndexHeader::record_len(scan.entries.len() as u64) == sealed
+                }
+                (Ok(_), None) => true,
+                (Err(_), _) => false,
+            };
+            let scan = match scan {
+                Ok(scan) if whole => scan,
+                Err(e2) if recorded.is_none() => return Err(e2),
+                _ => {
+                    // Several regions (or damage the scan stopped at): rebuild every
+                    // region's index in memory; writes are refused until it is restored.
+                    let parts = rebuild_parts(Arc::new(seg), recorded.unwrap_or(len), false).map_err(|e2| {
+                        Error::corrupted(
+                            &path,
+                            0,
+                            format!("{e}; the index cannot be rebuilt from the data ({e2}): restore it from a copy"),
+                        )
+                    })?;
+                    let msg = format!(
+                        "{e}; using indexes rebuilt in memory from the data; the indexes of a segment with \
+                         appended regions are not rewritten: restore the segment from a copy to write again"
+                    );
+                    damage.push(msg);
+                    return Ok(parts);
+                }
+            };
+            let lost_tail = if recorded.is_none() && scan.no_index {
+                // A segment sealed before lengths were recorded, ending at a record
+                // boundary without an index: it may have been cut there.
+                format!(
+                    "; the segment ends without an index and records no length (an older segment): \
+                     if it was truncated, the transactions after {} are lost",
+                    scan.stats.last_tid
+                )
+            } else {
+                String::new()
+            };
+            if !lost_tail.is_empty() {
+                losses.push(format!("{}: {}", path.display(), lost_tail.trim_start_matches("; ")));
+            }
             if writable {
                 seal(&seg, scan.data_end, &scan.entries, &scan.stats)?;
-                warnings.push(format!("{e}; rebuilt the index from the segment data"));
+                warnings.push(format!("{e}; rebuilt the index from the segment data{lost_tail}"));
                 PastSegment::open(SegmentFile::open(&*opts.vfs, &path, false)?)
             } else {
-                warnings
-                    .push(format!("{e}; using an index rebuilt in memory (read-only; `fs2 check --repair` writes it)"));
+                warnings.push(format!(
+                    "{e}; using an index rebuilt in memory (read-only; `fs2 check --repair` writes it){lost_tail}"
+                ));
                 let t = Trailer {
                     count: scan.entries.len() as u64,
                     first_oid: scan.entries.first().map_or(Oid(0), |e| e.0),
                     last_oid: scan.entries.last().map_or(Oid(0), |e| e.0),
                     ..scan.stats.trailer(scan.data_end)
                 };
-                Ok(vec![Arc::new(PastSegment::with_memory_index(seg, t, scan.entries)?)])
+                Ok(vec![Arc::new(PastSegment::with_memory_index(Arc::new(seg), t, scan.entries)?)])
             }
         }
         Err(e) => Err(e),
     }
+}
+
+/// The parts of a sealed segment (its own data, then each appended region), rebuilt in
+/// memory from the data when an index or trailer is damaged: each region's transactions
+/// are scanned up to the index record that ends it; that record's end comes from its
+/// length field, or else from the trailer that names it. `cut`: the file was cut short;
+/// the region where it ends has no index: its part records what is lost (`lost_after`).
+pub(crate) fn rebuild_parts(seg: Arc<SegmentFile>, len: u64, cut: bool) -> Result<Vec<Arc<PastSegment>>> {
+    let mut parts = Vec::new();
+    let mut base: Option<u64> = None;
+    let align = seg.header.alignment;
+    loop {
+        let start = base.map_or(HEADER_SIZE as u64, |b| crate::segment::appended_start(b, align));
+        let mut sc = Scanner::new(&seg, start, len);
+        let mut index = BTreeMap::new();
+        let mut stats = SealStats::default();
+        loop {
+            match sc.next_step()? {
+                Step::Txn { offset, txn, .. } => {
+                    for (rel, h) in &txn.records {
+                        index.insert(h.oid, offset + rel);
+                    }
+                    note_txn(&mut stats, txn.header.tid, txn.records.len());
+                }
+                Step::Skip => {}
+                // A damaged index marker reads as an invalid record: the trailer decides.
+                Step::Index | Step::Invalid(_) | Step::End => break,
+            }
+        }
+        let at = sc.pos;
+        let end = match index_record_end(&seg, at, len)? {
+            Some(end) => Some(end),
+            None if cut => None,
+            None => return Err(Error::corrupted(&seg.path, at, "no index record ends this region")),
+        };
+        let lost_after = end.is_none().then_some(if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO });
+        let end = end.unwrap_or(len);
+        let own = crate::segment::read_trailer_at(&seg, end).ok().filter(|t| t.index_offset == at);
+        let entries: Vec<(Oid, u64)> = index.into_iter().collect();
+        let t = Trailer {
+            count: entries.len() as u64,
+            first_oid: entries.first().map_or(Oid(0), |e| e.0),
+            last_oid: entries.last().map_or(Oid(0), |e| e.0),
+            // The region's source, if its trailer still says (else a placeholder).
+            appended: base.map(|b| {
+                let a = own.and_then(|t| t.appended);
+                crate::format::Appended {
+                    base_len: b,
+                    source: a.map_or(seg.header.name, |a| a.source),
+                    as_of: a.map_or(crate::types::AsOf::Source, |a| a.as_of),
+                }
+            }),
+            ..stats.trailer(at)
+        };
+        let mut part = PastSegment::with_memory_index(seg.clone(), t, entries)?;
+        part.lost_after = lost_after;
+        parts.push(Arc::new(part));
+        if end >= len {
+            if cut {
+                // Appended regions may have followed: older transactions, lost too.
+                parts.push(lost_part(seg.clone(), len, Some(len))?);
+            }
+            return Ok(parts);
+        }
+        base = Some(end);
+    }
+}
+
+/// Where the index record at `at` ends: by its length field if its last 8 bytes repeat
+/// it, else at the first trailer after it that names `at` as its index offset.
+fn index_record_end(seg: &SegmentFile, at: u64, len: u64) -> Result<Option<u64>> {
+    if at + 12 <= len {
+        let n = crate::format::le64(&seg.read(at + 4, 8)?, 0);
+        if n >= TRAILER_SIZE as u64 && n.is_multiple_of(8) && at.checked_add(n).is_some_and(|e| e <= len) {
+            // Its trailer: the repeated length, or the checksummed part naming `at`.
+            let t = seg.read(at + n - TRAILER_SIZE as u64, TRAILER_SIZE)?;
+            let names_at = t[..4] == crate::format::MARK_TRAILER
+                && crate::format::le32(&t, 112) == crate::format::crc(&t[..112])
+                && crate::format::le64(&t, 8) == at;
+            if crate::format::le64(&t, TRAILER_SIZE - 8) == n || names_at {
+                return Ok(Some(at + n));
+            }
+        }
+    }
+    let mut q = at + TRAILER_SIZE as u64;
+    while q <= len {
+        if seg.read(q - TRAILER_SIZE as u64, 4)? == crate::format::MARK_TRAILER {
+            if let Ok(t) = crate::segment::read_trailer_at(seg, q) {
+                if t.index_offset == at {
+                    return Ok(Some(q));
+                }
+            }
+        }
+        q += 8;
+    }
+    Ok(None)
+}
+
+/// An empty part standing for lost data at `at`: every read that reaches it is an error
+/// (`lost_after` = `Tid::ZERO` until `open_chain` knows the older segments: the lost
+/// transactions are newer than theirs). `base`: the end of the region before it, if any.
+fn lost_part(seg: Arc<SegmentFile>, at: u64, base: Option<u64>) -> Result<Arc<PastSegment>> {
+    let start = base.map_or(at, |b| crate::segment::appended_start(b, seg.header.alignment));
+    let t = Trailer {
+        appended: base.map(|b| crate::format::Appended {
+            base_len: b,
+            source: seg.header.name,
+            as_of: crate::types::AsOf::Source,
+        }),
+        ..SealStats::default().trailer(start)
+    };
+    let mut part = PastSegment::with_memory_index(seg, t, Vec::new())?;
+    part.lost_after = Some(Tid::ZERO);
+    Ok(Arc::new(part))
 }

@@ -23,6 +23,9 @@ pub(crate) struct SegmentFile {
     pub file: Arc<dyn VFile>,
     /// The header slot in force now (`prev`, `generation`, `sealed_len`).
     slot: std::sync::Mutex<Header>,
+    /// The header on disk is damaged; `header` was reconstructed (see `recovery`), and
+    /// `fs2 check --repair --salvage` writes it back.
+    pub header_damaged: bool,
     /// Opened for reading: the file's length that goes with `header` (see `open`).
     opened_len: Option<u64>,
 }
@@ -73,9 +76,9 @@ impl SegmentFile {
         Ok(seg)
     }
 
-    fn new(path: PathBuf, header: Header, file: Arc<dyn VFile>) -> SegmentFile {
+    pub(crate) fn new(path: PathBuf, header: Header, file: Arc<dyn VFile>) -> SegmentFile {
         let slot = std::sync::Mutex::new(header.clone());
-        SegmentFile { path, header, file, slot, opened_len: None }
+        SegmentFile { path, header, file, slot, header_damaged: false, opened_len: None }
     }
 
     /// The previous segment's reference as it is now.
@@ -107,6 +110,34 @@ impl SegmentFile {
         }
     }
 
+    /// After damage to the slot in force: use `prev` and the file's length (in memory).
+    pub fn forget_sealed_len(&mut self, prev: Option<String>) {
+        let slot = self.slot.get_mut().unwrap();
+        slot.prev = prev.clone();
+        self.header.prev = prev;
+        self.ignore_sealed_len();
+        self.header_damaged = true;
+    }
+
+    /// Read the segment to the file's length, not the recorded one (in memory; a
+    /// segment cut short is read as far as it goes).
+    pub fn ignore_sealed_len(&mut self) {
+        self.slot.get_mut().unwrap().sealed_len = None;
+        self.header.sealed_len = None;
+    }
+
+    /// Write a reconstructed header back (`header_damaged`): the fixed part in place,
+    /// then the slot in force (`prev`, and `sealed_len` if given) as a new generation.
+    pub fn rewrite_header(&self, vfs: &dyn Vfs, sealed_len: Option<u64>) -> Result<()> {
+        let file = vfs.open(&self.path, true).map_err(|e| Error::io(&self.path, "open for header rewrite", e))?;
+        let mut b = self.header.to_bytes()?;
+        b.truncate(128);
+        let io = |e| Error::io(&self.path, "rewrite the header of", e);
+        file.write_all_at(&b, 0).map_err(io)?;
+        file.write_all_at(&(HEADER_SIZE as u64).to_le_bytes(), HEADER_SIZE as u64 - 8).map_err(io)?;
+        self.rewrite_slot_in(&*file, self.prev(), sealed_len)
+    }
+
     /// Point this segment's header at a new previous segment, crash-atomically (the
     /// sealed length stays).
     pub fn rewrite_prev(&self, vfs: &dyn Vfs, prev: Option<String>) -> Result<()> {
@@ -118,15 +149,31 @@ impl SegmentFile {
     /// not in use, then the file is synced. A torn write leaves the old slot in force.
     /// (`vfs` opens the file for writing if needed.)
     pub fn rewrite_slot(&self, vfs: &dyn Vfs, prev: Option<String>, sealed_len: Option<u64>) -> Result<()> {
+        let file = vfs.open(&self.path, true).map_err(|e| Error::io(&self.path, "open for header rewrite", e))?;
+        self.rewrite_slot_in(&*file, prev, sealed_len)
+    }
+
+    /// `rewrite_slot` through `file`, an open handle on this segment for writing.
+    fn rewrite_slot_in(&self, file: &dyn VFile, prev: Option<String>, sealed_len: Option<u64>) -> Result<()> {
         let mut slot = self.slot.lock().unwrap();
         let next = Header { generation: slot.generation + 1, prev, sealed_len, ..self.header.clone() };
         let bytes = next.slot_bytes()?;
-        let file = vfs.open(&self.path, true).map_err(|e| Error::io(&self.path, "open for header rewrite", e))?;
-        let io = |e| Error::io(&self.path, "rewrite the previous-segment reference of", e);
+        let io = |e| Error::io(&self.path, "rewrite the header slot of", e);
         file.write_all_at(&bytes, Header::slot_offset(next.generation)).map_err(io)?;
         file.sync().map_err(|e| Error::io(&self.path, "sync", e))?;
         *slot = next;
         Ok(())
+    }
+
+    /// Record `len` as the sealed length in the header slot (through this segment's own
+    /// handle, which must be writable), unless it is recorded already. Done after the
+    /// trailer is durable, so a recorded length always ends in a trailer.
+    pub fn record_sealed_len(&self, len: u64) -> Result<()> {
+        if self.sealed_len() == Some(len) {
+            return Ok(());
+        }
+        let prev = self.prev();
+        self.rewrite_slot_in(&*self.file.clone(), prev, Some(len))
     }
 
     /// Create `dir/<name>.fs2` durably: written under a temporary name, synced, renamed,
@@ -282,15 +329,6 @@ impl Scanner {
         }
     }
 
-    /// Read the file again from `pos` up to its length now (after a write by another
-    /// process may have completed what the buffer holds half-written).
-    pub fn reread(&mut self) -> Result<()> {
-        self.buf.clear();
-        self.buf_at = 0;
-        self.end = self.file.len().map_err(|e| Error::io(&self.path, "stat", e))?;
-        Ok(())
-    }
-
     /// A scanner that also verifies each data record's own CRC (for `check`).
     pub fn verifying(seg: &SegmentFile, from: u64, end: u64) -> Scanner {
         Scanner { verify_data: true, ..Scanner::new(seg, from, end) }
@@ -386,6 +424,30 @@ impl Scanner {
         Ok(true)
     }
 
+    /// After damage at `at`: the first offset after it (8-aligned, at most `limit`, where
+    /// a valid transaction is known to start) at which a transaction record verifies
+    /// (`TTTT`, or `PPPP` for one voted and never finished).
+    pub fn resync(&mut self, at: u64, limit: u64) -> Result<u64> {
+        let path = self.path.clone();
+        let mut p = at + MIN_PADDING;
+        while p < limit {
+            let head = self.bytes(p, 12)?.map(|h| ([h[0], h[1], h[2], h[3]], le64(h, 4)));
+            if let Some((_, len)) = head.filter(|(m, _)| *m == MARK_TXN || *m == MARK_PAD) {
+                let fits =
+                    len >= MIN_PADDING && len.is_multiple_of(8) && p.checked_add(len).is_some_and(|e| e <= self.end);
+                if fits {
+                    let mut b = self.bytes(p, len)?.expect("fits").to_vec();
+                    b[..4].copy_from_slice(&MARK_TXN);
+                    if TxnHeader::decode_with(&b, &path, p, false).is_ok() {
+                        return Ok(p);
+                    }
+                }
+            }
+            p += 8;
+        }
+        Ok(limit)
+    }
+
     /// After an invalid record at `at`: is there a later valid transaction written after
     /// `at` had been made durable? Then `at` was acknowledged data that is now damaged,
     /// not a torn tail. Candidates are 8-aligned `TTTT` markers.
@@ -439,15 +501,27 @@ impl SealStats {
     }
 }
 
-/// Write the index record and trailer at `data_end` and sync. `entries` sorted by oid.
+/// Write the index record and trailer at `data_end` and sync, then record the sealed
+/// length in the header slot (so that a truncation of the past segment is detected).
+/// `entries` sorted by oid.
 pub(crate) fn seal(seg: &SegmentFile, data_end: u64, entries: &[(Oid, u64)], stats: &SealStats) -> Result<Trailer> {
-    let bytes = encode_index(entries, stats.trailer(data_end));
+    seal_with(seg, entries, stats.trailer(data_end))
+}
+
+/// `seal` with a given trailer (e.g. of an appended region); the data ends at its index
+/// offset, and anything after is cut off.
+pub(crate) fn seal_with(seg: &SegmentFile, entries: &[(Oid, u64)], trailer: Trailer) -> Result<Trailer> {
+    let data_end = trailer.index_offset;
+    let bytes = encode_index(entries, trailer);
     let io = |e| Error::io(&seg.path, "write index of", e);
     seg.file.set_len(data_end).map_err(io)?;
     seg.file.write_all_at(&bytes, data_end).map_err(io)?;
     seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
+    let end = data_end + bytes.len() as u64;
     let t: &[u8; TRAILER_SIZE] = bytes[bytes.len() - TRAILER_SIZE..].try_into().expect("sized");
-    Trailer::from_bytes(t, &seg.path, data_end + bytes.len() as u64)
+    let t = Trailer::from_bytes(t, &seg.path, end)?;
+    seg.record_sealed_len(end)?;
+    Ok(t)
 }
 
 /// Read the trailer of `seg`, if it is sealed: the one that ends its sealed length.
@@ -456,7 +530,7 @@ pub(crate) fn read_trailer(seg: &SegmentFile) -> Result<Trailer> {
 }
 
 /// Read the trailer that ends at `end`.
-fn read_trailer_at(seg: &SegmentFile, end: u64) -> Result<Trailer> {
+pub(crate) fn read_trailer_at(seg: &SegmentFile, end: u64) -> Result<Trailer> {
     if end < (HEADER_SIZE + TRAILER_SIZE) as u64 {
         return Err(Error::corrupted(&seg.path, end, "no segment trailer (the segment is not sealed)"));
     }
@@ -474,6 +548,9 @@ pub(crate) struct PastSegment {
     pub trailer: Trailer,
     bytes: Arc<SealedBytes>,
     pub index: SortedIndex,
+    /// Set when the segment was cut short inside this part: the transactions after this
+    /// tid are lost, so a read that may need one of them is an error (see `walk`).
+    pub lost_after: Option<Tid>,
 }
 
 impl PastSegment {
@@ -492,7 +569,13 @@ impl PastSegment {
             let trailer = read_trailer_at(&seg, end)?;
             let index = SortedIndex::open(&bytes, &*seg.file, &seg.path, &trailer)?;
             let appended = trailer.appended;
-            parts.push(Arc::new(PastSegment { seg: seg.clone(), trailer, bytes: bytes.clone(), index }));
+            parts.push(Arc::new(PastSegment {
+                seg: seg.clone(),
+                trailer,
+                bytes: bytes.clone(),
+                index,
+                lost_after: None,
+            }));
             match appended {
                 Some(a) => end = a.base_len,
                 None => break,
@@ -505,9 +588,24 @@ impl PastSegment {
 
     /// A past segment whose index was lost, with an index rebuilt from its data in
     /// memory (read-only opens cannot write the rebuilt index back).
-    pub fn with_memory_index(seg: SegmentFile, trailer: Trailer, entries: Vec<(Oid, u64)>) -> Result<PastSegment> {
+    pub fn with_memory_index(seg: Arc<SegmentFile>, trailer: Trailer, entries: Vec<(Oid, u64)>) -> Result<PastSegment> {
         let index = SortedIndex::memory(entries, &seg.path, trailer.index_offset)?;
-        Ok(PastSegment { seg: Arc::new(seg), trailer, bytes: Arc::new(SealedBytes::File), index })
+        Ok(PastSegment { seg, trailer, bytes: Arc::new(SealedBytes::File), index, lost_after: None })
+    }
+
+    /// An error if a read wanting revisions up to `at` may need a lost transaction.
+    pub fn check_lost(&self, oid: Oid, at: Tid) -> Result<()> {
+        match self.lost_after {
+            Some(t) if at > t => Err(Error::corrupted(
+                &self.seg.path,
+                self.data_end(),
+                format!(
+                    "oid {oid} may have a revision in the transactions after {t}, lost when the segment \
+                     was cut short; `fs2 check --repair --salvage` re-seals the segment without them"
+                ),
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Where this part's transactions start.

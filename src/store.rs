@@ -73,6 +73,29 @@ pub(crate) struct Active {
     /// End of the published data.
     pub end: u64,
     pub stats: SealStats,
+    /// Damaged transactions, in file order (see `damage`).
+    pub damaged: Vec<crate::damage::DamagedRange>,
+}
+
+impl Active {
+    /// The largest oid in this segment: indexed, or in a damaged transaction.
+    pub fn max_oid(&self) -> Option<Oid> {
+        let damaged = self.damaged.iter().filter_map(|d| d.oids.as_ref()?.last().copied()).max();
+        self.index.keys().next_back().copied().max(damaged)
+    }
+
+    /// A read of `oid` wanting revisions with tids up to `at`, whose newest valid record
+    /// in this segment is at `newest` (0: none): an error if a damaged transaction after
+    /// it may hold a newer revision that is one of them.
+    pub fn cross(&self, oid: Oid, at: Tid, newest: u64) -> Result<()> {
+        // The damaged transaction's tid, when a verified part of it says; else only that
+        // it is newer than the valid transaction before it.
+        let wanted = |d: &crate::damage::DamagedRange| d.tid.map_or(at > d.after, |t| at >= t);
+        match self.damaged.iter().find(|d| d.start > newest && wanted(d) && d.suspects(oid)) {
+            Some(d) => Err(d.error(&self.seg.path, oid)),
+            None => Ok(()),
+        }
+    }
 }
 
 /// What readers see: the active segment and the past segments, newest first.
@@ -147,6 +170,10 @@ pub(crate) struct Inner {
     pub conflicts: AtomicU64,
     /// Problems recovery worked around at open (shown by `check`).
     pub warnings: Mutex<Vec<String>>,
+    /// Damage found at open (reads work around it, writes are refused), and what the
+    /// open's repairs may have lost (see `recovery::Opened`).
+    pub damage: Vec<String>,
+    pub losses: Vec<String>,
     /// Files named like segments that are not in the chain (see `Storage::strays`).
     pub strays: Mutex<Vec<PathBuf>>,
     pub ignored_tail: Option<IgnoredTail>,
@@ -384,6 +411,8 @@ impl Storage {
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             warnings: Mutex::new(opened.warnings),
+            damage: opened.damage,
+            losses: opened.losses,
             strays: Mutex::new(opened.strays),
             ignored_tail: opened.ignored_tail,
             merging: Mutex::new(None),
@@ -424,6 +453,19 @@ impl Storage {
     /// Problems that recovery worked around when this storage was opened.
     pub fn open_warnings(&self) -> Vec<String> {
         self.inner.warnings.lock().unwrap().clone()
+    }
+
+    /// Damage found at open that reads work around (the damaged objects answer
+    /// `Error::Corrupted`) and that makes writes refused; one line each, naming the file
+    /// and offset. Damaged transactions of the active segment are in `open_warnings`.
+    pub fn open_damage(&self) -> Vec<String> {
+        self.inner.damage.clone()
+    }
+
+    /// What the repairs of this (writable) open may have lost, e.g. transactions of an
+    /// old segment without a recorded length that was cut at a record boundary.
+    pub fn open_losses(&self) -> Vec<String> {
+        self.inner.losses.clone()
     }
 
     /// The unreadable tail of the active segment this (read-only) open ignored, if any.
@@ -481,7 +523,7 @@ impl Storage {
     /// The largest oid in use (stored in any retained record), if any.
     pub fn max_oid(&self) -> Option<Oid> {
         let v = self.view();
-        let a = v.active.as_ref().and_then(|a| a.index.keys().next_back().copied());
+        let a = v.active.as_ref().and_then(|a| a.max_oid());
         let p = v.pasts.iter().filter(|p| p.index.len() > 0).map(|p| p.trailer.last_oid).max();
         a.max(p)
     }
@@ -505,7 +547,7 @@ impl Storage {
         let v = self.view();
         let mut out = None;
         let mut end = None;
-        walk(&v, oid, |r| {
+        walk(&v, oid, Tid(before.0.saturating_sub(1)), |r| {
             if r.header.tid < before {
                 if !r.header.is_delete() {
                     out = Some(LoadBefore { data: r.data.into_owned(), tid: r.header.tid, end });
@@ -527,7 +569,7 @@ impl Storage {
     pub fn history(&self, oid: Oid) -> Result<Vec<RevisionInfo>> {
         let v = self.view();
         let mut out = Vec::new();
-        walk(&v, oid, |r| {
+        walk(&v, oid, Tid::MAX, |r| {
             out.push(RevisionInfo {
                 tid: r.header.tid,
                 size: r.header.data_len,
@@ -543,7 +585,7 @@ impl Storage {
     pub fn revision(&self, oid: Oid, tid: Tid) -> Result<Option<Revision>> {
         let v = self.view();
         let mut out = None;
-        walk(&v, oid, |r| {
+        walk(&v, oid, tid, |r| {
             if r.header.tid == tid {
                 out = Some(Revision {
                     oid,
@@ -591,7 +633,7 @@ impl Storage {
                 return Ok(false);
             }
             n += 1;
-            walk(&v, oid, |r| {
+            walk(&v, oid, at, |r| {
                 if r.header.tid > at {
                     return Ok(true);
                 }
@@ -718,7 +760,12 @@ pub(crate) struct Walked<'a> {
 /// segment's chain of prev pointers, then each past segment's, newest to oldest.
 /// Every record is checksum-verified; pointers must go strictly backwards in offset and
 /// tid, so a damaged pointer is reported, never followed in a loop.
-pub(crate) fn walk(v: &View, oid: Oid, mut f: impl FnMut(Walked<'_>) -> Result<bool>) -> Result<()> {
+///
+/// `at`: the newest tid the caller can want (`Tid::MAX` for all): going on past a damaged
+/// transaction of the active segment that may hold a revision of `oid` newer than the
+/// last valid transaction before it, and not newer than `at`, is an error (it may hide the
+/// answer), never a silent step to an older revision.
+pub(crate) fn walk(v: &View, oid: Oid, at: Tid, mut f: impl FnMut(Walked<'_>) -> Result<bool>) -> Result<()> {
     let mut last_tid = Tid::MAX;
     let mut check_order = |r: &RecordRef<'_>, path: &Path| -> Result<()> {
         if r.header.tid >= last_tid && last_tid != Tid::MAX {
@@ -728,7 +775,11 @@ pub(crate) fn walk(v: &View, oid: Oid, mut f: impl FnMut(Walked<'_>) -> Result<b
         Ok(())
     };
     if let Some(a) = &v.active {
-        if let Some(e) = a.index.get(&oid) {
+        // A damaged transaction newer than the oid's newest valid record may hold a newer
+        // revision. (Older ones are met through `prev` pointers, and verified there.)
+        let newest = a.index.get(&oid);
+        a.cross(oid, at, newest.map_or(0, |e| e.offset))?;
+        if let Some(e) = newest {
             let mut off = e.offset;
             loop {
                 let r = read_record(None, &a.seg, off, a.end, oid)?;
@@ -745,6 +796,7 @@ pub(crate) fn walk(v: &View, oid: Oid, mut f: impl FnMut(Walked<'_>) -> Result<b
         }
     }
     for p in &v.pasts {
+        p.check_lost(oid, at)?;
         let Some(mut off) = p.find(oid)? else { continue };
         loop {
             let r = p.record(off, oid)?;
@@ -800,7 +852,7 @@ pub(crate) fn each_oid(v: &View, start: Oid, mut f: impl FnMut(Oid) -> Result<bo
 fn live_at<T>(v: &View, oid: Oid, at: Tid, f: impl FnOnce(Walked<'_>) -> T) -> Result<Option<T>> {
     let mut f = Some(f);
     let mut out = None;
-    walk(v, oid, |r| {
+    walk(v, oid, at, |r| {
         if r.header.tid > at {
             return Ok(true);
         }
@@ -814,10 +866,15 @@ fn live_at<T>(v: &View, oid: Oid, at: Tid, f: impl FnOnce(Walked<'_>) -> T) -> R
 
 /// The tid of `oid`'s newest record in `v`.
 pub(crate) fn current_tid(v: &View, oid: Oid) -> Result<Option<Tid>> {
-    if let Some(e) = v.active.as_ref().and_then(|a| a.index.get(&oid)) {
-        return Ok(Some(e.tid));
+    if let Some(a) = &v.active {
+        let newest = a.index.get(&oid);
+        a.cross(oid, Tid::MAX, newest.map_or(0, |e| e.offset))?;
+        if let Some(e) = newest {
+            return Ok(Some(e.tid));
+        }
     }
     for p in &v.pasts {
+        p.check_lost(oid, Tid::MAX)?;
         if let Some(off) = p.find(oid)? {
             return Ok(Some(p.record(off, oid)?.header.tid));
         }

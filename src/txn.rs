@@ -36,7 +36,8 @@ pub(crate) struct Writer {
     /// The last tid handed out.
     pub last_tid: Tid,
     pub voted: Option<Voted>,
-    /// Set after a failed sync: writes are refused until the storage is reopened.
+    /// Set after a failed sync (writes are refused until the storage is reopened), or
+    /// at open when damage was found: the message writes are refused with.
     pub poisoned: Option<String>,
 }
 
@@ -51,9 +52,24 @@ impl Writer {
             synced: a.map_or(0, |a| a.end),
             last_tid: o.view.last_tid,
             voted: None,
-            poisoned: None,
+            // Damage found at open: reads are served, writes wait for the salvage.
+            poisoned: a
+                .and_then(|a| {
+                    a.damaged.first().map(|d| {
+                        format!(
+                            "writes are refused: {}; run `fs2 check --repair --salvage` on the storage",
+                            d.describe(&a.seg.path)
+                        )
+                    })
+                })
+                .or_else(|| o.damage.first().map(|d| format!("writes are refused: {d}"))),
         }
     }
+}
+
+/// The message of a writer poisoned by a failure.
+fn failed(why: &str) -> String {
+    format!("writes are refused after an earlier failure ({why}); reopen the storage")
 }
 
 /// A transaction voted and not yet finished: it holds the commit lock.
@@ -325,7 +341,7 @@ impl Transaction {
         if let Err(e) = res {
             // The record may or may not become visible after a restart: refuse to guess.
             let msg = format!("finishing transaction {} failed: {e}", voted.done.tid);
-            w.poisoned = Some(msg.clone());
+            w.poisoned = Some(failed(&msg));
             return Err(Error::io(&seg.path, "finish transaction in", e));
         }
         let tid = voted.done.tid;
@@ -384,12 +400,7 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
     let answer = |p: &Pending, r: Result<Tid>| *p.result.lock().unwrap() = Some(r);
     if let Some(why) = &w.poisoned {
         for p in batch {
-            answer(
-                p,
-                Err(Error::ReadOnly(format!(
-                    "writes are refused after an earlier failure ({why}); reopen the storage"
-                ))),
-            );
+            answer(p, Err(Error::ReadOnly(why.clone())));
         }
         return Vec::new();
     }
@@ -488,7 +499,7 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
         let undone = file.set_len(start).and_then(|_| file.sync()).is_ok();
         w.allocated = start;
         if !undone || wrote {
-            w.poisoned = Some(format!("{}: {e}", seg.path.display()));
+            w.poisoned = Some(failed(&format!("{}: {e}", seg.path.display())));
         }
         w.last_tid = inner.view.read().unwrap().last_tid.max(written.last().map_or(Tid::ZERO, |x| x.1.tid));
         for (i, _) in &written {
@@ -609,9 +620,7 @@ fn maybe_rotate(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> bool {
 /// rotation interrupted after sealing and drops an unfinished seal.
 pub(crate) fn rotate_locked(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> Result<SegmentName> {
     if let Some(why) = &w.poisoned {
-        return Err(Error::ReadOnly(format!(
-            "writes are refused after an earlier failure ({why}); reopen the storage"
-        )));
+        return Err(Error::ReadOnly(why.clone()));
     }
     if w.voted.is_some() {
         return Err(Error::Busy("a voted transaction is pending; rotate after it finishes".into()));
@@ -623,7 +632,7 @@ pub(crate) fn rotate_locked(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> Re
         (a.index.iter().map(|(o, e)| (*o, e.offset)).collect::<Vec<_>>(), a.stats.clone())
     };
     let fail = |w: &mut MutexGuard<'_, Writer>, e: Error| {
-        w.poisoned = Some(format!("rotation failed: {e}"));
+        w.poisoned = Some(failed(&format!("rotation failed: {e}")));
         e
     };
     if let Err(e) = seal(&seg, w.end, &entries, &stats) {
@@ -652,6 +661,7 @@ pub(crate) fn rotate_locked(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> Re
             index: BTreeMap::new(),
             end: HEADER_SIZE as u64,
             stats: Default::default(),
+            damaged: Vec::new(),
         });
     }
     let name = new_seg.header.name;

@@ -199,7 +199,7 @@ impl Storage {
     /// `oid`'s newest retained record with tid ≤ `at` (a deletion counts), without data.
     pub fn stat_at(&self, oid: Oid, at: Tid) -> Result<Option<RevStat>> {
         let mut out = None;
-        walk(&self.view(), oid, |r| {
+        walk(&self.view(), oid, at, |r| {
             if r.header.tid > at {
                 return Ok(true);
             }

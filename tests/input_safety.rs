@@ -288,11 +288,14 @@ fn the_active_segment_with_a_damaged_header_is_damage_not_a_stray() {
         let mut b = std::fs::read(&active).unwrap();
         b[0] ^= 0xff;
         std::fs::write(&active, &b).unwrap();
+        // Contained (issue 10 item 4): the header is rebuilt from the sealed segment's,
+        // the damage reported, and the active segment's transactions served.
         for opts in [Options::read_only(), Options::default()] {
-            match Storage::open(t.path(), opts) {
-                Err(e) => assert!(e.is_corruption(), "{e}"),
-                Ok(_) => panic!("the damaged active segment was skipped"),
-            }
+            let s = Storage::open(t.path(), opts).unwrap();
+            let damage = s.open_damage().join("\n");
+            assert!(damage.contains("seg-000002.fs2") && damage.contains("header is damaged"), "{damage}");
+            assert!(s.strays().is_empty(), "{:?}", s.strays());
+            assert_eq!(data(&s, 1), Some(b"uno".to_vec()), "the damaged active segment was skipped");
         }
         assert_eq!(std::fs::read(&active).unwrap(), b, "left as it was");
     })
@@ -411,5 +414,42 @@ fn a_read_only_open_says_when_it_ignores_an_unreadable_tail() {
         assert!(s.ignored_tail().is_none(), "a writable open drops the tail instead");
         drop(s);
         assert!(Storage::open(t.path(), Options::read_only()).unwrap().ignored_tail().is_none());
+    })
+}
+
+/// A past segment in the middle of the chain with a damaged header is damage, not a
+/// stray: `check --repair` reports it and leaves it in place (moving it aside would cut
+/// the chain), `--salvage` writes the header back, and then the storage checks ok.
+#[test]
+fn a_past_segment_with_a_damaged_header_is_damage_never_moved_aside() {
+    within(60, || {
+        let t = tempfile::tempdir().unwrap();
+        let s = Storage::create(t.path(), Options::default()).unwrap();
+        commit(&s, &[(1, b"one")]);
+        s.rotate().unwrap();
+        commit(&s, &[(2, b"two")]);
+        s.rotate().unwrap();
+        commit(&s, &[(3, b"three")]);
+        drop(s);
+        let middle = t.path().join("seg-000002.fs2");
+        let mut b = std::fs::read(&middle).unwrap();
+        b[20] ^= 0xff; // the fixed part of the header
+        std::fs::write(&middle, &b).unwrap();
+        let s = Storage::open(t.path(), Options::read_only()).unwrap();
+        assert!(s.strays().is_empty(), "{:?}", s.strays());
+        assert!(s.open_damage().iter().any(|d| d.contains("seg-000002.fs2")), "{:?}", s.open_damage());
+        for (o, v) in [(1, "one"), (2, "two"), (3, "three")] {
+            assert_eq!(data(&s, o), Some(v.as_bytes().to_vec()));
+        }
+        drop(s);
+        let r = filestorage2::check::check(t.path(), true, Options::default(), &mut |_, _| {}).unwrap();
+        assert!(!r.ok() && r.problems.iter().any(|p| p.contains("seg-000002.fs2")), "{:?}", r.problems);
+        assert!(r.repaired.iter().all(|l| !l.contains("moved aside")), "{:?}", r.repaired);
+        assert_eq!(std::fs::read(&middle).unwrap(), b, "left in place, as it was");
+        assert!(!t.path().join("stray").exists());
+        let said = filestorage2::damage::salvage(t.path(), Options::default()).unwrap();
+        assert!(said.iter().any(|l| l.contains("rewrote the damaged header")), "{said:?}");
+        checked(t.path());
+        assert_eq!(data(&Storage::open(t.path(), Options::default()).unwrap(), 2), Some(b"two".to_vec()));
     })
 }

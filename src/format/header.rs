@@ -110,6 +110,64 @@ impl Header {
         Ok(b)
     }
 
+    /// The slot in force: (generation, prev, sealed length), if a slot verifies.
+    #[allow(clippy::type_complexity)]
+    fn best_slot(b: &[u8]) -> Option<(u64, Option<String>, Option<u64>)> {
+        let mut best: Option<(u64, Option<String>, Option<u64>)> = None;
+        for i in 0..2 {
+            let s = &b[FIXED + i * SLOT..FIXED + (i + 1) * SLOT];
+            let generation = le64(s, 0);
+            let len = le16(s, 8) as usize;
+            let flags = le16(s, 10);
+            if generation == 0
+                || len > MAX_PREV_PATH
+                || flags & !SLOT_HAS_SEALED_LEN != 0
+                || Header::slot_offset(generation) as usize != FIXED + i * SLOT
+            {
+                continue;
+            }
+            let p = &s[SLOT_HEAD..SLOT_HEAD + len];
+            let has_len = flags & SLOT_HAS_SEALED_LEN != 0;
+            let mut c = crc_append(crc(&s[..12]), p);
+            if has_len {
+                c = crc_append(c, &s[SLOT_SEALED_LEN..]);
+            }
+            if le32(s, 12) != c {
+                continue; // a torn rewrite: the other slot holds the truth
+            }
+            let Ok(p) = std::str::from_utf8(p) else { continue };
+            if best.as_ref().is_none_or(|(g, _, _)| generation > *g) {
+                let sealed_len = has_len.then(|| le64(s, SLOT_SEALED_LEN));
+                best = Some((generation, (!p.is_empty()).then(|| p.to_string()), sealed_len));
+            }
+        }
+        best
+    }
+
+    /// Whether a slot holds bytes that do not verify: a damaged (or torn) slot, not one
+    /// never written (all zeros).
+    pub fn damaged_slot(b: &[u8]) -> bool {
+        (0..2).any(|i| {
+            let s = &b[FIXED + i * SLOT..FIXED + (i + 1) * SLOT];
+            s.iter().any(|&x| x != 0) && Header::best_slot_of(b, i).is_none()
+        })
+    }
+
+    fn best_slot_of(b: &[u8], i: usize) -> Option<()> {
+        let mut only = b[..HEADER_SIZE].to_vec();
+        let other = 1 - i;
+        only[FIXED + other * SLOT..FIXED + (other + 1) * SLOT].fill(0);
+        Header::best_slot(&only).map(|_| ())
+    }
+
+    /// Decode a header whose fixed part is damaged: the slots as usual, the fixed fields
+    /// from `template` (another segment of the same storage) and `name` (the file name).
+    /// `None` if no slot verifies either.
+    pub fn from_slots(b: &[u8], template: &Header, name: SegmentName) -> Option<Header> {
+        let (generation, prev, sealed_len) = Header::best_slot(b.get(..HEADER_SIZE)?)?;
+        Some(Header { name, prev, generation, sealed_len, ..template.clone() })
+    }
+
     /// Decode and validate; `path` names the file in errors.
     pub fn from_bytes(b: &[u8], path: &Path) -> Result<Header> {
         if b.len() < HEADER_SIZE {
@@ -142,34 +200,7 @@ impl Header {
         if alignment < HEADER_SIZE as u64 || !alignment.is_multiple_of(HEADER_SIZE as u64) {
             return Err(Error::corrupted(path, O_ALIGN as u64, format!("bad alignment {alignment}")));
         }
-        let mut best: Option<(u64, Option<String>, Option<u64>)> = None;
-        for i in 0..2 {
-            let s = &b[FIXED + i * SLOT..FIXED + (i + 1) * SLOT];
-            let generation = le64(s, 0);
-            let len = le16(s, 8) as usize;
-            let flags = le16(s, 10);
-            if generation == 0
-                || len > MAX_PREV_PATH
-                || flags & !SLOT_HAS_SEALED_LEN != 0
-                || Header::slot_offset(generation) as usize != FIXED + i * SLOT
-            {
-                continue;
-            }
-            let p = &s[SLOT_HEAD..SLOT_HEAD + len];
-            let has_len = flags & SLOT_HAS_SEALED_LEN != 0;
-            let mut c = crc_append(crc(&s[..12]), p);
-            if has_len {
-                c = crc_append(c, &s[SLOT_SEALED_LEN..]);
-            }
-            if le32(s, 12) != c {
-                continue; // a torn rewrite: the other slot holds the truth
-            }
-            let Ok(p) = std::str::from_utf8(p) else { continue };
-            if best.as_ref().is_none_or(|(g, _, _)| generation > *g) {
-                let sealed_len = has_len.then(|| le64(s, SLOT_SEALED_LEN));
-                best = Some((generation, (!p.is_empty()).then(|| p.to_string()), sealed_len));
-            }
-        }
+        let best = Header::best_slot(b);
         let Some((generation, prev, sealed_len)) = best else {
             return Err(Error::checksum(path, FIXED as u64, "both previous-segment slots of the header"));
         };
@@ -261,6 +292,23 @@ mod tests {
         // A flipped byte in the newer slot falls back to the older one.
         b[off + 20] ^= 1;
         assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), sample());
+    }
+
+    #[test]
+    fn a_damaged_fixed_part_is_read_from_the_slots_and_a_template() {
+        let good = sample().to_bytes().unwrap();
+        let mut b = good.clone();
+        b[40] ^= 0xff; // the storage id
+        assert!(Header::from_bytes(&b, Path::new("x")).is_err());
+        assert!(!Header::damaged_slot(&b), "the slots are intact");
+        let template = Header { name: SegmentName::single(7), prev: None, ..sample() };
+        assert_eq!(Header::from_slots(&b, &template, SegmentName::single(2)), Some(sample()));
+        // A damaged slot is told from one never written (all zeros).
+        assert!(!Header::damaged_slot(&good));
+        let mut b = good.clone();
+        b[128 + 3] ^= 1;
+        assert!(Header::damaged_slot(&b));
+        assert_eq!(Header::from_slots(&b, &template, SegmentName::single(2)), None, "no slot verifies");
     }
 
     #[test]

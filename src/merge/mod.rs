@@ -153,6 +153,10 @@ impl Storage {
         if self.inner.opts.read_only {
             return Err(Error::ReadOnly("the storage is open read-only; merging needs the writer".into()));
         }
+        // Damage found at open, or an earlier failure: no chain changes either.
+        if let Some(why) = self.inner.writer.lock().unwrap().poisoned.clone() {
+            return Err(Error::ReadOnly(why));
+        }
         let mut slot = self.inner.merging.lock().unwrap();
         if let Some(p) = slot.as_ref() {
             let names: Vec<String> = p.inputs.iter().map(|n| n.to_string()).collect();

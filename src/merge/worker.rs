@@ -200,6 +200,7 @@ pub(crate) fn merge(
         }
     };
     let mut sink = Sink { file, path, at: base_len, buf: Vec::with_capacity(2 << 20) };
+    let mut new_header = None;
     match &output {
         Output::New => {
             let header = Header {
@@ -211,6 +212,7 @@ pub(crate) fn merge(
                 ..first.clone()
             };
             sink.put(&header.to_bytes()?)?;
+            new_header = Some(header);
         }
         Output::Append { .. } => {
             let start = crate::segment::appended_start(base_len, alignment);
@@ -286,6 +288,11 @@ pub(crate) fn merge(
     });
     encode_index_to(entries, table.len(), trailer, |b| sink.put(b))?;
     sink.flush()?;
+    if let Some(h) = new_header {
+        // The new segment records its exact length (see FORMAT.md, header slots).
+        let slot = Header { sealed_len: Some(sink.pos()), ..h }.slot_bytes()?;
+        file.write_all_at(&slot, Header::slot_offset(1)).map_err(|e| Error::io(path, "write", e))?;
+    }
     file.sync().map_err(|e| Error::io(path, "sync", e))?;
     file.drop_cache();
     counts.records_out = stats.record_count;

@@ -1,0 +1,324 @@
+//! Fault containment in the active segment: a committed transaction record that does not
+//! verify, with valid transactions after it, is *damage* (not a torn tail; see
+//! `recovery`). Open does not give up: it skips to the next valid record, serves the
+//! rest, and answers the objects the damaged transaction may hold with a damage error.
+//!
+//! Which objects? Each data record carries the distance back to its transaction's start
+//! and its own CRC, so the records of a damaged transaction are found by scanning its
+//! bytes for headers whose distance field names their own position. The walk through
+//! the transaction's records (by their lengths, from the header's data start when the
+//! header verifies) then accounts for every record; one record that does not verify is
+//! located exactly (its oid is corrected by trying the one-byte changes that make its
+//! CRC match, and kept as written otherwise). If more than one record cannot be
+//! accounted for, the oids are unknown and every object is suspect.
+
+use crate::error::Error;
+use crate::format::{crc, crc_append, le32, le64, MARK_PAD, TXN_FOOTER, TXN_HEADER};
+use crate::types::{Oid, Tid};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+const DATA_HEADER: usize = crate::format::DATA_HEADER;
+
+/// A damaged range `[start, end)` of the active segment: a committed transaction record
+/// that does not verify (with any padding after it), up to the next valid record.
+#[derive(Clone, Debug)]
+pub struct DamagedRange {
+    pub start: u64,
+    pub end: u64,
+    /// The tid of the last valid transaction before it (`Tid::ZERO` if none): the
+    /// damaged transaction is newer, so reads as of this tid or before are unaffected.
+    pub after: Tid,
+    /// The damaged transaction's tid, if a verified part says (its header, or one of
+    /// its data records: each has its own CRC).
+    pub tid: Option<Tid>,
+    /// The oids the damaged transaction may hold; `None`: unknown, every object is
+    /// suspect.
+    pub oids: Option<BTreeSet<Oid>>,
+    /// Why the record did not verify, and why this is damage rather than a torn write.
+    pub why: String,
+}
+
+impl DamagedRange {
+    /// Whether `oid` may have a revision in this range.
+    pub fn suspects(&self, oid: Oid) -> bool {
+        self.oids.as_ref().is_none_or(|s| s.contains(&oid))
+    }
+
+    /// The error a read of a suspect object gets.
+    pub fn error(&self, path: &Path, oid: Oid) -> Error {
+        Error::corrupted(
+            path,
+            self.start,
+            format!(
+                "oid {oid} may have a revision in a damaged transaction (bytes {}..{}); \
+                 `fs2 check --repair --salvage` moves it aside",
+                self.start, self.end
+            ),
+        )
+    }
+
+    /// One line for reports: where, which tid, which oids.
+    pub fn describe(&self, path: &Path) -> String {
+        let tid = self.tid.map_or("unreadable".to_string(), |t| t.to_string());
+        let oids = match &self.oids {
+            Some(s) => s.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(" "),
+            None => "unknown (every object is suspect)".to_string(),
+        };
+        format!(
+            "{} at offset {}: damaged transaction ({} bytes), tid {tid}, oids {oids}",
+            path.display(),
+            self.start,
+            self.end - self.start
+        )
+    }
+}
+
+/// Locate what the damaged bytes `b` (the range starting at file offset `start`, the
+/// start of a record) held. `after`: the tid of the last valid transaction before it.
+pub(crate) fn analyse(b: &[u8], start: u64, after: Tid) -> DamagedRange {
+    let mut r = DamagedRange { start, end: start + b.len() as u64, after, tid: None, oids: None, why: String::new() };
+    if b.len() >= 4 && b[..4] == MARK_PAD {
+        // Never committed (padding, or a voted transaction not finished): nothing lost.
+        r.oids = Some(BTreeSet::new());
+        return r;
+    }
+    // The header, if it verifies: tid, data start, record count.
+    let header = (b.len() >= TXN_HEADER)
+        .then(|| {
+            let meta = le16_sum(b);
+            let data_start = TXN_HEADER + meta;
+            (data_start <= b.len() && crc_append(crc(&b[12..40]), &b[TXN_HEADER..data_start]) == le32(b, 40))
+                .then(|| (Tid(le64(b, 12)), data_start, le32(b, 36) as usize))
+        })
+        .flatten();
+    // Data records found by their distance-back field; `true` if their CRC verifies.
+    let found: Vec<(usize, bool)> = (TXN_HEADER..b.len().saturating_sub(DATA_HEADER - 1))
+        .filter(|&p| le64(b, p + 32) == p as u64)
+        .map(|p| (p, record_ok(b, p)))
+        .collect();
+    let tid = header.map(|h| h.0).or_else(|| found.iter().find(|f| f.1).map(|f| Tid(le64(b, f.0))));
+    r.tid = tid;
+    let mut oids = BTreeSet::new();
+    let mut anomalies = 0;
+    let next_valid = |after: usize| found.iter().find(|f| f.0 > after && f.1).map(|f| f.0);
+    let body_end = b.len().saturating_sub(TXN_FOOTER);
+    match header {
+        Some((_, data_start, count)) => {
+            let mut pos = data_start;
+            for i in 0..count {
+                if pos + DATA_HEADER > b.len() {
+                    return r;
+                }
+                if record_ok(b, pos) {
+                    oids.insert(Oid(le64(b, pos + 16)));
+                    pos += DATA_HEADER + le64(b, pos + 8) as usize;
+                    continue;
+                }
+                anomalies += 1;
+                oids.extend(damaged_oids(b, pos));
+                pos = match next_valid(pos) {
+                    Some(n) => n,
+                    None if i + 1 == count => body_end,
+                    None => return r,
+                };
+            }
+        }
+        None => {
+            // The header is damaged: every record must verify and follow the one before.
+            let valid: Vec<usize> = found.iter().filter(|f| f.1).map(|f| f.0).collect();
+            for w in valid.windows(2) {
+                if w[0] + DATA_HEADER + le64(b, w[0] + 8) as usize != w[1] {
+                    return r;
+                }
+            }
+            if let Some(&last) = valid.last() {
+                let end = last + DATA_HEADER + le64(b, last + 8) as usize;
+                if b.get(end..body_end).is_none_or(|z| z.iter().any(|&x| x != 0)) {
+                    return r;
+                }
+            }
+            oids.extend(valid.iter().map(|&p| Oid(le64(b, p + 16))));
+        }
+    }
+    if anomalies <= 1 {
+        r.oids = Some(oids);
+    }
+    r
+}
+
+/// User + description + extension lengths of a transaction header.
+fn le16_sum(b: &[u8]) -> usize {
+    crate::format::le16(b, 28) as usize + crate::format::le16(b, 30) as usize + le32(b, 32) as usize
+}
+
+/// Whether the data record at `p` of `b` verifies (its length fits and its CRC matches).
+fn record_ok(b: &[u8], p: usize) -> bool {
+    let Some(end) = (le64(b, p + 8) as usize).checked_add(p + DATA_HEADER).filter(|&e| e <= b.len()) else {
+        return false;
+    };
+    crc_append(crc(&b[p..p + 44]), &b[p + DATA_HEADER..end]) == le32(b, p + 44)
+}
+
+/// The oid a data record that does not verify belongs to: the oid a one-byte change of
+/// the oid field gives if that makes the CRC match (the damage is in the oid), else the
+/// oid as written (the damage is elsewhere in the record).
+fn damaged_oids(b: &[u8], p: usize) -> Vec<Oid> {
+    let Some(h) = b.get(p..p + DATA_HEADER) else { return Vec::new() };
+    let written = vec![Oid(le64(h, 16))];
+    let mut out = Vec::new();
+    let len = le64(h, 8) as usize;
+    let Some(data) = b.get(p + DATA_HEADER..(p + DATA_HEADER).saturating_add(len)) else { return written };
+    let data_crc = crc(data);
+    let want = le32(h, 44);
+    let mut head: [u8; 44] = h[..44].try_into().expect("sized");
+    for i in 16..24 {
+        let orig = head[i];
+        for v in 0..=255u8 {
+            head[i] = v;
+            if v != orig && crc32c::crc32c_combine(crc(&head), data_crc, len) == want {
+                out.push(Oid(le64(&head, 16)));
+            }
+        }
+        head[i] = orig;
+    }
+    if out.is_empty() {
+        written
+    } else {
+        out
+    }
+}
+
+/// `fs2 check --repair --salvage`: move every damaged transaction of the active segment
+/// aside, into `<segment>.damaged-<offset>` beside it (durably), and put a padding record
+/// of zeros in its place, so that the storage takes writes again. Returns one line per
+/// transaction moved (tid, oids, file). Its objects read as of their previous revision
+/// afterwards; reads of history that went through it end with a damage error.
+pub fn salvage(dir: &Path, opts: crate::Options) -> crate::Result<Vec<String>> {
+    let s = crate::Storage::open(dir, crate::Options { read_only: false, ..opts })?;
+    let vfs = s.inner.opts.vfs.clone();
+    let v = s.view();
+    // The first tid after past part `i` (in the newer parts or the active segment).
+    let next_tid = |i: usize| {
+        let newer = v.pasts[..i].iter().rev().find(|p| p.trailer.txn_count > 0).map(|p| p.trailer.first_tid);
+        newer.or_else(|| v.active.as_ref().filter(|a| a.stats.txn_count > 0).map(|a| a.stats.first_tid))
+    };
+    let mut out = Vec::new();
+    // Damaged headers: write the reconstructed one back (past segments record their
+    // length, which the open verified ends in a trailer).
+    let active = v.active.iter().map(|a| (&a.seg, None));
+    let pasts = v.files().map(|f| (&f[0].seg, Some(f[0].seg.len())));
+    for (seg, len) in active.chain(pasts).filter(|(s, _)| s.header_damaged) {
+        let len = len.transpose()?;
+        seg.rewrite_header(&*vfs, len)?;
+        out.push(format!(
+            "{}: rewrote the damaged header (previous segment {}{})",
+            seg.path.display(),
+            seg.prev().as_deref().unwrap_or("none"),
+            len.map_or(String::new(), |l| format!(", length {l}"))
+        ));
+    }
+    out.extend(reseal_cut(&*vfs, &v, next_tid)?);
+    let Some(a) = &v.active else { return Ok(out) };
+    for d in &a.damaged {
+        let len = d.end - d.start;
+        let bytes = a.seg.read(d.start, len as usize)?;
+        let aside = std::path::PathBuf::from(format!("{}.damaged-{}", a.seg.path.display(), d.start));
+        let _ = vfs.remove(&aside);
+        let f = vfs.create_new(&aside).map_err(|e| Error::io(&aside, "create", e))?;
+        f.write_all_at(&bytes, 0).map_err(|e| Error::io(&aside, "write", e))?;
+        f.sync().map_err(|e| Error::io(&aside, "sync", e))?;
+        vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+        let (head, tail) = crate::format::encode_padding(len);
+        let mut pad = vec![0u8; len as usize];
+        pad[..head.len()].copy_from_slice(&head);
+        pad[len as usize - tail.len()..].copy_from_slice(&tail);
+        a.seg.file.write_all_at(&pad, d.start).map_err(|e| Error::io(&a.seg.path, "write", e))?;
+        out.push(format!("{}; moved aside to {}", d.describe(&a.seg.path), aside.display()));
+    }
+    a.seg.file.sync().map_err(|e| Error::io(&a.seg.path, "sync", e))?;
+    Ok(out)
+}
+
+/// Re-seal every past segment that was cut short at the end of the data it still holds
+/// (an index record and trailer written there, the new length recorded in its header).
+fn reseal_cut(
+    vfs: &dyn crate::vfs::Vfs,
+    v: &crate::store::View,
+    next_tid: impl Fn(usize) -> Option<Tid>,
+) -> crate::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for parts in v.files() {
+        let first = at;
+        at += parts.len();
+        // The part the cut fell in: the first that records a loss (parts after it only
+        // stand for regions lost with the rest of the file).
+        let Some(k) = parts.iter().position(|p| p.lost_after.is_some()) else { continue };
+        let p = &parts[k];
+        let path = &p.seg.path;
+        let file = vfs.open(path, true).map_err(|e| Error::io(path, "open", e))?;
+        let seg = crate::segment::SegmentFile::new(path.clone(), p.seg.header.clone(), file);
+        let end = match p.trailer.appended {
+            // A region of which nothing is left: the segment ends before it.
+            Some(a) if p.index.len() == 0 && p.trailer.txn_count == 0 => {
+                seg.file.set_len(a.base_len).map_err(|e| Error::io(path, "truncate", e))?;
+                seg.file.sync().map_err(|e| Error::io(path, "sync", e))?;
+                seg.record_sealed_len(a.base_len)?;
+                a.base_len
+            }
+            _ => {
+                let mut entries = Vec::with_capacity(p.index.len() as usize);
+                for j in 0..p.index.len() {
+                    entries.push(p.entry(j)?);
+                }
+                crate::segment::seal_with(&seg, &entries, p.trailer.clone())?;
+                seg.len()?
+            }
+        };
+        let kept = match p.trailer.txn_count {
+            0 => "no transaction of the part that was cut".to_string(),
+            _ => format!("the transactions up to {}", p.trailer.last_tid),
+        };
+        let upto = next_tid(first + k).map_or("the next segment's".to_string(), |t| t.to_string());
+        out.push(format!(
+            "{}: re-sealed at {end} bytes with {kept}; the transactions after them (before {upto}), and \
+             those of any region appended after them, were in the missing bytes and are lost",
+            path.display(),
+        ));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::{encode_txn, encoded_txn_len, RecordToWrite, TxnMeta, MARK_TXN};
+
+    fn txn(records: &[(u64, &[u8])]) -> Vec<u8> {
+        let meta = TxnMeta { user: b"u".to_vec(), description: b"d".to_vec(), extension: Vec::new() };
+        let recs: Vec<RecordToWrite> =
+            records.iter().map(|(o, d)| RecordToWrite { oid: Oid(*o), prev: 0, data: Some(d) }).collect();
+        let len = encoded_txn_len(&meta, &recs);
+        let mut b = Vec::new();
+        encode_txn(&mut b, len, Tid(7), 4096, &meta, &recs);
+        b[..4].copy_from_slice(&MARK_TXN);
+        b
+    }
+
+    /// Every single-byte change of a transaction record still names exactly its oids.
+    #[test]
+    fn every_one_byte_damage_locates_the_oids() {
+        let b = txn(&[(1, b"hello"), (0x1234, b""), (3, b"some longer data here")]);
+        let want: BTreeSet<Oid> = [1, 0x1234, 3].into_iter().map(Oid).collect();
+        for i in 4..b.len() {
+            for mask in [0xff, 0x01, 0x80] {
+                let mut d = b.clone();
+                d[i] ^= mask;
+                let r = analyse(&d, 4096, Tid(1));
+                let got = r.oids.unwrap_or_else(|| panic!("byte {i} xor {mask:#x}: oids unknown"));
+                assert_eq!(want, got, "byte {i} xor {mask:#x}");
+            }
+        }
+    }
+}
