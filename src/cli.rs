@@ -425,16 +425,31 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let s = open_ro(&dir)?;
             packed(&s, at)?;
             let at = at.unwrap_or(Tid::MAX);
-            let mut start = Oid(0);
-            loop {
-                let chunk = s.list(start, at, 4096)?;
+            // Damaged objects (fault containment) are named on stderr and the rest is
+            // listed; then exit 5.
+            let (mut start, mut damaged) = (Some(Oid(0)), 0usize);
+            while let Some(from) = start {
+                let (chunk, bad, next) = s.list_contained(from, at, 4096)?;
                 for o in &chunk {
                     w(writeln!(out, "{}  {:>10}  {}", o.oid, o.size, o.tid))?;
                 }
-                match chunk.last() {
-                    Some(l) if l.oid.0 < u64::MAX && chunk.len() == 4096 => start = Oid(l.oid.0 + 1),
-                    _ => break,
+                for (oid, e) in &bad {
+                    eprintln!("fs2: damaged: {oid}: {}", e.detail());
                 }
+                damaged += bad.len();
+                start = next;
+            }
+            // Objects only a damaged transaction holds are in no index: name them too.
+            for d in s.damaged_transactions() {
+                let oids = match &d.oids {
+                    Some(o) => o.iter().map(|o| o.to_string()).collect::<Vec<_>>().join(" "),
+                    None => "unknown (any object may be affected)".into(),
+                };
+                eprintln!("fs2: damaged transaction at offset {} of the active segment; its objects: {oids}", d.start);
+                damaged += 1;
+            }
+            if damaged > 0 {
+                return Err(fail(5, format!("damaged objects are not listed; run `fs2 check {}`", dir.display())));
             }
         }
         Cmd::Dump { dir, from, to } => dump(&mut out, &dir, from, to)?,

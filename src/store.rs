@@ -462,6 +462,12 @@ impl Storage {
         self.inner.damage.clone()
     }
 
+    /// The damaged transactions of the active segment that reads work around (fault
+    /// containment): their byte ranges and the oids they may hold.
+    pub fn damaged_transactions(&self) -> Vec<crate::damage::DamagedRange> {
+        self.view().active.as_ref().map(|a| a.damaged.clone()).unwrap_or_default()
+    }
+
     /// What the repairs of this (writable) open may have lost, e.g. transactions of an
     /// old segment without a recorded length that was cut at a record boundary.
     pub fn open_losses(&self) -> Vec<String> {
@@ -597,6 +603,40 @@ impl Storage {
             Ok(r.header.tid > tid)
         })?;
         Ok(out)
+    }
+
+    /// One page of [`Storage::list`] that goes on past damage (fault containment): where a
+    /// damaged object is in the way, the page is read object by object and the damaged
+    /// ones are returned apart, with their errors, instead of failing the page. Also the
+    /// oid to go on from (`None` at the end).
+    #[allow(clippy::type_complexity)]
+    pub fn list_contained(
+        &self,
+        start: Oid,
+        at: Tid,
+        limit: usize,
+    ) -> Result<(Vec<ObjectInfo>, Vec<(Oid, Error)>, Option<Oid>)> {
+        let next = |last: Option<Oid>, full: bool| last.filter(|l| full && l.0 < u64::MAX).map(|l| Oid(l.0 + 1));
+        match self.list(start, at, limit) {
+            Ok(page) => {
+                let n = next(page.last().map(|o| o.oid), page.len() == limit);
+                Ok((page, Vec::new(), n))
+            }
+            Err(e) if e.is_corruption() => {
+                let oids = self.list_oids(start, limit)?;
+                let (mut page, mut damaged) = (Vec::with_capacity(oids.len()), Vec::new());
+                for &oid in &oids {
+                    match self.stat_at(oid, at) {
+                        Ok(Some(r)) if !r.deleted => page.push(ObjectInfo { oid, tid: r.tid, size: r.size }),
+                        Ok(_) => {}
+                        Err(e) if e.is_corruption() => damaged.push((oid, e)),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok((page, damaged, next(oids.last().copied(), oids.len() == limit)))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Live objects with oid ≥ `start`, in oid order, at most `limit`, as of `at`

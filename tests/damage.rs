@@ -454,6 +454,12 @@ fn damaged_active_transaction_is_contained_and_salvaged() {
     let (code, _, err) = fs2(&["cat", d, "0000000000000001"]);
     assert_eq!(code, 5, "{err}");
     assert_eq!(fs2(&["cat", d, "0000000000000003"]).1, "c3");
+    // `fs2 ls` lists everything else, names the damaged objects on stderr, exits 5.
+    let (code, out, err) = fs2(&["ls", d]);
+    assert_eq!(code, 5, "{out}{err}");
+    let listed: Vec<&str> = out.lines().map(|l| &l[..16]).collect();
+    assert_eq!(listed, ["0000000000000003", "0000000000000004", "0000000000000007"], "{out}");
+    assert!(err.contains("its objects: 0000000000000001 0000000000000002"), "{err}");
 
     let s = Storage::open(&dir, real_opts()).unwrap();
     let mut w = s.begin();

@@ -1408,32 +1408,14 @@ impl Emit<'_> {
     }
 }
 
-/// A page of live objects from `start` as of `at`, and the key to go on from. Where a
-/// damaged object is in the way (fault containment, DESIGN.md), object by object: the
-/// damaged ones are left out of the listing (logged; looking one up answers EIO), the
-/// rest is listed.
+/// A page of live objects from `start` as of `at`, and the key to go on from. Damaged
+/// objects are left out of the listing (logged; looking one up answers EIO).
 fn live_page(s: &Storage, start: Oid, at: Tid) -> FsResult<(Vec<crate::ObjectInfo>, Option<u64>)> {
-    let next = |last: Option<u64>, full: bool| last.filter(|&l| full && l < u64::MAX).map(|l| l + 1);
-    match s.list(start, at, PAGE) {
-        Ok(page) => {
-            let n = next(page.last().map(|o| o.oid.0), page.len() == PAGE);
-            Ok((page, n))
-        }
-        Err(e) if e.is_corruption() => {
-            let oids = s.list_oids(start, PAGE)?;
-            let mut page = Vec::with_capacity(oids.len());
-            for &oid in &oids {
-                match s.stat_at(oid, at) {
-                    Ok(Some(r)) if !r.deleted => page.push(crate::ObjectInfo { oid, tid: r.tid, size: r.size }),
-                    Ok(_) => {}
-                    Err(e) if e.is_corruption() => log::error!("{oid}: not listed: {e}"),
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            Ok((page, next(oids.last().map(|o| o.0), oids.len() == PAGE)))
-        }
-        Err(e) => Err(e.into()),
+    let (page, damaged, next) = s.list_contained(start, at, PAGE)?;
+    for (oid, e) in damaged {
+        log::error!("{oid}: not listed: {e}");
     }
+    Ok((page, next.map(|o| o.0)))
 }
 
 #[cfg(test)]
