@@ -2,43 +2,12 @@
 //! root). Its own test binary: it spawns `mount`/`umount`, and a child forked while
 //! another test thread holds a storage's writer lock keeps that lock until it execs.
 
-use filestorage2::{Oid, Options, Storage, Tid};
-use std::path::{Path, PathBuf};
+use filestorage2::{Oid, Options, Storage};
+use std::path::PathBuf;
 use std::process::Command;
-use std::sync::mpsc;
-use std::time::Duration;
 
-/// Run `f` in a thread; fail the test if it takes longer than `secs`.
-fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let (tx, rx) = mpsc::channel();
-    let h = std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    match rx.recv_timeout(Duration::from_secs(secs)) {
-        Ok(v) => v,
-        Err(_) => match h.join() {
-            Err(p) => std::panic::resume_unwind(p),
-            Ok(()) => panic!("the test took longer than {secs} s"),
-        },
-    }
-}
-
-fn commit(s: &Storage, writes: &[(u64, &[u8])]) -> Tid {
-    let mut t = s.begin();
-    for (oid, d) in writes {
-        t.store(Oid(*oid), d).unwrap();
-    }
-    t.commit().unwrap()
-}
-
-fn data(s: &Storage, oid: u64) -> Option<Vec<u8>> {
-    s.load(Oid(oid)).unwrap().map(|x| x.1)
-}
-
-fn checked(dir: &Path) {
-    let r = filestorage2::check::check(dir, false, Options::default(), &mut |_, _| {}).unwrap();
-    assert!(r.ok(), "{:?}", r.problems);
-}
+mod common;
+use common::simple::{checked, commit, data, within};
 
 /// Unmounts a file system the test mounted, however the test ends.
 struct TmpFs(PathBuf);

@@ -5,6 +5,49 @@
 /// Real mounts (`tests/mount_*.rs`).
 pub mod mount;
 
+/// Small helpers of the engine tests.
+pub mod simple {
+    use filestorage2::{Oid, Options, Storage, Tid};
+    use std::path::Path;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Run `f` in a thread; fail the test if it takes longer than `secs`.
+    pub fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        let h = std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        match rx.recv_timeout(Duration::from_secs(secs)) {
+            Ok(v) => v,
+            Err(_) => match h.join() {
+                Err(p) => std::panic::resume_unwind(p),
+                Ok(()) => panic!("the test took longer than {secs} s"),
+            },
+        }
+    }
+
+    /// One committed transaction of `(oid, data)` stores.
+    pub fn commit(s: &Storage, writes: &[(u64, &[u8])]) -> Tid {
+        let mut t = s.begin();
+        for (oid, d) in writes {
+            t.store(Oid(*oid), d).unwrap();
+        }
+        t.commit().unwrap()
+    }
+
+    /// The current data of `oid` (`None`: no live revision).
+    pub fn data(s: &Storage, oid: u64) -> Option<Vec<u8>> {
+        s.load(Oid(oid)).unwrap().map(|x| x.1)
+    }
+
+    /// `fs2 check` of `dir` finds nothing.
+    pub fn checked(dir: &Path) {
+        let r = filestorage2::check::check(dir, false, Options::default(), &mut |_, _| {}).unwrap();
+        assert!(r.ok(), "{:?}", r.problems);
+    }
+}
+
 /// splitmix64: a small seeded generator, so failures replay from their seed.
 pub struct Rng(pub u64);
 
