@@ -726,8 +726,20 @@ fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Option<Tid>) ->
     let mut done = 0;
     let mut p = Progress::new("dump");
     let mut reader = filestorage2::zodb::Reader::new();
+    let mut damaged = 0;
     for (i, t) in s.transactions(from.unwrap_or(Tid::ZERO), to.unwrap_or(Tid::MAX)).enumerate() {
-        let t = t?;
+        // A damaged transaction (fault containment) is named on stderr; the dump goes on
+        // after it and exits 5. Any other error ends it.
+        let t = match t {
+            Ok(t) => t,
+            Err(e) if e.is_corruption() => {
+                drop(std::mem::replace(&mut p, Progress::new("dump")));
+                eprintln!("fs2: {e}");
+                damaged += 1;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         done += t.records.iter().map(|r| 48 + r.1.as_ref().map_or(0, |d| d.len() as u64)).sum::<u64>();
         p.update(done, total);
         w(writeln!(
@@ -754,6 +766,9 @@ fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Option<Tid>) ->
                 None => w(writeln!(out, "  data #{j:05} oid={oid} deleted"))?,
             }
         }
+    }
+    if damaged > 0 {
+        return Err(fail(5, format!("{damaged} damaged transaction(s) not shown; run `fs2 check {}`", dir.display())));
     }
     Ok(())
 }

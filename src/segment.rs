@@ -311,6 +311,8 @@ pub(crate) struct Scanner {
     buf: Vec<u8>,
     buf_at: u64,
     verify_data: bool,
+    /// Known damaged ranges `[start, end)` (fault containment) that iterations step over.
+    skips: Vec<(u64, u64)>,
 }
 
 const CHUNK: usize = 1 << 20;
@@ -326,7 +328,20 @@ impl Scanner {
             buf: Vec::new(),
             buf_at: 0,
             verify_data: false,
+            skips: Vec::new(),
         }
+    }
+
+    /// The same scan, stepping over the known damaged ranges `skips` (see `skip_damaged`).
+    pub fn skipping(self, skips: Vec<(u64, u64)>) -> Scanner {
+        Scanner { skips, ..self }
+    }
+
+    /// At the start of a known damaged range: go on after it, and say which it was.
+    pub fn skip_damaged(&mut self) -> Option<(u64, u64)> {
+        let r = self.skips.iter().copied().find(|r| r.0 == self.pos)?;
+        self.pos = r.1;
+        Some(r)
     }
 
     /// A scanner that also verifies each data record's own CRC (for `check`).

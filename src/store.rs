@@ -78,6 +78,12 @@ pub(crate) struct Active {
 }
 
 impl Active {
+    /// A scan of the published data that steps over the damaged transactions.
+    pub fn scanner(&self) -> Scanner {
+        Scanner::new(&self.seg, HEADER_SIZE as u64, self.end)
+            .skipping(self.damaged.iter().map(|d| (d.start, d.end)).collect())
+    }
+
     /// The largest oid in this segment: indexed, or in a damaged transaction.
     pub fn max_oid(&self) -> Option<Oid> {
         let damaged = self.damaged.iter().filter_map(|d| d.oids.as_ref()?.last().copied()).max();
@@ -711,7 +717,7 @@ impl Storage {
             }
         }
         if let Some(a) = &v.active {
-            segs.push((a.seg.header.name, Scanner::new(&a.seg, HEADER_SIZE as u64, a.end)));
+            segs.push((a.seg.header.name, a.scanner()));
         }
         segs.reverse();
         TxnIter { scan: ChainScan::new(segs), from, to }
@@ -967,8 +973,14 @@ impl ChainScan {
                     self.segs.pop();
                 }
                 Step::Invalid(why) => {
-                    self.done = true;
                     let path = PathBuf::from(name.file_name());
+                    // A damaged transaction found at open (fault containment) costs only
+                    // itself: its error, then the transactions after it.
+                    if let Some((start, end)) = sc.skip_damaged() {
+                        let why = format!("damaged transaction (bytes {start}..{end}): {why}");
+                        return Some(Err(Error::corrupted(&path, start, why)));
+                    }
+                    self.done = true;
                     return Some(Err(Error::corrupted(&path, sc.pos, why)));
                 }
             }

@@ -147,7 +147,7 @@ fn scan_ranges(v: &View, from: Tid, to: Tid) -> Vec<(SegmentName, Scanner)> {
     }
     if let Some(a) = &v.active {
         if a.stats.txn_count > 0 && a.stats.last_tid >= from && a.stats.first_tid <= to {
-            out.push((a.seg.header.name, Scanner::new(&a.seg, HEADER_SIZE as u64, a.end)));
+            out.push((a.seg.header.name, a.scanner()));
         }
     }
     out
@@ -250,7 +250,7 @@ impl Storage {
     pub fn segment_txn_summaries(&self, name: SegmentName) -> Result<TxnSummaries> {
         let v = self.view();
         let segs = if let Some(a) = v.active.as_ref().filter(|a| a.seg.header.name == name) {
-            vec![(name, Scanner::new(&a.seg, HEADER_SIZE as u64, a.end))]
+            vec![(name, a.scanner())]
         } else {
             // A segment's parts are listed newest data first: the next to read goes last.
             let parts = v.parts_of(name).ok_or_else(|| no_segment(name))?;

@@ -460,6 +460,17 @@ fn damaged_active_transaction_is_contained_and_salvaged() {
     let listed: Vec<&str> = out.lines().map(|l| &l[..16]).collect();
     assert_eq!(listed, ["0000000000000003", "0000000000000004", "0000000000000007"], "{out}");
     assert!(err.contains("its objects: 0000000000000001 0000000000000002"), "{err}");
+    // Iterations go on past it: the damaged transaction is an error, the others are there.
+    let s = Storage::open(&dir, ro()).unwrap();
+    let all: Vec<_> = s.transactions(Tid::ZERO, Tid::MAX).collect();
+    assert_eq!(all.len(), 4, "ta, the damaged tb, and the two after it");
+    assert!(all[1].as_ref().is_err_and(|e| e.is_corruption()));
+    assert!([0, 2, 3].iter().all(|&i| all[i].is_ok()));
+    drop(s);
+    let (code, out, err) = fs2(&["dump", d]);
+    assert_eq!(code, 5, "{out}{err}");
+    assert_eq!(out.matches("Trans #").count(), 3, "{out}");
+    assert!(!out.contains(&tb.to_string()) && err.contains("damaged transaction"), "{out}{err}");
 
     let s = Storage::open(&dir, real_opts()).unwrap();
     let mut w = s.begin();

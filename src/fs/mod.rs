@@ -1025,7 +1025,13 @@ impl Fs {
                     let x = match c.pending.take() {
                         Some(x) => x,
                         None => match c.iter.next() {
-                            Some(x) => x?,
+                            Some(Ok(x)) => x,
+                            // A damaged transaction (fault containment) is left out.
+                            Some(Err(e)) if e.is_corruption() => {
+                                log::error!("transactions/: not listed: {e}");
+                                continue;
+                            }
+                            Some(Err(e)) => return Err(e.into()),
                             None => return Ok(()),
                         },
                     };
@@ -1232,7 +1238,15 @@ impl Fs {
             Node::SegTxns(n) => {
                 let mut out = String::new();
                 for x in self.storage.segment_txn_summaries(n)? {
-                    let x = x?;
+                    // A damaged transaction (fault containment) is left out.
+                    let x = match x {
+                        Ok(x) => x,
+                        Err(e) if e.is_corruption() => {
+                            log::error!("{n}/txns: not listed: {e}");
+                            continue;
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
                     out.push_str(&format!("{} {} {}\n", x.tid, x.objects, x.bytes));
                 }
                 out.into_bytes()

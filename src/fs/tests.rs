@@ -536,6 +536,7 @@ fn a_damaged_transaction_costs_its_objects_only() {
     assert_eq!(errno(cat(&fs, "head/0000000000000001")), libc::EIO, "its older revision is not the answer");
     assert_eq!(cat(&fs, "head/0000000000000004").unwrap(), b"four");
     assert_eq!(cat(&fs, "head/0000000000000005").unwrap(), b"five");
+    assert_eq!(ls(&fs, "transactions", 100, true).len(), 2, "the damaged transaction is left out, not the rest");
 }
 
 /// A protocol-3 ZODB record of class `module.Name` whose state is a list of references:
