@@ -941,7 +941,9 @@ impl ChainScan {
     }
 
     /// `f(segment, offset, transaction, record bytes)` of the next committed transaction
-    /// with `from ≤ tid ≤ to`; `None` at the end (or past `to`). An error ends the scan.
+    /// with `from ≤ tid ≤ to`; `None` at the end (or past `to`). Damage is one error item:
+    /// a damaged transaction known at open is stepped over, other damage costs the rest of
+    /// its segment (part); an I/O error ends the scan.
     pub fn next_txn<T>(
         &mut self,
         from: Tid,
@@ -980,8 +982,11 @@ impl ChainScan {
                         let why = format!("damaged transaction (bytes {start}..{end}): {why}");
                         return Some(Err(Error::corrupted(&path, start, why)));
                     }
-                    self.done = true;
-                    return Some(Err(Error::corrupted(&path, sc.pos, why)));
+                    // Damage found by this scan costs the rest of this segment (part) only:
+                    // the error, then the next one.
+                    let e = Error::corrupted(&path, sc.pos, why);
+                    self.segs.pop();
+                    return Some(Err(e));
                 }
             }
         }

@@ -692,3 +692,31 @@ fn truncation_campaign_of_past_segments_is_always_detected() {
         failures[..failures.len().min(3000)].join("\n")
     );
 }
+
+/// A damaged transaction in a past segment costs that segment's rest in a transaction
+/// iteration (one error item), not the segments after it: `fs2 dump` shows them and
+/// exits 5.
+#[test]
+fn iterations_go_on_after_a_damaged_past_segment() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let s = Storage::create(&dir, real_opts()).unwrap();
+    let ta = commit(&s, &[(1, "a")]);
+    s.rotate().unwrap();
+    let tb = commit(&s, &[(2, "b")]);
+    s.rotate().unwrap();
+    let tc = commit(&s, &[(3, "c")]);
+    let at = txn_offsets(&s, "seg-000002.fs2")[0].1;
+    drop(s);
+    xor(&dir.join("seg-000002.fs2"), at + 20); // the transaction header of tb
+    let s = Storage::open(&dir, ro()).unwrap();
+    let all: Vec<_> = s.transactions(Tid::ZERO, Tid::MAX).collect();
+    assert_eq!(all.len(), 3, "ta, the damaged segment's error, tc");
+    assert_eq!(all[0].as_ref().unwrap().tid, ta);
+    assert!(all[1].as_ref().is_err_and(|e| e.is_corruption()));
+    assert_eq!(all[2].as_ref().unwrap().tid, tc);
+    drop(s);
+    let (code, out, err) = fs2(&["dump", dir.to_str().unwrap()]);
+    assert_eq!(code, 5, "{out}{err}");
+    assert!(out.contains(&ta.to_string()) && out.contains(&tc.to_string()) && !out.contains(&tb.to_string()), "{out}");
+}
