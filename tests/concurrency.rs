@@ -67,27 +67,7 @@ impl Vfs for CountingVfs {
     fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
         Ok(Arc::new(CountingFile { f: RealVfs.create_new(path)?, syncs: self.syncs.clone() }))
     }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        RealVfs.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        RealVfs.remove(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        RealVfs.list(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealVfs.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        RealVfs.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        RealVfs.exists(path)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
-        RealVfs.lock(dir)
-    }
+    crate::real_vfs_passthrough!();
 }
 
 struct Run {

@@ -6,6 +6,8 @@
 //! takes. (Crashes and faults during merges: `merge_crash.rs`; random sequences with
 //! merges: `model.rs`; merges during the bank test: `merge_concurrency.rs`.)
 
+mod common;
+
 use filestorage2::merge::Policy;
 use filestorage2::vfs::{RealVfs, VFile, Vfs};
 use filestorage2::{Error, Oid, Options, SegmentName, Storage, Tid};
@@ -281,27 +283,7 @@ impl Vfs for HoldVfs {
         let hold = merge_output.then(|| self.hold.clone());
         Ok(Arc::new(HoldFile { f: RealVfs.create_new(path)?, hold }))
     }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        RealVfs.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        RealVfs.remove(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        RealVfs.list(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        RealVfs.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        RealVfs.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        RealVfs.exists(path)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<std::fs::File>> {
-        RealVfs.lock(dir)
-    }
+    crate::real_vfs_passthrough!();
 }
 
 /// Everything a client can read, for comparing a storage before and after a request.

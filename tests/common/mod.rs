@@ -5,6 +5,35 @@
 /// Real mounts (`tests/mount_*.rs`).
 pub mod mount;
 
+/// The `Vfs` methods that a wrapper of the real disk passes through unchanged, for
+/// `impl Vfs for X { fn open(..) ..; fn create_new(..) ..; crate::real_vfs_passthrough!(); }`.
+#[macro_export]
+macro_rules! real_vfs_passthrough {
+    () => {
+        fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+            filestorage2::vfs::RealVfs.rename(from, to)
+        }
+        fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+            filestorage2::vfs::RealVfs.remove(path)
+        }
+        fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<String>> {
+            filestorage2::vfs::RealVfs.list(dir)
+        }
+        fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            filestorage2::vfs::RealVfs.sync_dir(dir)
+        }
+        fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+            filestorage2::vfs::RealVfs.create_dir_all(dir)
+        }
+        fn exists(&self, path: &std::path::Path) -> bool {
+            filestorage2::vfs::RealVfs.exists(path)
+        }
+        fn lock(&self, dir: &std::path::Path) -> std::io::Result<Option<std::fs::File>> {
+            filestorage2::vfs::RealVfs.lock(dir)
+        }
+    };
+}
+
 /// Small helpers of the engine tests.
 pub mod simple {
     use filestorage2::{Oid, Options, Storage, Tid};
