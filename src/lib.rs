@@ -17,6 +17,7 @@ pub mod fs;
 #[cfg(feature = "cli")]
 pub mod fuse;
 mod index;
+mod listing;
 pub mod merge;
 #[cfg(feature = "cli")]
 pub mod mount;
@@ -33,6 +34,7 @@ pub mod zodb;
 
 pub use error::{Error, Result};
 pub use format::TxnMeta;
+pub use listing::{Listed, Paged};
 pub use store::{
     AppendedInfo, LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage,
     TxnIter, TxnRecord,

@@ -2,7 +2,7 @@
 //! refusals, compared with the engine's answers.
 
 use super::*;
-use super::readdir::PAGE;
+use crate::listing::PAGE;
 use crate::{Oid, Options, SegmentName};
 use std::sync::atomic::Ordering;
 
