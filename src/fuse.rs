@@ -4,7 +4,7 @@
 //! entries are invalidated after each commit by a notifier thread (never from a request
 //! handler: the kernel can deadlock against one).
 
-use crate::fs::{Attr, Fs, FsError, FsOptions, Ino, Kind, OpenMode, Refusal, WriteDone};
+use crate::fs::{Attr, Entry, Fs, FsError, FsOptions, FsResult, Ino, Kind, NotOffered, OpenMode, SetAttr, WriteDone};
 use crate::Storage;
 use fuser::{
     AccessFlags, BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -74,11 +74,6 @@ impl FuseFs {
         fail(&self.fs, op, e)
     }
 
-    fn refuse(&self, r: Refusal, what: String) -> Errno {
-        let e = crate::fs::refuse(r, &what);
-        self.fail("fs2 mount", e)
-    }
-
     /// Run `op` once `head/` shows the engine's last commit: at once (the usual case), or
     /// on a worker thread while the notifier catches up, so that a transaction begun now
     /// (mkdir, opening the clone file) never reads a `head/` older than its base. Session
@@ -96,10 +91,6 @@ impl FuseFs {
             log::error!("cannot start a worker thread: {e}");
         }
     }
-
-    fn name_of(&self, parent: INodeNo, name: &OsStr) -> String {
-        format!("{}/{}", self.fs.describe(Ino(parent.0)), name.to_string_lossy())
-    }
 }
 
 fn fail(fs: &Fs, op: &str, e: FsError) -> Errno {
@@ -112,6 +103,25 @@ fn fail(fs: &Fs, op: &str, e: FsError) -> Errno {
         log::info!("{op}: {e}");
     }
     Errno::from_i32(e.errno)
+}
+
+fn reply_entry(fs: &Fs, op: &str, r: FsResult<Entry>, reply: ReplyEntry) {
+    match r {
+        Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
+        Err(e) => reply.error(fail(fs, op, e)),
+    }
+}
+
+fn reply_empty(fs: &Fs, op: &str, r: FsResult<()>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(fail(fs, op, e)),
+    }
+}
+
+/// The errno of an operation the tree does not offer: no log line, no count.
+fn quietly(op: NotOffered) -> Errno {
+    Errno::from_i32(crate::fs::not_offered(op).errno)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -160,10 +170,7 @@ impl Filesystem for FuseFs {
         let Some(n) = name.to_str() else {
             return reply.error(self.fail("lookup", FsError::not_found("names are ASCII")));
         };
-        match self.fs.lookup(Ino(parent.0), n) {
-            Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(self.fail("lookup", e)),
-        }
+        reply_entry(&self.fs, "lookup", self.fs.lookup(Ino(parent.0), n), reply)
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -195,51 +202,31 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let what = self.fs.describe(Ino(ino.0));
-        if mode.is_some() {
-            return reply.error(self.refuse(Refusal::Owner("chmod"), what));
-        } else if uid.is_some() || gid.is_some() {
-            return reply.error(self.refuse(Refusal::Owner("chown"), what));
-        }
-        let r = match size {
-            Some(size) => self.fs.truncate(Ino(ino.0), size),
-            // Times: accepted and ignored on writable files (`touch` of a staged object).
-            None => self.fs.check_write(Ino(ino.0)),
-        };
-        match r.and_then(|()| self.fs.getattr(Ino(ino.0))) {
+        match self.fs.setattr(Ino(ino.0), SetAttr { mode, uid, gid, size }) {
             Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
             Err(e) => reply.error(self.fail("setattr", e)),
         }
     }
 
     fn mknod(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
-        reply.error(self.refuse(Refusal::Write("mknod"), self.name_of(p, name)));
+        reply_entry(&self.fs, "mknod", self.fs.mknod(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn mkdir(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
         let name = name.to_string_lossy().into_owned();
-        self.after_shown(move |fs| match fs.mkdir(Ino(p.0), &name) {
-            Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(fail(fs, "mkdir", e)),
-        });
+        self.after_shown(move |fs| reply_entry(fs, "mkdir", fs.mkdir(Ino(p.0), &name), reply));
     }
 
     fn unlink(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(Ino(p.0), &name.to_string_lossy()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("unlink", e)),
-        }
+        reply_empty(&self.fs, "unlink", self.fs.unlink(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn rmdir(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(Ino(p.0), &name.to_string_lossy()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rmdir", e)),
-        }
+        reply_empty(&self.fs, "rmdir", self.fs.rmdir(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn symlink(&self, _req: &Request, p: INodeNo, name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        reply.error(self.refuse(Refusal::Link("symlink"), self.name_of(p, name)));
+        reply_entry(&self.fs, "symlink", self.fs.symlink(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn rename(
@@ -252,11 +239,11 @@ impl Filesystem for FuseFs {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse(Refusal::Rename { same_dir: p == newparent }, self.name_of(p, name)));
+        reply_empty(&self.fs, "rename", self.fs.rename(Ino(p.0), &name.to_string_lossy(), Ino(newparent.0)), reply)
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, p: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply.error(self.refuse(Refusal::Link("link"), self.name_of(p, name)));
+        reply_entry(&self.fs, "link", self.fs.link(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -395,8 +382,6 @@ impl Filesystem for FuseFs {
         }
     }
 
-    // No ioctls: ENOTTY is what a terminal check (`read` from the clone file) expects,
-    // without a log line per call.
     fn ioctl(
         &self,
         _req: &Request,
@@ -408,10 +393,9 @@ impl Filesystem for FuseFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        reply.error(quietly(NotOffered::Ioctl));
     }
 
-    // No extended attributes: ENOSYS makes the kernel stop asking (cheaper `ls -l`).
     fn setxattr(
         &self,
         _req: &Request,
@@ -422,28 +406,23 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::Xattr));
     }
 
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::Xattr));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::Xattr));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::Xattr));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) {
-            if let Err(e) = self.fs.check_write(Ino(ino.0)) {
-                return reply.error(self.fail("access", e));
-            }
-        }
-        reply.ok();
+        reply_empty(&self.fs, "access", self.fs.access(Ino(ino.0), mask.contains(AccessFlags::W_OK)), reply)
     }
 
     fn create(
@@ -465,7 +444,6 @@ impl Filesystem for FuseFs {
         }
     }
 
-    // Not offered: ENOSYS makes the kernel copy with reads and writes (and stop asking).
     fn copy_file_range(
         &self,
         _req: &Request,
@@ -479,7 +457,7 @@ impl Filesystem for FuseFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::CopyFileRange));
     }
 
     fn fallocate(
@@ -492,7 +470,7 @@ impl Filesystem for FuseFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse(Refusal::Write("fallocate"), self.fs.describe(Ino(ino.0))));
+        reply_empty(&self.fs, "fallocate", self.fs.fallocate(Ino(ino.0)), reply)
     }
 }
 

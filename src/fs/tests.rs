@@ -283,6 +283,44 @@ fn writes_are_refused_and_damage_is_eio() {
 }
 
 #[test]
+fn every_refusal_and_unoffered_operation_has_its_errno() {
+    let f = fixture();
+    let fs = &f.fs;
+    let head = path(fs, "head").unwrap().attr.ino;
+    let rev = path(fs, "head/0000000000000001").unwrap().attr.ino;
+    let set = |change: SetAttr| fs.setattr(rev, change);
+    assert_eq!(errno(set(SetAttr { mode: Some(0o600), ..SetAttr::default() })), libc::EPERM, "chmod");
+    assert_eq!(errno(set(SetAttr { uid: Some(0), ..SetAttr::default() })), libc::EPERM, "chown");
+    assert_eq!(errno(set(SetAttr { gid: Some(0), ..SetAttr::default() })), libc::EPERM, "chgrp");
+    assert_eq!(errno(set(SetAttr { size: Some(0), ..SetAttr::default() })), libc::EROFS, "truncate");
+    assert_eq!(errno(set(SetAttr::default())), libc::EROFS, "touch");
+    assert_eq!(errno(fs.access(rev, true)), libc::EROFS);
+    fs.access(rev, false).unwrap();
+    assert_eq!(errno(fs.mknod(head, "x")), libc::EROFS);
+    assert_eq!(errno(fs.symlink(head, "x")), libc::EPERM);
+    assert_eq!(errno(fs.link(head, "x")), libc::EPERM);
+    assert_eq!(errno(fs.rename(head, "0000000000000001", head)), libc::EROFS);
+    let e = fs.rename(head, "0000000000000001", Ino::ROOT).unwrap_err();
+    assert_eq!(e.errno, libc::EXDEV, "mv copies instead");
+    assert!(e.message.contains("head/0000000000000001"), "{e}");
+    assert_eq!(errno(fs.fallocate(rev)), libc::EROFS);
+    assert_eq!(not_offered(NotOffered::Ioctl).errno, libc::ENOTTY);
+    assert_eq!(not_offered(NotOffered::Xattr).errno, libc::ENOSYS);
+    assert_eq!(not_offered(NotOffered::CopyFileRange).errno, libc::ENOSYS);
+
+    // In a transaction: times and sizes change a staged object, owners and modes never.
+    let txn = path(fs, "txn").unwrap().attr.ino;
+    fs.mkdir(txn, "t").unwrap();
+    write_file(fs, "txn/t/0000000000000001", W, b"staged").unwrap();
+    let obj = path(fs, "txn/t/0000000000000001").unwrap().attr.ino;
+    assert_eq!(fs.setattr(obj, SetAttr::default()).unwrap().0.size, 6, "touch");
+    assert_eq!(fs.setattr(obj, SetAttr { size: Some(2), ..SetAttr::default() }).unwrap().0.size, 2);
+    assert_eq!(errno(fs.setattr(obj, SetAttr { mode: Some(0o600), ..SetAttr::default() })), libc::EPERM);
+    fs.access(obj, true).unwrap();
+    fs.shutdown();
+}
+
+#[test]
 fn statfs_reports_the_real_disk() {
     let f = fixture();
     let st = f.fs.statfs().unwrap();
