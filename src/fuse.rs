@@ -4,7 +4,8 @@
 //! entries are invalidated after each commit by a notifier thread (never from a request
 //! handler: the kernel can deadlock against one).
 
-use crate::fs::{Attr, Entry, Fs, FsError, FsOptions, FsResult, Ino, Kind, NotOffered, OpenMode, SetAttr, WriteDone};
+pub use crate::fs::MountOptions;
+use crate::fs::{Attr, Entry, Fs, FsError, FsResult, Ino, Kind, NotOffered, OpenMode, SetAttr, WriteDone};
 use crate::Storage;
 use fuser::{
     AccessFlags, BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -18,46 +19,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
-
-/// How to mount.
-#[derive(Clone, Debug)]
-pub struct MountOptions {
-    /// A read-only mount (kernel `ro`; `txn/` is hidden and `merge` refused there).
-    pub read_only: bool,
-    /// Let other users read (default: the owner only). Writing (`txn/`, `merge`) stays
-    /// with the owner: the kernel checks the modes (`default_permissions`).
-    pub allow_other: bool,
-    /// With `allow_other`: let other users write too (`txn/`, `merge`).
-    pub allow_other_write: bool,
-    /// Abort a voted transaction that gets no commit or abort within this time.
-    pub vote_timeout: Duration,
-    /// Refuse larger staged objects with EFBIG.
-    pub max_object_size: u64,
-}
-
-impl Default for MountOptions {
-    fn default() -> MountOptions {
-        let f = FsOptions::default();
-        MountOptions {
-            read_only: false,
-            allow_other: false,
-            allow_other_write: false,
-            vote_timeout: f.vote_timeout,
-            max_object_size: f.max_object_size,
-        }
-    }
-}
-
-impl MountOptions {
-    pub fn fs_options(&self) -> FsOptions {
-        FsOptions {
-            read_only: self.read_only,
-            others_write: self.allow_other && self.allow_other_write,
-            vote_timeout: self.vote_timeout,
-            max_object_size: self.max_object_size,
-        }
-    }
-}
 
 /// The fuser `Filesystem` over an [`Fs`].
 pub struct FuseFs {
@@ -563,7 +524,7 @@ pub struct Mounted {
 
 /// Mount `storage` on `mountpoint` in background threads.
 pub fn spawn(storage: Storage, mountpoint: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
-    let fs = Arc::new(Fs::with_options(storage, opts.fs_options()));
+    let fs = Arc::new(Fs::with_options(storage, opts.clone()));
     let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config(fs.storage(), opts))?;
     let notifier = session.notifier();
     let session = session.spawn()?;

@@ -34,7 +34,7 @@ pub use node::Node;
 pub use policy::{not_offered, NotOffered, SetAttr};
 pub use text::README;
 pub use txn::{MountTxn, Status, TxnNo};
-pub use write::{parse_merge, FsOptions, Job, MergeCmd, OpenMode, WriteDone};
+pub use write::{parse_merge, Job, MergeCmd, OpenMode, WriteDone};
 
 use crate::views::TxnView;
 use crate::{Storage, Tid};
@@ -58,6 +58,41 @@ pub const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const SHORT_TTL: Duration = Duration::from_secs(1);
 /// Directory cookies 1..=RESERVED are the fixed entries; a keyed entry's is key+RESERVED+1.
 pub const RESERVED: u64 = 16;
+
+/// How to mount: the one options type of `fs2 mount`, the adapter and this layer.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// A read-only tree (kernel `ro`): `txn/` is hidden, `merge` and `gc` refused (EROFS).
+    pub read_only: bool,
+    /// Let other users read (default: the owner only). Writing (`txn/`, `merge`) stays
+    /// with the owner: the kernel checks the modes (`default_permissions`).
+    pub allow_other: bool,
+    /// With `allow_other`: let other users write too (writable nodes 0777/0666).
+    pub allow_other_write: bool,
+    /// A voted transaction with no commit or abort within this time is aborted.
+    pub vote_timeout: Duration,
+    /// Larger staged objects are refused with EFBIG.
+    pub max_object_size: u64,
+}
+
+impl Default for MountOptions {
+    fn default() -> MountOptions {
+        MountOptions {
+            read_only: false,
+            allow_other: false,
+            allow_other_write: false,
+            vote_timeout: Duration::from_secs(60),
+            max_object_size: 1 << 30,
+        }
+    }
+}
+
+impl MountOptions {
+    /// Writable nodes are writable by every user, not by the owner only.
+    fn others_write(&self) -> bool {
+        self.allow_other && self.allow_other_write
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -143,7 +178,7 @@ pub struct Fs {
     gid: u32,
     started: SystemTime,
     counters: Counters,
-    opts: FsOptions,
+    opts: MountOptions,
     /// Where transactions stage their files (`<storage>/.staging`); `None` when read-only.
     staging: Option<std::path::PathBuf>,
     wtxns: Mutex<WTxns>,
@@ -189,13 +224,13 @@ fn no_such(what: impl std::fmt::Display) -> FsError {
 
 impl Fs {
     pub fn new(storage: Storage) -> Fs {
-        Fs::with_options(storage, FsOptions::default())
+        Fs::with_options(storage, MountOptions::default())
     }
 
     /// The tree with `txn/` and `merge` writable unless `opts.read_only` or the storage
     /// is open read-only. A writable tree empties `<storage>/.staging` (left by a daemon
     /// that died).
-    pub fn with_options(storage: Storage, mut opts: FsOptions) -> Fs {
+    pub fn with_options(storage: Storage, mut opts: MountOptions) -> Fs {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         opts.read_only |= storage.is_read_only();

@@ -56,7 +56,7 @@ impl Fs {
         let writable = node.is_writable() && !self.opts.read_only;
         // The kernel checks these (default_permissions): everyone may read; only the
         // owner writes unless the mount lets others write.
-        let (kind, perm, nlink) = match (node.is_dir(), writable, self.opts.others_write) {
+        let (kind, perm, nlink) = match (node.is_dir(), writable, self.opts.others_write()) {
             (true, false, _) => (Kind::Dir, 0o555, 2),
             (true, true, false) => (Kind::Dir, 0o755, 2),
             (true, true, true) => (Kind::Dir, 0o777, 2),

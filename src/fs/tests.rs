@@ -489,11 +489,26 @@ fn txn_area_stages_commits_and_refuses() {
 #[test]
 fn read_only_tree_hides_txn_and_refuses_merge() {
     let f = fixture();
-    let fs = Fs::with_options(f.fs.storage().clone(), FsOptions { read_only: true, ..FsOptions::default() });
+    let fs = Fs::with_options(f.fs.storage().clone(), MountOptions { read_only: true, ..MountOptions::default() });
     assert!(!ls(&fs, "", 100, true).contains(&"txn".to_string()));
     assert_eq!(errno(path(&fs, "txn")), libc::ENOENT);
     assert_eq!(errno(write_file(&fs, "merge", W, b"all")), libc::EROFS);
     assert_eq!(cat(&fs, "merge").unwrap(), b"idle\n");
+}
+
+#[test]
+fn others_may_write_only_with_allow_other_and_allow_other_write() {
+    let f = fixture();
+    let perms = |allow_other: bool, allow_other_write: bool| {
+        let opts = MountOptions { allow_other, allow_other_write, ..MountOptions::default() };
+        let fs = Fs::with_options(f.fs.storage().clone(), opts);
+        let perm = |p: &str| path(&fs, p).unwrap().attr.perm;
+        (perm("merge"), perm("txn"), perm("head/0000000000000001"))
+    };
+    assert_eq!(perms(false, false), (0o644, 0o755, 0o444));
+    assert_eq!(perms(false, true), (0o644, 0o755, 0o444), "allow_other_write alone lets nobody else in");
+    assert_eq!(perms(true, false), (0o644, 0o755, 0o444));
+    assert_eq!(perms(true, true), (0o666, 0o777, 0o444));
 }
 
 #[test]
@@ -727,7 +742,7 @@ fn gc_node_runs_the_collector() {
     assert_eq!(errno(write_file(fs, "gc", W, b"run")), libc::EBUSY);
     assert!(text(fs, "gc").starts_with("running "));
     // Read-only: EROFS.
-    let ro = Fs::with_options(fs.storage().clone(), FsOptions { read_only: true, ..FsOptions::default() });
+    let ro = Fs::with_options(fs.storage().clone(), MountOptions { read_only: true, ..MountOptions::default() });
     assert_eq!(errno(write_file(&ro, "gc", W, b"run")), libc::EROFS);
 }
 

@@ -10,31 +10,6 @@ use crate::types::AsOf;
 use crate::{Oid, SegmentName, Storage};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Mount options the fs layer needs.
-#[derive(Clone, Debug)]
-pub struct FsOptions {
-    /// Hide `txn/`, refuse `merge` (EROFS).
-    pub read_only: bool,
-    /// Writable nodes are writable by every user (0777/0666), not by the owner only.
-    pub others_write: bool,
-    /// A voted transaction with no commit or abort within this time is aborted.
-    pub vote_timeout: Duration,
-    /// Larger staged objects are refused with EFBIG.
-    pub max_object_size: u64,
-}
-
-impl Default for FsOptions {
-    fn default() -> FsOptions {
-        FsOptions {
-            read_only: false,
-            others_write: false,
-            vote_timeout: Duration::from_secs(60),
-            max_object_size: 1 << 30,
-        }
-    }
-}
 
 /// How a file is opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
