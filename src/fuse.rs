@@ -5,7 +5,7 @@
 //! handler: the kernel can deadlock against one).
 
 pub use crate::fs::MountOptions;
-use crate::fs::{Attr, Entry, Fs, FsError, FsResult, Ino, Kind, NotOffered, OpenMode, SetAttr, WriteDone};
+use crate::fs::{Attr, Entry, Fh, Fs, FsError, FsResult, Ino, Kind, NotOffered, OpenMode, SetAttr, WriteDone};
 use crate::Storage;
 use fuser::{
     AccessFlags, BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -139,7 +139,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr_open(Ino(ino.0), fh.map(|f| f.0)) {
+        match self.fs.getattr_open(Ino(ino.0), fh.map(|f| Fh(f.0))) {
             Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
             Err(e) => reply.error(self.fail("getattr", e)),
         }
@@ -214,7 +214,7 @@ impl Filesystem for FuseFs {
             append: flags.0 & libc::O_APPEND != 0,
         };
         self.after_shown(move |fs| match fs.open_with(Ino(ino.0), mode) {
-            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
+            Ok(o) => reply.opened(FileHandle(o.fh.0), fopen_flags(&o)),
             Err(e) => reply.error(fail(fs, "open", e)),
         });
     }
@@ -230,20 +230,21 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if self.fs.is_watch(fh.0) {
+        if self.fs.is_watch(Fh(fh.0)) {
             // Blocks until the next commit: only this reader waits.
             let fs = self.fs.clone();
-            let spawned =
-                std::thread::Builder::new().name("fs2-watch".into()).spawn(move || match fs.read(fh.0, offset, size) {
+            let spawned = std::thread::Builder::new().name("fs2-watch".into()).spawn(move || {
+                match fs.read(Fh(fh.0), offset, size) {
                     Ok(b) => reply.data(&b),
                     Err(e) => reply.error(fail(&fs, "read", e)),
-                });
+                }
+            });
             if let Err(e) = spawned {
                 log::error!("cannot start a worker thread: {e}");
             }
             return;
         }
-        match self.fs.read(fh.0, offset, size) {
+        match self.fs.read(Fh(fh.0), offset, size) {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(self.fail("read", e)),
         }
@@ -261,7 +262,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        match self.fs.write(Fh(fh.0), offset, data) {
             Ok(WriteDone::Now(n)) => reply.written(n),
             // A vote, commit or merge: only this caller waits; the session goes on.
             Ok(WriteDone::Later(job)) => {
@@ -292,7 +293,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        self.fs.release(Fh(fh.0));
         reply.ok();
     }
 
@@ -302,14 +303,14 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(Ino(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(self.fail("opendir", e)),
         }
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let kind = |k| if k == Kind::Dir { FileType::Directory } else { FileType::RegularFile };
-        let r = self.fs.readdir(Ino(ino.0), fh.0, offset, false, &mut |e| {
+        let r = self.fs.readdir(Ino(ino.0), Fh(fh.0), offset, false, &mut |e| {
             reply.add(INodeNo(e.ino.0), e.cookie, kind(e.kind), &e.name)
         });
         match r {
@@ -319,7 +320,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let r = self.fs.readdir(Ino(ino.0), fh.0, offset, true, &mut |e| {
+        let r = self.fs.readdir(Ino(ino.0), Fh(fh.0), offset, true, &mut |e| {
             let entry = e.entry.expect("readdirplus entries carry attributes");
             // One TTL for both: the shorter (a head name must not outlive a commit).
             let ttl = entry.entry_ttl.min(entry.attr_ttl);
@@ -332,7 +333,7 @@ impl Filesystem for FuseFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.fs.releasedir(fh.0);
+        self.fs.releasedir(Fh(fh.0));
         reply.ok();
     }
 
@@ -399,7 +400,7 @@ impl Filesystem for FuseFs {
         let (excl, append) = (flags & libc::O_EXCL != 0, flags & libc::O_APPEND != 0);
         match self.fs.create(Ino(p.0), &name.to_string_lossy(), excl, append) {
             Ok((e, o)) => {
-                reply.created(&e.attr_ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), fopen_flags(&o))
+                reply.created(&e.attr_ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh.0), fopen_flags(&o))
             }
             Err(e) => reply.error(self.fail("create", e)),
         }

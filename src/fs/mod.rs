@@ -122,10 +122,21 @@ pub struct Entry {
     pub entry_ttl: Duration,
 }
 
+/// An open file or directory, as the kernel passes it back (its `fh`): numbers come
+/// from one counter and are never reused while the mount lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fh(pub u64);
+
+impl std::fmt::Display for Fh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// An open file: the handle and the page-cache policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
-    pub fh: u64,
+    pub fh: Fh,
     /// Immutable content: keep the kernel's page cache across opens.
     pub keep_cache: bool,
     /// Changing content or unknown size: bypass the page cache.
@@ -170,8 +181,8 @@ struct Meta {
 pub struct Fs {
     storage: Storage,
     inodes: Mutex<Inodes>,
-    files: Mutex<HashMap<u64, Arc<FileHandle>>>,
-    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    files: Mutex<HashMap<Fh, Arc<FileHandle>>>,
+    dirs: Mutex<HashMap<Fh, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     txns: Mutex<VecDeque<Arc<TxnView>>>,
     uid: u32,

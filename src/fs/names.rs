@@ -5,7 +5,7 @@ use super::node::{parse_at, parse_hex, parse_hex_maybe_deleted, parse_segment};
 use super::stats::Op;
 use super::text::render_txn_info;
 use super::{
-    no_such, tid_time, Attr, Entry, FileHandle, Fs, FsError, FsResult, Ino, Kind, Meta, Node, LONG_TTL, README,
+    no_such, tid_time, Attr, Entry, Fh, FileHandle, Fs, FsError, FsResult, Ino, Kind, Meta, Node, LONG_TTL, README,
     SHORT_TTL,
 };
 use crate::views::{RevStat, TxnView};
@@ -284,7 +284,7 @@ impl Fs {
     /// Attributes of `ino`, asked through the open file `fh` if given: a segment
     /// merged away since the open has no name any more, but its open file still has
     /// its size (the kernel asks before reading at the end).
-    pub fn getattr_open(&self, ino: Ino, fh: Option<u64>) -> FsResult<(Attr, Duration)> {
+    pub fn getattr_open(&self, ino: Ino, fh: Option<Fh>) -> FsResult<(Attr, Duration)> {
         let _t = self.timer(Op::Getattr);
         let node = self.node(ino)?;
         let meta = self.meta(node).or_else(|e| {

@@ -4,7 +4,7 @@
 use super::names::rev_node;
 use super::node::rev_name;
 use super::stats::Op;
-use super::{DirEntry, Entry, Fs, FsError, FsResult, Ino, Kind, Meta, Node, TxnNo, RESERVED, SHORT_TTL};
+use super::{DirEntry, Entry, Fh, Fs, FsError, FsResult, Ino, Kind, Meta, Node, TxnNo, RESERVED, SHORT_TTL};
 use crate::views::{RevStat, TxnSummaries, TxnSummary};
 use crate::{Listed, Oid, Tid};
 use std::sync::atomic::Ordering;
@@ -26,17 +26,17 @@ pub(super) struct TxnCursor {
 }
 
 impl Fs {
-    pub fn opendir(&self, ino: Ino) -> FsResult<u64> {
+    pub fn opendir(&self, ino: Ino) -> FsResult<Fh> {
         let node = self.node(ino)?;
         if !node.is_dir() {
             return Err(FsError::new(libc::ENOTDIR, format!("{node} is not a directory")));
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.dirs.lock().unwrap().insert(fh, Arc::new(DirHandle { node, txns: Mutex::new(None) }));
         Ok(fh)
     }
 
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: Fh) {
         self.dirs.lock().unwrap().remove(&fh);
     }
 
@@ -46,7 +46,7 @@ impl Fs {
     pub fn readdir(
         &self,
         ino: Ino,
-        fh: u64,
+        fh: Fh,
         offset: u64,
         plus: bool,
         add: &mut dyn FnMut(&DirEntry) -> bool,

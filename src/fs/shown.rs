@@ -1,7 +1,7 @@
 //! Read-your-writes across processes: the tid `head/` shows, the notifier's progress
 //! (kernel names and pages dropped after a commit or a merge), and `head/watch`.
 
-use super::{opt_tid, Fs, FsError, FsResult, Ino, Node};
+use super::{opt_tid, Fh, Fs, FsError, FsResult, Ino, Node};
 use crate::{SegmentName, Tid};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -110,7 +110,7 @@ impl Fs {
 
     /// Wait until `head/` shows a tid newer than `last`; EINTR once `fh` is closed or
     /// the mount ends.
-    pub(super) fn watch(&self, fh: u64, last: Tid) -> FsResult<Tid> {
+    pub(super) fn watch(&self, fh: Fh, last: Tid) -> FsResult<Tid> {
         loop {
             let t = self.shown.tid.lock().unwrap();
             let (t, _) =

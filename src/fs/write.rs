@@ -4,7 +4,7 @@
 
 use super::node::{parse_hex, parse_segment};
 use super::txn::{parse_command, valid_txn_name, Command, MountTxn, TxnNo};
-use super::{no_such, Entry, FileHandle, Fs, FsError, FsResult, Meta, Node, Opened};
+use super::{no_such, Entry, Fh, FileHandle, Fs, FsError, FsResult, Meta, Node, Opened};
 use crate::merge::{Policy, Strategy};
 use crate::types::AsOf;
 use crate::{Oid, SegmentName, Storage};
@@ -249,7 +249,7 @@ impl Fs {
     }
 
     /// Write `data` at `offset` to the open file `fh`.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<WriteDone> {
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<WriteDone> {
         let h = self.files.lock().unwrap().get(&fh).cloned();
         let h = h.ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh} is not open")))?;
         let len = data.len() as u32;
