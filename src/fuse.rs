@@ -450,6 +450,18 @@ fn fopen_flags(o: &crate::fs::Opened) -> FopenFlags {
     f
 }
 
+/// Threads serving requests. Nothing a session thread runs blocks for long: vote,
+/// commit, merge, `head/watch` reads and opens that wait for the notifier answer from
+/// worker threads. Two let a slow engine read (a cold `cat`, a `transactions/` scan)
+/// overlap with other requests.
+const SESSION_THREADS: usize = 2;
+
+/// How often the notifier looks for work that sends no commit event (the names of
+/// merged-away segments and ended clone transactions, segment pages a merge rewrote) and
+/// for `stop`: the longest a merge waits in [`Fs::rewritten_data`]'s handshake and an
+/// unmount waits for this thread.
+const NOTIFIER_POLL: Duration = Duration::from_millis(100);
+
 /// The session configuration: owner-only unless `allow_other`; the kernel checks the
 /// modes the tree shows (`default_permissions`: what only the owner may write says so);
 /// the FSName names the storage (`fs2:<dir>`, how tests and `fs2 umount` find the mount).
@@ -468,8 +480,7 @@ pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
         c.mount_options.push(MountOption::RO);
     }
     c.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
-    // Vote, commit and merge answer from worker threads; these serve everything else.
-    c.n_threads = Some(2);
+    c.n_threads = Some(SESSION_THREADS);
     c
 }
 
@@ -492,7 +503,7 @@ pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) ->
                 }
                 fs.pages_dropped(n);
             }
-            let ev = match rx.recv_timeout(Duration::from_millis(100)) {
+            let ev = match rx.recv_timeout(NOTIFIER_POLL) {
                 Ok(ev) => ev,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,

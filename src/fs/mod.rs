@@ -13,6 +13,10 @@
 //!   `shown`: what `head/` shows to every process (read-your-writes, `head/watch`).
 //! - `write` and `txn`: the writable part (`txn/`, `merge`); `zodb`: the ZODB views.
 //! - Refusals and engine errors become errno values in one place (`errno`).
+//!
+//! Locks: `lock().unwrap()` everywhere. A poisoned lock means a thread panicked
+//! mid-update, and we do not go on with half-applied shared state (the panic spreads).
+//! Only `Drop` impls use `unwrap_or_else(|e| e.into_inner())`, to avoid a double panic.
 
 mod errno;
 mod files;

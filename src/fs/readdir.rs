@@ -302,7 +302,7 @@ impl Emit<'_> {
     }
 
     /// Offer the entry with key `key` (cookie key + RESERVED + 1); false when full or
-    /// when the key is too large to have a cookie (keys above u64::MAX - 17 are
+    /// when the key is too large to have a cookie (keys above u64::MAX - RESERVED - 1 are
     /// reachable by lookup only).
     fn keyed(&mut self, key: u64, name: String, node: Node, meta: impl FnOnce() -> FsResult<Meta>) -> FsResult<bool> {
         match key.checked_add(RESERVED + 1) {

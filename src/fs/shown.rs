@@ -23,6 +23,10 @@ pub(super) struct Shown {
 /// How long a commit waits for the notifier before answering anyway (with a warning).
 pub(super) const SHOWN_WAIT: Duration = Duration::from_secs(10);
 
+/// How often a blocked `head/watch` read looks whether its descriptor was closed (a
+/// close sends no wakeup; a commit and an unmount do).
+const WATCH_RECHECK: Duration = Duration::from_secs(1);
+
 impl Shown {
     pub(super) fn set(&self, tid: Tid) {
         let mut t = self.tid.lock().unwrap();
@@ -113,8 +117,7 @@ impl Fs {
     pub(super) fn watch(&self, fh: Fh, last: Tid) -> FsResult<Tid> {
         loop {
             let t = self.shown.tid.lock().unwrap();
-            let (t, _) =
-                self.shown.cv.wait_timeout_while(t, Duration::from_secs(1), |t| t.is_some_and(|t| t <= last)).unwrap();
+            let (t, _) = self.shown.cv.wait_timeout_while(t, WATCH_RECHECK, |t| t.is_some_and(|t| t <= last)).unwrap();
             drop(t);
             let now = self.shown_tid();
             if now > last {
