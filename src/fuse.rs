@@ -85,6 +85,9 @@ fn quietly(op: NotOffered) -> Errno {
     Errno::from_i32(crate::fs::not_offered(op).errno)
 }
 
+/// The I/O size `stat` reports (st_blksize): a page, what the kernel reads at a time.
+const BLKSIZE: u32 = 4096;
+
 fn file_attr(a: &Attr) -> FileAttr {
     FileAttr {
         ino: INodeNo(a.ino.0),
@@ -103,7 +106,7 @@ fn file_attr(a: &Attr) -> FileAttr {
         uid: a.uid,
         gid: a.gid,
         rdev: 0,
-        blksize: 4096,
+        blksize: BLKSIZE,
         flags: 0,
     }
 }
