@@ -616,7 +616,7 @@ impl Storage {
     /// ones are returned apart, with their errors, instead of failing the page. Also the
     /// oid to go on from (`None` at the end).
     #[allow(clippy::type_complexity)]
-    pub fn list_contained(
+    pub(crate) fn list_contained(
         &self,
         start: Oid,
         at: Tid,
