@@ -44,13 +44,18 @@ impl FuseFs {
             return op(&self.fs);
         }
         let fs = self.fs.clone();
-        let spawned = std::thread::Builder::new().name("fs2-shown".into()).spawn(move || {
+        on_worker("fs2-shown", move || {
             fs.wait_shown();
             op(&fs)
         });
-        if let Err(e) = spawned {
-            log::error!("cannot start a worker thread: {e}");
-        }
+    }
+}
+
+/// Answer on a thread of its own: only this caller waits, the session goes on. If no
+/// thread can start, the dropped reply answers EIO (fuser does that).
+fn on_worker(name: &str, answer: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(answer) {
+        log::error!("cannot start a worker thread: {e}");
     }
 }
 
@@ -236,16 +241,10 @@ impl Filesystem for FuseFs {
         if self.fs.is_watch(Fh(fh.0)) {
             // Blocks until the next commit: only this reader waits.
             let fs = self.fs.clone();
-            let spawned = std::thread::Builder::new().name("fs2-watch".into()).spawn(move || {
-                match fs.read(Fh(fh.0), offset, size) {
-                    Ok(b) => reply.data(&b),
-                    Err(e) => reply.error(fail(&fs, "read", e)),
-                }
+            return on_worker("fs2-watch", move || match fs.read(Fh(fh.0), offset, size) {
+                Ok(b) => reply.data(&b),
+                Err(e) => reply.error(fail(&fs, "read", e)),
             });
-            if let Err(e) = spawned {
-                log::error!("cannot start a worker thread: {e}");
-            }
-            return;
         }
         match self.fs.read(Fh(fh.0), offset, size) {
             Ok(b) => reply.data(&b),
@@ -270,13 +269,10 @@ impl Filesystem for FuseFs {
             // A vote, commit or merge: only this caller waits; the session goes on.
             Ok(WriteDone::Later(job)) => {
                 let fs = self.fs.clone();
-                let spawned = std::thread::Builder::new().name("fs2-commit".into()).spawn(move || match job() {
+                on_worker("fs2-commit", move || match job() {
                     Ok(n) => reply.written(n),
                     Err(e) => reply.error(fail(&fs, "write", e)),
                 });
-                if let Err(e) = spawned {
-                    log::error!("cannot start a worker thread: {e}");
-                }
             }
             Err(e) => reply.error(self.fail("write", e)),
         }
