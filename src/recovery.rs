@@ -278,6 +278,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             prev: Some(head.header.name.file_name()),
             generation: 1,
             sealed_len: None,
+            version: crate::format::VERSION,
             ..head.header.clone()
         };
         let made = if writable {
@@ -693,7 +694,12 @@ pub(crate) fn scan_active(
                         // after `at` was durable): contain it and go on after it.
                         let end = sc.resync(at, p)?;
                         let after = if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO };
-                        let mut d = crate::damage::analyse(&seg.read(at, (end - at) as usize)?, at, after);
+                        let mut d = crate::damage::analyse(
+                            &seg.read(at, (end - at) as usize)?,
+                            at,
+                            after,
+                            seg.header.record_form(),
+                        );
                         d.why = format!(
                             "{why}; this is damage, not an unfinished write (the transaction at offset {p} \
                              was written after it was durable)"
