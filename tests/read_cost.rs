@@ -86,6 +86,22 @@ fn conflict_check(size: usize) -> Duration {
     median(times)
 }
 
+/// `stat_at` of object 1 of `size` bytes in a past segment (mapped), median of 1000.
+fn stat(size: usize) -> Duration {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Storage::create(dir.path(), Options { sync: false, ..Options::default() }).unwrap();
+    commit(&s, &[(1, &vec![3u8; size])]);
+    s.rotate().unwrap();
+    let times = (0..1000)
+        .map(|_| {
+            let start = Instant::now();
+            assert_eq!(s.stat_at(Oid(1), filestorage2::Tid::MAX).unwrap().unwrap().size, size as u64);
+            start.elapsed()
+        })
+        .collect();
+    median(times)
+}
+
 /// `history` of object 1 with `revs` revisions of `size` bytes in the active segment.
 fn history(revs: usize, size: usize) -> (Duration, u64) {
     let dir = tempfile::tempdir().unwrap();
@@ -161,8 +177,9 @@ fn read_cost_table() {
     let (small, large) = (conflict_check(100), conflict_check(MIB));
     println!("| commit on top of a 100 B object in a past segment (conflict check reads it) | {small:.1?} |");
     println!("| commit on top of a 1 MiB object in a past segment | {large:.1?} |");
+    println!("| `stat_at` of a 1 MiB object in a past segment | {:.1?} |", stat(MIB));
     let (t, read) = history(100, MIB);
-    println!("| `history` of a 1 MiB object with 100 revisions (active segment) | {t:.1?}, {} MiB read |", read >> 20);
+    println!("| `history` of a 1 MiB object with 100 revisions (active segment) | {t:.1?}, {} KiB read |", read >> 10);
     if !available() {
         return;
     }
