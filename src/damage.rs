@@ -181,19 +181,18 @@ fn damaged_oids(b: &[u8], p: usize, form: RecordForm) -> Vec<Oid> {
     let len = le64(h, 8) as usize;
     // What the header bytes before its CRC must give: V1, the record CRC with the data;
     // V2, the header's own CRC (when it matches, the damage is in the data).
-    let (crc_at, matches): (usize, Box<dyn Fn(&[u8]) -> bool>) = match form {
+    let (crc_at, data_crc) = match form {
         RecordForm::V1 => {
             let Some(data) = b.get(p + hl..(p + hl).saturating_add(len)) else { return written };
-            let (data_crc, want) = (crc(data), le32(h, 44));
-            (44, Box::new(move |head| crc32c::crc32c_combine(crc(head), data_crc, len) == want))
+            (44, Some(crc(data)))
         }
-        RecordForm::V2 => {
-            if header_ok(h) {
-                return written;
-            }
-            let want = le32(h, 52);
-            (52, Box::new(move |head| crc(head) == want))
-        }
+        RecordForm::V2 if header_ok(h) => return written,
+        RecordForm::V2 => (52, None),
+    };
+    let want = le32(h, crc_at);
+    let matches = |head: &[u8]| match data_crc {
+        Some(d) => crc32c::crc32c_combine(crc(head), d, len) == want,
+        None => crc(head) == want,
     };
     let mut head = h[..crc_at].to_vec();
     for i in 16..24 {

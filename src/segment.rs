@@ -225,7 +225,9 @@ impl<'a> RecordRef<'a> {
     pub fn data(self) -> Result<Cow<'a, [u8]>> {
         let data = match self.data {
             Some(d) => d,
-            None => Cow::Owned(self.seg.read(self.offset + self.header.len() as u64, self.header.data_len as usize)?),
+            None => {
+                Cow::Owned(self.seg.read(self.offset + self.header.header_len() as u64, self.header.data_len as usize)?)
+            }
         };
         if !self.verified {
             self.header.verify(&data, &self.seg.path, self.offset)?;

@@ -167,7 +167,7 @@ pub struct DataHeader {
 }
 
 impl DataHeader {
-    pub fn len(&self) -> usize {
+    pub fn header_len(&self) -> usize {
         self.form.header_len()
     }
 
@@ -191,7 +191,7 @@ impl DataHeader {
 
     /// Append the header's bytes to `out`.
     pub fn encode(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.raw()[..self.len()]);
+        out.extend_from_slice(&self.raw()[..self.header_len()]);
     }
 
     /// Decode the header at the start of `b` (at least `form.header_len()` bytes) of a
@@ -242,14 +242,14 @@ impl DataHeader {
 
     /// Where this record's data lies, for a record at `at` in a buffer.
     pub fn data_range(&self, at: u64) -> std::ops::Range<usize> {
-        let s = at as usize + self.len();
+        let s = at as usize + self.header_len();
         s..s + self.data_len as usize
     }
 
     /// Check the fields that do not need the data; `at` is this record's file offset.
     pub fn check_shape(&self, path: &Path, at: u64, data_end: u64) -> Result<()> {
         let ok_flags = self.flags & !FLAG_DELETE == 0 && !(self.is_delete() && self.data_len != 0);
-        let end = (at + self.len() as u64).checked_add(self.data_len);
+        let end = (at + self.header_len() as u64).checked_add(self.data_len);
         if !ok_flags || end.is_none_or(|e| e > data_end) || self.txn_offset > at || self.prev >= at {
             return Err(Error::corrupted(path, at, "bad data record header"));
         }
@@ -427,7 +427,7 @@ impl TxnHeader {
                 dh.verify(&b[dh.data_range(pos)], path, at + pos)?;
             }
             records.push((pos, dh));
-            pos += (dh.len() as u64) + dh.data_len;
+            pos += (dh.header_len() as u64) + dh.data_len;
         }
         if b[pos as usize..body_end as usize].iter().any(|&x| x != 0) {
             return Err(bad("non-zero bytes after the last data record"));
