@@ -72,13 +72,18 @@ fn open_segment(
     let have = file.len().map_err(|e| Error::io(path, "stat segment", e))?.min(HEADER_SIZE as u64) as usize;
     let (Some(name), Ok(())) = (name, file.read_exact_at(&mut b[..have], 0)) else { return Err(e) };
     let Some(template) = template.cloned() else { return Err(e) };
-    let header = Header::from_slots(&b, &template, name).unwrap_or_else(|| Header {
+    let mut header = Header::from_slots(&b, &template, name).unwrap_or_else(|| Header {
         name,
         prev: prev_from_dir(in_dir, name),
         generation: 1,
         sealed_len: None,
         ..template
     });
+    // The lost version fixes the form of the records: segments of both versions share
+    // a storage after an upgrade, so ask the first transaction rather than the template.
+    if let Some(v) = crate::segment::probe_version(&*file, path) {
+        header.version = v;
+    }
     damage.push(format!(
         "{e}; the header is damaged: read with the storage's settings and previous segment {}; \
          `fs2 check --repair --salvage` writes it back",

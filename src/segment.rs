@@ -283,6 +283,27 @@ pub(crate) fn read_record<'a>(
     Ok(RecordRef { offset: off, header, seg, data, verified })
 }
 
+/// The format version (of those read) in whose data-record form the segment's first
+/// record, a transaction, verifies; `None` when that does not tell (no transaction
+/// there, damage, or both forms verify: a transaction without data records).
+pub(crate) fn probe_version(file: &dyn VFile, path: &Path) -> Option<u32> {
+    let at = HEADER_SIZE as u64;
+    let mut head = [0u8; 12];
+    file.read_exact_at(&mut head, at).ok()?;
+    let len = le64(&head, 4);
+    if len > 1 << 30 || at.checked_add(len)? > file.len().ok()? {
+        return None;
+    }
+    let mut b = vec![0u8; len as usize];
+    file.read_exact_at(&mut b, at).ok()?;
+    let ok = |v: u32| TxnHeader::decode(&b, path, at, RecordForm::of_version(v)).is_ok();
+    match (ok(crate::format::VERSION), ok(crate::format::OLDEST_VERSION)) {
+        (true, false) => Some(crate::format::VERSION),
+        (false, true) => Some(crate::format::OLDEST_VERSION),
+        _ => None,
+    }
+}
+
 // -----------------------------------------------------------------------------------
 // Placement under the alignment rule.
 

@@ -94,3 +94,26 @@ fn a_version_1_storage_reads_writes_and_merges_into_version_2() {
         expect_objects(&s);
     });
 }
+
+/// A damaged fixed header is rebuilt from the next segment's, but the record form comes
+/// from the segment's own records: a version-1 segment beside version-2 ones reads exactly.
+#[test]
+fn a_damaged_header_of_a_version_1_segment_beside_version_2_ones() {
+    within(60, || {
+        let dir = fixture();
+        let s = Storage::open(dir.path(), Options::default()).unwrap();
+        s.rotate().unwrap();
+        commit(&s, &[(7, b"seven")]);
+        assert_eq!(segment_versions(&s).iter().map(|v| v.1).collect::<Vec<_>>(), vec![1, 1, 1, 2]);
+        drop(s);
+        let path = dir.path().join(SegmentName::single(3).file_name());
+        let mut b = std::fs::read(&path).unwrap();
+        b[70] ^= 0xff; // reserved, under the fixed part's CRC
+        std::fs::write(&path, &b).unwrap();
+        let s = Storage::open(dir.path(), Options::read_only()).unwrap();
+        assert!(!s.open_warnings().is_empty(), "the damaged header is reported");
+        expect_objects(&s);
+        assert_eq!(data(&s, 7).as_deref(), Some(&b"seven"[..]));
+        assert_eq!(s.history(Oid(3)).unwrap().len(), 2);
+    });
+}
