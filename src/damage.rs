@@ -13,12 +13,10 @@
 //! accounted for, the oids are unknown and every object is suspect.
 
 use crate::error::Error;
-use crate::format::{crc, crc_append, le32, le64, MARK_PAD, TXN_FOOTER, TXN_HEADER};
+use crate::format::{crc, crc_append, le32, le64, RecordForm, MARK_PAD, TXN_FOOTER, TXN_HEADER};
 use crate::types::{Oid, Tid};
 use std::collections::BTreeSet;
 use std::path::Path;
-
-const DATA_HEADER: usize = crate::format::DATA_HEADER;
 
 /// A damaged range `[start, end)` of the active segment: a committed transaction record
 /// that does not verify (with any padding after it), up to the next valid record.
@@ -76,7 +74,10 @@ impl DamagedRange {
 
 /// Locate what the damaged bytes `b` (the range starting at file offset `start`, the
 /// start of a record) held. `after`: the tid of the last valid transaction before it.
-pub(crate) fn analyse(b: &[u8], start: u64, after: Tid) -> DamagedRange {
+/// `form`: the segment's data-record form.
+pub(crate) fn analyse(b: &[u8], start: u64, after: Tid, form: RecordForm) -> DamagedRange {
+    let hl = form.header_len();
+    let record_ok = |b: &[u8], p: usize| record_ok(b, p, form);
     let mut r = DamagedRange { start, end: start + b.len() as u64, after, tid: None, oids: None, why: String::new() };
     if b.len() >= 4 && b[..4] == MARK_PAD {
         // Never committed (padding, or a voted transaction not finished): nothing lost.
@@ -93,7 +94,7 @@ pub(crate) fn analyse(b: &[u8], start: u64, after: Tid) -> DamagedRange {
         })
         .flatten();
     // Data records found by their distance-back field; `true` if their CRC verifies.
-    let found: Vec<(usize, bool)> = (TXN_HEADER..b.len().saturating_sub(DATA_HEADER - 1))
+    let found: Vec<(usize, bool)> = (TXN_HEADER..b.len().saturating_sub(hl - 1))
         .filter(|&p| le64(b, p + 32) == p as u64)
         .map(|p| (p, record_ok(b, p)))
         .collect();
@@ -107,16 +108,16 @@ pub(crate) fn analyse(b: &[u8], start: u64, after: Tid) -> DamagedRange {
         Some((_, data_start, count)) => {
             let mut pos = data_start;
             for i in 0..count {
-                if pos + DATA_HEADER > b.len() {
+                if pos + hl > b.len() {
                     return r;
                 }
                 if record_ok(b, pos) {
                     oids.insert(Oid(le64(b, pos + 16)));
-                    pos += DATA_HEADER + le64(b, pos + 8) as usize;
+                    pos += hl + le64(b, pos + 8) as usize;
                     continue;
                 }
                 anomalies += 1;
-                oids.extend(damaged_oids(b, pos));
+                oids.extend(damaged_oids(b, pos, form));
                 pos = match next_valid(pos) {
                     Some(n) => n,
                     None if i + 1 == count => body_end,
@@ -128,12 +129,12 @@ pub(crate) fn analyse(b: &[u8], start: u64, after: Tid) -> DamagedRange {
             // The header is damaged: every record must verify and follow the one before.
             let valid: Vec<usize> = found.iter().filter(|f| f.1).map(|f| f.0).collect();
             for w in valid.windows(2) {
-                if w[0] + DATA_HEADER + le64(b, w[0] + 8) as usize != w[1] {
+                if w[0] + hl + le64(b, w[0] + 8) as usize != w[1] {
                     return r;
                 }
             }
             if let Some(&last) = valid.last() {
-                let end = last + DATA_HEADER + le64(b, last + 8) as usize;
+                let end = last + hl + le64(b, last + 8) as usize;
                 if b.get(end..body_end).is_none_or(|z| z.iter().any(|&x| x != 0)) {
                     return r;
                 }
@@ -152,31 +153,53 @@ fn le16_sum(b: &[u8]) -> usize {
     crate::format::le16(b, 28) as usize + crate::format::le16(b, 30) as usize + le32(b, 32) as usize
 }
 
-/// Whether the data record at `p` of `b` verifies (its length fits and its CRC matches).
-fn record_ok(b: &[u8], p: usize) -> bool {
-    let Some(end) = (le64(b, p + 8) as usize).checked_add(p + DATA_HEADER).filter(|&e| e <= b.len()) else {
+/// Whether the data record at `p` of `b` verifies (its length fits and its CRCs match).
+fn record_ok(b: &[u8], p: usize, form: RecordForm) -> bool {
+    let hl = form.header_len();
+    let Some(end) = (le64(b, p + 8) as usize).checked_add(p + hl).filter(|&e| e <= b.len()) else {
         return false;
     };
-    crc_append(crc(&b[p..p + 44]), &b[p + DATA_HEADER..end]) == le32(b, p + 44)
+    match form {
+        RecordForm::V1 => crc_append(crc(&b[p..p + 44]), &b[p + hl..end]) == le32(b, p + 44),
+        RecordForm::V2 => header_ok(&b[p..p + hl]) && crc(&b[p + hl..end]) == le32(b, p + 44),
+    }
+}
+
+/// Whether a version-2 data record header verifies by its own CRC.
+fn header_ok(h: &[u8]) -> bool {
+    crc(&h[..52]) == le32(h, 52) && le32(h, 48) == 0
 }
 
 /// The oid a data record that does not verify belongs to: the oid a one-byte change of
 /// the oid field gives if that makes the CRC match (the damage is in the oid), else the
 /// oid as written (the damage is elsewhere in the record).
-fn damaged_oids(b: &[u8], p: usize) -> Vec<Oid> {
-    let Some(h) = b.get(p..p + DATA_HEADER) else { return Vec::new() };
+fn damaged_oids(b: &[u8], p: usize, form: RecordForm) -> Vec<Oid> {
+    let hl = form.header_len();
+    let Some(h) = b.get(p..p + hl) else { return Vec::new() };
     let written = vec![Oid(le64(h, 16))];
     let mut out = Vec::new();
     let len = le64(h, 8) as usize;
-    let Some(data) = b.get(p + DATA_HEADER..(p + DATA_HEADER).saturating_add(len)) else { return written };
-    let data_crc = crc(data);
-    let want = le32(h, 44);
-    let mut head: [u8; 44] = h[..44].try_into().expect("sized");
+    // What the header bytes before its CRC must give: V1, the record CRC with the data;
+    // V2, the header's own CRC (when it matches, the damage is in the data).
+    let (crc_at, data_crc) = match form {
+        RecordForm::V1 => {
+            let Some(data) = b.get(p + hl..(p + hl).saturating_add(len)) else { return written };
+            (44, Some(crc(data)))
+        }
+        RecordForm::V2 if header_ok(h) => return written,
+        RecordForm::V2 => (52, None),
+    };
+    let want = le32(h, crc_at);
+    let matches = |head: &[u8]| match data_crc {
+        Some(d) => crc32c::crc32c_combine(crc(head), d, len) == want,
+        None => crc(head) == want,
+    };
+    let mut head = h[..crc_at].to_vec();
     for i in 16..24 {
         let orig = head[i];
         for v in 0..=255u8 {
             head[i] = v;
-            if v != orig && crc32c::crc32c_combine(crc(&head), data_crc, len) == want {
+            if v != orig && matches(&head) {
                 out.push(Oid(le64(&head, 16)));
             }
         }
@@ -295,13 +318,13 @@ mod tests {
     use super::*;
     use crate::format::{encode_txn, encoded_txn_len, RecordToWrite, TxnMeta, MARK_TXN};
 
-    fn txn(records: &[(u64, &[u8])]) -> Vec<u8> {
+    fn txn(records: &[(u64, &[u8])], form: RecordForm) -> Vec<u8> {
         let meta = TxnMeta { user: b"u".to_vec(), description: b"d".to_vec(), extension: Vec::new() };
         let recs: Vec<RecordToWrite> =
             records.iter().map(|(o, d)| RecordToWrite { oid: Oid(*o), prev: 0, data: Some(d) }).collect();
-        let len = encoded_txn_len(&meta, &recs);
+        let len = encoded_txn_len(&meta, &recs, form);
         let mut b = Vec::new();
-        encode_txn(&mut b, len, Tid(7), 4096, &meta, &recs);
+        encode_txn(&mut b, len, Tid(7), 4096, &meta, &recs, form);
         b[..4].copy_from_slice(&MARK_TXN);
         b
     }
@@ -309,15 +332,17 @@ mod tests {
     /// Every single-byte change of a transaction record still names exactly its oids.
     #[test]
     fn every_one_byte_damage_locates_the_oids() {
-        let b = txn(&[(1, b"hello"), (0x1234, b""), (3, b"some longer data here")]);
-        let want: BTreeSet<Oid> = [1, 0x1234, 3].into_iter().map(Oid).collect();
-        for i in 4..b.len() {
-            for mask in [0xff, 0x01, 0x80] {
-                let mut d = b.clone();
-                d[i] ^= mask;
-                let r = analyse(&d, 4096, Tid(1));
-                let got = r.oids.unwrap_or_else(|| panic!("byte {i} xor {mask:#x}: oids unknown"));
-                assert_eq!(want, got, "byte {i} xor {mask:#x}");
+        for form in [RecordForm::V1, RecordForm::V2] {
+            let b = txn(&[(1, b"hello"), (0x1234, b""), (3, b"some longer data here")], form);
+            let want: BTreeSet<Oid> = [1, 0x1234, 3].into_iter().map(Oid).collect();
+            for i in 4..b.len() {
+                for mask in [0xff, 0x01, 0x80] {
+                    let mut d = b.clone();
+                    d[i] ^= mask;
+                    let r = analyse(&d, 4096, Tid(1), form);
+                    let got = r.oids.unwrap_or_else(|| panic!("{form:?} byte {i} xor {mask:#x}: oids unknown"));
+                    assert_eq!(want, got, "{form:?} byte {i} xor {mask:#x}");
+                }
             }
         }
     }

@@ -1,5 +1,6 @@
-//! Sorted oid → offset indexes of past segments: memory-mapped (the only `unsafe` in
-//! the crate) or, where mapping is not possible, read into memory after verification.
+//! Sorted oid → offset indexes of past segments: memory-mapped (each `unsafe` block of
+//! the crate says why it is sound, see the `[lints]` of Cargo.toml) or, where mapping is
+//! not possible, read into memory after verification.
 
 use crate::error::{Error, Result};
 use crate::format::{crc, le32, le64, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER};
@@ -27,12 +28,12 @@ pub(crate) enum SealedBytes {
     File,
 }
 
-/// The sorted index of one past segment.
 /// Indexes with at least this many entries start a lookup with interpolation steps.
 const INTERPOLATE_FROM: u64 = 64;
 /// Interpolation steps before the binary search takes over (bounds skewed keys' cost).
 const INTERPOLATION_STEPS: usize = 4;
 
+/// The sorted index of one past segment.
 pub(crate) struct SortedIndex {
     count: u64,
     entries: Entries,

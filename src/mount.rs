@@ -63,8 +63,9 @@ pub fn is_mount_point(path: &Path) -> bool {
 /// answers from its caches (a `stat` of a dead mount can succeed from cached attributes).
 pub fn mountpoint_state(path: &Path) -> std::io::Result<MountpointState> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: `c` is a valid path; `st` is a plain C struct statfs fills in.
+    // SAFETY: an all-zero statfs is a valid value of this plain C struct.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid NUL-terminated path; statfs fills in `st`, which we own.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         let e = std::io::Error::last_os_error();
         return if e.raw_os_error() == Some(libc::ENOTCONN) { Ok(MountpointState::Stale) } else { Err(e) };

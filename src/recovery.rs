@@ -72,13 +72,18 @@ fn open_segment(
     let have = file.len().map_err(|e| Error::io(path, "stat segment", e))?.min(HEADER_SIZE as u64) as usize;
     let (Some(name), Ok(())) = (name, file.read_exact_at(&mut b[..have], 0)) else { return Err(e) };
     let Some(template) = template.cloned() else { return Err(e) };
-    let header = Header::from_slots(&b, &template, name).unwrap_or_else(|| Header {
+    let mut header = Header::from_slots(&b, &template, name).unwrap_or_else(|| Header {
         name,
         prev: prev_from_dir(in_dir, name),
         generation: 1,
         sealed_len: None,
         ..template
     });
+    // The lost version fixes the form of the records: segments of both versions share
+    // a storage after an upgrade, so ask the first transaction rather than the template.
+    if let Some(v) = crate::segment::probe_version(&*file, path) {
+        header.version = v;
+    }
     damage.push(format!(
         "{e}; the header is damaged: read with the storage's settings and previous segment {}; \
          `fs2 check --repair --salvage` writes it back",
@@ -278,6 +283,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
             prev: Some(head.header.name.file_name()),
             generation: 1,
             sealed_len: None,
+            version: crate::format::VERSION,
             ..head.header.clone()
         };
         let made = if writable {
@@ -693,7 +699,12 @@ pub(crate) fn scan_active(
                         // after `at` was durable): contain it and go on after it.
                         let end = sc.resync(at, p)?;
                         let after = if stats.txn_count > 0 { stats.last_tid } else { Tid::ZERO };
-                        let mut d = crate::damage::analyse(&seg.read(at, (end - at) as usize)?, at, after);
+                        let mut d = crate::damage::analyse(
+                            &seg.read(at, (end - at) as usize)?,
+                            at,
+                            after,
+                            seg.header.record_form(),
+                        );
                         d.why = format!(
                             "{why}; this is damage, not an unfinished write (the transaction at offset {p} \
                              was written after it was durable)"

@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_index, le64, DataHeader, Header, Trailer, TxnHeader, DATA_HEADER, HEADER_SIZE, MARK_INDEX, MARK_PAD,
+    encode_index, le64, DataHeader, Header, RecordForm, Trailer, TxnHeader, HEADER_SIZE, MARK_INDEX, MARK_PAD,
     MARK_TXN, MIN_PADDING, TRAILER_SIZE, TXN_HEADER,
 };
 use crate::index::{map_sealed, SealedBytes, SortedIndex};
@@ -208,44 +208,71 @@ impl SegmentFile {
     }
 }
 
-/// A record read and verified: its header and its data (empty for a deletion).
+/// A record whose header is verified; its data is verified when taken ([`RecordRef::data`]).
 pub struct RecordRef<'a> {
     pub offset: u64,
     pub header: DataHeader,
-    pub data: Cow<'a, [u8]>,
+    seg: &'a SegmentFile,
+    /// The data where it is already at hand: read and verified with a V1 header, or the
+    /// mapped bytes of a past segment (verified when taken).
+    data: Option<Cow<'a, [u8]>>,
+    verified: bool,
 }
 
-/// Read and verify the data record at `off`, which must lie in `[HEADER_SIZE, data_end)`
-/// and belong to `oid`.
+impl<'a> RecordRef<'a> {
+    /// The record's data (empty for a deletion), checksum-verified: read only now when the
+    /// header could be verified alone (format version 2).
+    pub fn data(self) -> Result<Cow<'a, [u8]>> {
+        let data = match self.data {
+            Some(d) => d,
+            None => {
+                Cow::Owned(self.seg.read(self.offset + self.header.header_len() as u64, self.header.data_len as usize)?)
+            }
+        };
+        if !self.verified {
+            self.header.verify(&data, &self.seg.path, self.offset)?;
+        }
+        Ok(data)
+    }
+}
+
+/// Read the header of the data record at `off`, which must lie in `[HEADER_SIZE,
+/// data_end)` and belong to `oid`, and verify it: by its own CRC (version 2), or with its
+/// data (version 1, whose one CRC covers both: the data is read now and kept).
 pub(crate) fn read_record<'a>(
     bytes: Option<&'a [u8]>,
-    seg: &SegmentFile,
+    seg: &'a SegmentFile,
     off: u64,
     data_end: u64,
     oid: Oid,
 ) -> Result<RecordRef<'a>> {
-    if off < HEADER_SIZE as u64 || off.checked_add(DATA_HEADER as u64).is_none_or(|e| e > data_end) {
+    let form = seg.header.record_form();
+    let hlen = form.header_len();
+    if off < HEADER_SIZE as u64 || off.checked_add(hlen as u64).is_none_or(|e| e > data_end) {
         return Err(Error::corrupted(&seg.path, off, format!("record offset of oid {oid} is outside the segment")));
     }
     let (header, data) = match bytes {
         Some(map) => {
-            let hb: &[u8; DATA_HEADER] = map
-                .get(off as usize..off as usize + DATA_HEADER)
-                .and_then(|s| s.try_into().ok())
-                .ok_or_else(|| Error::corrupted(&seg.path, off, "record outside the map"))?;
-            let h = DataHeader::from_bytes(hb);
+            let hb =
+                map.get(off as usize..).ok_or_else(|| Error::corrupted(&seg.path, off, "record outside the map"))?;
+            let h = DataHeader::parse(hb, form, &seg.path, off)?;
             h.check_shape(&seg.path, off, data_end)?;
-            let s = off as usize + DATA_HEADER;
-            (h, Cow::Borrowed(&map[s..s + h.data_len as usize]))
+            (h, Some(Cow::Borrowed(&map[h.data_range(off)])))
         }
         None => {
-            let hb = seg.read(off, DATA_HEADER)?;
-            let h = DataHeader::from_bytes(hb.as_slice().try_into().expect("sized"));
+            let h = DataHeader::parse(&seg.read(off, hlen)?, form, &seg.path, off)?;
             h.check_shape(&seg.path, off, data_end)?;
-            (h, Cow::Owned(seg.read(off + DATA_HEADER as u64, h.data_len as usize)?))
+            let data = match h.checked_alone() {
+                true => None,
+                false => Some(Cow::Owned(seg.read(off + hlen as u64, h.data_len as usize)?)),
+            };
+            (h, data)
         }
     };
-    header.verify(&data, &seg.path, off)?;
+    let verified = !header.checked_alone();
+    if verified {
+        header.verify(data.as_deref().expect("read with a V1 header"), &seg.path, off)?;
+    }
     if header.oid != oid {
         return Err(Error::corrupted(
             &seg.path,
@@ -253,7 +280,28 @@ pub(crate) fn read_record<'a>(
             format!("index points at a record of oid {}, not {oid}", header.oid),
         ));
     }
-    Ok(RecordRef { offset: off, header, data })
+    Ok(RecordRef { offset: off, header, seg, data, verified })
+}
+
+/// The format version (of those read) in whose data-record form the segment's first
+/// record, a transaction, verifies; `None` when that does not tell (no transaction
+/// there, damage, or both forms verify: a transaction without data records).
+pub(crate) fn probe_version(file: &dyn VFile, path: &Path) -> Option<u32> {
+    let at = HEADER_SIZE as u64;
+    let mut head = [0u8; 12];
+    file.read_exact_at(&mut head, at).ok()?;
+    let len = le64(&head, 4);
+    if len > 1 << 30 || at.checked_add(len)? > file.len().ok()? {
+        return None;
+    }
+    let mut b = vec![0u8; len as usize];
+    file.read_exact_at(&mut b, at).ok()?;
+    let ok = |v: u32| TxnHeader::decode(&b, path, at, RecordForm::of_version(v)).is_ok();
+    match (ok(crate::format::VERSION), ok(crate::format::OLDEST_VERSION)) {
+        (true, false) => Some(crate::format::VERSION),
+        (false, true) => Some(crate::format::OLDEST_VERSION),
+        _ => None,
+    }
 }
 
 // -----------------------------------------------------------------------------------
@@ -311,6 +359,7 @@ pub(crate) struct Scanner {
     buf: Vec<u8>,
     buf_at: u64,
     verify_data: bool,
+    form: RecordForm,
     /// Known damaged ranges `[start, end)` (fault containment) that iterations step over.
     skips: Vec<(u64, u64)>,
 }
@@ -328,6 +377,7 @@ impl Scanner {
             buf: Vec::new(),
             buf_at: 0,
             verify_data: false,
+            form: seg.header.record_form(),
             skips: Vec::new(),
         }
     }
@@ -411,9 +461,9 @@ impl Scanner {
         if len < (TXN_HEADER + crate::format::TXN_FOOTER) as u64 {
             return Ok(Step::Invalid(format!("transaction at offset {pos} is too short")));
         }
-        let verify_data = self.verify_data;
+        let (verify_data, form) = (self.verify_data, self.form);
         let bytes = self.bytes(pos, len)?.expect("checked above");
-        match TxnHeader::decode_with(bytes, &path, pos, verify_data) {
+        match TxnHeader::decode_with(bytes, &path, pos, verify_data, form) {
             Ok(txn) => {
                 self.pos = pos + len;
                 let s = (pos - self.buf_at) as usize;
@@ -443,7 +493,7 @@ impl Scanner {
     /// a valid transaction is known to start) at which a transaction record verifies
     /// (`TTTT`, or `PPPP` for one voted and never finished).
     pub fn resync(&mut self, at: u64, limit: u64) -> Result<u64> {
-        let path = self.path.clone();
+        let (path, form) = (self.path.clone(), self.form);
         let mut p = at + MIN_PADDING;
         while p < limit {
             let head = self.bytes(p, 12)?.map(|h| ([h[0], h[1], h[2], h[3]], le64(h, 4)));
@@ -453,7 +503,7 @@ impl Scanner {
                 if fits {
                     let mut b = self.bytes(p, len)?.expect("fits").to_vec();
                     b[..4].copy_from_slice(&MARK_TXN);
-                    if TxnHeader::decode_with(&b, &path, p, false).is_ok() {
+                    if TxnHeader::decode_with(&b, &path, p, false, form).is_ok() {
                         return Ok(p);
                     }
                 }
@@ -473,9 +523,9 @@ impl Scanner {
             if found {
                 let len = self.bytes(p + 4, 8)?.map(|b| le64(b, 0)).unwrap_or(0);
                 if len >= MIN_PADDING && len % 8 == 0 && p.checked_add(len).is_some_and(|e| e <= self.end) {
-                    let path = self.path.clone();
+                    let (path, form) = (self.path.clone(), self.form);
                     if let Some(b) = self.bytes(p, len)? {
-                        if let Ok(t) = TxnHeader::decode_with(b, &path, p, false) {
+                        if let Ok(t) = TxnHeader::decode_with(b, &path, p, false, form) {
                             if t.header.durable_end > at {
                                 return Ok(Some(p));
                             }
@@ -648,19 +698,21 @@ impl PastSegment {
         self.index.find(&self.bytes, &self.seg.path, oid)
     }
 
-    /// The header of the record at `off`, shape-checked but not checksum-verified (the
-    /// caller verifies the record later, e.g. by scanning its transaction).
+    /// The header of the record at `off`, shape-checked; checksum-verified only where it
+    /// has its own CRC (format version 2; the caller verifies the record later, e.g. by
+    /// scanning its transaction).
     pub fn record_header(&self, off: u64) -> Result<DataHeader> {
         let end = self.data_end();
-        if off < self.data_start() || off.checked_add(DATA_HEADER as u64).is_none_or(|e| e > end) {
+        let hlen = self.seg.header.record_form().header_len();
+        if off < self.data_start() || off.checked_add(hlen as u64).is_none_or(|e| e > end) {
             return Err(Error::corrupted(&self.seg.path, off, "record offset outside the segment"));
         }
         let b = match self.map() {
-            Some(m) => m.get(off as usize..off as usize + DATA_HEADER).map(|s| s.to_vec()),
-            None => Some(self.seg.read(off, DATA_HEADER)?),
+            Some(m) => m.get(off as usize..off as usize + hlen).map(|s| s.to_vec()),
+            None => Some(self.seg.read(off, hlen)?),
         }
         .ok_or_else(|| Error::corrupted(&self.seg.path, off, "record outside the map"))?;
-        let h = DataHeader::from_bytes(b.as_slice().try_into().expect("sized"));
+        let h = DataHeader::parse(&b, self.seg.header.record_form(), &self.seg.path, off)?;
         h.check_shape(&self.seg.path, off, end)?;
         Ok(h)
     }

@@ -551,7 +551,7 @@ impl Storage {
 
     /// The data of `oid` as of `at`: its newest retained revision with tid ≤ `at`.
     pub fn load_at(&self, oid: Oid, at: Tid) -> Result<Option<(Tid, Vec<u8>)>> {
-        live_at(&self.view(), oid, at, |r| (r.header.tid, r.data.into_owned()))
+        live_at(&self.view(), oid, at, |r| Ok((r.header.tid, r.data()?.into_owned())))
     }
 
     /// ZODB `loadBefore(oid, tid)`: the revision current just before `before`.
@@ -562,7 +562,7 @@ impl Storage {
         walk(&v, oid, Tid(before.0.saturating_sub(1)), |r| {
             if r.header.tid < before {
                 if !r.header.is_delete() {
-                    out = Some(LoadBefore { data: r.data.into_owned(), tid: r.header.tid, end });
+                    out = Some(LoadBefore { tid: r.header.tid, end, data: r.data()?.into_owned() });
                 }
                 return Ok(false);
             }
@@ -598,15 +598,13 @@ impl Storage {
         let v = self.view();
         let mut out = None;
         walk(&v, oid, tid, |r| {
+            let go = r.header.tid > tid;
             if r.header.tid == tid {
-                out = Some(Revision {
-                    oid,
-                    tid,
-                    data: (!r.header.is_delete()).then(|| r.data.into_owned()),
-                    segment: r.segment,
-                });
+                let segment = r.segment;
+                let data = if r.header.is_delete() { None } else { Some(r.data()?.into_owned()) };
+                out = Some(Revision { oid, tid, data, segment });
             }
-            Ok(r.header.tid > tid)
+            Ok(go)
         })?;
         Ok(out)
     }
@@ -654,7 +652,7 @@ impl Storage {
             return Ok(out);
         }
         each_oid(&v, start, |oid| {
-            out.extend(live_at(&v, oid, at, |r| ObjectInfo { oid, tid: r.header.tid, size: r.header.data_len })?);
+            out.extend(live_at(&v, oid, at, |r| Ok(ObjectInfo { oid, tid: r.header.tid, size: r.header.data_len }))?);
             Ok(out.len() < limit)
         })?;
         Ok(out)
@@ -684,7 +682,8 @@ impl Storage {
                     return Ok(true);
                 }
                 if !r.header.is_delete() {
-                    f(oid, r.header.tid, &r.data)?;
+                    let tid = r.header.tid;
+                    f(oid, tid, &r.data()?)?;
                 }
                 Ok(false)
             })?;
@@ -793,17 +792,27 @@ impl Storage {
     }
 }
 
-/// A record met while walking an oid's history, newest first.
+/// A record met while walking an oid's history, newest first: its header is verified,
+/// its data is read and verified only if taken.
 pub(crate) struct Walked<'a> {
     pub header: crate::format::DataHeader,
-    pub data: std::borrow::Cow<'a, [u8]>,
     pub segment: SegmentName,
+    rec: RecordRef<'a>,
+}
+
+impl<'a> Walked<'a> {
+    /// The record's data, checksum-verified.
+    pub fn data(self) -> Result<std::borrow::Cow<'a, [u8]>> {
+        self.rec.data()
+    }
 }
 
 /// Visit `oid`'s retained records newest first until `f` returns `false`: the active
 /// segment's chain of prev pointers, then each past segment's, newest to oldest.
-/// Every record is checksum-verified; pointers must go strictly backwards in offset and
-/// tid, so a damaged pointer is reported, never followed in a loop.
+/// Every record's header is checksum-verified before its fields are used (by its own
+/// CRC, or in a version-1 segment with its data), its data when `f` takes it; pointers
+/// must go strictly backwards in offset and tid, so a damaged pointer is reported, never
+/// followed in a loop.
 ///
 /// `at`: the newest tid the caller can want (`Tid::MAX` for all): going on past a damaged
 /// transaction of the active segment that may hold a revision of `oid` newer than the
@@ -829,7 +838,7 @@ pub(crate) fn walk(v: &View, oid: Oid, at: Tid, mut f: impl FnMut(Walked<'_>) ->
                 let r = read_record(None, &a.seg, off, a.end, oid)?;
                 check_order(&r, &a.seg.path)?;
                 let prev = r.header.prev;
-                let go = f(Walked { header: r.header, data: r.data, segment: a.seg.header.name })?;
+                let go = f(Walked { header: r.header, segment: a.seg.header.name, rec: r })?;
                 match prev {
                     _ if !go => return Ok(()),
                     0 => return Ok(()),
@@ -846,7 +855,7 @@ pub(crate) fn walk(v: &View, oid: Oid, at: Tid, mut f: impl FnMut(Walked<'_>) ->
             let r = p.record(off, oid)?;
             check_order(&r, &p.seg.path)?;
             let prev = r.header.prev;
-            let go = f(Walked { header: r.header, data: r.data, segment: p.seg.header.name })?;
+            let go = f(Walked { header: r.header, segment: p.seg.header.name, rec: r })?;
             match prev {
                 _ if !go => return Ok(()),
                 0 => return Ok(()),
@@ -893,7 +902,7 @@ pub(crate) fn each_oid(v: &View, start: Oid, mut f: impl FnMut(Oid) -> Result<bo
 }
 
 /// `f` of `oid`'s newest retained record with tid ≤ `at`, unless that is a deletion.
-fn live_at<T>(v: &View, oid: Oid, at: Tid, f: impl FnOnce(Walked<'_>) -> T) -> Result<Option<T>> {
+fn live_at<T>(v: &View, oid: Oid, at: Tid, f: impl FnOnce(Walked<'_>) -> Result<T>) -> Result<Option<T>> {
     let mut f = Some(f);
     let mut out = None;
     walk(v, oid, at, |r| {
@@ -901,7 +910,7 @@ fn live_at<T>(v: &View, oid: Oid, at: Tid, f: impl FnOnce(Walked<'_>) -> T) -> R
             return Ok(true);
         }
         if !r.header.is_delete() {
-            out = f.take().map(|f| f(r));
+            out = f.take().map(|f| f(r)).transpose()?;
         }
         Ok(false)
     })?;
@@ -1006,10 +1015,7 @@ impl Iterator for TxnIter {
             let records = txn
                 .records
                 .iter()
-                .map(|(rel, h)| {
-                    let s = *rel as usize + crate::format::DATA_HEADER;
-                    (h.oid, (!h.is_delete()).then(|| bytes[s..s + h.data_len as usize].to_vec()))
-                })
+                .map(|(rel, h)| (h.oid, (!h.is_delete()).then(|| bytes[h.data_range(*rel)].to_vec())))
                 .collect();
             TxnRecord { tid: txn.header.tid, segment, offset, meta: txn.meta, records }
         })

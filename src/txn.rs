@@ -410,6 +410,7 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
         }
         return Vec::new();
     };
+    let form = seg.header.record_form();
     let start = w.end;
     let mut buf = Vec::new();
     let mut pos = start;
@@ -452,7 +453,7 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
                     continue 'txns;
                 }
             };
-            let (pad, len) = place(pos, encoded_txn_len(&p.meta, &recs), w.alignment);
+            let (pad, len) = place(pos, encoded_txn_len(&p.meta, &recs, form), w.alignment);
             if pad > 0 {
                 let (head, tail) = encode_padding(pad);
                 buf.extend_from_slice(&head);
@@ -460,7 +461,7 @@ fn write_batch(inner: &Inner, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
                 buf.extend_from_slice(&tail);
             }
             let offset = pos + pad;
-            let rels = encode_txn(&mut buf, len, tid, w.synced, &p.meta, &recs);
+            let rels = encode_txn(&mut buf, len, tid, w.synced, &p.meta, &recs, form);
             let entries: Vec<(Oid, Entry)> =
                 recs.iter().zip(rels).map(|(r, rel)| (r.oid, Entry { offset: offset + rel, tid })).collect();
             let later = i + 1 < batch.len();
@@ -643,6 +644,7 @@ pub(crate) fn rotate_locked(inner: &Inner, w: &mut MutexGuard<'_, Writer>) -> Re
         prev: Some(seg.header.name.file_name()),
         generation: 1,
         sealed_len: None,
+        version: crate::format::VERSION,
         ..seg.header.clone()
     };
     let new_seg = match SegmentFile::create(&*inner.opts.vfs, &inner.dir, header) {

@@ -4,10 +4,11 @@
 //!   with an appended region and an active one; every byte of every structure (headers,
 //!   slots, transaction and data record headers, data, index, trailer; the zero holes of
 //!   headers and padding sampled) flipped on a copy, one at a time; each copy opened
-//!   read-only and every object read. Asserted: never wrong bytes, never a panic; every
-//!   flip is detected or harmless (every read equals the original); and a detected flip
-//!   costs at most the objects with a revision in the damaged segment (in the active
-//!   segment: in the damaged transaction). Prints the counts (README, reliability).
+//!   read-only and every object read (data, and header-only answers: tids and sizes).
+//!   Asserted: never wrong bytes, tids or sizes, never a panic; every flip is detected
+//!   or harmless (every read equals the original); and a detected flip costs at most
+//!   the objects with a revision in the damaged segment (in the active segment: in the
+//!   damaged transaction). Prints the counts (README, reliability).
 //! - `truncated_past_segment_*`: a sealed segment cut at a record boundary is damage
 //!   (item 3), never silently repaired.
 //! - `damaged_active_transaction_*`: reads around it, writes refused, salvage (item 4).
@@ -242,7 +243,7 @@ fn flip_campaign_every_structure_byte() {
     let total: usize = by_kind.values().map(|c| c.flips).sum();
     println!(
         "flip campaign: {total} flips of one byte (xor 0xff), read-only open; each time 12 current loads, {} \
-         loads as of every tid and histories",
+         loads and stats as of every tid, histories and current tids",
         t.reads.len()
     );
     for (k, c) in &by_kind {
@@ -267,18 +268,23 @@ fn flip_campaign_every_structure_byte() {
     );
 }
 
-/// A read besides the current loads: `load_at` as of a tid, or `history`.
+/// A read besides the current loads: `load_at` as of a tid, or `history`; and the reads
+/// that take only record headers (a tid, a size): `stat_at` as of a tid, `current_tid`.
 #[derive(Clone, Copy, Debug)]
 enum Read {
     At(u64, Tid),
+    Stat(u64, Tid),
     History(u64),
+    CurrentTid(u64),
 }
 
 fn other_reads(tids: &[Tid]) -> Vec<Read> {
     let mut v = Vec::new();
     for o in 1..=12u64 {
         v.extend(tids.iter().map(|t| Read::At(o, *t)));
+        v.extend(tids.iter().map(|t| Read::Stat(o, *t)));
         v.push(Read::History(o));
+        v.push(Read::CurrentTid(o));
     }
     v
 }
@@ -286,14 +292,16 @@ fn other_reads(tids: &[Tid]) -> Vec<Read> {
 impl Read {
     fn oid(&self) -> u64 {
         match self {
-            Read::At(o, _) | Read::History(o) => *o,
+            Read::At(o, _) | Read::Stat(o, _) | Read::History(o) | Read::CurrentTid(o) => *o,
         }
     }
     /// The answer, rendered for comparison.
     fn run(&self, s: &Storage) -> filestorage2::Result<String> {
         Ok(match self {
             Read::At(o, t) => format!("{:?}", s.load_at(Oid(*o), *t)?),
+            Read::Stat(o, t) => format!("{:?}", s.stat_at(Oid(*o), *t)?),
             Read::History(o) => format!("{:?}", s.history(Oid(*o))?),
+            Read::CurrentTid(o) => format!("{:?}", s.current_tid(Oid(*o))?),
         })
     }
 }

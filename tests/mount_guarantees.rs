@@ -120,6 +120,7 @@ fn staging_is_owner_only_whatever_the_umask() {
     let old = unsafe { libc::umask(0) };
     let m = TestMount::new(Storage::open(&sdir, Options { sync: false, ..Options::default() }).unwrap());
     m.sh("mkdir txn/t; echo forged-or-not > txn/t/0000000000000005; cp txn/t/0000000000000005 /dev/null");
+    // SAFETY: as above: restores the mask.
     unsafe { libc::umask(old) };
     let staging = sdir.join(".staging");
     assert_eq!(mode(&staging), 0o700);

@@ -162,6 +162,14 @@ fn automatic_rotation_and_alignment_padding() {
 
 #[test]
 fn a_bad_data_crc_under_a_good_transaction_crc_is_refused_by_load_and_check() {
+    use filestorage2::format::DATA_HEADER;
+    // The data record's data CRC (under its header CRC), a data byte, the header CRC.
+    for flip in [44, DATA_HEADER + 3, 52] {
+        bad_record_under_a_good_transaction_crc(flip);
+    }
+}
+
+fn bad_record_under_a_good_transaction_crc(flip: usize) {
     use filestorage2::format::{crc, DATA_HEADER, TXN_FOOTER, TXN_HEADER};
     let d = tempfile::tempdir().unwrap();
     let s = Storage::create(d.path(), Options { preallocate: 0, ..Options::default() }).unwrap();
@@ -171,17 +179,22 @@ fn a_bad_data_crc_under_a_good_transaction_crc_is_refused_by_load_and_check() {
     let mut b = std::fs::read(&path).unwrap();
     let txn = 4096;
     let rec = txn + TXN_HEADER; // no user, description or extension
-    b[rec + 44] ^= 1; // the data record's own CRC
+    assert_eq!(&b[rec + DATA_HEADER..rec + DATA_HEADER + 8], b"precious");
+    b[rec + flip] ^= 1;
     let n = b.len() - txn;
     let whole = crc(&b[txn + 4..txn + n - TXN_FOOTER]);
     b[txn + n - TXN_FOOTER..txn + n - TXN_FOOTER + 4].copy_from_slice(&whole.to_le_bytes());
-    assert_eq!(&b[rec + DATA_HEADER..rec + DATA_HEADER + 8], b"precious");
     std::fs::write(&path, &b).unwrap();
     let s = Storage::open(d.path(), Options::read_only()).unwrap();
-    assert!(matches!(s.load(Oid(1)), Err(Error::Checksum { .. })), "never wrong bytes");
+    assert!(matches!(s.load(Oid(1)), Err(Error::Checksum { .. })), "flip {flip}: never wrong bytes");
+    if flip != DATA_HEADER + 3 {
+        // The header is wrong: no answer that needs it either.
+        assert!(matches!(s.stat_at(Oid(1), Tid::MAX), Err(Error::Checksum { .. })), "flip {flip}");
+        assert!(matches!(s.history(Oid(1)), Err(Error::Checksum { .. })), "flip {flip}");
+    }
     drop(s);
     let r = filestorage2::check::check(d.path(), false, Options::default(), &mut |_, _| {}).unwrap();
-    assert!(!r.ok() && r.problems.iter().any(|p| p.contains("checksum")), "{:?}", r.problems);
+    assert!(!r.ok() && r.problems.iter().any(|p| p.contains("checksum")), "flip {flip}: {:?}", r.problems);
 }
 
 /// Restore (copying a ZODB storage with its tids): a caller-chosen tid is used as given

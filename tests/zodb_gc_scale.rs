@@ -53,8 +53,9 @@ fn timed(args: &[&str]) -> (f64, f64, f64, String) {
     let out = child.stdout.unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(out).unwrap());
     let mut status = 0;
-    // SAFETY: `ru` is a plain C struct filled by wait4 for our own child.
+    // SAFETY: an all-zero rusage is a valid value of this plain C struct.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `ru` are ours for wait4 to fill in, for our own child.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     assert_eq!(r, pid);
     assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "fs2 {args:?} failed");

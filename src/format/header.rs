@@ -11,7 +11,10 @@ use crate::types::SegmentName;
 use std::path::Path;
 
 pub const HEADER_SIZE: usize = 4096;
-pub const VERSION: u32 = 1;
+/// The format version new segments are written in (2: data records with a header CRC).
+pub const VERSION: u32 = 2;
+/// The oldest format version still read (and written into its own segments).
+pub const OLDEST_VERSION: u32 = 1;
 
 const FIXED: usize = 128;
 const SLOT: usize = (HEADER_SIZE - 8 - FIXED) / 2; // 1980
@@ -56,6 +59,11 @@ pub struct Header {
 
 impl Header {
     pub const SIZE: usize = HEADER_SIZE;
+
+    /// How this segment's data records are laid out (its format version's form).
+    pub fn record_form(&self) -> super::RecordForm {
+        super::RecordForm::of_version(self.version)
+    }
 
     fn fixed(&self) -> [u8; FIXED] {
         let mut b = [0u8; FIXED];
@@ -183,12 +191,13 @@ impl Header {
             return Err(Error::checksum(path, 0, "segment header"));
         }
         let version = le32(b, O_VERSION);
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(Error::corrupted(
                 path,
                 O_VERSION as u64,
                 format!(
-                    "format version {version} is not supported (this fs2 reads version {VERSION}); use a matching fs2"
+                    "format version {version} is not supported (this fs2 reads versions {OLDEST_VERSION} to \
+                     {VERSION}); use a matching fs2"
                 ),
             ));
         }
@@ -244,7 +253,7 @@ mod tests {
             concat!(
                 "66733220",                         // marker "fs2 "
                 "0010000000000000",                 // record length 4096
-                "01000000",                         // version 1
+                "02000000",                         // version 2
                 "00000000",                         // flags
                 "00000000",                         // reserved
                 "0000001000000000",                 // alignment 2^28
@@ -331,6 +340,14 @@ mod tests {
         // A flipped bit in the sealed length falls back to the other slot.
         b[off + SLOT - 3] ^= 4;
         assert_eq!(Header::from_bytes(&b, Path::new("x")).unwrap(), sample());
+    }
+
+    #[test]
+    fn version_1_is_still_read() {
+        let old = Header { version: 1, ..sample() };
+        let h = Header::from_bytes(&old.to_bytes().unwrap(), Path::new("x")).unwrap();
+        assert_eq!(h.record_form(), super::super::RecordForm::V1);
+        assert_eq!(sample().record_form(), super::super::RecordForm::V2);
     }
 
     #[test]

@@ -18,6 +18,35 @@ pub const INDEX_ENTRY: usize = 16;
 /// Entries per CRC block.
 pub const INDEX_BLOCK: u64 = 256;
 pub const TRAILER_SIZE: usize = 128;
+/// The trailer's layout version. Unchanged by format version 2 (which changed only the
+/// data records): the segment header's version says how records are laid out.
+pub const TRAILER_VERSION: u32 = 1;
+
+// Index header offsets (the marker is at 0).
+const I_LEN: usize = 4;
+const I_BLOCK: usize = 12;
+const I_COUNT: usize = 16;
+
+// Trailer offsets (the marker is at 0).
+const R_VERSION: usize = 4;
+const R_INDEX_OFFSET: usize = 8;
+const R_COUNT: usize = 16;
+const R_FIRST_TID: usize = 24;
+const R_LAST_TID: usize = 32;
+const R_TXN_COUNT: usize = 40;
+const R_RECORD_COUNT: usize = 48;
+const R_FIRST_OID: usize = 56;
+const R_LAST_OID: usize = 64;
+const R_FLAGS: usize = 72;
+const R_HEADER_CRC: usize = 80;
+const R_CRCS_CRC: usize = 84;
+const R_BASE_LEN: usize = 88;
+const R_SOURCE_FIRST: usize = 96;
+const R_SOURCE_LAST: usize = 104;
+/// CRC of bytes 0..112.
+const R_CRC: usize = 112;
+const R_RESERVED: usize = 116;
+const R_LEN: usize = 120;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IndexHeader {
@@ -41,9 +70,9 @@ impl IndexHeader {
     pub fn to_bytes(&self) -> [u8; INDEX_HEADER] {
         let mut b = [0u8; INDEX_HEADER];
         put(&mut b, 0, &MARK_INDEX);
-        put(&mut b, 4, &self.len.to_le_bytes());
-        put(&mut b, 12, &(INDEX_BLOCK as u32).to_le_bytes());
-        put(&mut b, 16, &self.count.to_le_bytes());
+        put(&mut b, I_LEN, &self.len.to_le_bytes());
+        put(&mut b, I_BLOCK, &(INDEX_BLOCK as u32).to_le_bytes());
+        put(&mut b, I_COUNT, &self.count.to_le_bytes());
         b
     }
 }
@@ -87,27 +116,27 @@ impl Trailer {
     pub fn to_bytes(&self) -> [u8; TRAILER_SIZE] {
         let mut b = [0u8; TRAILER_SIZE];
         put(&mut b, 0, &MARK_TRAILER);
-        put(&mut b, 4, &self.version.to_le_bytes());
-        put(&mut b, 8, &self.index_offset.to_le_bytes());
-        put(&mut b, 16, &self.count.to_le_bytes());
-        put(&mut b, 24, &self.first_tid.to_le_bytes());
-        put(&mut b, 32, &self.last_tid.to_le_bytes());
-        put(&mut b, 40, &self.txn_count.to_le_bytes());
-        put(&mut b, 48, &self.record_count.to_le_bytes());
-        put(&mut b, 56, &self.first_oid.to_le_bytes());
-        put(&mut b, 64, &self.last_oid.to_le_bytes());
+        put(&mut b, R_VERSION, &self.version.to_le_bytes());
+        put(&mut b, R_INDEX_OFFSET, &self.index_offset.to_le_bytes());
+        put(&mut b, R_COUNT, &self.count.to_le_bytes());
+        put(&mut b, R_FIRST_TID, &self.first_tid.to_le_bytes());
+        put(&mut b, R_LAST_TID, &self.last_tid.to_le_bytes());
+        put(&mut b, R_TXN_COUNT, &self.txn_count.to_le_bytes());
+        put(&mut b, R_RECORD_COUNT, &self.record_count.to_le_bytes());
+        put(&mut b, R_FIRST_OID, &self.first_oid.to_le_bytes());
+        put(&mut b, R_LAST_OID, &self.last_oid.to_le_bytes());
         if let Some(a) = &self.appended {
             let flags = APPENDED | if a.as_of == AsOf::Target { AS_OF_TARGET } else { 0 };
-            put(&mut b, 72, &flags.to_le_bytes());
-            put(&mut b, 88, &a.base_len.to_le_bytes());
-            put(&mut b, 96, &a.source.first.to_le_bytes());
-            put(&mut b, 104, &a.source.last.to_le_bytes());
+            put(&mut b, R_FLAGS, &flags.to_le_bytes());
+            put(&mut b, R_BASE_LEN, &a.base_len.to_le_bytes());
+            put(&mut b, R_SOURCE_FIRST, &a.source.first.to_le_bytes());
+            put(&mut b, R_SOURCE_LAST, &a.source.last.to_le_bytes());
         }
-        put(&mut b, 80, &self.header_crc.to_le_bytes());
-        put(&mut b, 84, &self.crcs_crc.to_le_bytes());
-        let c = crc(&b[..112]);
-        put(&mut b, 112, &c.to_le_bytes());
-        put(&mut b, 120, &IndexHeader::record_len(self.count).to_le_bytes());
+        put(&mut b, R_HEADER_CRC, &self.header_crc.to_le_bytes());
+        put(&mut b, R_CRCS_CRC, &self.crcs_crc.to_le_bytes());
+        let c = crc(&b[..R_CRC]);
+        put(&mut b, R_CRC, &c.to_le_bytes());
+        put(&mut b, R_LEN, &IndexHeader::record_len(self.count).to_le_bytes());
         b
     }
 
@@ -117,36 +146,36 @@ impl Trailer {
         if b[..4] != MARK_TRAILER {
             return Err(Error::corrupted(path, at, "no segment trailer (the segment is not sealed)"));
         }
-        if le32(b, 112) != crc(&b[..112]) {
+        if le32(b, R_CRC) != crc(&b[..R_CRC]) {
             return Err(Error::checksum(path, at, "segment trailer"));
         }
-        let flags = le64(b, 72);
+        let flags = le64(b, R_FLAGS);
         let appended = (flags & APPENDED != 0).then(|| Appended {
-            base_len: le64(b, 88),
-            source: SegmentName { first: le64(b, 96), last: le64(b, 104) },
+            base_len: le64(b, R_BASE_LEN),
+            source: SegmentName { first: le64(b, R_SOURCE_FIRST), last: le64(b, R_SOURCE_LAST) },
             as_of: if flags & AS_OF_TARGET != 0 { AsOf::Target } else { AsOf::Source },
         });
         let t = Trailer {
-            version: le32(b, 4),
-            index_offset: le64(b, 8),
-            count: le64(b, 16),
-            first_tid: Tid(le64(b, 24)),
-            last_tid: Tid(le64(b, 32)),
-            txn_count: le64(b, 40),
-            record_count: le64(b, 48),
-            first_oid: Oid(le64(b, 56)),
-            last_oid: Oid(le64(b, 64)),
+            version: le32(b, R_VERSION),
+            index_offset: le64(b, R_INDEX_OFFSET),
+            count: le64(b, R_COUNT),
+            first_tid: Tid(le64(b, R_FIRST_TID)),
+            last_tid: Tid(le64(b, R_LAST_TID)),
+            txn_count: le64(b, R_TXN_COUNT),
+            record_count: le64(b, R_RECORD_COUNT),
+            first_oid: Oid(le64(b, R_FIRST_OID)),
+            last_oid: Oid(le64(b, R_LAST_OID)),
             appended,
-            header_crc: le32(b, 80),
-            crcs_crc: le32(b, 84),
+            header_crc: le32(b, R_HEADER_CRC),
+            crcs_crc: le32(b, R_CRCS_CRC),
         };
-        if t.version != super::VERSION {
+        if t.version != TRAILER_VERSION {
             return Err(Error::corrupted(path, at, format!("trailer format version {} is not supported", t.version)));
         }
-        let len = le64(b, 120);
+        let len = le64(b, R_LEN);
         let data_start = t.appended.map_or(super::HEADER_SIZE as u64, |a| a.base_len);
         let appended_ok = match &t.appended {
-            None => flags == 0 && b[88..112].iter().all(|&x| x == 0),
+            None => flags == 0 && b[R_BASE_LEN..R_CRC].iter().all(|&x| x == 0),
             Some(a) => {
                 flags & !(APPENDED | AS_OF_TARGET) == 0
                     && a.base_len >= (super::HEADER_SIZE + TRAILER_SIZE) as u64
@@ -160,7 +189,7 @@ impl Trailer {
             && t.index_offset.checked_add(len) == Some(file_len)
             && t.index_offset >= data_start
             && appended_ok
-            && b[116..120].iter().all(|&x| x == 0)
+            && b[R_RESERVED..R_LEN].iter().all(|&x| x == 0)
             && t.first_tid <= t.last_tid
             && t.first_oid <= t.last_oid;
         if !plausible {
@@ -235,7 +264,7 @@ pub fn encode_index_to(
     let used = INDEX_HEADER as u64 + count * INDEX_ENTRY as u64 + crcs.len() as u64;
     sink(&vec![0u8; (len - TRAILER_SIZE as u64 - used) as usize])?;
     trailer.count = count;
-    trailer.version = super::VERSION;
+    trailer.version = TRAILER_VERSION;
     trailer.header_crc = crc(&header);
     trailer.crcs_crc = crc(&crcs);
     if let Some(l) = last {

@@ -56,9 +56,10 @@ impl Fs {
         let dir = self.storage.dir();
         let c = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
             .map_err(|_| FsError::new(libc::EINVAL, "storage path holds a NUL byte"))?;
-        // SAFETY: `c` is a valid NUL-terminated path; `st` is a plain C struct that
-        // statvfs fills in completely on success.
+        // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
         let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+        // SAFETY: `c` is a valid NUL-terminated path; statvfs fills in `st` completely on
+        // success.
         if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
             let e = std::io::Error::last_os_error();
             return Err(FsError::new(e.raw_os_error().unwrap_or(libc::EIO), format!("statvfs {}: {e}", dir.display())));

@@ -10,8 +10,7 @@ use super::policy::MAX_INPUTS;
 use super::MergeProgress;
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_index_to, encode_padding, encode_txn, encoded_txn_len, Appended, Header, RecordToWrite, Trailer,
-    DATA_HEADER, MARK_TXN,
+    encode_index_to, encode_padding, encode_txn, encoded_txn_len, Appended, Header, RecordToWrite, Trailer, MARK_TXN,
 };
 use crate::index::WorkTable;
 use crate::segment::{place, PastSegment, Scanner, SealStats, SegmentFile, Step};
@@ -200,6 +199,12 @@ pub(crate) fn merge(
         }
     };
     let mut sink = Sink { file, path, at: base_len, buf: Vec::with_capacity(2 << 20) };
+    // Records take the output's form: the current one in a new segment, the target's in
+    // an appended region (a segment's header version fixes the form of all its records).
+    let form = match &output {
+        Output::New => crate::format::RecordForm::CURRENT,
+        Output::Append { target, .. } => target.header.record_form(),
+    };
     let mut new_header = None;
     match &output {
         Output::New => {
@@ -207,6 +212,7 @@ pub(crate) fn merge(
                 name: span,
                 prev: inputs[0].seg.prev(),
                 generation: 1,
+                version: crate::format::VERSION,
                 flags: 0,
                 sealed_len: None,
                 ..first.clone()
@@ -234,8 +240,7 @@ pub(crate) fn merge(
                         if table.get(j).1 != old_location(i, offset + rel) {
                             continue;
                         }
-                        let s = *rel as usize + DATA_HEADER;
-                        let data = (!h.is_delete()).then(|| &bytes[s..s + h.data_len as usize]);
+                        let data = (!h.is_delete()).then(|| &bytes[h.data_range(*rel)]);
                         let prev = if held_by(older, h.oid)? { 1 } else { 0 };
                         js.push(j);
                         recs.push(RecordToWrite { oid: h.oid, prev, data });
@@ -245,7 +250,7 @@ pub(crate) fn merge(
                     if recs.is_empty() && Some(txn.header.tid) != newest_tid {
                         continue;
                     }
-                    let (pad, len) = place(sink.pos(), encoded_txn_len(&txn.meta, &recs), alignment);
+                    let (pad, len) = place(sink.pos(), encoded_txn_len(&txn.meta, &recs, form), alignment);
                     if pad > 0 {
                         let (head, tail) = encode_padding(pad);
                         sink.put(&head)?;
@@ -254,7 +259,7 @@ pub(crate) fn merge(
                     }
                     let at = sink.pos();
                     let mut rec = Vec::with_capacity(len as usize);
-                    let rels = encode_txn(&mut rec, len, txn.header.tid, at, &txn.meta, &recs);
+                    let rels = encode_txn(&mut rec, len, txn.header.tid, at, &txn.meta, &recs, form);
                     rec[..4].copy_from_slice(&MARK_TXN);
                     sink.put(&rec)?;
                     for (j, rel) in js.into_iter().zip(rels) {
