@@ -2,7 +2,9 @@
 //! refusals, compared with the engine's answers.
 
 use super::*;
-use crate::Options;
+use super::readdir::PAGE;
+use crate::{Oid, Options, SegmentName};
+use std::sync::atomic::Ordering;
 
 struct Fixture {
     _dir: tempfile::TempDir,

@@ -8,7 +8,8 @@
 //! (oid, tid, size) triples grouped by class, in oid order, in a second one that is
 //! mapped: the heap holds one entry per class, whatever the object count.
 
-use super::{FsError, FsResult};
+use super::node::parse_hex;
+use super::{no_such, Fs, FsError, FsResult, Meta, Node};
 use crate::error::{Error, Result};
 use crate::store::Storage;
 use crate::types::{Oid, Tid};
@@ -357,6 +358,69 @@ impl ViewCache {
         );
         *cur = Some(v.clone());
         Ok(v)
+    }
+}
+
+/// The ZODB directories of the tree (`classes/`, `refs/`, `referrers/`).
+impl Fs {
+    /// The class view as of the tid `head/` shows (built at the first use after head moved).
+    pub(super) fn class_view(&self) -> FsResult<Arc<ClassView>> {
+        Ok(self.zviews.get(&self.storage, self.shown_tid())?)
+    }
+
+    pub(super) fn gone_class(&self, id: u32, at: Tid) -> FsError {
+        let n = self.zviews.names.lock().unwrap().name(id).unwrap_or("?").to_string();
+        FsError::not_found(format!("classes/{n}: no live object of that class as of {at}"))
+    }
+
+    /// `refs/<oid>` of revision (oid, tid): ENOENT (with the reason) if it is not a ZODB record.
+    pub(super) fn refs_text(&self, oid: Oid, tid: Tid) -> FsResult<String> {
+        let data = match self.storage.revision(oid, tid)? {
+            Some(r) if r.data.is_some() => r.data.unwrap_or_default(),
+            _ => return Err(FsError::not_found(format!("revision {tid} of {oid} is no longer retained"))),
+        };
+        refs_text(&data).map_err(|why| {
+            FsError::not_found(format!("refs/{oid}: {why} (classes/{}/ lists such objects)", NOT_ZODB_DIR))
+        })
+    }
+
+    /// Names inside `classes/`, `classes/<name>/` and `refs/`.
+    pub(super) fn resolve_zodb(&self, parent: Node, name: &str) -> FsResult<(Node, Meta)> {
+        let child = match parent {
+            Node::ClassesDir if name == "at" => Node::ClassesAt,
+            Node::ClassesDir if name == "index" => Node::ClassIndex,
+            Node::ClassesDir => {
+                let v = self.class_view()?;
+                let id = self.zviews.names.lock().unwrap().find(name);
+                let c = id.and_then(|id| v.class(id)).ok_or_else(|| {
+                    FsError::not_found(format!("classes/{name}: no live object of that class as of {}", v.tid))
+                })?;
+                return Ok((Node::ClassDir(c.id), Meta { size: c.count, tid: v.tid }));
+            }
+            Node::ClassDir(id) => {
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                let v = self.class_view()?;
+                let c = v.class(id).ok_or_else(|| self.gone_class(id, v.tid))?;
+                let m = v.member(c, oid).ok_or_else(|| no_such(format!("{parent}/{name}")))?;
+                return Ok((Node::Rev(m.oid, m.tid), Meta { size: m.size, tid: m.tid }));
+            }
+            Node::RefsDir => {
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                match self.storage.stat_at(oid, Tid::MAX)? {
+                    Some(r) if !r.deleted => Node::Refs(oid, r.tid),
+                    _ => return Err(FsError::not_found(format!("refs/{name}: no such object"))),
+                }
+            }
+            Node::ReferrersDir => {
+                let oid = Oid(parse_hex(name).ok_or_else(|| no_such(name))?);
+                match self.storage.stat_at(oid, Tid::MAX)? {
+                    Some(r) if !r.deleted => Node::Referrers(oid),
+                    _ => return Err(FsError::not_found(format!("referrers/{name}: no such object"))),
+                }
+            }
+            _ => unreachable!("resolve_zodb is called for the ZODB directories"),
+        };
+        Ok((child, self.meta(child)?))
     }
 }
 
