@@ -423,3 +423,22 @@ pub fn prune_archive(dir: &Path, dry_run: bool) -> Result<Vec<(PathBuf, u64)>> {
     }
     Ok(out)
 }
+
+/// The data checksum an `info` shows: CRC32C of a sealed segment's bytes from the end
+/// of its header to its sealed length `len` (the header is left out: a merge relinks
+/// it). `read(buf, off)` reads the segment.
+pub fn data_crc32c(mut read: impl FnMut(&mut [u8], u64) -> Result<usize>, len: u64) -> Result<u32> {
+    let mut crc = 0u32;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut at = crate::format::HEADER_SIZE as u64;
+    while at < len {
+        let want = (len - at).min(buf.len() as u64) as usize;
+        let n = read(&mut buf[..want], at)?;
+        if n == 0 {
+            break;
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        at += n as u64;
+    }
+    Ok(crc)
+}

@@ -21,6 +21,7 @@ mod names;
 pub mod node;
 mod readdir;
 mod shown;
+mod segments;
 mod stats;
 mod text;
 pub mod txn;
