@@ -727,7 +727,7 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
         "  {:<18} {:<6} {:<16} {:<16} {:>8} {:>9} {:>12}  path",
         "name", "state", "first tid", "last tid", "txns", "records", "bytes"
     ))?;
-    for g in segs {
+    for g in &segs {
         w(writeln!(
             out,
             "  {:<18} {:<6} {:<16} {:<16} {:>8} {:>9} {:>12}  {}",
@@ -763,6 +763,11 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
                 .filter_map(|e| {
                     let name = e.file_name().to_str()?.to_string();
                     SegmentName::from_file_name(&name)?;
+                    // A chain segment moved there (move-segment) is not archived.
+                    if segs.iter().any(|g| std::fs::canonicalize(&g.path).ok() == std::fs::canonicalize(e.path()).ok())
+                    {
+                        return None;
+                    }
                     Some((name, e.metadata().ok()?.len()))
                 })
                 .collect()

@@ -67,22 +67,20 @@ impl Fs {
             Node::Root if self.opts.read_only => {
                 &[".", "..", "README", "archive", "gc", "head", "history", "merge", "segments", "stats", "transactions"]
             }
-            Node::Root => {
-                &[
-                    ".",
-                    "..",
-                    "README",
-                    "archive",
-                    "gc",
-                    "head",
-                    "history",
-                    "merge",
-                    "segments",
-                    "stats",
-                    "transactions",
-                    "txn",
-                ]
-            }
+            Node::Root => &[
+                ".",
+                "..",
+                "README",
+                "archive",
+                "gc",
+                "head",
+                "history",
+                "merge",
+                "segments",
+                "stats",
+                "transactions",
+                "txn",
+            ],
             Node::ClassesDir => &[".", "..", "at", "index"],
             Node::TxnArea => &[".", "..", "new"],
             Node::WTxn(_) => &[".", "..", "ctl", "info", "new-oid"],
@@ -318,7 +316,13 @@ impl Emit<'_> {
     /// Offer the entry with key `key` (cookie key + RESERVED + 1); false when full or
     /// when the key is too large to have a cookie (keys above u64::MAX - 17 are
     /// reachable by lookup only).
-    pub(super) fn keyed(&mut self, key: u64, name: String, node: Node, meta: impl FnOnce() -> FsResult<Meta>) -> FsResult<bool> {
+    pub(super) fn keyed(
+        &mut self,
+        key: u64,
+        name: String,
+        node: Node,
+        meta: impl FnOnce() -> FsResult<Meta>,
+    ) -> FsResult<bool> {
         match key.checked_add(RESERVED + 1) {
             Some(cookie) => self.offer(cookie, name, node, meta),
             None => Ok(false),

@@ -110,7 +110,13 @@ impl Fs {
 
     pub(super) fn archive_meta(&self, node: Node) -> FsResult<Meta> {
         let last = |n| -> FsResult<Tid> {
-            Ok(self.archived_parts(n)?.iter().filter(|p| p.trailer.txn_count > 0).map(|p| p.trailer.last_tid).max().unwrap_or(Tid::ZERO))
+            Ok(self
+                .archived_parts(n)?
+                .iter()
+                .filter(|p| p.trailer.txn_count > 0)
+                .map(|p| p.trailer.last_tid)
+                .max()
+                .unwrap_or(Tid::ZERO))
         };
         Ok(match node {
             Node::ArchDir(n) => Meta { size: 0, tid: last(n)? },

@@ -1,8 +1,8 @@
 //! The fs layer without the kernel: names, attributes, contents, listings and
 //! refusals, compared with the engine's answers.
 
-use super::*;
 use super::readdir::PAGE;
+use super::*;
 use crate::{Oid, Options, SegmentName};
 use std::sync::atomic::Ordering;
 
