@@ -1026,7 +1026,7 @@ fn mount(
         hints += &format!("  cat {m}/head/{}\n  ls {m}/history/{}\n  cat {m}/transactions/*/info\n", o.oid, o.oid);
         hints += &format!("  T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n");
     }
-    hints += &format!("  cp -a {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n");
+    hints += &format!("  cp -a {m}/segments/seg-000001 /tmp/    # a segment and its info: a backup\n");
     if !read_only {
         hints += &format!(
             "  mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
