@@ -6,6 +6,7 @@
 mod common;
 
 use common::mount::{available, TestMount};
+use filestorage2::fuse::MountOptions;
 use filestorage2::merge::Policy;
 use filestorage2::{Oid, Options, SegmentName, Storage, Tid};
 use std::collections::BTreeMap;
@@ -223,6 +224,15 @@ fn copies_are_browsed_verified_and_restored_by_another_user() {
     assert!(!refused.status.success() && text(&refused.stderr).contains("is an archive"), "{refused:?}");
     let refused = fs2(false, &["init", p(&all)]);
     assert!(!refused.status.success() && text(&refused.stderr).contains("copied segment directories"));
+    // Mounted read-only as they are (fs2 mount --read-only opens them so).
+    let ro = MountOptions { read_only: true, ..MountOptions::default() };
+    let am = TestMount::with(filestorage2::backup::open_read_only(&all).unwrap(), &ro);
+    assert_eq!(std::fs::read(am.path("head/0000000000000001")).unwrap(), before[&Oid(1)][0].1.clone().unwrap());
+    assert_eq!(names(&am.path("segments")).len(), 5);
+    am.unmount();
+    let am = TestMount::with(filestorage2::backup::open_read_only(&middle).unwrap(), &ro);
+    assert_eq!(am.sh("ls head | wc -l").trim(), "40", "at and the 39 live objects seg-000003 holds");
+    am.unmount();
     assert_eq!(tree(o), untouched, "opening the copies changed them");
 
     // The pre-merge seg-000004 beside the merged segment: no chain, and the message says
@@ -365,6 +375,26 @@ fn segment_files_restore_with_links_by_name() {
     let r = Storage::open(&target, Options::default()).unwrap();
     assert_eq!(r.segments().unwrap()[1].prev.as_deref(), Some("seg-000001.fs2"));
     assert_eq!(revisions(&r, Tid::MAX), want);
+    // A copied segment directory whose info disagrees with its file is left out, said.
+    let copied = dir.path().join("copied");
+    for (i, f) in
+        [elsewhere.join("seg-000001.fs2"), sdir.join("seg-000002.fs2"), sdir.join("seg-000003.fs2")].iter().enumerate()
+    {
+        let d = copied.join(format!("seg-00000{}", i + 1));
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(f, d.join(f.file_name().unwrap())).unwrap();
+        let len = std::fs::metadata(f).unwrap().len();
+        let crc = crc32c::crc32c(&std::fs::read(f).unwrap()[4096..]) ^ u32::from(i == 0);
+        std::fs::write(
+            d.join("info"),
+            format!("name: seg-00000{}\nsealed_length: {len}\ndata_crc32c: {crc:08x}\n", i + 1),
+        )
+        .unwrap();
+    }
+    let bad = fs2(false, &["restore", "--check", p(&copied)]);
+    let msg = text(&bad.stderr);
+    assert!(!bad.status.success() && msg.contains("seg-000001.fs2 is not present"), "{msg}");
+    assert!(msg.contains("left out") && msg.contains("a damaged copy"), "{msg}");
     // Not into a directory that holds something.
     let again = fs2(false, &["restore", p(&flat), p(&target)]);
     assert!(!again.status.success() && text(&again.stderr).contains("not empty"), "{again:?}");

@@ -112,6 +112,48 @@ pub fn collect(sources: &[PathBuf]) -> Result<Found> {
     Ok(found)
 }
 
+/// Check each piece copied with its `info` (a copied segment directory) against the
+/// sealed length and data checksum written there; a piece that differs is unusable.
+/// Reads every such piece whole.
+pub fn verify_infos(found: &mut Found) -> Result<()> {
+    let mut kept = Vec::new();
+    for piece in std::mem::take(&mut found.pieces) {
+        match info_mismatch(&piece)? {
+            None => kept.push(piece),
+            Some(why) => found.unusable.push(format!("{}: {why}", piece.path.display())),
+        }
+    }
+    found.pieces = kept;
+    Ok(())
+}
+
+fn info_mismatch(piece: &Piece) -> Result<Option<String>> {
+    let Some(info) = piece.path.parent().map(|d| d.join("info")) else { return Ok(None) };
+    let Ok(text) = std::fs::read_to_string(&info) else { return Ok(None) };
+    let field = |k: &str| text.lines().find_map(|l| l.strip_prefix(k)).map(str::trim);
+    if field("name: ") != Some(&piece.name().to_string()) {
+        return Ok(None);
+    }
+    let (Some(Ok(len)), Some(Ok(crc))) =
+        (field("sealed_length: ").map(str::parse::<u64>), field("data_crc32c: ").map(|c| u32::from_str_radix(c, 16)))
+    else {
+        return Ok(None);
+    };
+    let f = RealVfs.open(&piece.path, false).map_err(|e| Error::io(&piece.path, "open", e))?;
+    let have = f.len().map_err(|e| Error::io(&piece.path, "stat", e))?;
+    if have < len {
+        return Ok(Some(format!("shorter ({have} bytes) than the sealed length its info gives ({len})")));
+    }
+    let got = data_crc32c(
+        |buf, off| {
+            f.read_exact_at(buf, off).map_err(|e| Error::io(&piece.path, "read", e))?;
+            Ok(buf.len())
+        },
+        len,
+    )?;
+    Ok((got != crc).then(|| format!("its data checksum is {got:08x}, its info says {crc:08x}: a damaged copy")))
+}
+
 fn list(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, "list", e))? {
@@ -342,7 +384,16 @@ pub struct Archive {
 impl Archive {
     /// Assemble the archive of `sources` (see `collect`).
     pub fn new(sources: &[PathBuf]) -> Result<Archive> {
-        let found = collect(sources)?;
+        Archive::with(sources, false)
+    }
+
+    /// With `verify`, pieces that do not match their copied `info` are left out (see
+    /// `verify_infos`).
+    pub fn with(sources: &[PathBuf], verify: bool) -> Result<Archive> {
+        let mut found = collect(sources)?;
+        if verify {
+            verify_infos(&mut found)?;
+        }
         let plan = assemble(found.pieces)?;
         let first = &sources[0];
         let dir = if first.is_dir() { first.clone() } else { first.parent().unwrap_or(Path::new(".")).to_path_buf() };

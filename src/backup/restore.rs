@@ -40,10 +40,14 @@ pub fn restore(
     target: Option<&Path>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport> {
-    let archive = Archive::new(sources)?;
+    let archive = Archive::with(sources, true)?;
     let Plan { chain, missing, unused } = &archive.plan;
     if let Some((_, line)) = missing {
-        return Err(Error::invalid(format!("the pieces do not form a whole chain: {line}")));
+        let mut msg = format!("the pieces do not form a whole chain: {line}");
+        for u in &archive.unusable {
+            msg.push_str(&format!("; left out: {u}"));
+        }
+        return Err(Error::invalid(msg));
     }
     let mut report = RestoreReport {
         chain: Vec::new(),
