@@ -178,6 +178,10 @@ pub struct Plan {
     pub unused: Vec<(PathBuf, String)>,
 }
 
+/// The chain back from a segment: (segment, index of the copy taken) newest first, and
+/// the first missing predecessor with the segment naming it.
+type Back = (Vec<(SegmentName, usize)>, Option<(SegmentName, SegmentName)>);
+
 /// Pick the chain from `pieces` (see the module comment). Refuses pieces of several
 /// storages.
 pub fn assemble(pieces: Vec<Piece>) -> Result<Plan> {
@@ -208,13 +212,12 @@ pub fn assemble(pieces: Vec<Piece>) -> Result<Plan> {
         copies.sort_by_key(|p| std::cmp::Reverse(p.age()));
     }
     // The chain back from each name: (chosen copy index per segment, missing name).
-    let mut memo: BTreeMap<SegmentName, (Vec<(SegmentName, usize)>, Option<(SegmentName, SegmentName)>)> =
-        BTreeMap::new();
+    let mut memo: BTreeMap<SegmentName, Back> = BTreeMap::new();
     fn chain_from(
         name: SegmentName,
         by_name: &BTreeMap<SegmentName, Vec<Piece>>,
-        memo: &mut BTreeMap<SegmentName, (Vec<(SegmentName, usize)>, Option<(SegmentName, SegmentName)>)>,
-    ) -> (Vec<(SegmentName, usize)>, Option<(SegmentName, SegmentName)>) {
+        memo: &mut BTreeMap<SegmentName, Back>,
+    ) -> Back {
         if let Some(r) = memo.get(&name) {
             return r.clone();
         }
