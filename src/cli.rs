@@ -678,8 +678,14 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
-    // Where an archive's history starts is a line of the output here.
-    let s = backup::open_read_only(dir)?;
+    // An archive: where its history starts, and the copies its chain does not use, are
+    // lines of the output here.
+    let (s, unused) = if backup::is_archive(dir) {
+        let a = backup::Archive::new(&[dir.to_path_buf()])?;
+        (a.open()?, a.plan.unused.into_iter().map(|(p, why)| format!("{} ({why})", p.display())).collect())
+    } else {
+        (Storage::open(dir, Options::read_only())?, Vec::new())
+    };
     let segs = s.segments()?;
     let st = s.stats()?;
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
@@ -689,6 +695,9 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
     }
     if let Some(note) = backup::history_note(&s)? {
         w(writeln!(out, "history:      {note}"))?;
+    }
+    for u in unused {
+        w(writeln!(out, "not used:     {u}"))?;
     }
     for p in s.strays() {
         w(writeln!(

@@ -195,7 +195,7 @@ fn copies_are_browsed_verified_and_restored_by_another_user() {
     // After the merge: the merged segment and the active one, beside the old seg-000004.
     m.sh(&format!(
         "mkdir {o}/mix && cp -a segments/seg-000001 segments/seg-000002-000003 segments/seg-000005 {o}/mix/ && \
-         cp -a {o}/pre4 {o}/mix/seg-000004",
+         cp -a {o}/pre4 {o}/mix/seg-000004 && mkdir {o}/post && cp -a segments/seg-000004 {o}/post/",
         o = p(o)
     ));
     chown_nobody(o);
@@ -248,6 +248,11 @@ fn copies_are_browsed_verified_and_restored_by_another_user() {
     let good = ok(true, &["restore", "--check", p(&mix), p(&o.join("arch"))]);
     assert!(good.contains("unused:") && good.contains("seg-000002-000003"), "{good}");
 
+    // Two copies of seg-000004: the newer (relinked to the merged segment, absent here)
+    // is left for the older one, whose predecessors are all present.
+    let picked = ok(true, &["restore", "--check", p(&all), p(&o.join("post"))]);
+    assert!(picked.contains(&format!("unused:    {}/post/seg-000004/seg-000004.fs2 (another copy", p(o))), "{picked}");
+    assert!(picked.contains("chain:     seg-000004") && picked.contains("ok"), "{picked}");
     // Restore as uid 65534 from copies it does not own (mode 0444): a storage it writes to.
     let target = o.join("restored");
     let out = ok(true, &["restore", p(&all), p(&target)]);
@@ -332,6 +337,9 @@ fn prune_deletes_merged_away_segments_only() {
     let sdir = dir.path().join("s");
     let s = build(&sdir, 5);
     s.merge(&Policy::Named(vec![SegmentName::single(2), SegmentName::single(3)])).unwrap();
+    // The storage's archive/ reads as an archive too: a chain seg-000003 <- seg-000002.
+    let info = ok(false, &["info", p(&sdir.join("archive"))]);
+    assert!(info.contains("history starts at seg-000002") && info.contains("segments:     2"), "{info}");
     s.move_segment(SegmentName::single(1), &std::fs::canonicalize(&sdir).unwrap().join("archive")).unwrap();
     let want = revisions(&s, Tid::MAX);
     drop(s);
