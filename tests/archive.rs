@@ -326,6 +326,13 @@ fn incremental_backups_of_a_live_mounted_storage_restore_every_revision() {
     assert_eq!(upto, s.last_tid(), "the last backup was taken after the last commit");
     assert_eq!(revisions(&r, Tid::MAX), revisions(&s, upto));
     drop(r);
+    // Straight from the live storage directory (its writer holds the lock) and archive/.
+    let direct = b.path().join("direct");
+    ok(false, &["restore", p(&sdir), p(&sdir.join("archive")), p(&direct)]);
+    let r = Storage::open(&direct, Options::read_only()).unwrap();
+    assert_eq!(revisions(&r, Tid::MAX), revisions(&s, r.last_tid()));
+    assert_eq!(r.last_tid(), s.last_tid());
+    drop(r);
     drop(m);
 }
 

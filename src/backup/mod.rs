@@ -350,6 +350,12 @@ impl Vfs for ArchiveVfs {
     fn partial_chain(&self) -> bool {
         true
     }
+    /// A piece may be a live storage's segment (restoring from the storage directory):
+    /// its writer's work in progress is then not damage (see `recovery::open_snapshot`).
+    fn writer_active(&self, _dir: &Path) -> bool {
+        let dirs: std::collections::BTreeSet<&Path> = self.files.values().filter_map(|p| p.parent()).collect();
+        dirs.into_iter().any(|d| RealVfs.writer_active(d))
+    }
 }
 
 /// Whether `path` is an archive rather than a storage: a segment file, or a directory
