@@ -414,3 +414,63 @@ fn segment_files_restore_with_links_by_name() {
     let again = fs2(false, &["restore", p(&flat), p(&target)]);
     assert!(!again.status.success() && text(&again.stderr).contains("not empty"), "{again:?}");
 }
+
+/// Unmounts whatever is left at the path when the test ends, even on failure.
+struct Cleanup<'a>(&'a Path);
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if common::mount::is_mounted(self.0) {
+            let _ = filestorage2::fuse::lazy_unmount(self.0);
+        }
+    }
+}
+
+/// `fs2 mount --read-only` of a directory of copied segment files serves it; a writable
+/// mount of it is refused.
+#[test]
+fn fs2_mount_read_only_serves_an_archive() {
+    if !available() {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let (storage, copies, mp) = (d.path().join("s"), d.path().join("copies"), d.path().join("mnt"));
+    let _c = Cleanup(&mp);
+    ok(false, &["demo", p(&storage)]);
+    std::fs::create_dir(&copies).unwrap();
+    for e in std::fs::read_dir(&storage).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with(".fs2") {
+            std::fs::copy(e.path(), copies.join(e.file_name())).unwrap();
+        }
+    }
+    let refused = fs2(false, &["mount", p(&copies), p(&mp)]);
+    assert!(!refused.status.success() && text(&refused.stderr).contains("is an archive"), "{refused:?}");
+    let mut child = Command::new(FS2)
+        .args(["mount", "--read-only", p(&copies), p(&mp)])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = std::time::Instant::now();
+    while !common::mount::is_mounted(&mp) || std::fs::read_dir(mp.join("head")).is_err() {
+        if let Some(st) = child.try_wait().unwrap() {
+            panic!("fs2 mount exited with {st}: {}", text(&child.wait_with_output().unwrap().stderr));
+        }
+        assert!(start.elapsed() < std::time::Duration::from_secs(20), "fs2 mount did not mount");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(std::fs::read(mp.join("head/0000000000000001")).unwrap(), b"hello, world\n");
+    ok(false, &["umount", p(&mp)]);
+    let start = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > std::time::Duration::from_secs(20) {
+            let _ = child.kill();
+            panic!("fs2 mount did not exit");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(names(&copies).len(), 2, "nothing written beside the copies");
+}
