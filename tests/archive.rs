@@ -7,8 +7,8 @@ mod common;
 
 use common::mount::{available, TestMount};
 use filestorage2::fuse::MountOptions;
-use filestorage2::merge::Policy;
-use filestorage2::{Oid, Options, SegmentName, Storage, Tid};
+use filestorage2::merge::{Policy, Strategy};
+use filestorage2::{AsOf, Oid, Options, SegmentName, Storage, Tid};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -316,8 +316,15 @@ fn incremental_backups_of_a_live_mounted_storage_restore_every_revision() {
     assert!(second.contains("copied:    seg-000003 (4096 bytes)"), "a relinked one: its header only: {second}");
     assert!(second.contains("copied:    seg-000001-000002"), "{second}");
     assert!(second.contains("kept:") && second.contains("seg-000001"), "{second}");
+    // An append merge: seg-000003's records go behind seg-000004's end, which is then
+    // brought up to date by appending (its bytes before are unchanged).
+    let four = std::fs::metadata(bk.join("seg-000004/seg-000004.fs2")).unwrap().len();
+    s.merge_with(&Policy::Named(vec![SegmentName::single(3), SegmentName::single(4)]), Strategy::Append(AsOf::Source))
+        .unwrap();
     let third = ok(false, &["backup", p(&sdir), p(&bk)]);
     assert!(third.contains("unchanged: seg-000001-000002"), "{third}");
+    let grown = std::fs::metadata(bk.join("seg-000004/seg-000004.fs2")).unwrap().len();
+    assert!(third.contains(&format!("copied:    seg-000004 ({} bytes)", grown - four + 4096)), "{third}");
     assert!(ok(false, &["restore", "--check", p(&bk)]).contains("ok"));
     let target = b.path().join("restored");
     ok(false, &["restore", p(&bk), p(&target)]);

@@ -40,6 +40,12 @@ pub fn restore(
     target: Option<&Path>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<RestoreReport> {
+    // A target that holds something is refused before the (long) verification.
+    if let Some(t) = target {
+        if std::fs::read_dir(t).is_ok_and(|mut d| d.next().is_some()) {
+            return Err(Error::invalid(format!("{} is not empty: restore into a new directory", t.display())));
+        }
+    }
     let archive = Archive::with(sources, true)?;
     let Plan { chain, missing, unused } = &archive.plan;
     if let Some((_, line)) = missing {

@@ -19,7 +19,8 @@ use std::path::PathBuf;
 use std::sync::{LazyLock, Mutex};
 
 /// Data checksums computed, by file and sealed length (the bytes they cover never
-/// change), so that `stat` of an `info` reads a large segment once.
+/// change), so that `stat` of an `info` reads a large segment once. Locked with
+/// `lock().unwrap()`: a poisoned lock means a thread panicked mid-update.
 static CRCS: LazyLock<Mutex<HashMap<(PathBuf, u64), u32>>> = LazyLock::new(Default::default);
 
 /// The `info` lines a copy needs besides the chain's view: storage id, sealed length
