@@ -4,7 +4,7 @@ use clap::{Args, Parser, Subcommand};
 use filestorage2::backup;
 use filestorage2::check::check;
 use filestorage2::merge::{Policy, Strategy};
-use filestorage2::{AsOf, Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
+use filestorage2::{AsOf, Error, Listed, Oid, Options, SegmentName, SegmentState, Storage, Tid};
 use std::io::{IsTerminal, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -491,17 +491,15 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             let at = at.unwrap_or(Tid::MAX);
             // Damaged objects (fault containment) are named on stderr and the rest is
             // listed; then exit 5.
-            let (mut start, mut damaged) = (Some(Oid(0)), 0usize);
-            while let Some(from) = start {
-                let (chunk, bad, next) = s.list_contained(from, at, 4096)?;
-                for o in &chunk {
-                    w(writeln!(out, "{}  {:>10}  {}", o.oid, o.size, o.tid))?;
+            let mut damaged = 0usize;
+            for o in s.objects(Oid(0), at) {
+                match o? {
+                    Listed::Live(o) => w(writeln!(out, "{}  {:>10}  {}", o.oid, o.size, o.tid))?,
+                    Listed::Damaged(oid, e) => {
+                        eprintln!("fs2: damaged: {oid}: {}", e.detail());
+                        damaged += 1;
+                    }
                 }
-                for (oid, e) in &bad {
-                    eprintln!("fs2: damaged: {oid}: {}", e.detail());
-                }
-                damaged += bad.len();
-                start = next;
             }
             // Objects only a damaged transaction holds are in no index: name them too.
             for d in s.damaged_transactions() {

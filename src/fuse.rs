@@ -4,7 +4,8 @@
 //! entries are invalidated after each commit by a notifier thread (never from a request
 //! handler: the kernel can deadlock against one).
 
-use crate::fs::{Attr, Fs, FsError, FsOptions, Ino, Kind, OpenMode, Refusal, WriteDone};
+pub use crate::fs::MountOptions;
+use crate::fs::{Attr, Entry, Fh, Fs, FsError, FsResult, Ino, Kind, NotOffered, OpenMode, SetAttr, WriteDone};
 use crate::Storage;
 use fuser::{
     AccessFlags, BackgroundSession, Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
@@ -19,46 +20,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
-/// How to mount.
-#[derive(Clone, Debug)]
-pub struct MountOptions {
-    /// A read-only mount (kernel `ro`; `txn/` is hidden and `merge` refused there).
-    pub read_only: bool,
-    /// Let other users read (default: the owner only). Writing (`txn/`, `merge`) stays
-    /// with the owner: the kernel checks the modes (`default_permissions`).
-    pub allow_other: bool,
-    /// With `allow_other`: let other users write too (`txn/`, `merge`).
-    pub allow_other_write: bool,
-    /// Abort a voted transaction that gets no commit or abort within this time.
-    pub vote_timeout: Duration,
-    /// Refuse larger staged objects with EFBIG.
-    pub max_object_size: u64,
-}
-
-impl Default for MountOptions {
-    fn default() -> MountOptions {
-        let f = FsOptions::default();
-        MountOptions {
-            read_only: false,
-            allow_other: false,
-            allow_other_write: false,
-            vote_timeout: f.vote_timeout,
-            max_object_size: f.max_object_size,
-        }
-    }
-}
-
-impl MountOptions {
-    pub fn fs_options(&self) -> FsOptions {
-        FsOptions {
-            read_only: self.read_only,
-            others_write: self.allow_other && self.allow_other_write,
-            vote_timeout: self.vote_timeout,
-            max_object_size: self.max_object_size,
-        }
-    }
-}
-
 /// The fuser `Filesystem` over an [`Fs`].
 pub struct FuseFs {
     fs: Arc<Fs>,
@@ -72,11 +33,6 @@ impl FuseFs {
     /// Log a failure once (what to do instead is in the message) and turn it into an errno.
     fn fail(&self, op: &str, e: FsError) -> Errno {
         fail(&self.fs, op, e)
-    }
-
-    fn refuse(&self, r: Refusal, what: String) -> Errno {
-        let e = crate::fs::refuse(r, &what);
-        self.fail("fs2 mount", e)
     }
 
     /// Run `op` once `head/` shows the engine's last commit: at once (the usual case), or
@@ -96,10 +52,6 @@ impl FuseFs {
             log::error!("cannot start a worker thread: {e}");
         }
     }
-
-    fn name_of(&self, parent: INodeNo, name: &OsStr) -> String {
-        format!("{}/{}", self.fs.describe(Ino(parent.0)), name.to_string_lossy())
-    }
 }
 
 fn fail(fs: &Fs, op: &str, e: FsError) -> Errno {
@@ -112,6 +64,25 @@ fn fail(fs: &Fs, op: &str, e: FsError) -> Errno {
         log::info!("{op}: {e}");
     }
     Errno::from_i32(e.errno)
+}
+
+fn reply_entry(fs: &Fs, op: &str, r: FsResult<Entry>, reply: ReplyEntry) {
+    match r {
+        Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
+        Err(e) => reply.error(fail(fs, op, e)),
+    }
+}
+
+fn reply_empty(fs: &Fs, op: &str, r: FsResult<()>, reply: ReplyEmpty) {
+    match r {
+        Ok(()) => reply.ok(),
+        Err(e) => reply.error(fail(fs, op, e)),
+    }
+}
+
+/// The errno of an operation the tree does not offer: no log line, no count.
+fn quietly(op: NotOffered) -> Errno {
+    Errno::from_i32(crate::fs::not_offered(op).errno)
 }
 
 fn file_attr(a: &Attr) -> FileAttr {
@@ -160,10 +131,7 @@ impl Filesystem for FuseFs {
         let Some(n) = name.to_str() else {
             return reply.error(self.fail("lookup", FsError::not_found("names are ASCII")));
         };
-        match self.fs.lookup(Ino(parent.0), n) {
-            Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(self.fail("lookup", e)),
-        }
+        reply_entry(&self.fs, "lookup", self.fs.lookup(Ino(parent.0), n), reply)
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -171,7 +139,7 @@ impl Filesystem for FuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.fs.getattr_open(Ino(ino.0), fh.map(|f| f.0)) {
+        match self.fs.getattr_open(Ino(ino.0), fh.map(|f| Fh(f.0))) {
             Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
             Err(e) => reply.error(self.fail("getattr", e)),
         }
@@ -195,51 +163,31 @@ impl Filesystem for FuseFs {
         _flags: Option<fuser::BsdFileFlags>,
         reply: ReplyAttr,
     ) {
-        let what = self.fs.describe(Ino(ino.0));
-        if mode.is_some() {
-            return reply.error(self.refuse(Refusal::Owner("chmod"), what));
-        } else if uid.is_some() || gid.is_some() {
-            return reply.error(self.refuse(Refusal::Owner("chown"), what));
-        }
-        let r = match size {
-            Some(size) => self.fs.truncate(Ino(ino.0), size),
-            // Times: accepted and ignored on writable files (`touch` of a staged object).
-            None => self.fs.check_write(Ino(ino.0)),
-        };
-        match r.and_then(|()| self.fs.getattr(Ino(ino.0))) {
+        match self.fs.setattr(Ino(ino.0), SetAttr { mode, uid, gid, size }) {
             Ok((a, ttl)) => reply.attr(&ttl, &file_attr(&a)),
             Err(e) => reply.error(self.fail("setattr", e)),
         }
     }
 
     fn mknod(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, _r: u32, reply: ReplyEntry) {
-        reply.error(self.refuse(Refusal::Write("mknod"), self.name_of(p, name)));
+        reply_entry(&self.fs, "mknod", self.fs.mknod(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn mkdir(&self, _req: &Request, p: INodeNo, name: &OsStr, _m: u32, _u: u32, reply: ReplyEntry) {
         let name = name.to_string_lossy().into_owned();
-        self.after_shown(move |fs| match fs.mkdir(Ino(p.0), &name) {
-            Ok(e) => reply.entry_with_ttls(&e.attr_ttl, &e.entry_ttl, &file_attr(&e.attr), Generation(0)),
-            Err(e) => reply.error(fail(fs, "mkdir", e)),
-        });
+        self.after_shown(move |fs| reply_entry(fs, "mkdir", fs.mkdir(Ino(p.0), &name), reply));
     }
 
     fn unlink(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.unlink(Ino(p.0), &name.to_string_lossy()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("unlink", e)),
-        }
+        reply_empty(&self.fs, "unlink", self.fs.unlink(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn rmdir(&self, _req: &Request, p: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        match self.fs.rmdir(Ino(p.0), &name.to_string_lossy()) {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(self.fail("rmdir", e)),
-        }
+        reply_empty(&self.fs, "rmdir", self.fs.rmdir(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn symlink(&self, _req: &Request, p: INodeNo, name: &OsStr, _target: &Path, reply: ReplyEntry) {
-        reply.error(self.refuse(Refusal::Link("symlink"), self.name_of(p, name)));
+        reply_entry(&self.fs, "symlink", self.fs.symlink(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn rename(
@@ -252,11 +200,11 @@ impl Filesystem for FuseFs {
         _flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse(Refusal::Rename { same_dir: p == newparent }, self.name_of(p, name)));
+        reply_empty(&self.fs, "rename", self.fs.rename(Ino(p.0), &name.to_string_lossy(), Ino(newparent.0)), reply)
     }
 
     fn link(&self, _req: &Request, _ino: INodeNo, p: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        reply.error(self.refuse(Refusal::Link("link"), self.name_of(p, name)));
+        reply_entry(&self.fs, "link", self.fs.link(Ino(p.0), &name.to_string_lossy()), reply)
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
@@ -266,7 +214,7 @@ impl Filesystem for FuseFs {
             append: flags.0 & libc::O_APPEND != 0,
         };
         self.after_shown(move |fs| match fs.open_with(Ino(ino.0), mode) {
-            Ok(o) => reply.opened(FileHandle(o.fh), fopen_flags(&o)),
+            Ok(o) => reply.opened(FileHandle(o.fh.0), fopen_flags(&o)),
             Err(e) => reply.error(fail(fs, "open", e)),
         });
     }
@@ -282,20 +230,21 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        if self.fs.is_watch(fh.0) {
+        if self.fs.is_watch(Fh(fh.0)) {
             // Blocks until the next commit: only this reader waits.
             let fs = self.fs.clone();
-            let spawned =
-                std::thread::Builder::new().name("fs2-watch".into()).spawn(move || match fs.read(fh.0, offset, size) {
+            let spawned = std::thread::Builder::new().name("fs2-watch".into()).spawn(move || {
+                match fs.read(Fh(fh.0), offset, size) {
                     Ok(b) => reply.data(&b),
                     Err(e) => reply.error(fail(&fs, "read", e)),
-                });
+                }
+            });
             if let Err(e) = spawned {
                 log::error!("cannot start a worker thread: {e}");
             }
             return;
         }
-        match self.fs.read(fh.0, offset, size) {
+        match self.fs.read(Fh(fh.0), offset, size) {
             Ok(b) => reply.data(&b),
             Err(e) => reply.error(self.fail("read", e)),
         }
@@ -313,7 +262,7 @@ impl Filesystem for FuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
-        match self.fs.write(fh.0, offset, data) {
+        match self.fs.write(Fh(fh.0), offset, data) {
             Ok(WriteDone::Now(n)) => reply.written(n),
             // A vote, commit or merge: only this caller waits; the session goes on.
             Ok(WriteDone::Later(job)) => {
@@ -344,7 +293,7 @@ impl Filesystem for FuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.fs.release(fh.0);
+        self.fs.release(Fh(fh.0));
         reply.ok();
     }
 
@@ -354,14 +303,14 @@ impl Filesystem for FuseFs {
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         match self.fs.opendir(Ino(ino.0)) {
-            Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+            Ok(fh) => reply.opened(FileHandle(fh.0), FopenFlags::empty()),
             Err(e) => reply.error(self.fail("opendir", e)),
         }
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let kind = |k| if k == Kind::Dir { FileType::Directory } else { FileType::RegularFile };
-        let r = self.fs.readdir(Ino(ino.0), fh.0, offset, false, &mut |e| {
+        let r = self.fs.readdir(Ino(ino.0), Fh(fh.0), offset, false, &mut |e| {
             reply.add(INodeNo(e.ino.0), e.cookie, kind(e.kind), &e.name)
         });
         match r {
@@ -371,7 +320,7 @@ impl Filesystem for FuseFs {
     }
 
     fn readdirplus(&self, _req: &Request, ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let r = self.fs.readdir(Ino(ino.0), fh.0, offset, true, &mut |e| {
+        let r = self.fs.readdir(Ino(ino.0), Fh(fh.0), offset, true, &mut |e| {
             let entry = e.entry.expect("readdirplus entries carry attributes");
             // One TTL for both: the shorter (a head name must not outlive a commit).
             let ttl = entry.entry_ttl.min(entry.attr_ttl);
@@ -384,7 +333,7 @@ impl Filesystem for FuseFs {
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.fs.releasedir(fh.0);
+        self.fs.releasedir(Fh(fh.0));
         reply.ok();
     }
 
@@ -395,8 +344,6 @@ impl Filesystem for FuseFs {
         }
     }
 
-    // No ioctls: ENOTTY is what a terminal check (`read` from the clone file) expects,
-    // without a log line per call.
     fn ioctl(
         &self,
         _req: &Request,
@@ -408,10 +355,9 @@ impl Filesystem for FuseFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        reply.error(Errno::from_i32(libc::ENOTTY));
+        reply.error(quietly(NotOffered::Ioctl));
     }
 
-    // No extended attributes: ENOSYS makes the kernel stop asking (cheaper `ls -l`).
     fn setxattr(
         &self,
         _req: &Request,
@@ -422,28 +368,23 @@ impl Filesystem for FuseFs {
         _position: u32,
         reply: ReplyEmpty,
     ) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::Xattr));
     }
 
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::Xattr));
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, _size: u32, reply: ReplyXattr) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::Xattr));
     }
 
     fn removexattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, reply: ReplyEmpty) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::Xattr));
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(AccessFlags::W_OK) {
-            if let Err(e) = self.fs.check_write(Ino(ino.0)) {
-                return reply.error(self.fail("access", e));
-            }
-        }
-        reply.ok();
+        reply_empty(&self.fs, "access", self.fs.access(Ino(ino.0), mask.contains(AccessFlags::W_OK)), reply)
     }
 
     fn create(
@@ -459,13 +400,12 @@ impl Filesystem for FuseFs {
         let (excl, append) = (flags & libc::O_EXCL != 0, flags & libc::O_APPEND != 0);
         match self.fs.create(Ino(p.0), &name.to_string_lossy(), excl, append) {
             Ok((e, o)) => {
-                reply.created(&e.attr_ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh), fopen_flags(&o))
+                reply.created(&e.attr_ttl, &file_attr(&e.attr), Generation(0), FileHandle(o.fh.0), fopen_flags(&o))
             }
             Err(e) => reply.error(self.fail("create", e)),
         }
     }
 
-    // Not offered: ENOSYS makes the kernel copy with reads and writes (and stop asking).
     fn copy_file_range(
         &self,
         _req: &Request,
@@ -479,7 +419,7 @@ impl Filesystem for FuseFs {
         _flags: fuser::CopyFileRangeFlags,
         reply: ReplyWrite,
     ) {
-        reply.error(Errno::ENOSYS);
+        reply.error(quietly(NotOffered::CopyFileRange));
     }
 
     fn fallocate(
@@ -492,7 +432,7 @@ impl Filesystem for FuseFs {
         _mode: i32,
         reply: ReplyEmpty,
     ) {
-        reply.error(self.refuse(Refusal::Write("fallocate"), self.fs.describe(Ino(ino.0))));
+        reply_empty(&self.fs, "fallocate", self.fs.fallocate(Ino(ino.0)), reply)
     }
 }
 
@@ -509,6 +449,18 @@ fn fopen_flags(o: &crate::fs::Opened) -> FopenFlags {
     }
     f
 }
+
+/// Threads serving requests. Nothing a session thread runs blocks for long: vote,
+/// commit, merge, `head/watch` reads and opens that wait for the notifier answer from
+/// worker threads. Two let a slow engine read (a cold `cat`, a `transactions/` scan)
+/// overlap with other requests.
+const SESSION_THREADS: usize = 2;
+
+/// How often the notifier looks for work that sends no commit event (the names of
+/// merged-away segments and ended clone transactions, segment pages a merge rewrote) and
+/// for `stop`: the longest a merge waits in [`Fs::rewritten_data`]'s handshake and an
+/// unmount waits for this thread.
+const NOTIFIER_POLL: Duration = Duration::from_millis(100);
 
 /// The session configuration: owner-only unless `allow_other`; the kernel checks the
 /// modes the tree shows (`default_permissions`: what only the owner may write says so);
@@ -528,8 +480,7 @@ pub fn config(storage: &Storage, opts: &MountOptions) -> Config {
         c.mount_options.push(MountOption::RO);
     }
     c.acl = if opts.allow_other { SessionACL::All } else { SessionACL::Owner };
-    // Vote, commit and merge answer from worker threads; these serve everything else.
-    c.n_threads = Some(2);
+    c.n_threads = Some(SESSION_THREADS);
     c
 }
 
@@ -552,7 +503,7 @@ pub fn spawn_notifier(fs: Arc<Fs>, notifier: Notifier, stop: Arc<AtomicBool>) ->
                 }
                 fs.pages_dropped(n);
             }
-            let ev = match rx.recv_timeout(Duration::from_millis(100)) {
+            let ev = match rx.recv_timeout(NOTIFIER_POLL) {
                 Ok(ev) => ev,
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
@@ -585,7 +536,7 @@ pub struct Mounted {
 
 /// Mount `storage` on `mountpoint` in background threads.
 pub fn spawn(storage: Storage, mountpoint: &Path, opts: &MountOptions) -> std::io::Result<Mounted> {
-    let fs = Arc::new(Fs::with_options(storage, opts.fs_options()));
+    let fs = Arc::new(Fs::with_options(storage, opts.clone()));
     let session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config(fs.storage(), opts))?;
     let notifier = session.notifier();
     let session = session.spawn()?;

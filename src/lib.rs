@@ -18,6 +18,7 @@ pub mod fs;
 #[cfg(feature = "cli")]
 pub mod fuse;
 mod index;
+mod listing;
 pub mod merge;
 #[cfg(feature = "cli")]
 pub mod mount;
@@ -34,6 +35,7 @@ pub mod zodb;
 
 pub use error::{Error, Result};
 pub use format::TxnMeta;
+pub use listing::{Listed, Paged};
 pub use store::{
     AppendedInfo, LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage,
     TxnIter, TxnRecord,

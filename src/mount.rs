@@ -120,7 +120,7 @@ pub fn run(storage: Storage, mountpoint: &Path, opts: &MountOptions, ready: impl
     let set = signal_set();
     // SAFETY: `set` is initialised; a null old-set pointer is allowed.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    let fs = Arc::new(Fs::with_options(storage, opts.fs_options()));
+    let fs = Arc::new(Fs::with_options(storage, opts.clone()));
     let mut session = fuser::Session::new(FuseFs::new(fs.clone()), mountpoint, &config(fs.storage(), opts))
         .map_err(|e| format!("mount {mp}: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));

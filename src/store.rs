@@ -696,15 +696,13 @@ impl Storage {
     /// Number of live objects (walks every index: O(objects)).
     pub fn count_objects(&self) -> Result<u64> {
         let mut n = 0;
-        let mut start = Oid(0);
-        loop {
-            let chunk = self.list(start, Tid::MAX, 4096)?;
-            n += chunk.len() as u64;
-            match chunk.last() {
-                Some(last) if last.oid.0 < u64::MAX => start = Oid(last.oid.0 + 1),
-                _ => return Ok(n),
+        for o in self.objects(Oid(0), Tid::MAX) {
+            match o? {
+                crate::Listed::Live(_) => n += 1,
+                crate::Listed::Damaged(_, e) => return Err(e),
             }
         }
+        Ok(n)
     }
 
     /// Committed transactions with `from ≤ tid ≤ to`, oldest first, read lazily.

@@ -4,7 +4,7 @@
 use super::stats::Op;
 use super::text::{render_txn_info, SNAPSHOT_KEEP};
 use super::write;
-use super::{refuse, Fs, FsError, FsResult, Ino, MountTxn, Node, OpenMode, Opened, Refusal, README};
+use super::{refuse, Fh, Fs, FsError, FsResult, Ino, MountTxn, Node, OpenMode, Opened, Refusal, README};
 use crate::views::SegmentBytes;
 use crate::{Oid, SegmentState, Tid};
 use std::sync::atomic::Ordering;
@@ -32,7 +32,7 @@ pub(super) enum FileHandle {
 
 impl Fs {
     /// Whether `fh` is a `head/watch` descriptor (its reads block: not on a session thread).
-    pub fn is_watch(&self, fh: u64) -> bool {
+    pub fn is_watch(&self, fh: Fh) -> bool {
         matches!(self.files.lock().unwrap().get(&fh).map(|h| &**h), Some(FileHandle::Watch(_)))
     }
 
@@ -90,13 +90,13 @@ impl Fs {
     }
 
     pub(super) fn add_handle(&self, handle: FileHandle, keep_cache: bool) -> Opened {
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.files.lock().unwrap().insert(fh, Arc::new(handle));
         Opened { fh, keep_cache, direct_io: !keep_cache, no_flush: true }
     }
 
     /// At most `size` bytes at `offset` (fewer at the end; never more than asked).
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> FsResult<Vec<u8>> {
+    pub fn read(&self, fh: Fh, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let _t = self.timer(Op::Read);
         let h = self.files.lock().unwrap().get(&fh).cloned();
         let h = h.ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh} is not open")))?;
@@ -155,7 +155,7 @@ impl Fs {
         Ok(out)
     }
 
-    pub fn release(&self, fh: u64) {
+    pub fn release(&self, fh: Fh) {
         let h = self.files.lock().unwrap().remove(&fh);
         if let Some(h) = h {
             self.released(&h);

@@ -13,12 +13,17 @@
 //!   `shown`: what `head/` shows to every process (read-your-writes, `head/watch`).
 //! - `write` and `txn`: the writable part (`txn/`, `merge`); `zodb`: the ZODB views.
 //! - Refusals and engine errors become errno values in one place (`errno`).
+//!
+//! Locks: `lock().unwrap()` everywhere. A poisoned lock means a thread panicked
+//! mid-update, and we do not go on with half-applied shared state (the panic spreads).
+//! Only `Drop` impls use `unwrap_or_else(|e| e.into_inner())`, to avoid a double panic.
 
 mod errno;
 mod files;
 mod inodes;
 mod names;
 pub mod node;
+mod policy;
 mod readdir;
 mod segments;
 mod shown;
@@ -31,9 +36,10 @@ pub mod zodb;
 pub use errno::{errno_of, refuse, FsError, Refusal};
 pub use inodes::Ino;
 pub use node::Node;
+pub use policy::{not_offered, NotOffered, SetAttr};
 pub use text::README;
 pub use txn::{MountTxn, Status, TxnNo};
-pub use write::{parse_merge, FsOptions, Job, MergeCmd, OpenMode, WriteDone};
+pub use write::{parse_merge, Job, MergeCmd, OpenMode, WriteDone};
 
 use crate::views::TxnView;
 use crate::{Storage, Tid};
@@ -57,6 +63,41 @@ pub const LONG_TTL: Duration = Duration::from_secs(24 * 3600);
 pub const SHORT_TTL: Duration = Duration::from_secs(1);
 /// Directory cookies 1..=RESERVED are the fixed entries; a keyed entry's is key+RESERVED+1.
 pub const RESERVED: u64 = 16;
+
+/// How to mount: the one options type of `fs2 mount`, the adapter and this layer.
+#[derive(Clone, Debug)]
+pub struct MountOptions {
+    /// A read-only tree (kernel `ro`): `txn/` is hidden, `merge` and `gc` refused (EROFS).
+    pub read_only: bool,
+    /// Let other users read (default: the owner only). Writing (`txn/`, `merge`) stays
+    /// with the owner: the kernel checks the modes (`default_permissions`).
+    pub allow_other: bool,
+    /// With `allow_other`: let other users write too (writable nodes 0777/0666).
+    pub allow_other_write: bool,
+    /// A voted transaction with no commit or abort within this time is aborted.
+    pub vote_timeout: Duration,
+    /// Larger staged objects are refused with EFBIG.
+    pub max_object_size: u64,
+}
+
+impl Default for MountOptions {
+    fn default() -> MountOptions {
+        MountOptions {
+            read_only: false,
+            allow_other: false,
+            allow_other_write: false,
+            vote_timeout: Duration::from_secs(60),
+            max_object_size: 1 << 30,
+        }
+    }
+}
+
+impl MountOptions {
+    /// Writable nodes are writable by every user, not by the owner only.
+    fn others_write(&self) -> bool {
+        self.allow_other && self.allow_other_write
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -86,10 +127,21 @@ pub struct Entry {
     pub entry_ttl: Duration,
 }
 
+/// An open file or directory, as the kernel passes it back (its `fh`): numbers come
+/// from one counter and are never reused while the mount lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Fh(pub u64);
+
+impl std::fmt::Display for Fh {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
 /// An open file: the handle and the page-cache policy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Opened {
-    pub fh: u64,
+    pub fh: Fh,
     /// Immutable content: keep the kernel's page cache across opens.
     pub keep_cache: bool,
     /// Changing content or unknown size: bypass the page cache.
@@ -134,15 +186,15 @@ struct Meta {
 pub struct Fs {
     storage: Storage,
     inodes: Mutex<Inodes>,
-    files: Mutex<HashMap<u64, Arc<FileHandle>>>,
-    dirs: Mutex<HashMap<u64, Arc<DirHandle>>>,
+    files: Mutex<HashMap<Fh, Arc<FileHandle>>>,
+    dirs: Mutex<HashMap<Fh, Arc<DirHandle>>>,
     next_fh: AtomicU64,
     txns: Mutex<VecDeque<Arc<TxnView>>>,
     uid: u32,
     gid: u32,
     started: SystemTime,
     counters: Counters,
-    opts: FsOptions,
+    opts: MountOptions,
     /// Where transactions stage their files (`<storage>/.staging`); `None` when read-only.
     staging: Option<std::path::PathBuf>,
     wtxns: Mutex<WTxns>,
@@ -188,13 +240,13 @@ fn no_such(what: impl std::fmt::Display) -> FsError {
 
 impl Fs {
     pub fn new(storage: Storage) -> Fs {
-        Fs::with_options(storage, FsOptions::default())
+        Fs::with_options(storage, MountOptions::default())
     }
 
     /// The tree with `txn/` and `merge` writable unless `opts.read_only` or the storage
     /// is open read-only. A writable tree empties `<storage>/.staging` (left by a daemon
     /// that died).
-    pub fn with_options(storage: Storage, mut opts: FsOptions) -> Fs {
+    pub fn with_options(storage: Storage, mut opts: MountOptions) -> Fs {
         // SAFETY: getuid/getgid cannot fail and touch no memory.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         opts.read_only |= storage.is_read_only();

@@ -5,7 +5,7 @@ use super::node::{parse_at, parse_hex, parse_hex_maybe_deleted, parse_segment};
 use super::stats::Op;
 use super::text::render_txn_info;
 use super::{
-    no_such, tid_time, Attr, Entry, FileHandle, Fs, FsError, FsResult, Ino, Kind, Meta, Node, LONG_TTL, README,
+    no_such, tid_time, Attr, Entry, Fh, FileHandle, Fs, FsError, FsResult, Ino, Kind, Meta, Node, LONG_TTL, README,
     SHORT_TTL,
 };
 use crate::views::{RevStat, TxnView};
@@ -16,6 +16,9 @@ use std::time::Duration;
 
 /// Transactions remembered after a lookup (each scan of a segment to find one is long).
 const TXN_CACHE: usize = 64;
+/// The size of a file holding one tid or oid (`head/at`, `new-oid`, ...): 16 hex digits
+/// and a newline.
+const HEX_LINE: u64 = 16 + 1;
 
 impl Fs {
     /// Look `name` up in `parent`; counts one kernel lookup of the result.
@@ -56,7 +59,7 @@ impl Fs {
         let writable = node.is_writable() && !self.opts.read_only;
         // The kernel checks these (default_permissions): everyone may read; only the
         // owner writes unless the mount lets others write.
-        let (kind, perm, nlink) = match (node.is_dir(), writable, self.opts.others_write) {
+        let (kind, perm, nlink) = match (node.is_dir(), writable, self.opts.others_write()) {
             (true, false, _) => (Kind::Dir, 0o555, 2),
             (true, true, false) => (Kind::Dir, 0o755, 2),
             (true, true, true) => (Kind::Dir, 0o777, 2),
@@ -230,11 +233,11 @@ impl Fs {
             Node::Root | Node::HeadDir | Node::HistoryDir | Node::TxnsDir | Node::SegmentsDir => m(0, last),
             Node::Stats => m(self.snapshot(node)?.len() as u64, last),
             Node::Readme => m(README.len() as u64, Tid::ZERO),
-            Node::HeadAt => m(17, last),
+            Node::HeadAt => m(HEX_LINE, last),
             // A stream (like a pipe): no size.
             Node::HeadWatch => m(0, last),
             Node::AtDir(t) => m(0, t),
-            Node::AtAt(t) => m(17, t),
+            Node::AtAt(t) => m(HEX_LINE, t),
             Node::Rev(o, t) | Node::Deleted(o, t) => match s.stat_at(o, t)? {
                 Some(r) if r.tid == t && r.deleted == matches!(node, Node::Deleted(..)) => m(r.size, t),
                 _ => Err(FsError::not_found(format!("revision {t} of {o} is no longer retained (merged away)"))),
@@ -255,12 +258,12 @@ impl Fs {
                 m(s.segment_bytes(n)?.file_len()?, i.last_tid.unwrap_or(Tid::ZERO))
             }
             Node::TxnArea | Node::TxnClone(_) => m(0, last),
-            Node::WNewOid(_) => m(17, last),
+            Node::WNewOid(_) => m(HEX_LINE, last),
             Node::Merge(_) => m(self.merge_text().len() as u64, last),
             Node::Gc(_) => m(self.gc.text().len() as u64, last),
             Node::ClassesDir | Node::RefsDir | Node::ReferrersDir => m(0, last),
             Node::Referrers(_) => m(self.snapshot(node)?.len() as u64, last),
-            Node::ClassesAt => m(17, self.shown_tid()),
+            Node::ClassesAt => m(HEX_LINE, self.shown_tid()),
             Node::ClassIndex => {
                 let size = self.snapshot(node)?.len() as u64;
                 m(size, self.shown_tid())
@@ -289,7 +292,7 @@ impl Fs {
     /// Attributes of `ino`, asked through the open file `fh` if given: a segment
     /// merged away since the open has no name any more, but its open file still has
     /// its size (the kernel asks before reading at the end).
-    pub fn getattr_open(&self, ino: Ino, fh: Option<u64>) -> FsResult<(Attr, Duration)> {
+    pub fn getattr_open(&self, ino: Ino, fh: Option<Fh>) -> FsResult<(Attr, Duration)> {
         let _t = self.timer(Op::Getattr);
         let node = self.node(ino)?;
         let meta = self.meta(node).or_else(|e| {

@@ -4,14 +4,11 @@
 use super::names::rev_node;
 use super::node::rev_name;
 use super::stats::Op;
-use super::{DirEntry, Entry, Fs, FsError, FsResult, Ino, Kind, Meta, Node, TxnNo, RESERVED, SHORT_TTL};
+use super::{DirEntry, Entry, Fh, Fs, FsError, FsResult, Ino, Kind, Meta, Node, TxnNo, RESERVED, SHORT_TTL};
 use crate::views::{RevStat, TxnSummaries, TxnSummary};
-use crate::{Oid, Storage, Tid};
+use crate::{Listed, Oid, Tid};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-
-/// Entries fetched from the engine per step of a listing.
-pub(super) const PAGE: usize = 256;
 
 /// An open directory. Listing `transactions/` scans segments: the handle keeps the scan
 /// so that consecutive readdir calls continue it instead of starting over.
@@ -29,17 +26,17 @@ pub(super) struct TxnCursor {
 }
 
 impl Fs {
-    pub fn opendir(&self, ino: Ino) -> FsResult<u64> {
+    pub fn opendir(&self, ino: Ino) -> FsResult<Fh> {
         let node = self.node(ino)?;
         if !node.is_dir() {
             return Err(FsError::new(libc::ENOTDIR, format!("{node} is not a directory")));
         }
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        let fh = Fh(self.next_fh.fetch_add(1, Ordering::Relaxed));
         self.dirs.lock().unwrap().insert(fh, Arc::new(DirHandle { node, txns: Mutex::new(None) }));
         Ok(fh)
     }
 
-    pub fn releasedir(&self, fh: u64) {
+    pub fn releasedir(&self, fh: Fh) {
         self.dirs.lock().unwrap().remove(&fh);
     }
 
@@ -49,7 +46,7 @@ impl Fs {
     pub fn readdir(
         &self,
         ino: Ino,
-        fh: u64,
+        fh: Fh,
         offset: u64,
         plus: bool,
         add: &mut dyn FnMut(&DirEntry) -> bool,
@@ -115,39 +112,34 @@ impl Fs {
         match node {
             Node::HeadDir | Node::AtDir(_) => {
                 let at = if let Node::AtDir(t) = node { t } else { Tid::MAX };
-                let mut key = start_key;
-                loop {
-                    let (page, next) = live_page(s, Oid(key), at)?;
-                    for o in &page {
-                        let meta = Meta { size: o.size, tid: o.tid };
-                        if !e.keyed(o.oid.0, o.oid.to_string(), Node::Rev(o.oid, o.tid), || Ok(meta))? {
-                            return Ok(());
+                for o in s.objects(Oid(start_key), at) {
+                    let o = match o? {
+                        Listed::Live(o) => o,
+                        // Left out (looking it up answers EIO).
+                        Listed::Damaged(oid, e) => {
+                            log::error!("{oid}: not listed: {e}");
+                            continue;
                         }
-                    }
-                    match next {
-                        Some(n) => key = n,
-                        None => return Ok(()),
+                    };
+                    let meta = Meta { size: o.size, tid: o.tid };
+                    if !e.keyed(o.oid.0, o.oid.to_string(), Node::Rev(o.oid, o.tid), || Ok(meta))? {
+                        return Ok(());
                     }
                 }
+                Ok(())
             }
             Node::HistoryDir => {
-                let mut key = start_key;
-                loop {
-                    let page = s.list_oids(Oid(key), PAGE)?;
-                    for &o in &page {
-                        let meta = || {
-                            let tid = s.current_tid(o)?.unwrap_or(Tid::ZERO);
-                            Ok(Meta { size: 0, tid })
-                        };
-                        if !e.keyed(o.0, o.to_string(), Node::HistoryOid(o), meta)? {
-                            return Ok(());
-                        }
-                    }
-                    match page.last() {
-                        Some(l) if page.len() == PAGE && l.0 < u64::MAX => key = l.0 + 1,
-                        _ => return Ok(()),
+                for o in s.oids(Oid(start_key)) {
+                    let o = o?;
+                    let meta = || {
+                        let tid = s.current_tid(o)?.unwrap_or(Tid::ZERO);
+                        Ok(Meta { size: 0, tid })
+                    };
+                    if !e.keyed(o.0, o.to_string(), Node::HistoryOid(o), meta)? {
+                        return Ok(());
                     }
                 }
+                Ok(())
             }
             Node::HistoryOid(o) => {
                 // One object's retained revisions (bounded by what merging keeps).
@@ -314,7 +306,7 @@ impl Emit<'_> {
     }
 
     /// Offer the entry with key `key` (cookie key + RESERVED + 1); false when full or
-    /// when the key is too large to have a cookie (keys above u64::MAX - 17 are
+    /// when the key is too large to have a cookie (keys above u64::MAX - RESERVED - 1 are
     /// reachable by lookup only).
     pub(super) fn keyed(
         &mut self,
@@ -328,14 +320,4 @@ impl Emit<'_> {
             None => Ok(false),
         }
     }
-}
-
-/// A page of live objects from `start` as of `at`, and the key to go on from. Damaged
-/// objects are left out of the listing (logged; looking one up answers EIO).
-fn live_page(s: &Storage, start: Oid, at: Tid) -> FsResult<(Vec<crate::ObjectInfo>, Option<u64>)> {
-    let (page, damaged, next) = s.list_contained(start, at, PAGE)?;
-    for (oid, e) in damaged {
-        log::error!("{oid}: not listed: {e}");
-    }
-    Ok((page, next.map(|o| o.0)))
 }

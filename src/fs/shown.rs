@@ -1,7 +1,7 @@
 //! Read-your-writes across processes: the tid `head/` shows, the notifier's progress
 //! (kernel names and pages dropped after a commit or a merge), and `head/watch`.
 
-use super::{opt_tid, Fs, FsError, FsResult, Ino, Node};
+use super::{opt_tid, Fh, Fs, FsError, FsResult, Ino, Node};
 use crate::{SegmentName, Tid};
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
@@ -22,6 +22,10 @@ pub(super) struct Shown {
 
 /// How long a commit waits for the notifier before answering anyway (with a warning).
 pub(super) const SHOWN_WAIT: Duration = Duration::from_secs(10);
+
+/// How often a blocked `head/watch` read looks whether its descriptor was closed (a
+/// close sends no wakeup; a commit and an unmount do).
+const WATCH_RECHECK: Duration = Duration::from_secs(1);
 
 impl Shown {
     pub(super) fn set(&self, tid: Tid) {
@@ -110,11 +114,10 @@ impl Fs {
 
     /// Wait until `head/` shows a tid newer than `last`; EINTR once `fh` is closed or
     /// the mount ends.
-    pub(super) fn watch(&self, fh: u64, last: Tid) -> FsResult<Tid> {
+    pub(super) fn watch(&self, fh: Fh, last: Tid) -> FsResult<Tid> {
         loop {
             let t = self.shown.tid.lock().unwrap();
-            let (t, _) =
-                self.shown.cv.wait_timeout_while(t, Duration::from_secs(1), |t| t.is_some_and(|t| t <= last)).unwrap();
+            let (t, _) = self.shown.cv.wait_timeout_while(t, WATCH_RECHECK, |t| t.is_some_and(|t| t <= last)).unwrap();
             drop(t);
             let now = self.shown_tid();
             if now > last {

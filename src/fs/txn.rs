@@ -162,8 +162,9 @@ impl MountTxn {
         Ok(MountTxn { no, name, clone, dir, max_object, state: Mutex::new(state), ended: Condvar::new() })
     }
 
+    /// A poisoned lock means a thread panicked mid-update: stop (see `fs` on locks).
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().unwrap()
     }
 
     pub fn status(&self) -> Status {
@@ -239,12 +240,6 @@ impl MountTxn {
     pub fn staged_data(&self) -> Vec<(Oid, u64)> {
         let st = self.lock();
         st.staged.iter().filter_map(|(o, s)| if let Staged::Data(n) = s { Some((*o, *n)) } else { None }).collect()
-    }
-
-    /// Staged deletions, in order.
-    pub fn staged_deletions(&self) -> Vec<Oid> {
-        let st = self.lock();
-        st.staged.iter().filter(|(_, s)| **s == Staged::Deleted).map(|(o, _)| *o).collect()
     }
 
     /// Make `oid` staged with data (copying the snapshot's data unless `truncate`), so
@@ -563,7 +558,7 @@ impl MountTxn {
     pub fn expire_vote(&self, vote: u64, timeout: Duration) -> bool {
         let st = self.lock();
         let still = |s: &State| s.status == Status::Voted && s.votes == vote && !s.busy;
-        let (st, _) = self.ended.wait_timeout_while(st, timeout, |s| still(s)).unwrap_or_else(|e| e.into_inner());
+        let (st, _) = self.ended.wait_timeout_while(st, timeout, |s| still(s)).unwrap();
         if !still(&st) {
             return false;
         }

@@ -4,37 +4,12 @@
 
 use super::node::{parse_hex, parse_segment};
 use super::txn::{parse_command, valid_txn_name, Command, MountTxn, TxnNo};
-use super::{no_such, Entry, FileHandle, Fs, FsError, FsResult, Meta, Node, Opened};
+use super::{no_such, Entry, Fh, FileHandle, Fs, FsError, FsResult, Meta, Node, Opened};
 use crate::merge::{Policy, Strategy};
 use crate::types::AsOf;
 use crate::{Oid, SegmentName, Storage};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-
-/// Mount options the fs layer needs.
-#[derive(Clone, Debug)]
-pub struct FsOptions {
-    /// Hide `txn/`, refuse `merge` (EROFS).
-    pub read_only: bool,
-    /// Writable nodes are writable by every user (0777/0666), not by the owner only.
-    pub others_write: bool,
-    /// A voted transaction with no commit or abort within this time is aborted.
-    pub vote_timeout: Duration,
-    /// Larger staged objects are refused with EFBIG.
-    pub max_object_size: u64,
-}
-
-impl Default for FsOptions {
-    fn default() -> FsOptions {
-        FsOptions {
-            read_only: false,
-            others_write: false,
-            vote_timeout: Duration::from_secs(60),
-            max_object_size: 1 << 30,
-        }
-    }
-}
 
 /// How a file is opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -274,7 +249,7 @@ impl Fs {
     }
 
     /// Write `data` at `offset` to the open file `fh`.
-    pub fn write(&self, fh: u64, offset: u64, data: &[u8]) -> FsResult<WriteDone> {
+    pub fn write(&self, fh: Fh, offset: u64, data: &[u8]) -> FsResult<WriteDone> {
         let h = self.files.lock().unwrap().get(&fh).cloned();
         let h = h.ok_or_else(|| FsError::new(libc::EBADF, format!("file handle {fh} is not open")))?;
         let len = data.len() as u32;
