@@ -417,6 +417,14 @@ fn segment_files_restore_with_links_by_name() {
     let msg = text(&bad.stderr);
     assert!(!bad.status.success() && msg.contains("seg-000001.fs2 is not present"), "{msg}");
     assert!(msg.contains("left out") && msg.contains("a damaged copy"), "{msg}");
+    // A backup goes neither into the storage nor beside another storage's copies.
+    let inside = fs2(false, &["backup", p(&sdir), p(&sdir.join("bk"))]);
+    assert!(!inside.status.success() && text(&inside.stderr).contains("outside the storage"), "{inside:?}");
+    assert!(!sdir.join("bk").exists());
+    let other = dir.path().join("other");
+    build(&other, 1);
+    let mixed = fs2(false, &["backup", p(&other), p(&flat)]);
+    assert!(!mixed.status.success() && text(&mixed.stderr).contains("another storage"), "{mixed:?}");
     // Not into a directory that holds something.
     let again = fs2(false, &["restore", p(&flat), p(&target)]);
     assert!(!again.status.success() && text(&again.stderr).contains("not empty"), "{again:?}");

@@ -40,6 +40,31 @@ const ATTEMPTS: u32 = 5;
 /// Back up the storage in `dir` (live or not, mounted or not: it is opened read-only, a
 /// snapshot beside its writer) into `dest/<segment>/<segment>.fs2`.
 pub fn backup(dir: &Path, dest: &Path) -> Result<BackupReport> {
+    // Compared as canonical paths (DEST may not exist yet: its parent then).
+    let canonical = |p: &Path| -> Option<PathBuf> {
+        std::fs::canonicalize(p).ok().or_else(|| {
+            Some(
+                std::fs::canonicalize(p.parent()?.to_str().filter(|s| !s.is_empty()).unwrap_or("."))
+                    .ok()?
+                    .join(p.file_name()?),
+            )
+        })
+    };
+    if let (Some(src), Some(to)) = (canonical(dir), canonical(dest)) {
+        if to.starts_with(&src) {
+            return Err(Error::invalid(format!("{}: a backup goes outside the storage directory", dest.display())));
+        }
+    }
+    // A backup of another storage there would be mixed with this one.
+    let id = super::storage_id(&Storage::open(dir, Options::read_only())?)?;
+    let there = if dest.exists() { super::collect(&[dest.to_path_buf()])?.pieces } else { Vec::new() };
+    if let Some(other) = there.iter().find(|p| p.header.storage_id != id) {
+        return Err(Error::invalid(format!(
+            "{} holds {}, a segment of another storage: back up into another directory",
+            dest.display(),
+            other.path.display()
+        )));
+    }
     std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dest).map_err(|e| Error::io(dest, "create", e))?;
     let mut last = None;
     for _ in 0..ATTEMPTS {

@@ -440,6 +440,16 @@ pub fn refuse_writable(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The storage id of an open storage (its newest segment's header).
+pub fn storage_id(s: &Storage) -> Result<u128> {
+    let segs = s.segments()?;
+    let newest = segs.last().ok_or_else(|| Error::NotFound("the storage has no segment".into()))?;
+    let b = s.segment_bytes(newest.name)?;
+    let mut header = vec![0u8; crate::format::HEADER_SIZE];
+    b.read_at(&mut header, 0)?;
+    Ok(Header::from_bytes(&header, &b.path)?.storage_id)
+}
+
 /// A line saying where an archive's history starts when older segments are missing.
 pub fn history_note(s: &Storage) -> Result<Option<String>> {
     let segs = s.segments()?;
