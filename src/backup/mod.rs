@@ -512,3 +512,76 @@ pub fn data_crc32c(mut read: impl FnMut(&mut [u8], u64) -> Result<usize>, len: u
     }
     Ok(crc)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn piece(first: u64, last: u64, prev: Option<(u64, u64)>, generation: u64) -> Piece {
+        let name = SegmentName { first, last };
+        Piece {
+            path: PathBuf::from(format!("/copies/g{generation}/{}", name.file_name())),
+            header: Header {
+                version: crate::format::VERSION,
+                flags: 0,
+                alignment: 1 << 28,
+                storage_id: 7,
+                name,
+                prev: prev.map(|(f, l)| SegmentName { first: f, last: l }.file_name()),
+                generation,
+                sealed_len: None,
+            },
+            len: 8192,
+        }
+    }
+
+    fn chain(p: &Plan) -> Vec<String> {
+        p.chain.iter().map(|x| format!("{}@{}", x.name(), x.header.generation)).collect()
+    }
+
+    #[test]
+    fn the_chain_takes_the_newest_copy_whose_predecessors_are_present() {
+        // seg-3 copied before (prev seg-2) and after (prev seg-1-2) a merge of 1..2.
+        let pieces = vec![
+            piece(1, 1, None, 2),
+            piece(2, 2, Some((1, 1)), 2),
+            piece(3, 3, Some((2, 2)), 1),
+            piece(3, 3, Some((1, 2)), 3),
+        ];
+        let p = assemble(pieces.clone()).unwrap();
+        assert_eq!(chain(&p), ["seg-000003@1", "seg-000002@2", "seg-000001@2"]);
+        assert!(p.missing.is_none());
+        assert_eq!(p.unused.len(), 1);
+        assert!(p.unused[0].1.contains("another copy"), "{:?}", p.unused);
+        // With the merged segment present, the newer copy wins and the inputs are unused.
+        let mut more = pieces;
+        more.push(piece(1, 2, None, 2));
+        let p = assemble(more).unwrap();
+        assert_eq!(chain(&p), ["seg-000003@3", "seg-000001-000002@2"]);
+        assert!(p.unused.iter().any(|(_, why)| why.contains("merged into seg-000001-000002.fs2")), "{:?}", p.unused);
+    }
+
+    #[test]
+    fn a_missing_piece_is_named_with_what_is_there_instead() {
+        // A pre-merge copy of seg-3 beside the merged segment: copy seg-3 again after.
+        let p = assemble(vec![piece(1, 2, None, 2), piece(3, 3, Some((2, 2)), 1)]).unwrap();
+        let (m, line) = p.missing.unwrap();
+        assert_eq!(m, SegmentName::single(2));
+        assert!(line.contains("seg-000001-000002.fs2") && line.contains("taken after that merge"), "{line}");
+        // A post-merge copy beside the merge's inputs: the merged one is missing.
+        let p =
+            assemble(vec![piece(1, 1, None, 2), piece(2, 2, Some((1, 1)), 2), piece(3, 3, Some((1, 2)), 3)]).unwrap();
+        assert_eq!(chain(&p), ["seg-000003@3"]);
+        let (m, line) = p.missing.unwrap();
+        assert_eq!(m, SegmentName { first: 1, last: 2 });
+        assert!(line.contains("seg-000001.fs2, seg-000002.fs2") && line.contains("taken before that merge"), "{line}");
+    }
+
+    #[test]
+    fn pieces_of_two_storages_are_refused() {
+        let mut other = piece(1, 1, None, 2);
+        other.header.storage_id = 8;
+        let e = assemble(vec![other, piece(2, 2, Some((1, 1)), 2)]).unwrap_err();
+        assert!(e.to_string().contains("another storage"), "{e}");
+    }
+}
