@@ -548,20 +548,22 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             let mut p = Progress::new("check");
             // An archive is checked as it is (read-only; never repaired in place).
-            let (cdir, copts) = if backup::is_archive(&dir) {
+            // Copied segment directories are checked against their copied info too.
+            let (cdir, copts, unusable) = if backup::is_archive(&dir) {
                 if repair {
                     backup::refuse_writable(&dir)?;
                 }
-                let a = backup::Archive::new(std::slice::from_ref(&dir))?;
+                let a = backup::Archive::with(std::slice::from_ref(&dir), true)?;
                 if let Some((_, line)) = &a.plan.missing {
                     w(writeln!(out, "note: older segments not present: {line}"))?;
                 }
-                (a.dir, a.opts)
+                (a.dir, a.opts, a.unusable)
             } else {
-                (dir.clone(), Options::default())
+                (dir.clone(), Options::default(), Vec::new())
             };
-            let r = check(&cdir, repair, copts, &mut |d, t| p.update(d, t))
+            let mut r = check(&cdir, repair, copts, &mut |d, t| p.update(d, t))
                 .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?;
+            r.problems.extend(unusable);
             drop(p);
             for x in &r.repaired {
                 w(writeln!(out, "repaired: {}", one_line(x)))?;

@@ -417,6 +417,9 @@ fn segment_files_restore_with_links_by_name() {
     let msg = text(&bad.stderr);
     assert!(!bad.status.success() && msg.contains("seg-000001.fs2 is not present"), "{msg}");
     assert!(msg.contains("left out") && msg.contains("a damaged copy"), "{msg}");
+    let checked = fs2(false, &["check", p(&copied)]);
+    assert_eq!(checked.status.code(), Some(5), "{checked:?}");
+    assert!(text(&checked.stdout).contains("problem: ") && text(&checked.stdout).contains("a damaged copy"));
     // A backup goes neither into the storage nor beside another storage's copies.
     let inside = fs2(false, &["backup", p(&sdir), p(&sdir.join("bk"))]);
     assert!(!inside.status.success() && text(&inside.stderr).contains("outside the storage"), "{inside:?}");
