@@ -49,6 +49,7 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         }
     }
     // Not a storage (missing, not a directory, no access): an error, not damage.
+    let opts_partial = opts.vfs.partial_chain();
     let s = match Storage::open(dir, Options { read_only: true, ..opts }) {
         Ok(s) => s,
         Err(e) if e.is_corruption() => {
@@ -103,8 +104,11 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
         let path = seg.path.display().to_string();
         // The first region seen of a segment (its oldest data): check the chain link.
         if prev_name != Some(seg.header.name) {
-            if seg.prev().as_deref().map(Path::new).and_then(|p| p.file_name()).and_then(|n| n.to_str())
-                != prev_name.map(|n| n.file_name()).as_deref()
+            // An archive's oldest segment may name a predecessor it does not hold.
+            let partial = prev_name.is_none() && opts_partial;
+            if !partial
+                && seg.prev().as_deref().map(Path::new).and_then(|p| p.file_name()).and_then(|n| n.to_str())
+                    != prev_name.map(|n| n.file_name()).as_deref()
             {
                 report.problems.push(format!("{path}: previous-segment reference does not name the previous segment"));
             }

@@ -1,6 +1,7 @@
 //! The `fs2` command line: a thin clap layer over the engine.
 
 use clap::{Args, Parser, Subcommand};
+use filestorage2::backup;
 use filestorage2::check::check;
 use filestorage2::merge::{Policy, Strategy};
 use filestorage2::{AsOf, Error, Listed, Oid, Options, SegmentName, SegmentState, Storage, Tid};
@@ -178,6 +179,33 @@ enum Cmd {
         #[arg(long, default_value_t = 1 << 30, value_name = "BYTES")]
         max_object_size: u64,
     },
+    /// Build a working storage in NEWDIR from copies: copied segment directories
+    /// (`cp -a MNT/segments/<name>`), segment files, directories holding them (a backup,
+    /// a storage's archive/). Verifies every checksum, the storage id and the chain links;
+    /// never changes the sources. With --check: verify only (give sources only).
+    #[command(override_usage = "fs2 restore SOURCE... NEWDIR\n       fs2 restore --check SOURCE...")]
+    Restore {
+        /// The sources, then the new storage directory (new or empty).
+        #[arg(required = true, num_args = 1..)]
+        paths: Vec<PathBuf>,
+        /// Verify the sources form a whole chain and every checksum holds; write nothing.
+        #[arg(long)]
+        check: bool,
+    },
+    /// Copy the storage's chain into DEST/<segment>/<segment>.fs2, only what changed
+    /// since the last backup there. Works on a live, mounted storage (a read-only
+    /// snapshot: the active segment's committed transactions).
+    Backup {
+        /// The storage directory.
+        dir: PathBuf,
+        /// The backup directory (created if missing).
+        dest: PathBuf,
+    },
+    /// Merged-away segments in DIR/archive/.
+    Archive {
+        #[command(subcommand)]
+        cmd: ArchiveCmd,
+    },
     /// Unmount a `fs2 mount` (for scripts).
     Umount {
         mountpoint: PathBuf,
@@ -192,6 +220,20 @@ enum Cmd {
     Demo {
         #[arg(default_value = DEMO_DIR)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ArchiveCmd {
+    /// Delete the merged-away segments in DIR/archive/ (copy them first if you want
+    /// their history: `fs2 backup` or `cp -a MNT/archive/<name>`). A segment the chain
+    /// uses is never deleted.
+    Prune {
+        /// The storage directory.
+        dir: PathBuf,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -288,12 +330,23 @@ fn fail(code: i32, message: impl Into<String>) -> Failure {
 
 /// Open read-only. A tail of the active segment the open had to ignore is said on
 /// stderr (one line; the exit status stays 0: see README "Exit status").
+/// An archive (copied segments, see `backup`) opens read-only as it is; where its
+/// history starts is said on stderr when older segments are missing.
 fn open_ro(dir: &Path) -> Result<Storage, Failure> {
-    let s = Storage::open(dir, Options::read_only())?;
+    let s = backup::open_read_only(dir)?;
     if let Some(t) = s.ignored_tail() {
         eprintln!("fs2: warning: {t}");
     }
+    if let Some(note) = backup::history_note(&s)? {
+        eprintln!("fs2: note: {note}");
+    }
     Ok(s)
+}
+
+/// Open for writing; an archive is refused (it would be recovered and forked).
+fn open_rw(dir: &Path) -> Result<Storage, Failure> {
+    backup::refuse_writable(dir)?;
+    Ok(Storage::open(dir, Options::default())?)
 }
 
 /// Progress on stderr for long work, only when stderr is a terminal.
@@ -390,6 +443,17 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     match cli.cmd {
         Cmd::Init { dir, alignment, retention } => {
+            if backup::holds_segments(&dir) {
+                return Err(fail(
+                    1,
+                    format!(
+                        "{} holds segment files or copied segment directories: not a place for a new storage \
+                         (open it as it is, or `fs2 restore {} NEWDIR`)",
+                        dir.display(),
+                        dir.display()
+                    ),
+                ));
+            }
             filestorage2::mount::owner_only_dir(&dir).map_err(|m| fail(1, m))?;
             let s = Storage::create(&dir, Options { alignment, ..Options::default() })?;
             s.set_retention(retention.parse()?)?;
@@ -453,7 +517,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Dump { dir, from, to } => dump(&mut out, &dir, from, to)?,
         Cmd::Commit(a) => commit(&mut out, a)?,
         Cmd::Rotate { dir } => {
-            let s = Storage::open(&dir, Options::default())?;
+            let s = open_rw(&dir)?;
             let name = s.rotate()?;
             w(writeln!(out, "sealed the active segment; new active segment {name}"))?;
         }
@@ -471,6 +535,9 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 log::set_max_level(log::LevelFilter::Error);
             }
             let one_line = |x: &str| x.replace('\n', " ");
+            if salvage {
+                backup::refuse_writable(&dir)?;
+            }
             let salvaged = match salvage {
                 true => filestorage2::damage::salvage(&dir, Options::default())
                     .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?,
@@ -480,8 +547,23 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 w(writeln!(out, "salvaged: {}", one_line(x)))?;
             }
             let mut p = Progress::new("check");
-            let r = check(&dir, repair, Options::default(), &mut |d, t| p.update(d, t))
+            // An archive is checked as it is (read-only; never repaired in place).
+            // Copied segment directories are checked against their copied info too.
+            let (cdir, copts, unusable) = if backup::is_archive(&dir) {
+                if repair {
+                    backup::refuse_writable(&dir)?;
+                }
+                let a = backup::Archive::with(std::slice::from_ref(&dir), true)?;
+                if let Some((_, line)) = &a.plan.missing {
+                    w(writeln!(out, "note: older segments not present: {line}"))?;
+                }
+                (a.dir, a.opts, a.unusable)
+            } else {
+                (dir.clone(), Options::default(), Vec::new())
+            };
+            let mut r = check(&cdir, repair, copts, &mut |d, t| p.update(d, t))
                 .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?;
+            r.problems.extend(unusable);
             drop(p);
             for x in &r.repaired {
                 w(writeln!(out, "repaired: {}", one_line(x)))?;
@@ -519,13 +601,13 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
         Cmd::Merge(a) => merge(&mut out, a)?,
         Cmd::MoveSegment { dir, segment, to } => {
             let to = std::path::absolute(&to).map_err(|e| fail(1, format!("{}: {e}", to.display())))?;
-            let s = Storage::open(&dir, Options::default())?;
+            let s = open_rw(&dir)?;
             let path = s.move_segment(segment, &to)?;
             w(writeln!(out, "moved {segment} to {}", path.display()))?;
         }
         Cmd::Retention { dir, set } => match set {
             Some(r) => {
-                let s = Storage::open(&dir, Options::default())?;
+                let s = open_rw(&dir)?;
                 s.set_retention(r.parse()?)?;
                 w(writeln!(out, "retention: {}", s.retention()))?;
             }
@@ -553,6 +635,38 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             };
             mount(&storage, &mountpoint, &mopts, init, force)?
         }
+        Cmd::Restore { paths, check } => restore(&mut out, paths, check)?,
+        Cmd::Backup { dir, dest } => {
+            let r = backup::backup(&dir, &dest)?;
+            for (n, bytes) in &r.copied {
+                w(writeln!(out, "copied:    {n} ({bytes} bytes)"))?;
+            }
+            for n in &r.unchanged {
+                w(writeln!(out, "unchanged: {n}"))?;
+            }
+            for p in &r.stale {
+                w(writeln!(
+                    out,
+                    "kept:      {} (merged away since; older history, not needed to restore)",
+                    p.display()
+                ))?;
+            }
+            w(writeln!(out, "backed up {} to {} as of {}", dir.display(), dest.display(), r.last_tid))?;
+        }
+        Cmd::Archive { cmd: ArchiveCmd::Prune { dir, dry_run } } => {
+            let gone = backup::prune_archive(&dir, dry_run)?;
+            let total: u64 = gone.iter().map(|(_, n)| n).sum();
+            for (p, n) in &gone {
+                w(writeln!(out, "{} {} ({n} bytes)", if dry_run { "would delete" } else { "deleted" }, p.display()))?;
+            }
+            w(writeln!(
+                out,
+                "{} {} archived segment(s), {}",
+                if dry_run { "would free" } else { "freed" },
+                gone.len(),
+                human(total)
+            ))?;
+        }
         Cmd::Umount { mountpoint, lazy } => {
             filestorage2::mount::umount(&mountpoint, lazy).map_err(|m| fail(1, m))?;
             w(writeln!(out, "unmounted {}", mountpoint.display()))?;
@@ -564,11 +678,27 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
 }
 
 fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
-    let s = open_ro(dir)?;
+    // An archive: where its history starts, and the copies its chain does not use, are
+    // lines of the output here.
+    let (s, unused) = if backup::is_archive(dir) {
+        let a = backup::Archive::new(&[dir.to_path_buf()])?;
+        (a.open()?, a.plan.unused.into_iter().map(|(p, why)| format!("{} ({why})", p.display())).collect())
+    } else {
+        (Storage::open(dir, Options::read_only())?, Vec::new())
+    };
     let segs = s.segments()?;
     let st = s.stats()?;
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
     w(writeln!(out, "storage:      {}", dir.display()))?;
+    if backup::is_archive(dir) {
+        w(writeln!(out, "archive:      copied segments, opened read-only (`fs2 restore` makes a storage of them)"))?;
+    }
+    if let Some(note) = backup::history_note(&s)? {
+        w(writeln!(out, "history:      {note}"))?;
+    }
+    for u in unused {
+        w(writeln!(out, "not used:     {u}"))?;
+    }
     for p in s.strays() {
         w(writeln!(
             out,
@@ -606,7 +736,7 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
         "  {:<18} {:<6} {:<16} {:<16} {:>8} {:>9} {:>12}  path",
         "name", "state", "first tid", "last tid", "txns", "records", "bytes"
     ))?;
-    for g in segs {
+    for g in &segs {
         w(writeln!(
             out,
             "  {:<18} {:<6} {:<16} {:<16} {:>8} {:>9} {:>12}  {}",
@@ -642,6 +772,11 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
                 .filter_map(|e| {
                     let name = e.file_name().to_str()?.to_string();
                     SegmentName::from_file_name(&name)?;
+                    // A chain segment moved there (move-segment) is not archived.
+                    if segs.iter().any(|g| std::fs::canonicalize(&g.path).ok() == std::fs::canonicalize(e.path()).ok())
+                    {
+                        return None;
+                    }
                     Some((name, e.metadata().ok()?.len()))
                 })
                 .collect()
@@ -649,17 +784,63 @@ fn info(out: &mut impl Write, dir: &Path, count: bool) -> Result<(), Failure> {
         .unwrap_or_default();
     archived.sort();
     if !archived.is_empty() {
+        let total: u64 = archived.iter().map(|(_, n)| n).sum();
         w(writeln!(
             out,
-            "archived:     {} in {} (merged away; each is a complete segment)",
+            "archived:     {} in {}, {total} bytes ({}) (merged away; each is a complete segment; \
+             `fs2 archive prune` deletes them)",
             archived.len(),
-            archive.display()
+            archive.display(),
+            human(total)
         ))?;
         for (name, len) in archived {
             w(writeln!(out, "  {name:<24} {len:>12}"))?;
         }
     }
     Ok(())
+}
+
+fn restore(out: &mut impl Write, mut paths: Vec<PathBuf>, check_only: bool) -> Result<(), Failure> {
+    let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
+    let target = match check_only {
+        true => None,
+        false if paths.len() >= 2 => paths.pop(),
+        false => return Err(fail(2, "give one or more sources and the new storage directory (or --check)")),
+    };
+    if std::env::var_os("RUST_LOG").is_none() {
+        log::set_max_level(log::LevelFilter::Error);
+    }
+    let mut p = Progress::new("verify");
+    let r = backup::restore(&paths, target.as_deref(), &mut |d, t| p.update(d, t))?;
+    drop(p);
+    for (name, piece, bytes) in &r.chain {
+        w(writeln!(out, "chain:     {name} {bytes:>12}  {}", piece.display()))?;
+    }
+    for (piece, why) in &r.unused {
+        w(writeln!(out, "unused:    {} ({why})", piece.display()))?;
+    }
+    for x in r.unusable.iter().chain(&r.notes) {
+        w(writeln!(out, "note:      {x}"))?;
+    }
+    for x in &r.check.problems {
+        w(writeln!(out, "problem:   {}", x.replace('\n', " ")))?;
+    }
+    w(writeln!(
+        out,
+        "verified {} segments, {} transactions, {} records, {}; last tid {}",
+        r.check.segments,
+        r.check.transactions,
+        r.check.records,
+        human(r.check.bytes),
+        r.last_tid
+    ))?;
+    if !r.check.ok() {
+        return Err(fail(5, format!("damaged: {} problem(s); nothing restored", r.check.problems.len())));
+    }
+    match (&target, r.restored) {
+        (Some(t), true) => w(writeln!(out, "restored into {} (verified)", t.display())),
+        _ => w(writeln!(out, "ok")),
+    }
 }
 
 fn merge(out: &mut impl Write, a: MergeArgs) -> Result<(), Failure> {
@@ -676,7 +857,7 @@ fn merge(out: &mut impl Write, a: MergeArgs) -> Result<(), Failure> {
         Some(AppendAsOf::SourceEnd) => Strategy::Append(AsOf::Source),
         Some(AppendAsOf::TargetEnd) => Strategy::Append(AsOf::Target),
     };
-    let s = Storage::open(&a.dir, Options::default())?;
+    let s = open_rw(&a.dir)?;
     let Some(h) = s.start_merge_with(&policy, strategy)? else {
         let n = s.past_segment_stats()?.len();
         return w(writeln!(out, "nothing to merge ({n} past segments)"));
@@ -790,7 +971,7 @@ fn commit(out: &mut impl Write, a: CommitArgs) -> Result<(), Failure> {
         };
         stores.push((oid, data));
     }
-    let s = Storage::open(&a.dir, Options::default())?;
+    let s = open_rw(&a.dir)?;
     let mut t = s.begin();
     if let Some(b) = a.base {
         if b > s.last_tid() {
@@ -845,8 +1026,7 @@ fn mount(
         return Err(fail(3, format!("no storage in {}: create one with --init (or `fs2 init`)", storage.display())));
     }
     filestorage2::mount::prepare_mountpoint(mp, force).map_err(|m| fail(1, m))?;
-    let opts = if read_only { Options::read_only() } else { Options::default() };
-    let s = Storage::open(storage, opts)?;
+    let s = if read_only { backup::open_read_only(storage)? } else { open_rw(storage)? };
     let m = mp.display();
     let fs2 = std::env::args().next().unwrap_or_else(|| "fs2".into());
     // Hints that work on this storage: objects only if it has some, writes only if writable.
@@ -855,7 +1035,7 @@ fn mount(
         hints += &format!("  cat {m}/head/{}\n  ls {m}/history/{}\n  cat {m}/transactions/*/info\n", o.oid, o.oid);
         hints += &format!("  T=$(cat {m}/head/at); ls -l {m}/@$T       # one snapshot, pinned\n");
     }
-    hints += &format!("  cp -a {m}/segments/seg-000001 /tmp/seg1    # data = the segment file byte for byte\n");
+    hints += &format!("  cp -a {m}/segments/seg-000001 /tmp/    # a segment and its info: a backup\n");
     if !read_only {
         hints += &format!(
             "  mkdir {m}/txn/t; echo hello > {m}/txn/t/0000000000000009; echo commit > {m}/txn/t/ctl\n  \
@@ -1031,7 +1211,7 @@ fn check_refs(out: &mut impl Write, dir: &Path) -> Result<(), Failure> {
 
 fn gc(out: &mut impl Write, dir: &Path, dry_run: bool) -> Result<(), Failure> {
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
-    let s = if dry_run { open_ro(dir)? } else { Storage::open(dir, Options::default())? };
+    let s = if dry_run { open_ro(dir)? } else { open_rw(dir)? };
     let mut p = Progress::new("reading objects");
     let mut listed = Vec::new();
     let mut io_err = None;
@@ -1077,7 +1257,7 @@ fn gc(out: &mut impl Write, dir: &Path, dry_run: bool) -> Result<(), Failure> {
 }
 
 fn undo(out: &mut impl Write, dir: &Path, tid: Tid) -> Result<(), Failure> {
-    let s = Storage::open(dir, Options::default())?;
+    let s = open_rw(dir)?;
     let mut t = s.begin();
     let oids = t.undo(tid).map_err(|e| match e {
         Error::Conflict { oid, tid: newer } => fail(

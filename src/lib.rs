@@ -5,6 +5,7 @@
 //! `docs/FORMAT.md` for the bytes and `docs/DESIGN.md` for commit, recovery and
 //! concurrency. The entry point is [`Storage`].
 
+pub mod backup;
 #[cfg(feature = "cli")]
 pub mod bench;
 #[cfg(feature = "cli")]

@@ -217,6 +217,13 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
                     None => break,
                 }
             }
+            // An archive of some segments only: its history starts at the oldest one present.
+            Err(Error::Io { source, .. })
+                if source.kind() == std::io::ErrorKind::NotFound && vfs.partial_chain() && !chain.is_empty() =>
+            {
+                log::info!("{}: not present; the history starts after it", path.display());
+                break;
+            }
             other => other?,
         };
         if let Some(newer) = chain.last() {

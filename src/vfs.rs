@@ -77,6 +77,12 @@ pub trait Vfs: Send + Sync {
     fn writer_active(&self, _dir: &Path) -> bool {
         false
     }
+    /// Whether a chain may end at a previous segment that is not there (an archive of
+    /// some segments only, `backup::ArchiveVfs`): its history starts at the oldest
+    /// segment present. In a storage a missing predecessor is an error.
+    fn partial_chain(&self) -> bool {
+        false
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -99,6 +99,16 @@ impl SegmentBytes {
         }
     }
 
+    /// A sealed segment file outside the chain (a merged-away one in the archive),
+    /// read-only up to its sealed length.
+    pub fn open_sealed(vfs: &dyn crate::vfs::Vfs, path: &std::path::Path) -> Result<SegmentBytes> {
+        let seg = crate::segment::SegmentFile::open(vfs, path, false)?;
+        let len = seg.effective_len()?;
+        let header = seg.read(0, HEADER_SIZE)?;
+        let (name, path, file) = (seg.header.name, seg.path.clone(), seg.file.clone());
+        Ok(SegmentBytes { name, path, state: SegmentState::Past, file, sealed: Some((header, len)) })
+    }
+
     /// Read into `buf` at `off`; returns the bytes read (0 at the end).
     pub fn read_at(&self, buf: &mut [u8], off: u64) -> Result<usize> {
         let len = self.file_len()?;

@@ -48,7 +48,7 @@ fn tree_through_real_tools() {
 
     assert_eq!(
         lines(&m.sh("ls")),
-        ["README", "gc", "head", "history", "merge", "segments", "stats", "transactions", "txn"]
+        ["README", "archive", "gc", "head", "history", "merge", "segments", "stats", "transactions", "txn"]
     );
     assert!(m.sh("cat README").contains("head/"));
     assert_eq!(m.sh("cat head/at"), format!("{last}\n"));
@@ -106,17 +106,19 @@ fn tree_through_real_tools() {
 
     // find walks everything but @ (every file readable).
     let found = m.sh("find . -type f | sort");
-    assert!(found.contains("./segments/seg-000001/data\n") && !found.contains('@'), "{found}");
+    assert!(found.contains("./segments/seg-000001/seg-000001.fs2\n") && !found.contains('@'), "{found}");
     m.ok(&["sh", "-c", "find . -type f -exec cat {} + > /dev/null"]);
 
-    // segments/: cp -r of a past segment gives the segment file byte for byte.
+    // segments/: cp -r of a past segment gives the segment file byte for byte and its
+    // info; the records and txns are there by name only.
     let segs = s.segments().unwrap();
     let out = tempfile::tempdir().unwrap();
     let dst = out.path().join("copy");
     m.ok(&["cp", "-r", "segments/seg-000001", dst.to_str().unwrap()]);
-    assert_eq!(std::fs::read(dst.join("data")).unwrap(), std::fs::read(&segs[0].path).unwrap());
-    assert_eq!(std::fs::read(dst.join("0000000000000001")).unwrap(), b"hello again\n");
-    let txns = std::fs::read_to_string(dst.join("txns")).unwrap();
+    assert_eq!(std::fs::read(dst.join("seg-000001.fs2")).unwrap(), std::fs::read(&segs[0].path).unwrap());
+    assert!(!dst.join("0000000000000001").exists() && !dst.join("txns").exists());
+    assert_eq!(std::fs::read(m.path("segments/seg-000001/0000000000000001")).unwrap(), b"hello again\n");
+    let txns = std::fs::read_to_string(m.path("segments/seg-000001/txns")).unwrap();
     assert_eq!(txns.lines().count(), 3, "{txns}");
     let info = std::fs::read_to_string(dst.join("info")).unwrap();
     assert!(info.contains("state: past\n"), "{info}");
@@ -325,7 +327,8 @@ fn large_directories_stream() {
     assert_eq!(m.sh("ls head | wc -l").trim(), "5001");
     assert_eq!(m.sh("ls -l head | grep -c ' 8 '").trim(), "5000");
     assert_eq!(m.sh("find history -mindepth 1 -maxdepth 1 | wc -l").trim(), "5000");
-    assert_eq!(m.sh("ls segments/seg-000001 | wc -l").trim(), "5003");
+    assert_eq!(m.sh("ls segments/seg-000001 | wc -l").trim(), "2", "records are lookup-only");
+    assert_eq!(m.sh("cat segments/seg-000001/0000000000000007 | wc -c").trim(), "8");
     let names = m.sh("ls -f head | grep -v '^[.a]'");
     let want: Vec<String> = (0..5000u64).map(|o| Oid(o * 7).to_string()).collect();
     assert_eq!(lines(&names), want, "listed in oid order, each once");

@@ -61,7 +61,13 @@ impl Fs {
             Node::HeadWatch => (FileHandle::Watch(Mutex::new((self.shown_tid(), Vec::new()))), false),
             Node::AtAt(t) => (FileHandle::Bytes(format!("{t}\n").into_bytes()), true),
             Node::TxnInfo(t) => (FileHandle::Bytes(render_txn_info(&*self.txn(t)?).into_bytes()), true),
-            Node::Stats | Node::SegInfo(_) | Node::SegTxns(_) | Node::ClassIndex | Node::Referrers(_) => {
+            Node::ArchData(n) => (FileHandle::Segment(self.archived(n)?), true),
+            Node::Stats
+            | Node::SegInfo(_)
+            | Node::SegTxns(_)
+            | Node::ArchInfo(_)
+            | Node::ClassIndex
+            | Node::Referrers(_) => {
                 let kept = self.snapshots.lock().unwrap().get(&node).cloned();
                 let bytes = match kept {
                     Some((b, at)) if at.elapsed() < SNAPSHOT_KEEP => b,

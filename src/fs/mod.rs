@@ -25,6 +25,7 @@ mod names;
 pub mod node;
 mod policy;
 mod readdir;
+mod segments;
 mod shown;
 mod stats;
 mod text;

@@ -89,6 +89,7 @@ impl Fs {
                 "history" => Node::HistoryDir,
                 "transactions" => Node::TxnsDir,
                 "segments" => Node::SegmentsDir,
+                "archive" => Node::ArchiveDir,
                 "stats" => Node::Stats,
                 "merge" => Node::Merge(self.next_fh.fetch_add(1, Ordering::Relaxed)),
                 "gc" => Node::Gc(self.next_fh.fetch_add(1, Ordering::Relaxed)),
@@ -152,7 +153,9 @@ impl Fs {
             Node::SegDir(n) => match name {
                 "info" => Node::SegInfo(n),
                 "txns" => Node::SegTxns(n),
+                // The segment file under its own name (`data`: the old name, not listed).
                 "data" => Node::SegData(n),
+                _ if name == n.file_name() => Node::SegData(n),
                 _ => {
                     let (o, deleted) = parse_hex_maybe_deleted(name).ok_or_else(|| no_such(name))?;
                     return match s.segment_record(n, Oid(o))? {
@@ -161,6 +164,7 @@ impl Fs {
                     };
                 }
             },
+            Node::ArchiveDir | Node::ArchDir(_) => self.resolve_archive(parent, name)?,
             Node::TxnArea | Node::WTxn(_) => return self.resolve_txn(parent, name),
             Node::ClassesDir | Node::ClassDir(_) | Node::RefsDir | Node::ReferrersDir => {
                 return self.resolve_zodb(parent, name)
@@ -244,6 +248,7 @@ impl Fs {
             Node::TxnDir(t) => self.txn(t).map(|_| Meta { size: 0, tid: t }),
             Node::TxnInfo(t) => m(render_txn_info(&*self.txn(t)?).len() as u64, t),
             Node::SegDir(n) => m(0, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO)),
+            Node::ArchiveDir | Node::ArchDir(_) | Node::ArchInfo(_) | Node::ArchData(_) => self.archive_meta(node),
             Node::SegTxns(n) | Node::SegInfo(n) => {
                 let size = self.snapshot(node)?.len() as u64;
                 m(size, self.seg_info(n)?.last_tid.unwrap_or(Tid::ZERO))

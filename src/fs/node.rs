@@ -33,7 +33,14 @@ pub enum Node {
     SegDir(SegmentName),
     SegInfo(SegmentName),
     SegTxns(SegmentName),
+    /// `segments/<name>/<name>.fs2` (also found as `data`, not listed).
     SegData(SegmentName),
+    /// `archive/`: the merged-away segments in the storage's archive directory, laid out
+    /// as `segments/` (`fs/segments.rs`).
+    ArchiveDir,
+    ArchDir(SegmentName),
+    ArchInfo(SegmentName),
+    ArchData(SegmentName),
     /// `txn/`: the transactions being built.
     TxnArea,
     /// `txn/new`: the clone file. Each lookup makes a new one (see [`Node::is_per_lookup`]).
@@ -76,6 +83,8 @@ impl Node {
                 | Node::TxnDir(_)
                 | Node::SegmentsDir
                 | Node::SegDir(_)
+                | Node::ArchiveDir
+                | Node::ArchDir(_)
                 | Node::TxnArea
                 | Node::WTxn(_)
                 | Node::ClassesDir
@@ -150,7 +159,11 @@ impl std::fmt::Display for Node {
             Node::SegDir(n) => write!(f, "/segments/{n}"),
             Node::SegInfo(n) => write!(f, "/segments/{n}/info"),
             Node::SegTxns(n) => write!(f, "/segments/{n}/txns"),
-            Node::SegData(n) => write!(f, "/segments/{n}/data"),
+            Node::SegData(n) => write!(f, "/segments/{n}/{n}.fs2"),
+            Node::ArchiveDir => write!(f, "/archive"),
+            Node::ArchDir(n) => write!(f, "/archive/{n}"),
+            Node::ArchInfo(n) => write!(f, "/archive/{n}/info"),
+            Node::ArchData(n) => write!(f, "/archive/{n}/{n}.fs2"),
             Node::TxnArea => write!(f, "/txn"),
             Node::TxnClone(_) => write!(f, "/txn/new"),
             Node::WTxn(n) => write!(f, "/txn/#{}", n.0),

@@ -62,18 +62,31 @@ impl Fs {
         let fixed: &[&str] = match node {
             // classes/ and refs/ are lookup-only here: tree walks never enter them.
             Node::Root if self.opts.read_only => {
-                &[".", "..", "README", "gc", "head", "history", "merge", "segments", "stats", "transactions"]
+                &[".", "..", "README", "archive", "gc", "head", "history", "merge", "segments", "stats", "transactions"]
             }
-            Node::Root => {
-                &[".", "..", "README", "gc", "head", "history", "merge", "segments", "stats", "transactions", "txn"]
-            }
+            Node::Root => &[
+                ".",
+                "..",
+                "README",
+                "archive",
+                "gc",
+                "head",
+                "history",
+                "merge",
+                "segments",
+                "stats",
+                "transactions",
+                "txn",
+            ],
             Node::ClassesDir => &[".", "..", "at", "index"],
             Node::TxnArea => &[".", "..", "new"],
             Node::WTxn(_) => &[".", "..", "ctl", "info", "new-oid"],
             // head/watch is lookup-only: a tree walk (`cp -r`, `grep -r`) must not block on it.
             Node::HeadDir | Node::AtDir(_) => &[".", "..", "at"],
             Node::TxnDir(_) => &[".", "..", "info"],
-            Node::SegDir(_) => &[".", "..", "info", "txns", "data"],
+            // The records (`segments/<name>/<oid>`) are lookup-only: a copy of the
+            // directory is the segment file and two small texts (see fs/segments.rs).
+            Node::SegDir(_) | Node::ArchDir(_) => &[".", "..", "info"],
             _ => &[".", ".."],
         };
         // Fixed entries first: cookie i + 1.
@@ -192,16 +205,7 @@ impl Fs {
                 }
                 Ok(())
             }
-            Node::SegDir(n) => {
-                for r in s.segment_objects(n, Oid(start_key)) {
-                    let r = r?;
-                    let (child, meta) = rev_node(&r);
-                    if !e.keyed(r.oid.0, rev_name(r.oid.0, r.deleted), child, || Ok(meta))? {
-                        return Ok(());
-                    }
-                }
-                Ok(())
-            }
+            Node::SegDir(_) | Node::ArchiveDir | Node::ArchDir(_) => self.readdir_segments(node, start_key, &mut e),
             Node::TxnArea => {
                 let names: Vec<(String, TxnNo)> =
                     self.wtxns.lock().unwrap().by_name.iter().map(|(k, v)| (k.clone(), *v)).collect();
@@ -259,7 +263,7 @@ impl Fs {
 }
 
 /// Feeds one readdir reply.
-struct Emit<'a> {
+pub(super) struct Emit<'a> {
     fs: &'a Fs,
     dir: Node,
     ino: Ino,
@@ -304,7 +308,13 @@ impl Emit<'_> {
     /// Offer the entry with key `key` (cookie key + RESERVED + 1); false when full or
     /// when the key is too large to have a cookie (keys above u64::MAX - RESERVED - 1 are
     /// reachable by lookup only).
-    fn keyed(&mut self, key: u64, name: String, node: Node, meta: impl FnOnce() -> FsResult<Meta>) -> FsResult<bool> {
+    pub(super) fn keyed(
+        &mut self,
+        key: u64,
+        name: String,
+        node: Node,
+        meta: impl FnOnce() -> FsResult<Meta>,
+    ) -> FsResult<bool> {
         match key.checked_add(RESERVED + 1) {
             Some(cookie) => self.offer(cookie, name, node, meta),
             None => Ok(false),

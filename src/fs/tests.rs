@@ -102,7 +102,7 @@ fn root_head_and_at_show_the_engine_state() {
     let f = fixture();
     let fs = &f.fs;
     let last = *f.tids.last().unwrap();
-    let root = ["README", "gc", "head", "history", "merge", "segments", "stats", "transactions", "txn"];
+    let root = ["README", "archive", "gc", "head", "history", "merge", "segments", "stats", "transactions", "txn"];
     assert_eq!(ls(fs, "", 100, true), root);
     assert_eq!(cat(fs, "head/at").unwrap(), format!("{last}\n").as_bytes());
     assert_eq!(ls(fs, "head", 100, true), ["at", "0000000000000001", "0000000000000002", "0000000000000004"]);
@@ -186,21 +186,25 @@ fn history_transactions_and_segments() {
 
     let segs = fs.storage().segments().unwrap();
     assert_eq!(ls(fs, "segments", 1, true), ["seg-000001", "seg-000002"]);
-    assert_eq!(
-        ls(fs, "segments/seg-000001", 2, true),
-        ["info", "txns", "data", "0000000000000001", "0000000000000002", "0000000000000003"]
-    );
-    assert_eq!(
-        ls(fs, "segments/seg-000002", 10, true),
-        ["info", "txns", "data", "0000000000000003.deleted", "0000000000000004"]
-    );
+    // A segment directory lists its file and info only: the records and txns are
+    // lookup-only, so that a copy of it is the archive unit.
+    assert_eq!(ls(fs, "segments/seg-000001", 2, true), ["info", "seg-000001.fs2"]);
+    assert_eq!(ls(fs, "segments/seg-000002", 10, true), ["info", "seg-000002.fs2"]);
     assert_eq!(cat(fs, "segments/seg-000001/0000000000000001").unwrap(), b"ONE!");
+    assert_eq!(cat(fs, "segments/seg-000002/0000000000000003.deleted").unwrap(), b"");
+    assert_eq!(cat(fs, "segments/seg-000001/seg-000001.fs2").unwrap(), std::fs::read(&segs[0].path).unwrap());
     assert_eq!(cat(fs, "segments/seg-000001/data").unwrap(), std::fs::read(&segs[0].path).unwrap());
     let txns = String::from_utf8(cat(fs, "segments/seg-000001/txns").unwrap()).unwrap();
     assert_eq!(txns.lines().count(), 3);
     assert!(txns.starts_with(&format!("{} 3 ", t[0])), "{txns}");
     let info = String::from_utf8(cat(fs, "segments/seg-000002/info").unwrap()).unwrap();
     assert!(info.contains("state: active\n") && info.contains("previous: seg-000001.fs2\n"), "{info}");
+    assert!(info.contains("sealed_length: -\n") && info.contains("data_crc32c: -\n"), "{info}");
+    let info = String::from_utf8(cat(fs, "segments/seg-000001/info").unwrap()).unwrap();
+    let id = fs.storage().segment_bytes(segs[0].name).unwrap();
+    let want = crate::backup::data_crc32c(|b, o| id.read_at(b, o), segs[0].bytes).unwrap();
+    assert!(info.contains(&format!("sealed_length: {}\n", segs[0].bytes)), "{info}");
+    assert!(info.contains(&format!("data_crc32c: {want:08x}\n")) && info.contains("storage_id: "), "{info}");
     let stats = String::from_utf8(cat(fs, "stats").unwrap()).unwrap();
     assert!(stats.contains("objects: 3\n") && stats.contains("segments: 2\n"), "{stats}");
 }

@@ -1,7 +1,7 @@
 //! The generated text files: README, `stats` (see `stats`), `segments/<name>/info` and
 //! `txns`, `transactions/<tid>/info`, and the snapshots that keep a reported size true.
 
-use super::{esc, opt_tid, zodb, Fs, FsError, FsResult, Node};
+use super::{esc, opt_tid, segments, zodb, Fs, FsError, FsResult, Node};
 use crate::views::TxnView;
 use crate::{SegmentInfo, SegmentState};
 use std::sync::Arc;
@@ -14,8 +14,10 @@ head/              the latest committed state; head/at holds its tid
 @<tid>/            the state as of a tid (also @2026-11-21T11:20:30Z); not listed, just cd there
 history/<oid>/     every retained revision of an object, one file per tid (<tid>.deleted: a deletion)
 transactions/<tid>/ one directory per retained transaction: info and the data it stored
-segments/<name>/   the segment files: info, txns (one line per transaction), data (the file
-                   byte for byte) and the newest record of each object in the segment
+segments/<name>/   one per segment file: <name>.fs2 (the file byte for byte) and info; not
+                   listed: txns (one line per transaction) and <oid> (its newest record
+                   there). `cp -a segments/<name> BACKUP/` archives a segment.
+archive/<name>/    the same for merged-away segments (fs2 archive prune deletes them)
 stats              counters
 txn/               transactions being built (writable mounts only):
   mkdir txn/T; echo data > txn/T/<oid>; rm txn/T/<oid>; echo commit > txn/T/ctl
@@ -46,7 +48,11 @@ impl Fs {
     pub(super) fn render(&self, node: Node) -> FsResult<Vec<u8>> {
         Ok(match node {
             Node::Stats => self.render_stats()?.into_bytes(),
-            Node::SegInfo(n) => render_seg_info(&self.seg_info(n)?).into_bytes(),
+            Node::SegInfo(n) => {
+                let b = self.storage.segment_bytes(n)?;
+                (render_seg_info(&self.seg_info(n)?) + &segments::copy_lines(&b)?).into_bytes()
+            }
+            Node::ArchInfo(n) => self.archived_info(n)?.into_bytes(),
             Node::ClassIndex => {
                 let v = self.class_view()?;
                 v.index_text(&self.zviews.names.lock().unwrap()).into_bytes()
