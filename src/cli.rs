@@ -474,7 +474,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             }
             let one_line = |x: &str| x.replace('\n', " ");
             let salvaged = match salvage {
-                true => filestorage2::damage::salvage(&dir, Options::default())
+                true => filestorage2::check::salvage(&dir, Options::default())
                     .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?,
                 false => Vec::new(),
             };

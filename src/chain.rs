@@ -1,0 +1,771 @@
+//! The chain's one owner: what readers see (`View`: the active segment and the past
+//! segments) and the writer that appends to it. The methods of [`Chain`] are the only way
+//! to change the chain: publish commits (`commit`, `vote`/`finish`: group commit into
+//! the active segment), swap the active segment (`rotate`), splice past segments
+//! (`splice`, for merges and moves). Transactions (`txn`), merges (`merge`) and
+//! recovery call down into this module; it calls none of them.
+//!
+//! Commit order and durability. One thread at a time holds the writer lock. A one-step
+//! commit queues itself; whoever takes the writer lock next writes every queued
+//! transaction as one batch (group commit): conflict check, tid, encode under the `PPPP`
+//! marker, one `pwrite`, flip each marker to `TTTT`, one `fdatasync`, publish, answer
+//! all. Two-phase commit: `vote` writes the record under `PPPP` and syncs (durable, not
+//! visible) and holds the commit lock so that no other transaction gets a tid until
+//! `finish` flips the marker, syncs and publishes (or `release` leaves the record as
+//! padding). Visibility therefore follows tid order, and a snapshot never changes.
+//!
+//! Records become visible only when the writer publishes them into the view after they
+//! are durable, and `last_tid` is raised in the same critical section, so a reader's
+//! snapshot at `last_tid` is complete.
+//!
+//! **Lock order: writer → view** (and writer → queue). The view's write lock is taken
+//! only here, only by a thread holding the writer lock (the methods that take it want
+//! the `Writer` as proof), and never across I/O: segments are opened before it is taken.
+//! Readers take the view's read lock alone. `leader` is never held while waiting for
+//! another lock. Lock policy: `lock().unwrap()` everywhere (a poisoned lock means a
+//! thread panicked mid-update; we do not go on with half-applied shared state), except
+//! in `Drop` impls, which use `unwrap_or_else(|e| e.into_inner())` to avoid a double
+//! panic.
+
+use crate::error::{Error, Result};
+use crate::format::{
+    encode_padding, encode_txn, encoded_txn_len, Header, RecordToWrite, TxnMeta, HEADER_SIZE, MARK_TXN,
+};
+use crate::segment::{place, seal, PastSegment, Scanner, SealStats, SegmentFile};
+use crate::types::{Oid, SegmentName, Tid};
+use crate::vfs::{RealVfs, VFile, Vfs};
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+/// Preallocated zeros end on a file-system block boundary (4 KiB: ext4, xfs), so a commit
+/// never writes a partial block of fresh allocation.
+const BLOCK: u64 = 4096;
+
+/// How to open a storage.
+#[derive(Clone)]
+pub struct Options {
+    /// Open without the writer lock; refuse writes; never repair anything on disk.
+    pub read_only: bool,
+    /// `fdatasync` before a commit returns (default). `false` is the bulk-load mode: a
+    /// crash may lose the most recent commits (never corrupts); call `Storage::sync`.
+    pub sync: bool,
+    /// Rotate automatically when the active segment passes this many bytes (0 = never).
+    pub rotate_size: u64,
+    /// Alignment of new segments (records never span a multiple of it).
+    pub alignment: u64,
+    /// Zero-fill the active segment this many bytes ahead of the data (0 = off), so that
+    /// durable commits do not change the file length (faster `fdatasync`).
+    pub preallocate: u64,
+    /// Where merged-away segments go (default: `archive/` in the storage directory).
+    pub archive_dir: Option<PathBuf>,
+    pub vfs: Arc<dyn Vfs>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            read_only: false,
+            sync: true,
+            rotate_size: 64 << 20,
+            alignment: 1 << 28,
+            preallocate: 4 << 20,
+            archive_dir: None,
+            vfs: Arc::new(RealVfs),
+        }
+    }
+}
+
+impl Options {
+    pub fn read_only() -> Options {
+        Options { read_only: true, ..Options::default() }
+    }
+}
+
+/// The newest record of an oid in the active segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Entry {
+    pub offset: u64,
+    pub tid: Tid,
+}
+
+/// The active segment as readers see it (published state only).
+pub(crate) struct Active {
+    pub seg: Arc<SegmentFile>,
+    pub index: BTreeMap<Oid, Entry>,
+    /// End of the published data.
+    pub end: u64,
+    pub stats: SealStats,
+    /// Damaged transactions, in file order (see `damage`).
+    pub damaged: Vec<crate::damage::DamagedRange>,
+}
+
+impl Active {
+    /// A scan of the published data that steps over the damaged transactions.
+    pub fn scanner(&self) -> Scanner {
+        Scanner::new(&self.seg, HEADER_SIZE as u64, self.end)
+            .skipping(self.damaged.iter().map(|d| (d.start, d.end)).collect())
+    }
+
+    /// The largest oid in this segment: indexed, or in a damaged transaction.
+    pub fn max_oid(&self) -> Option<Oid> {
+        let damaged = self.damaged.iter().filter_map(|d| d.oids.as_ref()?.last().copied()).max();
+        self.index.keys().next_back().copied().max(damaged)
+    }
+
+    /// A read of `oid` wanting revisions with tids up to `at`, whose newest valid record
+    /// in this segment is at `newest` (0: none): an error if a damaged transaction after
+    /// it may hold a newer revision that is one of them.
+    pub fn cross(&self, oid: Oid, at: Tid, newest: u64) -> Result<()> {
+        // The damaged transaction's tid, when a verified part of it says; else only that
+        // it is newer than the valid transaction before it.
+        let wanted = |d: &crate::damage::DamagedRange| d.tid.map_or(at > d.after, |t| at >= t);
+        match self.damaged.iter().find(|d| d.start > newest && wanted(d) && d.suspects(oid)) {
+            Some(d) => Err(d.error(&self.seg.path, oid)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What readers see: the active segment and the past segments, newest first.
+pub(crate) struct View {
+    pub active: Option<Active>,
+    /// The parts of the past segments, newest data first (a segment with regions
+    /// appended by a semi-sequential merge has several; see `PastSegment`).
+    pub pasts: Vec<Arc<PastSegment>>,
+    pub last_tid: Tid,
+}
+
+impl View {
+    /// The past segments, newest first, each as the run of its parts.
+    pub fn files(&self) -> impl DoubleEndedIterator<Item = &[Arc<PastSegment>]> + '_ {
+        self.pasts.chunk_by(|a, b| Arc::ptr_eq(&a.seg, &b.seg))
+    }
+
+    /// Where in `pasts` the parts of past segment `name` are.
+    pub fn parts_of(&self, name: SegmentName) -> Option<std::ops::Range<usize>> {
+        let start = self.pasts.iter().position(|p| p.seg.header.name == name)?;
+        let len = self.pasts[start..].iter().take_while(|p| p.seg.header.name == name).count();
+        Some(start..start + len)
+    }
+}
+
+/// Hands out fresh oids, each larger than every oid stored, staged or allocated before.
+/// Never wraps around to oids in use: after `u64::MAX` the space is exhausted.
+pub(crate) struct OidAllocator(Mutex<Option<u64>>);
+
+impl OidAllocator {
+    /// Above `max_used` (and never 0, the root's oid).
+    pub(crate) fn new(max_used: Option<Oid>) -> OidAllocator {
+        OidAllocator(Mutex::new(max_used.map_or(Some(1), |o| o.0.checked_add(1)).map(|n| n.max(1))))
+    }
+
+    /// `oid` is in use (stored or staged): never hand it (or anything below) out.
+    pub fn note_used(&self, oid: Oid) {
+        let mut next = self.0.lock().unwrap();
+        if next.is_some_and(|n| oid.0 >= n) {
+            *next = oid.0.checked_add(1);
+        }
+    }
+
+    pub fn allocate(&self) -> Result<Oid> {
+        let mut next = self.0.lock().unwrap();
+        let n = next.ok_or_else(|| {
+            Error::invalid(
+                "the oid space is exhausted: oid ffffffffffffffff (the largest) is in use, so no new oid \
+                 can be allocated; store under oids you choose (unused ones below it)",
+            )
+        })?;
+        *next = n.checked_add(1);
+        Ok(Oid(n))
+    }
+}
+
+/// A published commit: its tid and the oids it stored or deleted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitEvent {
+    pub tid: Tid,
+    pub oids: Vec<Oid>,
+}
+
+/// Receivers of [`CommitEvent`]s (see [`Storage::subscribe`]).
+#[derive(Default)]
+pub(crate) struct Subscribers(Mutex<Vec<Sender<CommitEvent>>>);
+
+impl Subscribers {
+    pub(crate) fn add(&self, tx: Sender<CommitEvent>) {
+        self.0.lock().unwrap().push(tx);
+    }
+
+    /// `build()` (the events of a batch of commits) if someone listens, else nothing.
+    pub(crate) fn events(&self, build: impl FnOnce() -> Vec<CommitEvent>) -> Vec<CommitEvent> {
+        if self.0.lock().unwrap().is_empty() {
+            return Vec::new();
+        }
+        build()
+    }
+
+    /// Send each event to every live subscriber; drop the ones whose receiver is gone.
+    /// Called after publishing, outside the view lock; sending never blocks.
+    pub(crate) fn notify(&self, events: Vec<CommitEvent>) {
+        if events.is_empty() {
+            return;
+        }
+        let mut subs = self.0.lock().unwrap();
+        subs.retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
+    }
+}
+
+/// The writer's side: where the next record goes. Guarded by `Chain::writer`;
+/// only this module changes it.
+pub(crate) struct Writer {
+    seg: Option<Arc<SegmentFile>>,
+    alignment: u64,
+    /// Append position (includes a voted, unpublished record).
+    end: u64,
+    /// File length: bytes in `[end, allocated)` are zeros written ahead (see `preallocate`).
+    allocated: u64,
+    /// Everything below this offset of the active segment is durable.
+    synced: u64,
+    /// The last tid handed out.
+    last_tid: Tid,
+    voted: Option<Voted>,
+    /// Set after a failed sync (writes are refused until the storage is reopened), or
+    /// at open when damage was found: the message writes are refused with.
+    poisoned: Option<String>,
+}
+
+impl Writer {
+    /// Why writes are refused, if they are (damage found at open, an earlier failure).
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
+    }
+
+    /// The writer of a chain just opened: `damage` found at open refuses writes.
+    fn new(view: &View, alignment: u64, damage: &[String]) -> Writer {
+        let a = view.active.as_ref();
+        Writer {
+            seg: a.map(|a| a.seg.clone()),
+            alignment,
+            end: a.map_or(0, |a| a.end),
+            allocated: a.map_or(0, |a| a.seg.len().unwrap_or(a.end).max(a.end)),
+            synced: a.map_or(0, |a| a.end),
+            last_tid: view.last_tid,
+            voted: None,
+            // Damage found at open: reads are served, writes wait for the salvage.
+            poisoned: a
+                .and_then(|a| {
+                    a.damaged.first().map(|d| {
+                        format!(
+                            "writes are refused: {}; run `fs2 check --repair --salvage` on the storage",
+                            d.describe(&a.seg.path)
+                        )
+                    })
+                })
+                .or_else(|| damage.first().map(|d| format!("writes are refused: {d}"))),
+        }
+    }
+}
+
+/// The message of a writer poisoned by a failure.
+fn failed(why: &str) -> String {
+    format!("writes are refused after an earlier failure ({why}); reopen the storage")
+}
+
+/// A transaction voted and not yet finished: it holds the commit lock.
+pub(crate) struct Voted {
+    id: u64,
+    done: Written,
+}
+
+/// A transaction written to the file, to be published.
+struct Written {
+    tid: Tid,
+    offset: u64,
+    entries: Vec<(Oid, Entry)>,
+}
+
+/// A one-step commit waiting in the group-commit queue.
+pub(crate) struct Pending {
+    base: Tid,
+    /// A caller-chosen tid (restore); `None`: the next tid.
+    tid: Option<Tid>,
+    meta: TxnMeta,
+    writes: BTreeMap<Oid, Option<Vec<u8>>>,
+    result: Mutex<Option<Result<Tid>>>,
+}
+
+impl Pending {
+    pub fn new(base: Tid, tid: Option<Tid>, meta: TxnMeta, writes: BTreeMap<Oid, Option<Vec<u8>>>) -> Arc<Pending> {
+        Arc::new(Pending { base, tid, meta, writes, result: Mutex::new(None) })
+    }
+
+    /// The staged writes back (a vote that failed leaves the transaction open).
+    pub fn into_writes(self: Arc<Pending>) -> BTreeMap<Oid, Option<Vec<u8>>> {
+        Arc::try_unwrap(self).ok().map(|p| p.writes).unwrap_or_default()
+    }
+}
+
+/// The chain and its writer (see the module doc).
+pub(crate) struct Chain {
+    pub dir: PathBuf,
+    pub opts: Options,
+    view: RwLock<View>,
+    writer: Mutex<Writer>,
+    /// Signalled when a voted transaction finishes or aborts (the commit lock frees).
+    writer_cv: Condvar,
+    /// One-step commits waiting for a leader to write them (group commit).
+    queue: Mutex<Vec<Arc<Pending>>>,
+    /// True while a committer leads a batch; `batch_done` is signalled when it ends.
+    leader: Mutex<bool>,
+    batch_done: Condvar,
+    pub next_oid: OidAllocator,
+    pub commits: AtomicU64,
+    pub conflicts: AtomicU64,
+    /// Who hears about published commits (`Storage::subscribe`).
+    pub subscribers: Subscribers,
+}
+
+impl Chain {
+    /// The chain recovery opened: `damage` found at open refuses writes.
+    pub fn new(
+        dir: PathBuf,
+        opts: Options,
+        view: View,
+        alignment: u64,
+        damage: &[String],
+        max_oid: Option<Oid>,
+    ) -> Chain {
+        let writer = Writer::new(&view, alignment, damage);
+        Chain {
+            dir,
+            opts,
+            view: RwLock::new(view),
+            writer: Mutex::new(writer),
+            writer_cv: Condvar::new(),
+            queue: Mutex::new(Vec::new()),
+            leader: Mutex::new(false),
+            batch_done: Condvar::new(),
+            next_oid: OidAllocator::new(max_oid),
+            commits: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
+            subscribers: Default::default(),
+        }
+    }
+
+    /// What readers see now (the published state).
+    pub fn read(&self) -> RwLockReadGuard<'_, View> {
+        self.view.read().unwrap()
+    }
+
+    /// The writer lock, for chain changes made outside a commit (merges, moves): no
+    /// commit or rotation runs while it is held. Take it before the view (lock order).
+    pub fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap()
+    }
+
+    /// The writer lock once no transaction is voted (it holds the commit order).
+    fn writer_unvoted(&self) -> MutexGuard<'_, Writer> {
+        let mut w = self.writer.lock().unwrap();
+        while w.voted.is_some() {
+            w = self.writer_cv.wait(w).unwrap();
+        }
+        w
+    }
+
+    /// Commit `req` in one step with the next group commit; its tid once durable. Also
+    /// whether this thread rotated the active segment (the caller starts what follows a
+    /// rotation).
+    pub fn commit(&self, req: &Arc<Pending>) -> (Result<Tid>, bool) {
+        self.queue.lock().unwrap().push(req.clone());
+        // Wait while another thread leads a batch: it may write ours too. A finished
+        // committer returns without touching the writer lock, so it never waits through
+        // the next batch's sync (that is what makes batches grow under load).
+        let mut leading = self.leader.lock().unwrap();
+        loop {
+            if let Some(r) = req.result.lock().unwrap().take() {
+                return (r, false);
+            }
+            if !*leading {
+                *leading = true;
+                break;
+            }
+            leading = self.batch_done.wait(leading).unwrap();
+        }
+        drop(leading);
+        let _lead = Leading(self);
+        // Leader: write everything queued so far as one batch.
+        let mut w = self.writer_unvoted();
+        let batch = std::mem::take(&mut *self.queue.lock().unwrap());
+        write_batch(self, &mut w, &batch, false);
+        let rotated = maybe_rotate(self, &mut w);
+        drop(w);
+        let r = req.result.lock().unwrap().take();
+        (r.expect("the leader answers its own request"), rotated)
+    }
+
+    /// Phase one of transaction `id`: check conflicts and write `req` durably but
+    /// invisibly; its tid. Holds the commit order until `finish` or `release`.
+    pub fn vote(&self, id: u64, req: &Arc<Pending>) -> Result<Tid> {
+        let mut w = self.writer_unvoted();
+        let written = write_batch(self, &mut w, std::slice::from_ref(req), true);
+        let tid = req.result.lock().unwrap().take().expect("answered")?;
+        let done = written.into_iter().next().expect("one written");
+        w.voted = Some(Voted { id, done });
+        Ok(tid)
+    }
+
+    /// Phase two of transaction `id`: make its voted record visible. Also whether this
+    /// thread rotated the active segment.
+    pub fn finish(&self, id: u64) -> (Result<Tid>, bool) {
+        let mut w = self.writer.lock().unwrap();
+        let voted = match w.voted.take() {
+            Some(v) if v.id == id => v,
+            other => {
+                w.voted = other;
+                return (Err(Error::invalid("this transaction does not hold the commit lock")), false);
+            }
+        };
+        self.writer_cv.notify_all();
+        let seg = w.seg.clone().expect("a writable storage has an active segment");
+        let res = seg.file.write_all_at(&MARK_TXN, voted.done.offset).and_then(|_| {
+            if self.opts.sync {
+                seg.file.sync()
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = res {
+            // The record may or may not become visible after a restart: refuse to guess.
+            let msg = format!("finishing transaction {} failed: {e}", voted.done.tid);
+            w.poisoned = Some(failed(&msg));
+            return (Err(Error::io(&seg.path, "finish transaction in", e)), false);
+        }
+        let tid = voted.done.tid;
+        publish(self, &w, vec![voted.done]);
+        let rotated = maybe_rotate(self, &mut w);
+        (Ok(tid), rotated)
+    }
+
+    /// Give up transaction `id`'s vote, if it holds one: its record stays as padding.
+    pub fn release(&self, id: u64) {
+        // Called from `Transaction::drop` too: never a second panic there.
+        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if w.voted.as_ref().is_some_and(|v| v.id == id) {
+            w.voted = None;
+            self.writer_cv.notify_all();
+        }
+    }
+
+    /// Seal the active segment and start a new one (see `rotate_locked`).
+    pub fn rotate(&self) -> Result<SegmentName> {
+        let mut w = self.writer_unvoted();
+        rotate_locked(self, &mut w)
+    }
+
+    /// Make every commit durable (after bulk loads with `sync: false`).
+    pub fn sync(&self) -> Result<()> {
+        let mut w = self.writer.lock().unwrap();
+        if let Some(seg) = w.seg.clone() {
+            seg.file.sync().map_err(|e| Error::io(&seg.path, "sync", e))?;
+            w.synced = w.end;
+        }
+        Ok(())
+    }
+
+    /// Replace the past-segment parts `range` of the view by `parts` (a merge's or a
+    /// move's switch, made durable by the caller). Only under the writer lock (`_w`), so
+    /// that no rotation changes the chain meanwhile; `parts` are opened before.
+    pub fn splice(&self, _w: &Writer, range: std::ops::Range<usize>, parts: Vec<Arc<PastSegment>>) {
+        self.view.write().unwrap().pasts.splice(range, parts);
+    }
+}
+
+/// Leadership of the group commit; released (and waiters woken) even on a panic.
+struct Leading<'a>(&'a Chain);
+
+impl Drop for Leading<'_> {
+    fn drop(&mut self) {
+        *self.0.leader.lock().unwrap_or_else(|e| e.into_inner()) = false;
+        self.0.batch_done.notify_all();
+    }
+}
+
+/// Write `batch` as one append (+ one sync). Answers every request; returns what was
+/// written (for a vote, not yet published). `vote`: leave the `PPPP` markers.
+fn write_batch(chain: &Chain, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pending>], vote: bool) -> Vec<Written> {
+    let answer = |p: &Pending, r: Result<Tid>| *p.result.lock().unwrap() = Some(r);
+    if let Some(why) = &w.poisoned {
+        for p in batch {
+            answer(p, Err(Error::ReadOnly(why.clone())));
+        }
+        return Vec::new();
+    }
+    let Some(seg) = w.seg.clone() else {
+        for p in batch {
+            answer(p, Err(Error::ReadOnly("the storage has no active segment (read-only open)".into())));
+        }
+        return Vec::new();
+    };
+    let start = w.end;
+    let mut buf = Vec::new();
+    let mut pos = start;
+    let mut written: Vec<(usize, Written)> = Vec::new();
+    // oid -> (offset, tid) of records earlier in this batch (kept only while a later
+    // transaction of the batch can read it).
+    let mut in_batch: HashMap<Oid, (u64, Tid)> = HashMap::new();
+    {
+        let v = chain.view.read().unwrap();
+        'txns: for (i, p) in batch.iter().enumerate() {
+            // One lookup per oid gives both the conflict check and the prev pointer.
+            let mut recs = Vec::with_capacity(p.writes.len());
+            for (oid, data) in &p.writes {
+                let (latest, prev) = match in_batch.get(oid) {
+                    Some(&(off, t)) => (Some(t), off),
+                    None => match newest_record(&v, *oid, p.base) {
+                        Ok(x) => x,
+                        Err(e) => {
+                            answer(p, Err(e));
+                            continue 'txns;
+                        }
+                    },
+                };
+                if let Some(t) = latest.filter(|t| *t > p.base) {
+                    chain.conflicts.fetch_add(1, Ordering::Relaxed);
+                    answer(p, Err(Error::Conflict { oid: *oid, tid: t }));
+                    continue 'txns;
+                }
+                recs.push(RecordToWrite { oid: *oid, prev, data: data.as_deref() });
+            }
+            let tid = match p.tid {
+                None => Tid::next_after(w.last_tid),
+                Some(t) if t > w.last_tid => t,
+                Some(t) => {
+                    let last = w.last_tid;
+                    answer(
+                        p,
+                        Err(Error::invalid(format!("tid {t} is not after the last tid {last}; tids must increase"))),
+                    );
+                    continue 'txns;
+                }
+            };
+            let (pad, len) = place(pos, encoded_txn_len(&p.meta, &recs), w.alignment);
+            if pad > 0 {
+                let (head, tail) = encode_padding(pad);
+                buf.extend_from_slice(&head);
+                buf.resize((pos + pad - start) as usize - tail.len(), 0);
+                buf.extend_from_slice(&tail);
+            }
+            let offset = pos + pad;
+            let rels = encode_txn(&mut buf, len, tid, w.synced, &p.meta, &recs);
+            let entries: Vec<(Oid, Entry)> =
+                recs.iter().zip(rels).map(|(r, rel)| (r.oid, Entry { offset: offset + rel, tid })).collect();
+            let later = i + 1 < batch.len();
+            for (oid, e) in &entries {
+                if later {
+                    in_batch.insert(*oid, (e.offset, tid));
+                }
+                chain.next_oid.note_used(*oid);
+            }
+            w.last_tid = tid;
+            pos = offset + len;
+            written.push((i, Written { tid, offset, entries }));
+        }
+    }
+    if written.is_empty() {
+        return Vec::new();
+    }
+    let file = &seg.file;
+    preallocate(w, &**file, pos, chain.opts.preallocate);
+    let mut res = file.write_all_at(&buf, start);
+    if res.is_ok() && !vote {
+        for (_, wr) in &written {
+            res = file.write_all_at(&MARK_TXN, wr.offset);
+            if res.is_err() {
+                break;
+            }
+        }
+    }
+    let wrote = res.is_ok();
+    if wrote && (chain.opts.sync || vote) {
+        res = file.sync();
+    }
+    if let Err(e) = res {
+        // Take the batch back. If that fails too, or the sync failed (the kernel may
+        // have dropped dirty pages), refuse further writes rather than guess.
+        let undone = file.set_len(start).and_then(|_| file.sync()).is_ok();
+        w.allocated = start;
+        if !undone || wrote {
+            w.poisoned = Some(failed(&format!("{}: {e}", seg.path.display())));
+        }
+        w.last_tid = chain.view.read().unwrap().last_tid.max(written.last().map_or(Tid::ZERO, |x| x.1.tid));
+        for (i, _) in &written {
+            // One copy per transaction of the batch; keep the OS error number (ENOSPC, EIO).
+            let copy = match e.raw_os_error() {
+                Some(n) => std::io::Error::from_raw_os_error(n),
+                None => std::io::Error::new(e.kind(), e.to_string()),
+            };
+            answer(&batch[*i], Err(Error::io(&seg.path, "commit to", copy)));
+        }
+        return Vec::new();
+    }
+    w.end = pos;
+    if chain.opts.sync || vote {
+        w.synced = pos;
+    }
+    for (i, wr) in &written {
+        answer(&batch[*i], Ok(wr.tid));
+    }
+    let written: Vec<Written> = written.into_iter().map(|(_, wr)| wr).collect();
+    if vote {
+        return written;
+    }
+    publish(chain, w, written);
+    Vec::new()
+}
+
+/// Write zeros ahead of the append position, `chunk` bytes at a time, so that commits
+/// overwrite allocated space of a file whose length does not change: `fdatasync` then
+/// has no size or extent change to journal (1.3-1.5x more durable commits per second
+/// measured on ext4 here). Recovery reads an all-zero tail as the end of the data; a seal
+/// cuts it off. Only a speed-up: if the zeros do not fit (ENOSPC) or fail otherwise, the
+/// commit writes into the space that exists (its own write reports a real failure).
+fn preallocate(w: &mut Writer, file: &dyn VFile, need: u64, chunk: u64) {
+    if need <= w.allocated || chunk == 0 {
+        return;
+    }
+    let target = need.max(w.allocated + chunk).div_ceil(BLOCK) * BLOCK;
+    let zeros = vec![0u8; (target - w.allocated).min(1 << 20) as usize];
+    let mut at = w.allocated;
+    while at < target {
+        let n = zeros.len().min((target - at) as usize);
+        if let Err(e) = file.write_all_at(&zeros[..n], at) {
+            log::debug!("preallocation stopped at {at}: {e}; committing into the space that exists");
+            break;
+        }
+        at += n as u64;
+    }
+    // `[allocated, need)` is the batch's to write now (a failed write resets `allocated`):
+    // the next preallocation starts after it, never over committed bytes.
+    w.allocated = at.max(need);
+}
+
+/// `oid`'s newest record before this batch, found with one lookup: its tid where it may
+/// be newer than `base` (the conflict check; `None` means no newer record), and the
+/// prev pointer for a new record of it (its offset in the active segment, 1 if an
+/// earlier segment holds it, 0 if it never existed).
+fn newest_record(v: &View, oid: Oid, base: Tid) -> Result<(Option<Tid>, u64)> {
+    if let Some(e) = v.active.as_ref().and_then(|a| a.index.get(&oid)) {
+        return Ok((Some(e.tid), e.offset));
+    }
+    // Past segments, newest first; the first one holding `oid` has its newest record. Its
+    // tid matters only if the segment has transactions newer than `base` (an empty past
+    // segment, from a rotation with no commit since the last, holds no oid).
+    for p in &v.pasts {
+        if let Some(off) = p.find(oid)? {
+            let newer = p.trailer.txn_count > 0 && p.trailer.last_tid > base;
+            let tid = if newer { Some(p.record(off, oid)?.header.tid) } else { None };
+            return Ok((tid, 1));
+        }
+    }
+    Ok((None, 0))
+}
+
+/// Make written transactions visible (index entries first, then `last_tid`, in one
+/// critical section).
+fn publish(chain: &Chain, w: &Writer, written: Vec<Written>) {
+    let mut v = chain.view.write().unwrap();
+    let n = written.len() as u64;
+    let a = v.active.as_mut().expect("a writable storage has an active segment");
+    let mut last = None;
+    let events = chain.subscribers.events(|| {
+        let ev = |wr: &Written| CommitEvent { tid: wr.tid, oids: wr.entries.iter().map(|e| e.0).collect() };
+        written.iter().map(ev).collect()
+    });
+    for wr in written {
+        a.stats.note_txn(wr.tid, wr.entries.len());
+        a.index.extend(wr.entries);
+        last = Some(wr.tid);
+    }
+    // Publishing happens only while nothing is voted, so the writer's end is all final.
+    debug_assert!(w.voted.is_none());
+    a.end = w.end;
+    if let Some(t) = last {
+        v.last_tid = t;
+    }
+    drop(v);
+    chain.commits.fetch_add(n, Ordering::Relaxed);
+    chain.subscribers.notify(events);
+}
+
+/// Rotate when the active segment has grown past the configured size.
+/// Whether it rotated.
+fn maybe_rotate(chain: &Chain, w: &mut MutexGuard<'_, Writer>) -> bool {
+    let limit = chain.opts.rotate_size;
+    if limit > 0 && w.end >= limit && w.voted.is_none() && w.poisoned.is_none() {
+        match rotate_locked(chain, w) {
+            Ok(_) => return true,
+            Err(e) => log::error!("automatic rotation failed: {e}"),
+        }
+    }
+    false
+}
+
+/// Seal the active segment (index + trailer), start the next one, swap the in-memory
+/// index for the mapped one. Each step is durable before the next; recovery finishes a
+/// rotation interrupted after sealing and drops an unfinished seal.
+fn rotate_locked(chain: &Chain, w: &mut MutexGuard<'_, Writer>) -> Result<SegmentName> {
+    if let Some(why) = &w.poisoned {
+        return Err(Error::ReadOnly(why.clone()));
+    }
+    if w.voted.is_some() {
+        return Err(Error::Busy("a voted transaction is pending; rotate after it finishes".into()));
+    }
+    let Some(seg) = w.seg.clone() else { return Err(Error::ReadOnly("the storage is open read-only".into())) };
+    let (entries, stats) = {
+        let v = chain.view.read().unwrap();
+        let a = v.active.as_ref().expect("active");
+        (a.index.iter().map(|(o, e)| (*o, e.offset)).collect::<Vec<_>>(), a.stats.clone())
+    };
+    let fail = |w: &mut MutexGuard<'_, Writer>, e: Error| {
+        w.poisoned = Some(failed(&format!("rotation failed: {e}")));
+        e
+    };
+    if let Err(e) = seal(&seg, w.end, &entries, &stats) {
+        return Err(fail(w, e));
+    }
+    let header = Header {
+        name: SegmentName::single(seg.header.name.last + 1),
+        prev: Some(seg.header.name.file_name()),
+        generation: 1,
+        sealed_len: None,
+        ..seg.header.clone()
+    };
+    let new_seg = match SegmentFile::create(&*chain.opts.vfs, &chain.dir, header) {
+        Ok(s) => Arc::new(s),
+        Err(e) => return Err(fail(w, e)),
+    };
+    let parts = match SegmentFile::open(&*chain.opts.vfs, &seg.path, false).and_then(PastSegment::open) {
+        Ok(p) => p,
+        Err(e) => return Err(fail(w, e)),
+    };
+    {
+        let mut v = chain.view.write().unwrap();
+        v.pasts.splice(0..0, parts);
+        v.active = Some(Active {
+            seg: new_seg.clone(),
+            index: BTreeMap::new(),
+            end: HEADER_SIZE as u64,
+            stats: Default::default(),
+            damaged: Vec::new(),
+        });
+    }
+    let name = new_seg.header.name;
+    w.seg = Some(new_seg);
+    w.end = HEADER_SIZE as u64;
+    w.allocated = HEADER_SIZE as u64;
+    w.synced = HEADER_SIZE as u64;
+    Ok(name)
+}
