@@ -5,20 +5,26 @@
 //! (`splice`, for merges and moves). Transactions (`txn`), merges (`merge`) and
 //! recovery call down into this module; it calls none of them.
 //!
-//! Commit order and durability. One thread at a time holds the writer lock. A one-step
-//! commit queues itself; whoever takes the writer lock next writes every queued
-//! transaction as one batch (group commit): conflict check, tid, encode under the `PPPP`
-//! marker, one `pwrite`, flip each marker to `TTTT`, one `fdatasync`, publish, answer
-//! all. Two-phase commit: `vote` writes the record under `PPPP` and syncs (durable, not
-//! visible) and holds the commit lock so that no other transaction gets a tid until
-//! `finish` flips the marker, syncs and publishes (or `release` leaves the record as
-//! padding). Visibility therefore follows tid order, and a snapshot never changes.
+//! Commit order and durability. One thread at a time holds the writer lock. A commit (a
+//! one-step `commit`, or the `finish` of a voted transaction) queues itself; whoever
+//! takes the writer lock next writes every queued transaction as one batch (group
+//! commit): conflict check, tid, encode under the `PPPP` marker, one `pwrite`, flip each
+//! marker to `TTTT`, one `fdatasync`, publish, then answer all. Two-phase commit: `vote`
+//! locks the transaction's oids (per-object locks: a vote or commit of a locked oid
+//! waits), checks conflicts and reserves the transaction's space in the file (zeros
+//! written ahead); it writes no record and syncs nothing, so a voted transaction never
+//! becomes visible after a crash. `finish` queues it like a one-step commit: it gets its
+//! tid there, shares the batch's one `fdatasync`, and cannot meet a conflict (its oids
+//! are locked) or a full disk (its space is reserved). A caller-chosen tid (`set_tid`)
+//! takes the commit order at vote: no other batch is written until it finishes or
+//! aborts. Tids are handed out under the writer lock and published in that order, so
+//! visibility follows tid order and a snapshot never changes.
 //!
 //! Records become visible only when the writer publishes them into the view after they
 //! are durable, and `last_tid` is raised in the same critical section, so a reader's
 //! snapshot at `last_tid` is complete.
 //!
-//! **Lock order: writer → view** (and writer → queue). The view's write lock is taken
+//! **Lock order: writer → view** (and writer → queue; the object locks are a leaf). The view's write lock is taken
 //! only here, only by a thread holding the writer lock (the methods that take it want
 //! the `Writer` as proof), and never across I/O: segments are opened before it is taken.
 //! Readers take the view's read lock alone. `leader` is never held while waiting for
@@ -29,7 +35,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_padding, encode_txn, encoded_txn_len, Header, RecordToWrite, TxnMeta, HEADER_SIZE, MARK_TXN,
+    encode_padding, encode_txn, encoded_txn_len, Header, RecordToWrite, TxnMeta, HEADER_SIZE, MARK_TXN, MIN_PADDING,
 };
 use crate::segment::{place, seal, PastSegment, Scanner, SealStats, SegmentFile};
 use crate::types::{Oid, SegmentName, Tid};
@@ -223,15 +229,26 @@ impl Subscribers {
 pub(crate) struct Writer {
     seg: Option<Arc<SegmentFile>>,
     alignment: u64,
-    /// Append position (includes a voted, unpublished record).
+    /// Append position: the end of the written data.
     end: u64,
-    /// File length: bytes in `[end, allocated)` are zeros written ahead (see `preallocate`).
+    /// File length: bytes in `[end, allocated)` are zeros written ahead (see `preallocate`
+    /// and `reserve`).
     allocated: u64,
     /// Everything below this offset of the active segment is durable.
     synced: u64,
     /// The last tid handed out.
     last_tid: Tid,
-    voted: Option<Voted>,
+    /// Bytes reserved beyond `end` by voted, unfinished transactions (allocated zeros that
+    /// their finish writes into: a full disk cannot fail it).
+    reserved: u64,
+    /// The voted transaction with a caller-chosen tid (or `hold_order`) that holds the
+    /// commit order: no batch is written until it is queued, then it goes first.
+    ordered: Option<u64>,
+    /// An automatic rotation waits for the reservations to drain: new votes wait
+    /// meanwhile, and the first to find none left rotates.
+    rotate_wanted: bool,
+    /// Callers of `Chain::rotate` waiting for the reservations to drain (new votes wait).
+    rotate_asked: usize,
     /// Set after a failed sync (writes are refused until the storage is reopened), or
     /// at open when damage was found: the message writes are refused with.
     poisoned: Option<String>,
@@ -253,7 +270,10 @@ impl Writer {
             allocated: a.map_or(0, |a| a.seg.len().unwrap_or(a.end).max(a.end)),
             synced: a.map_or(0, |a| a.end),
             last_tid: view.last_tid,
-            voted: None,
+            reserved: 0,
+            ordered: None,
+            rotate_wanted: false,
+            rotate_asked: 0,
             // Damage found at open: reads are served, writes wait for the salvage.
             poisoned: a
                 .and_then(|a| {
@@ -267,17 +287,22 @@ impl Writer {
                 .or_else(|| damage.first().map(|d| format!("writes are refused: {d}"))),
         }
     }
+
+    /// Refuse writes to a poisoned or read-only writer.
+    fn writable(&self) -> Result<()> {
+        if let Some(why) = &self.poisoned {
+            return Err(Error::ReadOnly(why.clone()));
+        }
+        if self.seg.is_none() {
+            return Err(Error::ReadOnly("the storage has no active segment (read-only open)".into()));
+        }
+        Ok(())
+    }
 }
 
 /// The message of a writer poisoned by a failure.
 fn failed(why: &str) -> String {
     format!("writes are refused after an earlier failure ({why}); reopen the storage")
-}
-
-/// A transaction voted and not yet finished: it holds the commit lock.
-pub(crate) struct Voted {
-    id: u64,
-    done: Written,
 }
 
 /// A transaction written to the file, to be published.
@@ -287,25 +312,34 @@ struct Written {
     entries: Vec<(Oid, Entry)>,
 }
 
-/// A one-step commit waiting in the group-commit queue.
-pub(crate) struct Pending {
-    base: Tid,
+/// What a transaction commits: a snapshot at `base` plus its writes.
+pub(crate) struct Staged {
+    /// The transaction's id (`Transaction::id`): the holder of its object locks.
+    pub id: u64,
+    pub base: Tid,
     /// A caller-chosen tid (restore); `None`: the next tid.
-    tid: Option<Tid>,
-    meta: TxnMeta,
-    writes: BTreeMap<Oid, Option<Vec<u8>>>,
+    pub tid: Option<Tid>,
+    pub meta: TxnMeta,
+    pub writes: BTreeMap<Oid, Option<Vec<u8>>>,
+}
+
+/// A commit (one-step, or the finish of a voted transaction) in the group-commit queue.
+struct Pending {
+    txn: Staged,
+    /// Bytes reserved at vote (0: a one-step commit).
+    reserved: u64,
+    /// Holds the commit order (`Writer::ordered`).
+    ordered: bool,
     result: Mutex<Option<Result<Tid>>>,
 }
 
-impl Pending {
-    pub fn new(base: Tid, tid: Option<Tid>, meta: TxnMeta, writes: BTreeMap<Oid, Option<Vec<u8>>>) -> Arc<Pending> {
-        Arc::new(Pending { base, tid, meta, writes, result: Mutex::new(None) })
-    }
-
-    /// The staged writes back (a vote that failed leaves the transaction open).
-    pub fn into_writes(self: Arc<Pending>) -> BTreeMap<Oid, Option<Vec<u8>>> {
-        Arc::try_unwrap(self).ok().map(|p| p.writes).unwrap_or_default()
-    }
+/// What a successful vote holds until its finish or release: the locks of its oids, the
+/// space it reserved and, with a caller-chosen tid, the commit order.
+pub(crate) struct Vote {
+    id: u64,
+    oids: Vec<Oid>,
+    reserved: u64,
+    ordered: bool,
 }
 
 /// The chain and its writer (see the module doc).
@@ -314,9 +348,15 @@ pub(crate) struct Chain {
     pub opts: Options,
     view: RwLock<View>,
     writer: Mutex<Writer>,
-    /// Signalled when a voted transaction finishes or aborts (the commit lock frees).
+    /// Signalled when a reservation or the commit order is released, a batch ends, or a
+    /// rotation is done.
     writer_cv: Condvar,
-    /// One-step commits waiting for a leader to write them (group commit).
+    /// Per-object locks: oid -> the transaction (voted, or committing in one step) that
+    /// holds it. A leaf lock (never held while taking another). `locks_cv` is signalled
+    /// on release.
+    locks: Mutex<HashMap<Oid, u64>>,
+    locks_cv: Condvar,
+    /// Commits waiting for a leader to write them (group commit).
     queue: Mutex<Vec<Arc<Pending>>>,
     /// True while a committer leads a batch; `batch_done` is signalled when it ends.
     leader: Mutex<bool>,
@@ -345,6 +385,8 @@ impl Chain {
             view: RwLock::new(view),
             writer: Mutex::new(writer),
             writer_cv: Condvar::new(),
+            locks: Mutex::new(HashMap::new()),
+            locks_cv: Condvar::new(),
             queue: Mutex::new(Vec::new()),
             leader: Mutex::new(false),
             batch_done: Condvar::new(),
@@ -366,20 +408,167 @@ impl Chain {
         self.writer.lock().unwrap()
     }
 
-    /// The writer lock once no transaction is voted (it holds the commit order).
-    fn writer_unvoted(&self) -> MutexGuard<'_, Writer> {
-        let mut w = self.writer.lock().unwrap();
-        while w.voted.is_some() {
-            w = self.writer_cv.wait(w).unwrap();
-        }
-        w
-    }
-
-    /// Commit `req` in one step with the next group commit; its tid once durable. Also
+    /// Commit `txn` in one step with the next group commit; its tid once durable. A
+    /// voted transaction's oids are locked until it finishes: a commit of one of them
+    /// waits (the finish then makes it a conflict, an abort lets it through). Also
     /// whether this thread rotated the active segment (the caller starts what follows a
     /// rotation).
-    pub fn commit(&self, req: &Arc<Pending>) -> (Result<Tid>, bool) {
+    pub fn commit(&self, txn: Staged) -> (Result<Tid>, bool) {
+        let (id, oids): (u64, Vec<Oid>) = (txn.id, txn.writes.keys().copied().collect());
+        self.lock_oids(id, &oids);
+        let req = Arc::new(Pending { txn, reserved: 0, ordered: false, result: Mutex::new(None) });
+        let r = self.group_commit(&req);
+        self.unlock_oids(&oids);
+        r
+    }
+
+    /// Phase one: reserve the space `txn` can take, lock its oids (waiting for other
+    /// holders), check conflicts and, with a caller-chosen tid or `hold_order`, take the
+    /// commit order. Writes nothing, syncs nothing. After `Ok`, `finish` cannot fail for
+    /// a conflict or a full disk. Also whether this thread rotated the active segment.
+    pub fn vote(&self, txn: &Staged, hold_order: bool) -> (Result<Vote>, bool) {
+        let mut vote = Vote { id: txn.id, oids: Vec::new(), reserved: 0, ordered: false };
+        let mut rotated = false;
+        let r = self.vote_steps(txn, hold_order, &mut vote, &mut rotated);
+        match r {
+            Ok(()) => (Ok(vote), rotated),
+            Err(e) => {
+                self.release(vote);
+                (Err(e), rotated)
+            }
+        }
+    }
+
+    fn vote_steps(&self, txn: &Staged, hold_order: bool, vote: &mut Vote, rotated: &mut bool) -> Result<()> {
+        // 1. Space: the record's length depends on neither its tid nor its prev pointers.
+        let recs: Vec<RecordToWrite<'_>> =
+            txn.writes.iter().map(|(oid, d)| RecordToWrite { oid: *oid, prev: 0, data: d.as_deref() }).collect();
+        let len = encoded_txn_len(&txn.meta, &recs);
+        {
+            let mut w = self.writer.lock().unwrap();
+            loop {
+                w.writable()?;
+                if !w.rotate_wanted && w.rotate_asked == 0 {
+                    break;
+                }
+                if w.reserved == 0 && w.rotate_asked == 0 {
+                    // The reservations drained (aborts): rotate now.
+                    *rotated |= maybe_rotate(self, &mut w);
+                    w.rotate_wanted = false;
+                    self.writer_cv.notify_all();
+                    continue;
+                }
+                w = self.writer_cv.wait(w).unwrap();
+            }
+            let seg = w.seg.clone().expect("checked by writable");
+            // The most it can take wherever its batch puts it: a padding record before it
+            // is shorter than it and than a block, the lengthening after it shorter than
+            // `MIN_PADDING` (see `place`).
+            let worst = len + len.min(w.alignment) + MIN_PADDING;
+            let need = w.end + w.reserved + worst;
+            reserve(&mut w, &*seg.file, need, self.opts.preallocate)
+                .map_err(|e| Error::io(&seg.path, "reserve space for a voted transaction in", e))?;
+            w.reserved += worst;
+            vote.reserved = worst;
+        }
+        // 2. Object locks (waits for voted or committing holders of the same oids).
+        vote.oids = txn.writes.keys().copied().collect();
+        self.lock_oids(txn.id, &vote.oids);
+        // 3. Conflicts: nobody else commits these oids until we finish or abort, and
+        // every commit that held one of them was published before it let go.
+        {
+            let v = self.read();
+            for oid in &vote.oids {
+                if let (Some(t), _) = newest_record(&v, *oid, txn.base)? {
+                    if t > txn.base {
+                        self.conflicts.fetch_add(1, Ordering::Relaxed);
+                        return Err(Error::Conflict { oid: *oid, tid: t });
+                    }
+                }
+            }
+        }
+        // 4. A caller-chosen tid takes the commit order now (taken last: waiting for it
+        // while holding no order cannot block the holder's finish).
+        if txn.tid.is_some() || hold_order {
+            let mut w = self.writer.lock().unwrap();
+            while w.ordered.is_some() {
+                w = self.writer_cv.wait(w).unwrap();
+            }
+            w.writable()?;
+            if let Some(t) = txn.tid.filter(|t| *t <= w.last_tid) {
+                let last = w.last_tid;
+                return Err(Error::invalid(format!("tid {t} is not after the last tid {last}; tids must increase")));
+            }
+            w.ordered = Some(txn.id);
+            vote.ordered = true;
+        }
+        Ok(())
+    }
+
+    /// Phase two: write the voted `txn` with the next group commit and make it visible;
+    /// its tid. Fails only if the disk does (the storage then refuses writes until it is
+    /// reopened, or the batch was taken back). Also whether this thread rotated.
+    pub fn finish(&self, vote: Vote, txn: Staged) -> (Result<Tid>, bool) {
+        // The reservation and the commit order pass to the queued request (the batch
+        // that writes it releases them); the locks are released once it is published.
+        let req = Arc::new(Pending { txn, reserved: vote.reserved, ordered: vote.ordered, result: Mutex::new(None) });
+        let r = self.group_commit(&req);
+        self.unlock_oids(&vote.oids);
+        r
+    }
+
+    /// Give back what a (partial) vote took. Called from `Transaction::drop` too: never
+    /// a second panic there.
+    pub fn release(&self, vote: Vote) {
+        if vote.reserved > 0 || vote.ordered {
+            let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            w.reserved -= vote.reserved;
+            if vote.ordered && w.ordered == Some(vote.id) {
+                w.ordered = None;
+            }
+            self.writer_cv.notify_all();
+        }
+        self.unlock_oids(&vote.oids);
+    }
+
+    /// Take the locks of `oids` for transaction `id`, all at once (two transactions
+    /// never hold parts of each other's sets: no deadlock), waiting while another
+    /// transaction holds any of them.
+    fn lock_oids(&self, id: u64, oids: &[Oid]) {
+        if oids.is_empty() {
+            return;
+        }
+        let mut l = self.locks.lock().unwrap();
+        while oids.iter().any(|o| l.get(o).is_some_and(|h| *h != id)) {
+            l = self.locks_cv.wait(l).unwrap();
+        }
+        for o in oids {
+            l.insert(*o, id);
+        }
+    }
+
+    /// Release `oids` (also from `Drop` paths: no second panic).
+    fn unlock_oids(&self, oids: &[Oid]) {
+        if oids.is_empty() {
+            return;
+        }
+        let mut l = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        for o in oids {
+            l.remove(o);
+        }
+        drop(l);
+        self.locks_cv.notify_all();
+    }
+
+    /// Queue `req` and wait until a batch wrote and published it (leading one if nobody
+    /// does). Also whether this thread rotated the active segment.
+    fn group_commit(&self, req: &Arc<Pending>) -> (Result<Tid>, bool) {
         self.queue.lock().unwrap().push(req.clone());
+        if req.ordered {
+            // A leader may be waiting for this one (the commit order).
+            let _w = self.writer.lock().unwrap();
+            self.writer_cv.notify_all();
+        }
         // Wait while another thread leads a batch: it may write ours too. A finished
         // committer returns without touching the writer lock, so it never waits through
         // the next batch's sync (that is what makes batches grow under load).
@@ -396,73 +585,45 @@ impl Chain {
         }
         drop(leading);
         let _lead = Leading(self);
-        // Leader: write everything queued so far as one batch.
-        let mut w = self.writer_unvoted();
-        let batch = std::mem::take(&mut *self.queue.lock().unwrap());
-        write_batch(self, &mut w, &batch, false);
+        // Leader: write everything queued so far as one batch. A transaction holding the
+        // commit order goes first; until it is queued, nothing is written.
+        let mut w = self.writer.lock().unwrap();
+        let mut batch = loop {
+            let mut q = self.queue.lock().unwrap();
+            match w.ordered {
+                Some(id) if !q.iter().any(|p| p.txn.id == id) => {
+                    drop(q);
+                    w = self.writer_cv.wait(w).unwrap();
+                }
+                _ => break std::mem::take(&mut *q),
+            }
+        };
+        if let Some(i) = batch.iter().position(|p| p.ordered) {
+            let p = batch.remove(i);
+            batch.insert(0, p);
+        }
+        write_batch(self, &mut w, &batch);
         let rotated = maybe_rotate(self, &mut w);
+        self.writer_cv.notify_all();
         drop(w);
         let r = req.result.lock().unwrap().take();
         (r.expect("the leader answers its own request"), rotated)
     }
 
-    /// Phase one of transaction `id`: check conflicts and write `req` durably but
-    /// invisibly; its tid. Holds the commit order until `finish` or `release`.
-    pub fn vote(&self, id: u64, req: &Arc<Pending>) -> Result<Tid> {
-        let mut w = self.writer_unvoted();
-        let written = write_batch(self, &mut w, std::slice::from_ref(req), true);
-        let tid = req.result.lock().unwrap().take().expect("answered")?;
-        let done = written.into_iter().next().expect("one written");
-        w.voted = Some(Voted { id, done });
-        Ok(tid)
-    }
-
-    /// Phase two of transaction `id`: make its voted record visible. Also whether this
-    /// thread rotated the active segment.
-    pub fn finish(&self, id: u64) -> (Result<Tid>, bool) {
-        let mut w = self.writer.lock().unwrap();
-        let voted = match w.voted.take() {
-            Some(v) if v.id == id => v,
-            other => {
-                w.voted = other;
-                return (Err(Error::invalid("this transaction does not hold the commit lock")), false);
-            }
-        };
-        self.writer_cv.notify_all();
-        let seg = w.seg.clone().expect("a writable storage has an active segment");
-        let res = seg.file.write_all_at(&MARK_TXN, voted.done.offset).and_then(|_| {
-            if self.opts.sync {
-                seg.file.sync()
-            } else {
-                Ok(())
-            }
-        });
-        if let Err(e) = res {
-            // The record may or may not become visible after a restart: refuse to guess.
-            let msg = format!("finishing transaction {} failed: {e}", voted.done.tid);
-            w.poisoned = Some(failed(&msg));
-            return (Err(Error::io(&seg.path, "finish transaction in", e)), false);
-        }
-        let tid = voted.done.tid;
-        publish(self, &w, vec![voted.done]);
-        let rotated = maybe_rotate(self, &mut w);
-        (Ok(tid), rotated)
-    }
-
-    /// Give up transaction `id`'s vote, if it holds one: its record stays as padding.
-    pub fn release(&self, id: u64) {
-        // Called from `Transaction::drop` too: never a second panic there.
-        let mut w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        if w.voted.as_ref().is_some_and(|v| v.id == id) {
-            w.voted = None;
-            self.writer_cv.notify_all();
-        }
-    }
-
-    /// Seal the active segment and start a new one (see `rotate_locked`).
+    /// Seal the active segment and start a new one (see `rotate_locked`). Voted
+    /// transactions have space reserved in this segment: new votes wait meanwhile, and
+    /// the rotation waits for the voted ones to finish or abort.
     pub fn rotate(&self) -> Result<SegmentName> {
-        let mut w = self.writer_unvoted();
-        rotate_locked(self, &mut w)
+        let mut w = self.writer.lock().unwrap();
+        w.rotate_asked += 1;
+        while w.reserved > 0 {
+            w = self.writer_cv.wait(w).unwrap();
+        }
+        let r = rotate_locked(self, &mut w);
+        w.rotate_asked -= 1;
+        w.rotate_wanted = false;
+        self.writer_cv.notify_all();
+        r
     }
 
     /// Make every commit durable (after bulk loads with `sync: false`).
@@ -493,94 +654,64 @@ impl Drop for Leading<'_> {
     }
 }
 
-/// Write `batch` as one append (+ one sync). Answers every request; returns what was
-/// written (for a vote, not yet published). `vote`: leave the `PPPP` markers.
-fn write_batch(chain: &Chain, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pending>], vote: bool) -> Vec<Written> {
+/// A copy of an I/O error that keeps the OS error number (ENOSPC, EIO).
+fn copy_io(e: &std::io::Error) -> std::io::Error {
+    match e.raw_os_error() {
+        Some(n) => std::io::Error::from_raw_os_error(n),
+        None => std::io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
+/// Write `batch` as one append (+ one sync), publish it, then answer every request (in
+/// that order: a committer lets go of its object locks once answered, and a vote that
+/// takes them next must find the commit published). Releases the reservations and the
+/// commit order of the batch's voted transactions.
+fn write_batch(chain: &Chain, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pending>]) {
     let answer = |p: &Pending, r: Result<Tid>| *p.result.lock().unwrap() = Some(r);
-    if let Some(why) = &w.poisoned {
-        for p in batch {
-            answer(p, Err(Error::ReadOnly(why.clone())));
+    for p in batch {
+        w.reserved -= p.reserved;
+        if p.ordered && w.ordered == Some(p.txn.id) {
+            w.ordered = None;
         }
-        return Vec::new();
     }
-    let Some(seg) = w.seg.clone() else {
+    if w.writable().is_err() {
         for p in batch {
-            answer(p, Err(Error::ReadOnly("the storage has no active segment (read-only open)".into())));
+            answer(p, w.writable().map(|()| Tid::ZERO));
         }
-        return Vec::new();
-    };
+        return;
+    }
+    let seg = w.seg.clone().expect("checked by writable");
     let start = w.end;
-    let mut buf = Vec::new();
-    let mut pos = start;
-    let mut written: Vec<(usize, Written)> = Vec::new();
-    // oid -> (offset, tid) of records earlier in this batch (kept only while a later
-    // transaction of the batch can read it).
-    let mut in_batch: HashMap<Oid, (u64, Tid)> = HashMap::new();
-    {
-        let v = chain.view.read().unwrap();
-        'txns: for (i, p) in batch.iter().enumerate() {
-            // One lookup per oid gives both the conflict check and the prev pointer.
-            let mut recs = Vec::with_capacity(p.writes.len());
-            for (oid, data) in &p.writes {
-                let (latest, prev) = match in_batch.get(oid) {
-                    Some(&(off, t)) => (Some(t), off),
-                    None => match newest_record(&v, *oid, p.base) {
-                        Ok(x) => x,
-                        Err(e) => {
-                            answer(p, Err(e));
-                            continue 'txns;
-                        }
-                    },
-                };
-                if let Some(t) = latest.filter(|t| *t > p.base) {
-                    chain.conflicts.fetch_add(1, Ordering::Relaxed);
-                    answer(p, Err(Error::Conflict { oid: *oid, tid: t }));
-                    continue 'txns;
-                }
-                recs.push(RecordToWrite { oid: *oid, prev, data: data.as_deref() });
-            }
-            let tid = match p.tid {
-                None => Tid::next_after(w.last_tid),
-                Some(t) if t > w.last_tid => t,
-                Some(t) => {
-                    let last = w.last_tid;
-                    answer(
-                        p,
-                        Err(Error::invalid(format!("tid {t} is not after the last tid {last}; tids must increase"))),
-                    );
-                    continue 'txns;
-                }
-            };
-            let (pad, len) = place(pos, encoded_txn_len(&p.meta, &recs), w.alignment);
-            if pad > 0 {
-                let (head, tail) = encode_padding(pad);
-                buf.extend_from_slice(&head);
-                buf.resize((pos + pad - start) as usize - tail.len(), 0);
-                buf.extend_from_slice(&tail);
-            }
-            let offset = pos + pad;
-            let rels = encode_txn(&mut buf, len, tid, w.synced, &p.meta, &recs);
-            let entries: Vec<(Oid, Entry)> =
-                recs.iter().zip(rels).map(|(r, rel)| (r.oid, Entry { offset: offset + rel, tid })).collect();
-            let later = i + 1 < batch.len();
-            for (oid, e) in &entries {
-                if later {
-                    in_batch.insert(*oid, (e.offset, tid));
-                }
-                chain.next_oid.note_used(*oid);
-            }
-            w.last_tid = tid;
-            pos = offset + len;
-            written.push((i, Written { tid, offset, entries }));
+    let first_tid = w.last_tid;
+    let mut live: Vec<&Arc<Pending>> = batch.iter().collect();
+    let (buf, pos, written) = loop {
+        let (buf, pos, written) = encode_batch(chain, w, &live, start);
+        if written.is_empty() {
+            return;
         }
-    }
-    if written.is_empty() {
-        return Vec::new();
-    }
+        // Outstanding reservations of voted transactions lie beyond this batch: its
+        // one-step commits may use only space that leaves them intact.
+        if w.reserved == 0 {
+            preallocate(w, &*seg.file, pos, chain.opts.preallocate);
+            break (buf, pos, written);
+        }
+        let need = pos + w.reserved;
+        match reserve(w, &*seg.file, need, chain.opts.preallocate) {
+            Ok(()) => break (buf, pos, written),
+            Err(e) if live.iter().any(|p| p.reserved == 0) => {
+                for p in live.iter().filter(|p| p.reserved == 0) {
+                    answer(p, Err(Error::io(&seg.path, "commit to", copy_io(&e))));
+                }
+                live.retain(|p| p.reserved > 0);
+                w.last_tid = first_tid;
+            }
+            // Only voted transactions: their own reservations cover them.
+            Err(_) => break (buf, pos, written),
+        }
+    };
     let file = &seg.file;
-    preallocate(w, &**file, pos, chain.opts.preallocate);
     let mut res = file.write_all_at(&buf, start);
-    if res.is_ok() && !vote {
+    if res.is_ok() {
         for (_, wr) in &written {
             res = file.write_all_at(&MARK_TXN, wr.offset);
             if res.is_err() {
@@ -589,41 +720,138 @@ fn write_batch(chain: &Chain, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
         }
     }
     let wrote = res.is_ok();
-    if wrote && (chain.opts.sync || vote) {
+    if wrote && chain.opts.sync {
         res = file.sync();
     }
     if let Err(e) = res {
         // Take the batch back. If that fails too, or the sync failed (the kernel may
-        // have dropped dirty pages), refuse further writes rather than guess.
+        // have dropped dirty pages), or voted transactions reserved space beyond it,
+        // refuse further writes rather than guess.
         let undone = file.set_len(start).and_then(|_| file.sync()).is_ok();
         w.allocated = start;
-        if !undone || wrote {
+        if !undone || wrote || w.reserved > 0 {
             w.poisoned = Some(failed(&format!("{}: {e}", seg.path.display())));
         }
-        w.last_tid = chain.view.read().unwrap().last_tid.max(written.last().map_or(Tid::ZERO, |x| x.1.tid));
+        w.last_tid = first_tid;
         for (i, _) in &written {
             // One copy per transaction of the batch; keep the OS error number (ENOSPC, EIO).
-            let copy = match e.raw_os_error() {
-                Some(n) => std::io::Error::from_raw_os_error(n),
-                None => std::io::Error::new(e.kind(), e.to_string()),
-            };
-            answer(&batch[*i], Err(Error::io(&seg.path, "commit to", copy)));
+            answer(live[*i], Err(Error::io(&seg.path, "commit to", copy_io(&e))));
         }
-        return Vec::new();
+        return;
     }
     w.end = pos;
-    if chain.opts.sync || vote {
+    w.allocated = w.allocated.max(pos);
+    if chain.opts.sync {
         w.synced = pos;
     }
-    for (i, wr) in &written {
-        answer(&batch[*i], Ok(wr.tid));
+    let answers: Vec<(usize, Tid)> = written.iter().map(|(i, wr)| (*i, wr.tid)).collect();
+    publish(chain, w, written.into_iter().map(|(_, wr)| wr).collect());
+    for (i, tid) in answers {
+        answer(live[i], Ok(tid));
     }
-    let written: Vec<Written> = written.into_iter().map(|(_, wr)| wr).collect();
-    if vote {
-        return written;
+}
+
+type Encoded = (Vec<u8>, u64, Vec<(usize, Written)>);
+
+/// Encode the transactions of `batch` that pass their conflict check (the others are
+/// answered) after `start`, giving each the next tid. Returns the bytes, the end
+/// position and what was encoded (index into `batch`, record).
+fn encode_batch(chain: &Chain, w: &mut Writer, batch: &[&Arc<Pending>], start: u64) -> Encoded {
+    let answer = |p: &Pending, r: Result<Tid>| *p.result.lock().unwrap() = Some(r);
+    let mut buf = Vec::new();
+    let mut pos = start;
+    let mut written: Vec<(usize, Written)> = Vec::new();
+    // oid -> (offset, tid) of records earlier in this batch (kept only while a later
+    // transaction of the batch can read it).
+    let mut in_batch: HashMap<Oid, (u64, Tid)> = HashMap::new();
+    let v = chain.view.read().unwrap();
+    'txns: for (i, p) in batch.iter().enumerate() {
+        let t = &p.txn;
+        // One lookup per oid gives both the conflict check and the prev pointer.
+        let mut recs = Vec::with_capacity(t.writes.len());
+        for (oid, data) in &t.writes {
+            let (latest, prev) = match in_batch.get(oid) {
+                Some(&(off, tid)) => (Some(tid), off),
+                None => match newest_record(&v, *oid, t.base) {
+                    Ok(x) => x,
+                    Err(e) => {
+                        answer(p, Err(e));
+                        continue 'txns;
+                    }
+                },
+            };
+            if let Some(tid) = latest.filter(|tid| *tid > t.base) {
+                // A voted transaction's oids were locked since its check: never here.
+                debug_assert!(p.reserved == 0, "a voted transaction conflicts at finish");
+                chain.conflicts.fetch_add(1, Ordering::Relaxed);
+                answer(p, Err(Error::Conflict { oid: *oid, tid }));
+                continue 'txns;
+            }
+            recs.push(RecordToWrite { oid: *oid, prev, data: data.as_deref() });
+        }
+        let tid = match t.tid {
+            None => Tid::next_after(w.last_tid),
+            Some(tid) if tid > w.last_tid => tid,
+            Some(tid) => {
+                let last = w.last_tid;
+                answer(
+                    p,
+                    Err(Error::invalid(format!("tid {tid} is not after the last tid {last}; tids must increase"))),
+                );
+                continue 'txns;
+            }
+        };
+        let (pad, len) = place(pos, encoded_txn_len(&t.meta, &recs), w.alignment);
+        if pad > 0 {
+            let (head, tail) = encode_padding(pad);
+            buf.extend_from_slice(&head);
+            buf.resize((pos + pad - start) as usize - tail.len(), 0);
+            buf.extend_from_slice(&tail);
+        }
+        let offset = pos + pad;
+        let rels = encode_txn(&mut buf, len, tid, w.synced, &t.meta, &recs);
+        let entries: Vec<(Oid, Entry)> =
+            recs.iter().zip(rels).map(|(r, rel)| (r.oid, Entry { offset: offset + rel, tid })).collect();
+        let later = i + 1 < batch.len();
+        for (oid, e) in &entries {
+            if later {
+                in_batch.insert(*oid, (e.offset, tid));
+            }
+            chain.next_oid.note_used(*oid);
+        }
+        w.last_tid = tid;
+        pos = offset + len;
+        written.push((i, Written { tid, offset, entries }));
     }
-    publish(chain, w, written);
-    Vec::new()
+    (buf, pos, written)
+}
+
+/// Make sure `[allocated, need)` is written with zeros (space a voted transaction, or a
+/// batch beside voted ones, counts on), zero-filling `chunk` ahead like `preallocate`.
+/// Fails (ENOSPC) when `need` cannot be reached; zeros written are kept (an all-zero
+/// tail is the end of the data).
+fn reserve(w: &mut Writer, file: &dyn VFile, need: u64, chunk: u64) -> std::io::Result<()> {
+    // Without preallocation `allocated` is not kept up: nothing below `end` is free.
+    w.allocated = w.allocated.max(w.end);
+    if need <= w.allocated {
+        return Ok(());
+    }
+    let target = need.max(w.allocated + chunk).div_ceil(BLOCK) * BLOCK;
+    let zeros = vec![0u8; (target - w.allocated).min(1 << 20) as usize];
+    let mut at = w.allocated;
+    while at < target {
+        let n = zeros.len().min((target - at) as usize);
+        if let Err(e) = file.write_all_at(&zeros[..n], at) {
+            w.allocated = at.max(w.allocated);
+            if at >= need {
+                return Ok(());
+            }
+            return Err(e);
+        }
+        at += n as u64;
+    }
+    w.allocated = at;
+    Ok(())
 }
 
 /// Write zeros ahead of the append position, `chunk` bytes at a time, so that commits
@@ -689,8 +917,7 @@ fn publish(chain: &Chain, w: &Writer, written: Vec<Written>) {
         a.index.extend(wr.entries);
         last = Some(wr.tid);
     }
-    // Publishing happens only while nothing is voted, so the writer's end is all final.
-    debug_assert!(w.voted.is_none());
+    // Voted transactions write nothing before their batch: the writer's end is final.
     a.end = w.end;
     if let Some(t) = last {
         v.last_tid = t;
@@ -704,12 +931,20 @@ fn publish(chain: &Chain, w: &Writer, written: Vec<Written>) {
 /// Whether it rotated.
 fn maybe_rotate(chain: &Chain, w: &mut MutexGuard<'_, Writer>) -> bool {
     let limit = chain.opts.rotate_size;
-    if limit > 0 && w.end >= limit && w.voted.is_none() && w.poisoned.is_none() {
+    if limit > 0 && w.end >= limit && w.poisoned.is_none() && w.seg.is_some() {
+        if w.reserved > 0 {
+            // Voted transactions have space reserved in this segment: new votes wait
+            // (`rotate_wanted`) until they finished, then whoever is next rotates.
+            w.rotate_wanted = true;
+            return false;
+        }
+        w.rotate_wanted = false;
         match rotate_locked(chain, w) {
             Ok(_) => return true,
             Err(e) => log::error!("automatic rotation failed: {e}"),
         }
     }
+    w.rotate_wanted = false;
     false
 }
 
@@ -720,7 +955,7 @@ fn rotate_locked(chain: &Chain, w: &mut MutexGuard<'_, Writer>) -> Result<Segmen
     if let Some(why) = &w.poisoned {
         return Err(Error::ReadOnly(why.clone()));
     }
-    if w.voted.is_some() {
+    if w.reserved > 0 {
         return Err(Error::Busy("a voted transaction is pending; rotate after it finishes".into()));
     }
     let Some(seg) = w.seg.clone() else { return Err(Error::ReadOnly("the storage is open read-only".into())) };

@@ -171,7 +171,7 @@ enum Cmd {
         #[arg(long)]
         force: bool,
         /// Abort a voted transaction (txn/NAME/ctl) that gets no commit or abort within
-        /// this many seconds: a voted transaction holds the storage's commit lock.
+        /// this many seconds: a voted transaction locks its objects.
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         vote_timeout: u64,
         /// Refuse staged objects larger than this many bytes (EFBIG).

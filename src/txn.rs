@@ -2,7 +2,7 @@
 //! one step or in two phases (vote, finish) through the chain (`chain.rs`: group commit,
 //! conflict check, tid order and durability are there).
 
-use crate::chain::Pending;
+use crate::chain::{Staged, Vote};
 use crate::error::{Error, Result};
 use crate::format::TxnMeta;
 use crate::store::{Inner, Storage};
@@ -30,6 +30,10 @@ pub struct Transaction {
     tid: Option<Tid>,
     /// The tid asked for with `set_tid` (copying transactions with their tids).
     fixed_tid: Option<Tid>,
+    /// `hold_commit_order` was asked for.
+    hold_order: bool,
+    /// Voted: what the vote holds (object locks, reserved space, the commit order).
+    vote: Option<Vote>,
 }
 
 impl Transaction {
@@ -45,6 +49,8 @@ impl Transaction {
             state: State::Open,
             tid: None,
             fixed_tid: None,
+            hold_order: false,
+            vote: None,
         }
     }
 
@@ -116,7 +122,18 @@ impl Transaction {
         Ok(())
     }
 
-    /// The tid this transaction got: known once it is voted (or committed).
+    /// Take the commit order at vote, as a transaction with `set_tid` does: from a
+    /// successful vote to finish or abort no other transaction is written, so the
+    /// transactions visible after the vote are all that commit before this one (`fs2 gc`
+    /// checks them for references to what it deletes).
+    pub fn hold_commit_order(&mut self) -> Result<()> {
+        self.open()?;
+        self.hold_order = true;
+        Ok(())
+    }
+
+    /// The tid this transaction got: known once it is committed (or voted, when it was
+    /// chosen with `set_tid`).
     pub fn tid(&self) -> Option<Tid> {
         self.tid
     }
@@ -155,36 +172,57 @@ impl Transaction {
         self.open()?;
         self.check_writable()?;
         self.state = State::Done;
-        let req =
-            Pending::new(self.base, self.fixed_tid, std::mem::take(&mut self.meta), std::mem::take(&mut self.writes));
-        let (r, rotated) = self.inner.chain.commit(&req);
+        let staged = self.take_staged();
+        let (r, rotated) = self.inner.chain.commit(staged);
         self.after(rotated);
         r
     }
 
-    /// Phase one: check conflicts and write the transaction durably but invisibly. After
-    /// `Ok`, `finish` cannot fail with a conflict; other commits wait until this one
-    /// finishes or aborts. After an error the transaction is still open with its writes
-    /// (ZODB's transaction manager then aborts it).
+    /// What this transaction commits (its metadata and writes move out).
+    fn take_staged(&mut self) -> Staged {
+        Staged {
+            id: self.id,
+            base: self.base,
+            tid: self.fixed_tid,
+            meta: std::mem::take(&mut self.meta),
+            writes: std::mem::take(&mut self.writes),
+        }
+    }
+
+    /// Phase one: lock the staged oids, check conflicts and reserve the transaction's
+    /// space; nothing is written or synced. After `Ok`, `finish` cannot fail with a
+    /// conflict or for lack of space; commits and votes of other oids go on. A vote (or
+    /// one-step commit) of a locked oid waits until the holder finishes (then it
+    /// conflicts) or aborts, as with ZEO 5's and RelStorage's object locks. With
+    /// `set_tid` (or `hold_commit_order`) the transaction also takes the commit order:
+    /// no other batch is written until it finishes or aborts. After an error the
+    /// transaction is still open with its writes (ZODB's transaction manager aborts it).
     pub fn vote(&mut self) -> Result<()> {
         self.open()?;
         self.check_writable()?;
-        let req = Pending::new(self.base, self.fixed_tid, self.meta.clone(), std::mem::take(&mut self.writes));
-        let res = self.inner.chain.vote(self.id, &req);
-        self.writes = req.into_writes();
-        self.tid = Some(res?);
+        let staged = self.take_staged();
+        let (r, rotated) = self.inner.chain.vote(&staged, self.hold_order);
+        (self.meta, self.writes) = (staged.meta, staged.writes);
+        self.after(rotated);
+        self.vote = Some(r?);
+        self.tid = self.fixed_tid;
         self.state = State::Voted;
         Ok(())
     }
 
-    /// Phase two: make the voted transaction visible; returns its tid.
+    /// Phase two: write the voted transaction with the next group commit (sharing its
+    /// fsync) and make it visible; returns its tid, chosen now. Fails only if the disk
+    /// does (EIO: the storage then refuses writes until reopened).
     pub fn finish(mut self) -> Result<Tid> {
         if self.state != State::Voted {
             return Err(Error::invalid("finish needs a voted transaction; call vote first (or commit)"));
         }
         self.state = State::Done;
-        let (r, rotated) = self.inner.chain.finish(self.id);
+        let vote = self.vote.take().expect("a voted transaction holds its vote");
+        let staged = self.take_staged();
+        let (r, rotated) = self.inner.chain.finish(vote, staged);
         self.after(rotated);
+        self.tid = r.as_ref().ok().copied();
         r
     }
 
@@ -195,14 +233,15 @@ impl Transaction {
         }
     }
 
-    /// Discard everything; a voted record stays in the file as padding.
+    /// Discard everything; a voted transaction's locks, reservation and commit order are
+    /// released.
     pub fn abort(mut self) {
         self.release();
     }
 
     fn release(&mut self) {
-        if self.state == State::Voted {
-            self.inner.chain.release(self.id);
+        if let Some(v) = self.vote.take() {
+            self.inner.chain.release(v);
         }
         self.state = State::Done;
     }
