@@ -40,7 +40,7 @@ use crate::format::{
 use crate::segment::{place, seal, PastSegment, Scanner, SealStats, SegmentFile};
 use crate::types::{Oid, SegmentName, Tid};
 use crate::vfs::{RealVfs, VFile, Vfs};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -321,6 +321,8 @@ pub(crate) struct Staged {
     pub tid: Option<Tid>,
     pub meta: TxnMeta,
     pub writes: BTreeMap<Oid, Option<Vec<u8>>>,
+    /// Its finish is followed by a notification in tid order (see `Chain::notified`).
+    pub notify: bool,
 }
 
 /// A commit (one-step, or the finish of a voted transaction) in the group-commit queue.
@@ -366,6 +368,11 @@ pub(crate) struct Chain {
     pub conflicts: AtomicU64,
     /// Who hears about published commits (`Storage::subscribe`).
     pub subscribers: Subscribers,
+    /// Published tids whose finisher has not yet run its notification (`notified`):
+    /// registered under the writer lock before they are published. A leaf lock but for
+    /// the view's read lock (`notified_tid`).
+    notifying: Mutex<BTreeSet<Tid>>,
+    notifying_cv: Condvar,
 }
 
 impl Chain {
@@ -394,6 +401,38 @@ impl Chain {
             commits: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             subscribers: Default::default(),
+            notifying: Mutex::new(BTreeSet::new()),
+            notifying_cv: Condvar::new(),
+        }
+    }
+
+    /// Run `f` for the finished transaction `tid` once every notification of a smaller
+    /// tid has run: callers (ZODB's invalidation callbacks) see commits in tid order.
+    pub fn notified<R>(&self, tid: Tid, f: impl FnOnce() -> R) -> R {
+        /// Takes `tid` out of the set however `f` ends (a panic must not stop the others).
+        struct Done<'a>(&'a Chain, Tid);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.notifying.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.1);
+                self.0.notifying_cv.notify_all();
+            }
+        }
+        let mut n = self.notifying.lock().unwrap();
+        while n.first().is_some_and(|t| *t < tid) {
+            n = self.notifying_cv.wait(n).unwrap();
+        }
+        drop(n);
+        let _done = Done(self, tid);
+        f()
+    }
+
+    /// The newest tid such that it and every smaller tid are published and notified:
+    /// the last tid, or just below the smallest one whose notification has not run.
+    pub fn notified_tid(&self) -> Tid {
+        let n = self.notifying.lock().unwrap();
+        match n.first() {
+            Some(t) => Tid(t.0 - 1),
+            None => self.read().last_tid,
         }
     }
 
@@ -745,6 +784,10 @@ fn write_batch(chain: &Chain, w: &mut MutexGuard<'_, Writer>, batch: &[Arc<Pendi
         w.synced = pos;
     }
     let answers: Vec<(usize, Tid)> = written.iter().map(|(i, wr)| (*i, wr.tid)).collect();
+    let notify: Vec<Tid> = answers.iter().filter(|(i, _)| live[*i].txn.notify).map(|(_, t)| *t).collect();
+    if !notify.is_empty() {
+        chain.notifying.lock().unwrap().extend(notify);
+    }
     publish(chain, w, written.into_iter().map(|(_, wr)| wr).collect());
     for (i, tid) in answers {
         answer(live[i], Ok(tid));

@@ -186,6 +186,7 @@ impl Transaction {
             tid: self.fixed_tid,
             meta: std::mem::take(&mut self.meta),
             writes: std::mem::take(&mut self.writes),
+            notify: false,
         }
     }
 
@@ -224,6 +225,23 @@ impl Transaction {
         self.after(rotated);
         self.tid = r.as_ref().ok().copied();
         r
+    }
+
+    /// `finish`, then `f(tid)` once the `f`s of the `finish_then`s with smaller tids have
+    /// run (ZODB delivers invalidations this way: in tid order). Until `f` returns,
+    /// [`Storage::notified_tid`] stays below `tid`.
+    pub fn finish_then<R>(mut self, f: impl FnOnce(Tid) -> R) -> Result<(Tid, R)> {
+        if self.state != State::Voted {
+            return Err(Error::invalid("finish needs a voted transaction; call vote first (or commit)"));
+        }
+        self.state = State::Done;
+        let vote = self.vote.take().expect("a voted transaction holds its vote");
+        let staged = Staged { notify: true, ..self.take_staged() };
+        let (r, rotated) = self.inner.chain.finish(vote, staged);
+        self.after(rotated);
+        let tid = r?;
+        self.tid = Some(tid);
+        Ok((tid, self.inner.chain.notified(tid, || f(tid))))
     }
 
     /// What follows a rotation this thread made (outside every chain lock).
@@ -286,6 +304,12 @@ impl Storage {
             Ok(_) | Err(Error::Busy(_)) => {}
             Err(e) => log::warn!("minimal retention: could not start a merge: {e}"),
         }
+    }
+
+    /// The newest tid whose commit and every earlier one are visible and, for those
+    /// finished with [`Transaction::finish_then`], notified (ZODB's `lastTransaction`).
+    pub fn notified_tid(&self) -> Tid {
+        self.inner.chain.notified_tid()
     }
 
     /// Make every commit durable (after bulk loads with `sync: false`).

@@ -271,3 +271,35 @@ fn one_fsync_per_two_phase_commit_at_most_and_concurrent_finishes_share() {
     let log: Vec<Tid> = s.transactions(Tid::ZERO, Tid::MAX).map(|t| t.unwrap().tid).collect();
     assert!(log.windows(2).all(|w| w[0] < w[1]), "tids increase in file order");
 }
+
+#[test]
+fn finish_then_notifies_in_tid_order_and_notified_tid_waits_for_it() {
+    let (_d, s) = storage();
+    let base = staged(&s, &[1], b"0").commit().unwrap();
+    let (mut a, mut b) = (staged(&s, &[2], b"a"), staged(&s, &[3], b"b"));
+    a.vote().unwrap();
+    b.vote().unwrap();
+    // A's notification blocks until released; B finishes after A and must wait for it.
+    let (go_a, wait_a) = mpsc::channel::<()>();
+    let ra = spawn(move || a.finish_then(move |tid| wait_a.recv_timeout(DONE).map(|_| tid)).unwrap());
+    let t0 = std::time::Instant::now();
+    while s.last_tid() == base {
+        assert!(t0.elapsed() < DONE, "A is published");
+        thread::sleep(Duration::from_millis(5));
+    }
+    let ta = s.last_tid();
+    assert!(s.notified_tid() < ta, "not notified before its callback ran");
+    let order = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let o = order.clone();
+    let rb = spawn(move || b.finish_then(move |tid| o.lock().unwrap().push(tid)).unwrap());
+    thread::sleep(BLOCKED);
+    assert!(order.lock().unwrap().is_empty(), "B's notification waits for A's");
+    assert!(s.notified_tid() < ta);
+    go_a.send(()).unwrap();
+    let (ta2, got) = ra.recv_timeout(DONE).unwrap();
+    assert_eq!((ta2, got.unwrap()), (ta, ta));
+    let (tb, ()) = rb.recv_timeout(DONE).unwrap();
+    assert!(tb > ta);
+    assert_eq!(*order.lock().unwrap(), vec![tb]);
+    assert_eq!(s.notified_tid(), tb);
+}
