@@ -321,6 +321,11 @@ pub(crate) struct Staged {
     pub tid: Option<Tid>,
     pub meta: TxnMeta,
     pub writes: BTreeMap<Oid, Option<Vec<u8>>>,
+    /// Oids read and required to be current at commit, with the tid read (ZODB's
+    /// `checkCurrentSerialInTransaction`): locked at vote like the writes, and checked.
+    pub reads: BTreeMap<Oid, Tid>,
+    /// The least tid it may get (a client's clock; `None`: the engine's alone).
+    pub min_tid: Option<Tid>,
     /// Its finish is followed by a notification in tid order (see `Chain::notified`).
     pub notify: bool,
 }
@@ -426,14 +431,16 @@ impl Chain {
         f()
     }
 
-    /// The newest tid such that it and every smaller tid are published and notified:
-    /// the last tid, or just below the smallest one whose notification has not run.
+    /// The last tid, once it and every smaller tid are notified (waits for the
+    /// notifications of tids up to the last tid at the call: tids published later do not
+    /// keep it waiting).
     pub fn notified_tid(&self) -> Tid {
-        let n = self.notifying.lock().unwrap();
-        match n.first() {
-            Some(t) => Tid(t.0 - 1),
-            None => self.read().last_tid,
+        let last = self.read().last_tid;
+        let mut n = self.notifying.lock().unwrap();
+        while n.first().is_some_and(|t| *t <= last) {
+            n = self.notifying_cv.wait(n).unwrap();
         }
+        last
     }
 
     /// What readers see now (the published state).
@@ -510,14 +517,24 @@ impl Chain {
             w.reserved += worst;
             vote.reserved = worst;
         }
-        // 2. Object locks (waits for voted or committing holders of the same oids).
-        vote.oids = txn.writes.keys().copied().collect();
+        // 2. Object locks (waits for voted or committing holders of the same oids), of
+        // the oids written and of those read that must stay current.
+        vote.oids = txn.writes.keys().chain(txn.reads.keys()).copied().collect();
+        vote.oids.sort();
+        vote.oids.dedup();
         self.lock_oids(txn.id, &vote.oids);
         // 3. Conflicts: nobody else commits these oids until we finish or abort, and
         // every commit that held one of them was published before it let go.
         {
             let v = self.read();
-            for oid in &vote.oids {
+            for (oid, read) in &txn.reads {
+                let now = newest_record(&v, *oid, Tid::ZERO)?.0.unwrap_or(Tid::ZERO);
+                if now != *read {
+                    self.conflicts.fetch_add(1, Ordering::Relaxed);
+                    return Err(Error::Conflict { oid: *oid, tid: now });
+                }
+            }
+            for oid in txn.writes.keys() {
                 if let (Some(t), _) = newest_record(&v, *oid, txn.base)? {
                     if t > txn.base {
                         self.conflicts.fetch_add(1, Ordering::Relaxed);
@@ -833,7 +850,7 @@ fn encode_batch(chain: &Chain, w: &mut Writer, batch: &[&Arc<Pending>], start: u
             recs.push(RecordToWrite { oid: *oid, prev, data: data.as_deref() });
         }
         let tid = match t.tid {
-            None => Tid::next_after(w.last_tid),
+            None => Tid::next_after(w.last_tid).max(t.min_tid.unwrap_or(Tid::ZERO)),
             Some(tid) if tid > w.last_tid => tid,
             Some(tid) => {
                 let last = w.last_tid;

@@ -32,6 +32,10 @@ pub struct Transaction {
     fixed_tid: Option<Tid>,
     /// `hold_commit_order` was asked for.
     hold_order: bool,
+    /// Oids that must still be at these tids at commit (`require_current`).
+    reads: BTreeMap<Oid, Tid>,
+    /// `set_min_tid`.
+    min_tid: Option<Tid>,
     /// Voted: what the vote holds (object locks, reserved space, the commit order).
     vote: Option<Vote>,
 }
@@ -50,6 +54,8 @@ impl Transaction {
             tid: None,
             fixed_tid: None,
             hold_order: false,
+            reads: BTreeMap::new(),
+            min_tid: None,
             vote: None,
         }
     }
@@ -122,6 +128,32 @@ impl Transaction {
         Ok(())
     }
 
+    /// The tid chosen at commit is at least `tid` (still after every tid before it): a
+    /// client's clock, as ZODB's FileStorage takes tids from `time.time()` in the
+    /// client. Unlike `set_tid`, it takes no commit order.
+    pub fn set_min_tid(&mut self, tid: Tid) -> Result<()> {
+        self.open_or_voted()?;
+        self.min_tid = Some(tid);
+        Ok(())
+    }
+
+    fn open_or_voted(&self) -> Result<()> {
+        match self.state {
+            State::Done => Err(Error::invalid("the transaction is finished")),
+            _ => Ok(()),
+        }
+    }
+
+    /// Require `oid` to be still at `tid` (its newest record, a deletion counts) when
+    /// this transaction commits (ZODB's `checkCurrentSerialInTransaction`): its vote
+    /// locks `oid` like a written one, so no commit changes it until this one ends, and
+    /// fails with `Error::Conflict` if it changed before.
+    pub fn require_current(&mut self, oid: Oid, tid: Tid) -> Result<()> {
+        self.open()?;
+        self.reads.insert(oid, tid);
+        Ok(())
+    }
+
     /// Take the commit order at vote, as a transaction with `set_tid` does: from a
     /// successful vote to finish or abort no other transaction is written, so the
     /// transactions visible after the vote are all that commit before this one (`fs2 gc`
@@ -169,6 +201,11 @@ impl Transaction {
         if self.state == State::Voted {
             return self.finish();
         }
+        if !self.reads.is_empty() {
+            // Reads to keep current are locked and checked by a vote.
+            self.vote()?;
+            return self.finish();
+        }
         self.open()?;
         self.check_writable()?;
         self.state = State::Done;
@@ -186,6 +223,8 @@ impl Transaction {
             tid: self.fixed_tid,
             meta: std::mem::take(&mut self.meta),
             writes: std::mem::take(&mut self.writes),
+            reads: std::mem::take(&mut self.reads),
+            min_tid: self.min_tid,
             notify: false,
         }
     }
@@ -203,7 +242,7 @@ impl Transaction {
         self.check_writable()?;
         let staged = self.take_staged();
         let (r, rotated) = self.inner.chain.vote(&staged, self.hold_order);
-        (self.meta, self.writes) = (staged.meta, staged.writes);
+        (self.meta, self.writes, self.reads) = (staged.meta, staged.writes, staged.reads);
         self.after(rotated);
         self.vote = Some(r?);
         self.tid = self.fixed_tid;
@@ -229,7 +268,7 @@ impl Transaction {
 
     /// `finish`, then `f(tid)` once the `f`s of the `finish_then`s with smaller tids have
     /// run (ZODB delivers invalidations this way: in tid order). Until `f` returns,
-    /// [`Storage::notified_tid`] stays below `tid`.
+    /// [`Storage::notified_tid`] waits. `f` must not call `notified_tid`.
     pub fn finish_then<R>(mut self, f: impl FnOnce(Tid) -> R) -> Result<(Tid, R)> {
         if self.state != State::Voted {
             return Err(Error::invalid("finish needs a voted transaction; call vote first (or commit)"));
@@ -306,8 +345,9 @@ impl Storage {
         }
     }
 
-    /// The newest tid whose commit and every earlier one are visible and, for those
-    /// finished with [`Transaction::finish_then`], notified (ZODB's `lastTransaction`).
+    /// The last tid, once the callbacks of the [`Transaction::finish_then`]s up to it ran
+    /// (ZODB's `lastTransaction`: no snapshot includes a commit whose invalidations were
+    /// not delivered); waits for them.
     pub fn notified_tid(&self) -> Tid {
         self.inner.chain.notified_tid()
     }

@@ -273,7 +273,7 @@ fn one_fsync_per_two_phase_commit_at_most_and_concurrent_finishes_share() {
 }
 
 #[test]
-fn finish_then_notifies_in_tid_order_and_notified_tid_waits_for_it() {
+fn finish_then_notifies_in_tid_order_and_notified_tid_waits_for_the_callbacks() {
     let (_d, s) = storage();
     let base = staged(&s, &[1], b"0").commit().unwrap();
     let (mut a, mut b) = (staged(&s, &[2], b"a"), staged(&s, &[3], b"b"));
@@ -288,16 +288,17 @@ fn finish_then_notifies_in_tid_order_and_notified_tid_waits_for_it() {
         thread::sleep(Duration::from_millis(5));
     }
     let ta = s.last_tid();
-    assert!(s.notified_tid() < ta, "not notified before its callback ran");
+    let s2 = s.clone();
+    let notified = spawn(move || s2.notified_tid());
     let order = Arc::new(std::sync::Mutex::new(Vec::new()));
     let o = order.clone();
     let rb = spawn(move || b.finish_then(move |tid| o.lock().unwrap().push(tid)).unwrap());
-    thread::sleep(BLOCKED);
+    assert!(notified.recv_timeout(BLOCKED).is_err(), "notified_tid waits for A's callback");
     assert!(order.lock().unwrap().is_empty(), "B's notification waits for A's");
-    assert!(s.notified_tid() < ta);
     go_a.send(()).unwrap();
     let (ta2, got) = ra.recv_timeout(DONE).unwrap();
     assert_eq!((ta2, got.unwrap()), (ta, ta));
+    assert!(notified.recv_timeout(DONE).unwrap() >= ta);
     let (tb, ()) = rb.recv_timeout(DONE).unwrap();
     assert!(tb > ta);
     assert_eq!(*order.lock().unwrap(), vec![tb]);
