@@ -2,9 +2,8 @@
 //! With `repair`, first open for writing (which truncates a torn tail of the active
 //! segment and rebuilds lost indexes), then verify.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::HEADER_SIZE;
-use crate::recovery::note_txn;
 use crate::segment::{Scanner, SealStats, SegmentFile, Step};
 use crate::store::{Options, Storage};
 use crate::types::{Oid, SegmentName, Tid};
@@ -152,7 +151,7 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
                         newest.insert(h.oid, off);
                         at.insert(off, (h.oid, tid));
                     }
-                    note_txn(&mut seen, tid, txn.records.len());
+                    seen.note_txn(tid, txn.records.len());
                 }
                 Step::Skip => skipped.push((step_at, sc.pos)),
                 Step::End | Step::Index => break,
@@ -192,4 +191,105 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
     }
     progress(total, total);
     Ok(report)
+}
+
+/// `fs2 check --repair --salvage`: move every damaged transaction of the active segment
+/// aside, into `<segment>.damaged-<offset>` beside it (durably), and put a padding record
+/// of zeros in its place, so that the storage takes writes again. Returns one line per
+/// transaction moved (tid, oids, file). Its objects read as of their previous revision
+/// afterwards; reads of history that went through it end with a damage error.
+pub fn salvage(dir: &Path, opts: crate::Options) -> crate::Result<Vec<String>> {
+    let s = crate::Storage::open(dir, crate::Options { read_only: false, ..opts })?;
+    let vfs = s.inner.chain.opts.vfs.clone();
+    let v = s.view();
+    // The first tid after past part `i` (in the newer parts or the active segment).
+    let next_tid = |i: usize| {
+        let newer = v.pasts[..i].iter().rev().find(|p| p.trailer.txn_count > 0).map(|p| p.trailer.first_tid);
+        newer.or_else(|| v.active.as_ref().filter(|a| a.stats.txn_count > 0).map(|a| a.stats.first_tid))
+    };
+    let mut out = Vec::new();
+    // Damaged headers: write the reconstructed one back (past segments record their
+    // length, which the open verified ends in a trailer).
+    let active = v.active.iter().map(|a| (&a.seg, None));
+    let pasts = v.files().map(|f| (&f[0].seg, Some(f[0].seg.len())));
+    for (seg, len) in active.chain(pasts).filter(|(s, _)| s.header_damaged) {
+        let len = len.transpose()?;
+        seg.rewrite_header(&*vfs, len)?;
+        out.push(format!(
+            "{}: rewrote the damaged header (previous segment {}{})",
+            seg.path.display(),
+            seg.prev().as_deref().unwrap_or("none"),
+            len.map_or(String::new(), |l| format!(", length {l}"))
+        ));
+    }
+    out.extend(reseal_cut(&*vfs, &v, next_tid)?);
+    let Some(a) = &v.active else { return Ok(out) };
+    for d in &a.damaged {
+        let len = d.end - d.start;
+        let bytes = a.seg.read(d.start, len as usize)?;
+        let aside = std::path::PathBuf::from(format!("{}.damaged-{}", a.seg.path.display(), d.start));
+        let _ = vfs.remove(&aside);
+        let f = vfs.create_new(&aside).map_err(|e| Error::io(&aside, "create", e))?;
+        f.write_all_at(&bytes, 0).map_err(|e| Error::io(&aside, "write", e))?;
+        f.sync().map_err(|e| Error::io(&aside, "sync", e))?;
+        vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+        let (head, tail) = crate::format::encode_padding(len);
+        let mut pad = vec![0u8; len as usize];
+        pad[..head.len()].copy_from_slice(&head);
+        pad[len as usize - tail.len()..].copy_from_slice(&tail);
+        a.seg.file.write_all_at(&pad, d.start).map_err(|e| Error::io(&a.seg.path, "write", e))?;
+        out.push(format!("{}; moved aside to {}", d.describe(&a.seg.path), aside.display()));
+    }
+    a.seg.file.sync().map_err(|e| Error::io(&a.seg.path, "sync", e))?;
+    Ok(out)
+}
+
+/// Re-seal every past segment that was cut short at the end of the data it still holds
+/// (an index record and trailer written there, the new length recorded in its header).
+fn reseal_cut(
+    vfs: &dyn crate::vfs::Vfs,
+    v: &crate::chain::View,
+    next_tid: impl Fn(usize) -> Option<Tid>,
+) -> crate::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for parts in v.files() {
+        let first = at;
+        at += parts.len();
+        // The part the cut fell in: the first that records a loss (parts after it only
+        // stand for regions lost with the rest of the file).
+        let Some(k) = parts.iter().position(|p| p.lost_after.is_some()) else { continue };
+        let p = &parts[k];
+        let path = &p.seg.path;
+        let file = vfs.open(path, true).map_err(|e| Error::io(path, "open", e))?;
+        let seg = crate::segment::SegmentFile::new(path.clone(), p.seg.header.clone(), file);
+        let end = match p.trailer.appended {
+            // A region of which nothing is left: the segment ends before it.
+            Some(a) if p.index.len() == 0 && p.trailer.txn_count == 0 => {
+                seg.file.set_len(a.base_len).map_err(|e| Error::io(path, "truncate", e))?;
+                seg.file.sync().map_err(|e| Error::io(path, "sync", e))?;
+                seg.record_sealed_len(a.base_len)?;
+                a.base_len
+            }
+            _ => {
+                let mut entries = Vec::with_capacity(p.index.len() as usize);
+                for j in 0..p.index.len() {
+                    entries.push(p.entry(j)?);
+                }
+                crate::segment::seal_with(&seg, &entries, p.trailer.clone())?;
+                seg.len()?
+            }
+        };
+        let kept = match p.trailer.txn_count {
+            0 => "no transaction of the part that was cut".to_string(),
+            _ => format!("the transactions up to {}", p.trailer.last_tid),
+        };
+        let upto = next_tid(first + k).map_or("the next segment's".to_string(), |t| t.to_string());
+        out.push(format!(
+            "{}: re-sealed at {end} bytes with {kept}; the transactions after them (before {upto}), and \
+             those of any region appended after them, were in the missing bytes and are lost",
+            path.display(),
+        ));
+    }
+    Ok(out)
 }

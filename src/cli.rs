@@ -172,7 +172,7 @@ enum Cmd {
         #[arg(long)]
         force: bool,
         /// Abort a voted transaction (txn/NAME/ctl) that gets no commit or abort within
-        /// this many seconds: a voted transaction holds the storage's commit lock.
+        /// this many seconds: a voted transaction locks its objects.
         #[arg(long, default_value_t = 60, value_name = "SECS")]
         vote_timeout: u64,
         /// Refuse staged objects larger than this many bytes (EFBIG).
@@ -539,7 +539,7 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
                 backup::refuse_writable(&dir)?;
             }
             let salvaged = match salvage {
-                true => filestorage2::damage::salvage(&dir, Options::default())
+                true => filestorage2::check::salvage(&dir, Options::default())
                     .map_err(|e| Failure { code: exit_code(&e), message: e.to_string() })?,
                 false => Vec::new(),
             };

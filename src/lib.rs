@@ -5,13 +5,16 @@
 //! `docs/FORMAT.md` for the bytes and `docs/DESIGN.md` for commit, recovery and
 //! concurrency. The entry point is [`Storage`].
 
+mod archive;
 pub mod backup;
 #[cfg(feature = "cli")]
 pub mod bench;
 #[cfg(feature = "cli")]
 pub mod bench_peer;
+mod chain;
 pub mod check;
 pub mod damage;
+mod durable;
 pub mod error;
 pub mod format;
 pub mod fs;

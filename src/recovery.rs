@@ -12,10 +12,11 @@
 //! Read-only opens repair nothing and may run beside a writer in another process:
 //! `open_snapshot` tells the writer's work in progress from a crash's leftovers.
 
+use crate::archive::{archive_dir, move_to_archive, STRAY_DIR};
+use crate::chain::{Active, Entry, Options, View};
 use crate::error::{Error, Result};
 use crate::format::{Header, IndexHeader, Trailer, HEADER_SIZE, TRAILER_SIZE};
 use crate::segment::{read_trailer, seal, PastSegment, Scanner, SealStats, SegmentFile, Step};
-use crate::store::{Active, Entry, IgnoredTail, Options, View};
 use crate::types::{Oid, SegmentName, Tid};
 use crate::vfs::Vfs;
 use std::collections::BTreeMap;
@@ -41,6 +42,37 @@ pub(crate) struct Opened {
     /// What this open's repairs may have lost (e.g. an index rebuilt for an old segment
     /// that may have been cut at a record boundary): `check --repair` reports it.
     pub losses: Vec<String>,
+}
+
+/// An unreadable tail of the active segment that a read-only open ignored. A writer's
+/// unfinished commit (a crash, or a commit in flight beside this reader) and damage to
+/// the last transaction look alike (DESIGN.md, "Torn tail or damage"): reads answer as
+/// of the transactions before it, and this says that they do. A writable open drops
+/// such a tail (keeping its bytes in a `.dropped-<offset>` file).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IgnoredTail {
+    pub segment: PathBuf,
+    pub offset: u64,
+    pub bytes: u64,
+    pub reason: String,
+}
+
+impl std::fmt::Display for IgnoredTail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: ignored {} unreadable bytes at offset {} ({}): an unfinished commit or a damaged last \
+             transaction; reads answer as of the transactions before it (read-only)",
+            self.segment.display(),
+            self.bytes,
+            self.offset,
+            self.reason
+        )
+    }
+}
+
+pub(crate) fn not_a_directory(dir: &Path) -> Error {
+    Error::NotFound(format!("{} is not a directory, so not a storage; create one with `fs2 init`", dir.display()))
 }
 
 /// The segment a chain segment's damaged header slot should have named: the newest
@@ -137,7 +169,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
         std::io::ErrorKind::NotFound => {
             Error::NotFound(format!("{} does not exist; create a storage with `fs2 init`", dir.display()))
         }
-        std::io::ErrorKind::NotADirectory => crate::store::not_a_directory(dir),
+        std::io::ErrorKind::NotADirectory => not_a_directory(dir),
         _ => Error::io(dir, "list", e),
     })?;
     let mut warnings = Vec::new();
@@ -369,8 +401,8 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
                         chain_synced = true;
                     }
                     // Not in the chain any more: archiving it may wait for the next open.
-                    let archive = opts.archive_dir.clone().unwrap_or_else(|| dir.join("archive"));
-                    match crate::merge::move_to_archive(vfs, &archive, &path) {
+                    let archive = archive_dir(dir, opts.archive_dir.as_deref());
+                    match move_to_archive(vfs, &archive, &path) {
                         Ok(to) => warnings.push(format!("{}: merged away; moved to {}", path.display(), to.display())),
                         Err(e) => warnings.push(format!(
                             "{}: merged away, but could not move it to the archive ({e}); kept in place \
@@ -547,24 +579,6 @@ fn sync_chain(active: Option<&Active>, pasts: &[Arc<PastSegment>]) -> Result<()>
     Ok(())
 }
 
-/// Where `fs2 check --repair` moves stray files (inside the storage directory).
-pub(crate) const STRAY_DIR: &str = "stray";
-
-/// Move the stray file `path` into `<dir>/stray/`, durably, under a free name.
-pub(crate) fn move_aside(vfs: &dyn Vfs, dir: &Path, path: &Path) -> Result<PathBuf> {
-    let to_dir = dir.join(STRAY_DIR);
-    vfs.create_dir_all(&to_dir).map_err(|e| Error::io(&to_dir, "create directory", e))?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("segment").to_string();
-    let to = (0..)
-        .map(|i| to_dir.join(if i == 0 { name.clone() } else { format!("{name}.{i}") }))
-        .find(|p| !vfs.exists(p))
-        .expect("a free name");
-    vfs.rename(path, &to).map_err(|e| Error::io(path, "move aside (to the stray directory)", e))?;
-    vfs.sync_dir(&to_dir).map_err(|e| Error::io(&to_dir, "sync directory", e))?;
-    vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
-    Ok(to)
-}
-
 /// The storage id most segment files in the directory carry (on a tie, the oldest
 /// file's); `None` if no file has a valid header.
 fn storage_id_of(probes: &[Probe]) -> Option<u128> {
@@ -680,7 +694,7 @@ pub(crate) fn scan_active(
                         return Err(Error::corrupted(&seg.path, offset, "transaction ids do not increase"));
                     }
                     entries.extend(txn.records.iter().map(|(rel, h)| (h.oid, Entry { offset: offset + rel, tid })));
-                    note_txn(&mut stats, tid, txn.records.len());
+                    stats.note_txn(tid, txn.records.len());
                     committed_end = sc.pos;
                 }
                 Step::Skip => {}
@@ -792,15 +806,6 @@ fn keep_tail(vfs: &dyn Vfs, seg: &SegmentFile, end: u64, len: u64) -> Result<Opt
     Ok(Some(path))
 }
 
-pub(crate) fn note_txn(stats: &mut SealStats, tid: Tid, records: usize) {
-    if stats.txn_count == 0 {
-        stats.first_tid = tid;
-    }
-    stats.last_tid = tid;
-    stats.txn_count += 1;
-    stats.record_count += records as u64;
-}
-
 /// What a full scan of a sealed segment's data finds.
 pub(crate) struct SealedScan {
     pub entries: Vec<(Oid, u64)>,
@@ -829,7 +834,7 @@ pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64))
                 for (rel, h) in &txn.records {
                     index.insert(h.oid, offset + rel);
                 }
-                note_txn(&mut stats, tid, txn.records.len());
+                stats.note_txn(tid, txn.records.len());
             }
             Step::Skip => {}
             Step::End => break sc.pos == len,
@@ -986,7 +991,7 @@ pub(crate) fn rebuild_parts(seg: Arc<SegmentFile>, len: u64, cut: bool) -> Resul
                     for (rel, h) in &txn.records {
                         index.insert(h.oid, offset + rel);
                     }
-                    note_txn(&mut stats, txn.header.tid, txn.records.len());
+                    stats.note_txn(txn.header.tid, txn.records.len());
                 }
                 Step::Skip => {}
                 // A damaged index marker reads as an invalid record: the trailer decides.

@@ -15,6 +15,10 @@ use std::sync::Arc;
 
 pub(crate) use crate::format::DecodedTxn;
 
+/// Every record (transaction, padding, index) starts with its 4-byte marker and 8-byte
+/// length: what a scan reads first to know what comes and how far it goes.
+const RECORD_HEAD: u64 = 12;
+
 /// An open segment file and its header.
 pub(crate) struct SegmentFile {
     pub path: PathBuf,
@@ -180,20 +184,14 @@ impl SegmentFile {
     /// and the directory synced, so a file with a segment name always has a header.
     pub fn create(vfs: &dyn Vfs, dir: &Path, header: Header) -> Result<SegmentFile> {
         let path = dir.join(header.name.file_name());
-        let tmp = dir.join(format!("{}.tmp", header.name.file_name()));
-        let _ = vfs.remove(&tmp);
         let bytes = header.to_bytes()?;
-        let file = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-        file.write_all_at(&bytes, 0).map_err(|e| Error::io(&tmp, "write header of", e))?;
-        file.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
         if vfs.exists(&path) {
             // A stray file holds the name (the chain never does: new names are newer than
             // the head's): move it aside, never replace it.
-            let to = crate::recovery::move_aside(vfs, dir, &path)?;
+            let to = crate::archive::move_aside(vfs, dir, &path)?;
             log::warn!("{}: not part of the chain; moved to {} to make room", path.display(), to.display());
         }
-        vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
-        vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+        let file = crate::durable::write_file(vfs, &path, &bytes)?;
         Ok(SegmentFile::new(path, header, file))
     }
 
@@ -433,7 +431,7 @@ impl Scanner {
             return Ok(Step::End);
         }
         let path = self.path.clone();
-        let Some(head) = self.bytes(pos, 12)? else {
+        let Some(head) = self.bytes(pos, RECORD_HEAD)? else {
             return Ok(Step::Invalid("a record header runs past the end of the file".into()));
         };
         let marker = [head[0], head[1], head[2], head[3]];
@@ -496,7 +494,7 @@ impl Scanner {
         let (path, form) = (self.path.clone(), self.form);
         let mut p = at + MIN_PADDING;
         while p < limit {
-            let head = self.bytes(p, 12)?.map(|h| ([h[0], h[1], h[2], h[3]], le64(h, 4)));
+            let head = self.bytes(p, RECORD_HEAD)?.map(|h| ([h[0], h[1], h[2], h[3]], le64(h, 4)));
             if let Some((_, len)) = head.filter(|(m, _)| *m == MARK_TXN || *m == MARK_PAD) {
                 let fits =
                     len >= MIN_PADDING && len.is_multiple_of(8) && p.checked_add(len).is_some_and(|e| e <= self.end);
@@ -552,6 +550,16 @@ pub(crate) struct SealStats {
 }
 
 impl SealStats {
+    /// Count one more transaction (tids come in increasing order).
+    pub fn note_txn(&mut self, tid: Tid, records: usize) {
+        if self.txn_count == 0 {
+            self.first_tid = tid;
+        }
+        self.last_tid = tid;
+        self.txn_count += 1;
+        self.record_count += records as u64;
+    }
+
     /// A trailer for data ending at `data_end` with these stats (the index fields are
     /// filled in when the index is encoded).
     pub fn trailer(&self, data_end: u64) -> Trailer {

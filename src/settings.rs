@@ -76,15 +76,8 @@ impl Settings {
 
     /// Write `<dir>/settings` durably (temporary file, sync, rename, sync directory).
     pub fn save(&self, vfs: &dyn Vfs, dir: &Path) -> Result<()> {
-        let path = dir.join(FILE);
-        let tmp = dir.join("settings.tmp");
-        let _ = vfs.remove(&tmp);
         let text = format!("# filestorage2 settings\nretention = {}\n", self.retention);
-        let f = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-        f.write_all_at(text.as_bytes(), 0).map_err(|e| Error::io(&tmp, "write", e))?;
-        f.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
-        vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
-        vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))
+        crate::durable::write_file(vfs, &dir.join(FILE), text.as_bytes()).map(|_| ())
     }
 }
 

@@ -1,179 +1,25 @@
 //! [`Storage`]: the engine's public face. Opening (with recovery), reads, history,
-//! listing, transaction iteration and statistics live here; writes are in `txn.rs`.
-//!
-//! Concurrency: readers share `view` (an `RwLock`); one thread at a time holds `writer`
-//! and is the only one that appends to the active segment or changes the view. Records
-//! become visible only when the writer publishes them into `view` after they are durable,
-//! and `last_tid` is raised in the same critical section, so a reader's snapshot at
-//! `last_tid` is complete.
+//! listing, transaction iteration and statistics live here; transactions are in
+//! `txn.rs`, the chain and its writer (and the lock order) in `chain.rs`.
 
+use crate::chain::{Chain, View};
 use crate::error::{Error, Result};
 use crate::format::{Header, TxnMeta, HEADER_SIZE, VERSION};
 use crate::recovery;
-use crate::segment::{read_record, PastSegment, RecordRef, Scanner, SealStats, SegmentFile, Step};
-use crate::txn::{Pending, Transaction, Writer};
+use crate::segment::{read_record, RecordRef, Scanner, SegmentFile, Step};
 use crate::types::{Oid, SegmentName, Tid};
-use crate::vfs::{RealVfs, Vfs};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock, RwLockReadGuard};
+use std::sync::{Arc, Mutex, RwLockReadGuard};
 
-/// How to open a storage.
-#[derive(Clone)]
-pub struct Options {
-    /// Open without the writer lock; refuse writes; never repair anything on disk.
-    pub read_only: bool,
-    /// `fdatasync` before a commit returns (default). `false` is the bulk-load mode: a
-    /// crash may lose the most recent commits (never corrupts); call `Storage::sync`.
-    pub sync: bool,
-    /// Rotate automatically when the active segment passes this many bytes (0 = never).
-    pub rotate_size: u64,
-    /// Alignment of new segments (records never span a multiple of it).
-    pub alignment: u64,
-    /// Zero-fill the active segment this many bytes ahead of the data (0 = off), so that
-    /// durable commits do not change the file length (faster `fdatasync`).
-    pub preallocate: u64,
-    /// Where merged-away segments go (default: `archive/` in the storage directory).
-    pub archive_dir: Option<PathBuf>,
-    pub vfs: Arc<dyn Vfs>,
-}
+pub use crate::chain::Options;
+pub use crate::recovery::IgnoredTail;
 
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            read_only: false,
-            sync: true,
-            rotate_size: 64 << 20,
-            alignment: 1 << 28,
-            preallocate: 4 << 20,
-            archive_dir: None,
-            vfs: Arc::new(RealVfs),
-        }
-    }
-}
-
-impl Options {
-    pub fn read_only() -> Options {
-        Options { read_only: true, ..Options::default() }
-    }
-}
-
-/// The newest record of an oid in the active segment.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Entry {
-    pub offset: u64,
-    pub tid: Tid,
-}
-
-/// The active segment as readers see it (published state only).
-pub(crate) struct Active {
-    pub seg: Arc<SegmentFile>,
-    pub index: BTreeMap<Oid, Entry>,
-    /// End of the published data.
-    pub end: u64,
-    pub stats: SealStats,
-    /// Damaged transactions, in file order (see `damage`).
-    pub damaged: Vec<crate::damage::DamagedRange>,
-}
-
-impl Active {
-    /// A scan of the published data that steps over the damaged transactions.
-    pub fn scanner(&self) -> Scanner {
-        Scanner::new(&self.seg, HEADER_SIZE as u64, self.end)
-            .skipping(self.damaged.iter().map(|d| (d.start, d.end)).collect())
-    }
-
-    /// The largest oid in this segment: indexed, or in a damaged transaction.
-    pub fn max_oid(&self) -> Option<Oid> {
-        let damaged = self.damaged.iter().filter_map(|d| d.oids.as_ref()?.last().copied()).max();
-        self.index.keys().next_back().copied().max(damaged)
-    }
-
-    /// A read of `oid` wanting revisions with tids up to `at`, whose newest valid record
-    /// in this segment is at `newest` (0: none): an error if a damaged transaction after
-    /// it may hold a newer revision that is one of them.
-    pub fn cross(&self, oid: Oid, at: Tid, newest: u64) -> Result<()> {
-        // The damaged transaction's tid, when a verified part of it says; else only that
-        // it is newer than the valid transaction before it.
-        let wanted = |d: &crate::damage::DamagedRange| d.tid.map_or(at > d.after, |t| at >= t);
-        match self.damaged.iter().find(|d| d.start > newest && wanted(d) && d.suspects(oid)) {
-            Some(d) => Err(d.error(&self.seg.path, oid)),
-            None => Ok(()),
-        }
-    }
-}
-
-/// What readers see: the active segment and the past segments, newest first.
-pub(crate) struct View {
-    pub active: Option<Active>,
-    /// The parts of the past segments, newest data first (a segment with regions
-    /// appended by a semi-sequential merge has several; see `PastSegment`).
-    pub pasts: Vec<Arc<PastSegment>>,
-    pub last_tid: Tid,
-}
-
-impl View {
-    /// The past segments, newest first, each as the run of its parts.
-    pub fn files(&self) -> impl DoubleEndedIterator<Item = &[Arc<PastSegment>]> + '_ {
-        self.pasts.chunk_by(|a, b| Arc::ptr_eq(&a.seg, &b.seg))
-    }
-
-    /// Where in `pasts` the parts of past segment `name` are.
-    pub fn parts_of(&self, name: SegmentName) -> Option<std::ops::Range<usize>> {
-        let start = self.pasts.iter().position(|p| p.seg.header.name == name)?;
-        let len = self.pasts[start..].iter().take_while(|p| p.seg.header.name == name).count();
-        Some(start..start + len)
-    }
-}
-
-/// Hands out fresh oids, each larger than every oid stored, staged or allocated before.
-/// Never wraps around to oids in use: after `u64::MAX` the space is exhausted.
-pub(crate) struct OidAllocator(Mutex<Option<u64>>);
-
-impl OidAllocator {
-    /// Above `max_used` (and never 0, the root's oid).
-    fn new(max_used: Option<Oid>) -> OidAllocator {
-        OidAllocator(Mutex::new(max_used.map_or(Some(1), |o| o.0.checked_add(1)).map(|n| n.max(1))))
-    }
-
-    /// `oid` is in use (stored or staged): never hand it (or anything below) out.
-    pub fn note_used(&self, oid: Oid) {
-        let mut next = self.0.lock().unwrap();
-        if next.is_some_and(|n| oid.0 >= n) {
-            *next = oid.0.checked_add(1);
-        }
-    }
-
-    pub fn allocate(&self) -> Result<Oid> {
-        let mut next = self.0.lock().unwrap();
-        let n = next.ok_or_else(|| {
-            Error::invalid(
-                "the oid space is exhausted: oid ffffffffffffffff (the largest) is in use, so no new oid \
-                 can be allocated; store under oids you choose (unused ones below it)",
-            )
-        })?;
-        *next = n.checked_add(1);
-        Ok(Oid(n))
-    }
-}
-
+/// The storage's shared state: the chain (and its writer) and what the open found.
 pub(crate) struct Inner {
-    pub dir: PathBuf,
-    pub opts: Options,
-    pub view: RwLock<View>,
-    pub writer: Mutex<Writer>,
-    /// Signalled when a voted transaction finishes or aborts (the commit lock frees).
-    pub writer_cv: Condvar,
-    /// One-step commits waiting for a leader to write them (group commit).
-    pub queue: Mutex<Vec<Arc<Pending>>>,
-    /// True while a committer leads a batch; `batch_done` is signalled when it ends.
-    pub leader: Mutex<bool>,
-    pub batch_done: Condvar,
-    pub next_oid: OidAllocator,
+    pub chain: Chain,
     pub next_txn_id: AtomicU64,
-    pub commits: AtomicU64,
-    pub conflicts: AtomicU64,
     /// Problems recovery worked around at open (shown by `check`).
     pub warnings: Mutex<Vec<String>>,
     /// Damage found at open (reads work around it, writes are refused), and what the
@@ -187,15 +33,9 @@ pub(crate) struct Inner {
     /// Base tids of the transactions open now, with counts (a merge keeps deletions that
     /// one of them could still conflict with).
     pub open_bases: Mutex<BTreeMap<Tid, usize>>,
-    /// The merge running now (at most one).
-    pub merging: Mutex<Option<Arc<crate::merge::MergeProgress>>>,
-    /// Who hears about published commits (`Storage::subscribe`).
-    pub subscribers: crate::views::Subscribers,
+    /// The merge (or move) running now (at most one).
+    pub merging: Mutex<Option<Arc<crate::merge::progress::MergeProgress>>>,
     _lock: Option<std::fs::File>,
-}
-
-pub(crate) fn not_a_directory(dir: &Path) -> Error {
-    Error::NotFound(format!("{} is not a directory, so not a storage; create one with `fs2 init`", dir.display()))
 }
 
 /// A filestorage2 storage: a chain of segment files in a directory.
@@ -290,33 +130,6 @@ pub struct AppendedInfo {
     pub records: u64,
 }
 
-/// An unreadable tail of the active segment that a read-only open ignored. A writer's
-/// unfinished commit (a crash, or a commit in flight beside this reader) and damage to
-/// the last transaction look alike (DESIGN.md, "Torn tail or damage"): reads answer as
-/// of the transactions before it, and this says that they do. A writable open drops
-/// such a tail (keeping its bytes in a `.dropped-<offset>` file).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct IgnoredTail {
-    pub segment: PathBuf,
-    pub offset: u64,
-    pub bytes: u64,
-    pub reason: String,
-}
-
-impl std::fmt::Display for IgnoredTail {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "{}: ignored {} unreadable bytes at offset {} ({}): an unfinished commit or a damaged last \
-             transaction; reads answer as of the transactions before it (read-only)",
-            self.segment.display(),
-            self.bytes,
-            self.offset,
-            self.reason
-        )
-    }
-}
-
 /// Storage-wide counters.
 #[derive(Clone, Debug)]
 pub struct Stats {
@@ -380,7 +193,7 @@ impl Storage {
             None
         } else {
             opts.vfs.lock(dir).map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotADirectory => not_a_directory(dir),
+                std::io::ErrorKind::NotADirectory => recovery::not_a_directory(dir),
                 std::io::ErrorKind::WouldBlock => Error::Busy(format!(
                     "{} is open for writing by another process (a mount or a writer); stop it, or open read-only",
                     dir.display()
@@ -403,19 +216,10 @@ impl Storage {
             }
         }
         let settings = crate::settings::Settings::load(&*opts.vfs, dir)?;
-        let writer = Writer::new(&opened);
+        let chain = Chain::new(dir.to_path_buf(), opts, opened.view, opened.alignment, &opened.damage, opened.max_oid);
         let inner = Inner {
-            dir: dir.to_path_buf(),
-            view: RwLock::new(opened.view),
-            writer: Mutex::new(writer),
-            writer_cv: Condvar::new(),
-            queue: Mutex::new(Vec::new()),
-            leader: Mutex::new(false),
-            batch_done: Condvar::new(),
-            next_oid: OidAllocator::new(opened.max_oid),
+            chain,
             next_txn_id: AtomicU64::new(1),
-            commits: AtomicU64::new(0),
-            conflicts: AtomicU64::new(0),
             warnings: Mutex::new(opened.warnings),
             damage: opened.damage,
             losses: opened.losses,
@@ -424,8 +228,6 @@ impl Storage {
             merging: Mutex::new(None),
             open_bases: Mutex::new(BTreeMap::new()),
             settings: Mutex::new(settings),
-            subscribers: Default::default(),
-            opts,
             _lock: lock,
         };
         Ok(Storage { inner: Arc::new(inner) })
@@ -438,22 +240,22 @@ impl Storage {
 
     /// Change and save the retention policy.
     pub fn set_retention(&self, r: crate::settings::Retention) -> Result<()> {
-        if self.inner.opts.read_only {
+        if self.inner.chain.opts.read_only {
             return Err(Error::ReadOnly("the storage is open read-only".into()));
         }
         let mut s = self.inner.settings.lock().unwrap();
         let new = crate::settings::Settings { retention: r };
-        new.save(&*self.inner.opts.vfs, &self.inner.dir)?;
+        new.save(&*self.inner.chain.opts.vfs, &self.inner.chain.dir)?;
         *s = new;
         Ok(())
     }
 
     pub fn dir(&self) -> &Path {
-        &self.inner.dir
+        &self.inner.chain.dir
     }
 
     pub fn is_read_only(&self) -> bool {
-        self.inner.opts.read_only
+        self.inner.chain.opts.read_only
     }
 
     /// Problems that recovery worked around when this storage was opened.
@@ -494,10 +296,10 @@ impl Storage {
     /// Move the stray files into `<dir>/stray/` (a name taken there gets a `.N` suffix).
     /// Returns (from, to) for each. Needs the writer.
     pub fn move_strays_aside(&self) -> Result<Vec<(PathBuf, PathBuf)>> {
-        if self.inner.opts.read_only {
+        if self.inner.chain.opts.read_only {
             return Err(Error::ReadOnly("the storage is open read-only".into()));
         }
-        let vfs = &*self.inner.opts.vfs;
+        let vfs = &*self.inner.chain.opts.vfs;
         let mut strays = self.inner.strays.lock().unwrap();
         let mut moved = Vec::new();
         while let Some(p) = strays.pop() {
@@ -508,15 +310,10 @@ impl Storage {
                 continue;
             }
             drop(v);
-            let to = recovery::move_aside(vfs, &self.inner.dir, &p)?;
+            let to = crate::archive::move_aside(vfs, &self.inner.chain.dir, &p)?;
             moved.push((p, to));
         }
         Ok(moved)
-    }
-
-    /// Begin a transaction with a snapshot at the current last tid.
-    pub fn begin(&self) -> Transaction {
-        Transaction::new(self.inner.clone(), self.last_tid())
     }
 
     /// The tid of the newest committed transaction (`Tid::ZERO` for an empty storage).
@@ -529,7 +326,7 @@ impl Storage {
     /// handed out again after a reopen, as in ZODB.) Never wraps: once the largest oid
     /// (`ffffffffffffffff`) is in use, every allocation fails.
     pub fn new_oid(&self) -> Result<Oid> {
-        self.inner.next_oid.allocate()
+        self.inner.chain.next_oid.allocate()
     }
 
     /// The largest oid in use (stored in any retained record), if any.
@@ -541,7 +338,7 @@ impl Storage {
     }
 
     pub(crate) fn view(&self) -> RwLockReadGuard<'_, View> {
-        self.inner.view.read().unwrap()
+        self.inner.chain.read()
     }
 
     /// The current data of `oid`; `None` if it does not exist or was deleted.
@@ -786,8 +583,8 @@ impl Storage {
             bytes: segs.iter().map(|s| s.bytes).sum(),
             transactions: segs.iter().map(|s| s.transactions).sum(),
             records: segs.iter().map(|s| s.records).sum(),
-            commits: self.inner.commits.load(Ordering::Relaxed),
-            conflicts: self.inner.conflicts.load(Ordering::Relaxed),
+            commits: self.inner.chain.commits.load(Ordering::Relaxed),
+            conflicts: self.inner.chain.conflicts.load(Ordering::Relaxed),
         })
     }
 }

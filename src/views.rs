@@ -3,47 +3,19 @@
 //! segment order, raw segment bytes, and commit notifications. Everything here is read
 //! only and streams: no call loads a whole index or segment into memory.
 
+use crate::chain::View;
 use crate::error::{Error, Result};
 use crate::format::{Header, TxnMeta, HEADER_SIZE};
 use crate::segment::{read_record, Scanner};
-use crate::store::{walk, ChainScan, SegmentState, View};
+use crate::store::{walk, ChainScan, SegmentState};
 use crate::types::{Oid, SegmentName, Tid};
 use crate::vfs::VFile;
 use crate::Storage;
 use std::path::PathBuf;
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
 
-/// A published commit: its tid and the oids it stored or deleted.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CommitEvent {
-    pub tid: Tid,
-    pub oids: Vec<Oid>,
-}
-
-/// Receivers of [`CommitEvent`]s (see [`Storage::subscribe`]).
-#[derive(Default)]
-pub(crate) struct Subscribers(Mutex<Vec<Sender<CommitEvent>>>);
-
-impl Subscribers {
-    /// `build()` (the events of a batch of commits) if someone listens, else nothing.
-    pub(crate) fn events(&self, build: impl FnOnce() -> Vec<CommitEvent>) -> Vec<CommitEvent> {
-        if self.0.lock().unwrap().is_empty() {
-            return Vec::new();
-        }
-        build()
-    }
-
-    /// Send each event to every live subscriber; drop the ones whose receiver is gone.
-    /// Called after publishing, outside the view lock; sending never blocks.
-    pub(crate) fn notify(&self, events: Vec<CommitEvent>) {
-        if events.is_empty() {
-            return;
-        }
-        let mut subs = self.0.lock().unwrap();
-        subs.retain(|s| events.iter().all(|e| s.send(e.clone()).is_ok()));
-    }
-}
+pub use crate::chain::CommitEvent;
 
 /// A retained revision without its data.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,7 +141,7 @@ impl Storage {
     /// unsubscribes.
     pub fn subscribe(&self) -> Receiver<CommitEvent> {
         let (tx, rx) = channel();
-        self.inner.subscribers.0.lock().unwrap().push(tx);
+        self.inner.chain.subscribers.add(tx);
         rx
     }
 

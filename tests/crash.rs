@@ -292,6 +292,14 @@ enum Step {
     Commit(Txn),
     TwoPhase(Txn),
     VoteAbort(Txn),
+    /// Vote `held`, commit each of `beside` in one step (their syncs and an automatic
+    /// rotation happen while `held` is voted and unfinished), then finish `held` (or
+    /// abort it with `finish: false`).
+    Around {
+        held: Txn,
+        beside: Vec<Txn>,
+        finish: bool,
+    },
     Rotate,
 }
 
@@ -317,6 +325,22 @@ fn crash_workload() -> Vec<Step> {
         Step::Commit(txn(14, &[(14, S(3000)), (3, E), (15, S(2500))])),
         Step::VoteAbort(txn(15, &[(1, S(5))])),
         Step::Commit(txn(16, &[(16, S(40))])),
+        Step::Around {
+            held: txn(17, &[(17, S(900)), (2, D)]),
+            beside: vec![txn(18, &[(18, S(2000))]), txn(19, &[(1, S(9)), (19, E)])],
+            finish: true,
+        },
+        Step::Around {
+            held: txn(20, &[(20, S(50)), (3, S(4))]),
+            beside: vec![txn(21, &[(21, S(3500))])],
+            finish: false,
+        },
+        Step::Around {
+            held: txn(22, &[(22, S(4000))]),
+            beside: vec![txn(23, &[(23, S(10))]), txn(24, &[(24, S(3000))])],
+            finish: true,
+        },
+        Step::Commit(txn(25, &[(25, S(25))])),
     ]
 }
 
@@ -356,6 +380,22 @@ fn run_workload(sim: &SimVfs, steps: &[Step]) -> Run {
                 let ok = x.vote().is_ok();
                 x.abort();
                 ok
+            }
+            Step::Around { held, beside, finish } => {
+                let mut x = stage(&s, held);
+                x.vote().is_ok()
+                    && beside.iter().all(|t| {
+                        r.attempted.push(t.clone());
+                        stage(&s, t).commit().map(|tid| r.acked.push(tid)).is_ok()
+                    })
+                    && if *finish {
+                        // The tid is chosen at finish: after the ones committed beside.
+                        r.attempted.push(held.clone());
+                        x.finish().map(|tid| r.acked.push(tid)).is_ok()
+                    } else {
+                        x.abort();
+                        true
+                    }
             }
             Step::Rotate => s.rotate().is_ok(),
         };
@@ -661,17 +701,20 @@ fn truncation_sweep(disk: &Disk, rw: impl Fn(u64) -> bool) -> (u64, u64) {
     }
     check_truncated(disk, scratch.path(), &active, after, &model_after, true, true);
 
-    // A voted transaction (a durable PPPP record) is never visible, whole or cut.
-    let v = txn(5, &[(8, W::S(300)), (1, W::S(5))]);
+    // A voted transaction writes no record, only the zeros of the space it reserves: a
+    // disk image taken while it is voted opens to the state before it, at any length.
+    let v = txn(5, &[(8, W::S(3000)), (1, W::S(5))]);
     let mut x = stage(&s, &v);
     x.vote().unwrap();
     let snap = fast_tempdir();
     let voted = disk.copy(snap.path());
     let after_vote = disk.len(&active);
-    assert!(after_vote > after);
-    for len in after..=after_vote {
-        let rw = rw(len) || len == after_vote || len == after + 4;
-        check_truncated(&voted, scratch.path(), &active, len, &model_after, rw, rw && len % 4 == 0);
+    assert!(after_vote > after, "the vote reserved space beyond the preallocated chunk");
+    let step = ((after_vote - after) / 64).max(1);
+    let mut lens: Vec<u64> = (after..=after_vote).step_by(step as usize).collect();
+    lens.push(after_vote);
+    for &len in &lens {
+        check_truncated(&voted, scratch.path(), &active, len, &model_after, true, len % 4 == 0);
     }
     let tid = x.finish().unwrap();
     model.push((tid, v));
@@ -679,7 +722,7 @@ fn truncation_sweep(disk: &Disk, rw: impl Fn(u64) -> bool) -> (u64, u64) {
     let s = Storage::open(&dir, disk.opts()).unwrap();
     assert!(s.open_warnings().is_empty(), "{:?}", s.open_warnings());
     check_model(&s, &model, true, "after finish");
-    (after - before + 1, after_vote - after + 1)
+    (after - before + 1, lens.len() as u64)
 }
 
 #[test]
@@ -726,7 +769,7 @@ struct FlipSetup {
 }
 
 /// Two past segments and an active one, with deletions, empty objects, a two-phase
-/// commit and aborted votes (PPPP records) among the transactions.
+/// commit and aborted votes (which leave no record) among the transactions.
 fn build_flip_storage(disk: &Disk) -> FlipSetup {
     use W::*;
     let s = Storage::create(&disk.dir(), disk.opts()).unwrap();
@@ -943,6 +986,9 @@ struct Faults {
     syncs_left: AtomicI64,
     /// After the first failing sync, keep failing.
     eio_sticky: AtomicBool,
+    /// A full disk as file systems have it: writes that would grow a file fail with
+    /// ENOSPC, writes into its existing length succeed.
+    full: AtomicBool,
 }
 
 impl Faults {
@@ -951,7 +997,11 @@ impl Faults {
             writes_left: AtomicI64::new(-1),
             syncs_left: AtomicI64::new(-1),
             eio_sticky: AtomicBool::new(false),
+            full: AtomicBool::new(false),
         })
+    }
+    fn disk_full(&self, full: bool) {
+        self.full.store(full, Ordering::SeqCst);
     }
     fn disk_full_after(&self, writes: i64) {
         self.writes_left.store(writes, Ordering::SeqCst);
@@ -1007,6 +1057,9 @@ impl VFile for FaultFile {
         self.inner.read_exact_at(buf, off)
     }
     fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
+        if self.faults.full.load(Ordering::SeqCst) && off + buf.len() as u64 > self.inner.len()? {
+            return Err(enospc());
+        }
         if self.faults.write_fails() {
             self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
             return Err(enospc());
@@ -1168,21 +1221,34 @@ fn enospc_scenario(disk: Faulty) {
         commit(&s, &mut model, next(&[(1, W::S(20)), (4, W::E), (6, W::S(7))]));
         check_model(&s, &model, false, &ctx);
     }
-    // A vote: the disk fills at its write.
+    // A vote reserves its space (zeros ahead of the data): on a full disk, a vote that
+    // needs more space than is allocated fails cleanly.
     let ctx = "disk full at a vote";
-    f.disk_full_after(0);
-    let mut x = stage(&s, &next(&[(7, W::S(300))]));
+    f.disk_full(true);
+    let mut x = stage(&s, &next(&[(7, W::S(20_000))]));
     assert_os_error(&x.vote().unwrap_err(), 28, "No space left on device", ctx);
     drop(x);
-    f.space_returns();
-    let t = next(&[(7, W::S(30)), (2, W::D)]);
+    check_model(&s, &model, false, ctx);
+    f.disk_full(false);
+    // Once voted, a full disk does not make the finish fail: one-step commits beside it
+    // may not take its space, and its finish writes into the space it reserved.
+    let ctx = "disk full after a vote";
+    let t = next(&[(7, W::S(3000)), (2, W::D)]);
     let mut x = stage(&s, &t);
     x.vote().unwrap();
+    f.disk_full(true);
+    let big = stage(&s, &next(&[(20, W::S(30_000))])).commit().unwrap_err();
+    assert_os_error(&big, 28, "No space left on device", ctx);
+    check_model(&s, &model, false, ctx);
     model.push((x.finish().unwrap(), t));
     check_model(&s, &model, false, ctx);
-    // A finish: the disk fills at the marker flip. Whether the transaction reached the
-    // disk is unknown: writes are refused until a reopen decides.
-    let ctx = "disk full at a finish";
+    f.disk_full(false);
+    commit(&s, &mut model, next(&[(20, W::S(30))]));
+    check_model(&s, &model, false, ctx);
+    // A finish whose write fails anyway (an I/O error: the fault fails any write): the
+    // batch is taken back like a one-step commit's, nothing of it is visible, and writes
+    // go on.
+    let ctx = "a write fails at a finish";
     let t = next(&[(8, W::S(8)), (1, W::D)]);
     let mut x = stage(&s, &t);
     x.vote().unwrap();
@@ -1190,10 +1256,10 @@ fn enospc_scenario(disk: Faulty) {
     assert_os_error(&x.finish().unwrap_err(), 28, "No space left on device", ctx);
     f.space_returns();
     check_model(&s, &model, false, ctx);
-    assert_poisoned(&s, ctx);
+    commit(&s, &mut model, next(&[(8, W::S(80))]));
     drop(s);
     let s = disk.open(ctx);
-    model = check_model_or_plus(&s, &model, Some(&t), ctx);
+    check_model(&s, &model, true, ctx);
     commit(&s, &mut model, next(&[(9, W::S(9))]));
     // A rotation: the disk fills while writing the index.
     let ctx = "disk full at a rotation";
@@ -1254,16 +1320,22 @@ fn eio_scenario(disk: Faulty) {
         s = disk.open(&ctx);
         check_model(&s, &model, false, &ctx);
     }
-    // A vote whose sync fails: never visible, even after a reopen.
-    let ctx = "EIO at the sync of a vote";
-    f.eio_after(0, false);
+    // A vote does not sync. A voted transaction while a sync beside it fails: its
+    // finish is refused (the storage is poisoned) and it is never visible.
+    let ctx = "EIO at a sync while a transaction is voted";
     let mut x = stage(&s, &next(&[(6, W::S(6))]));
-    assert_os_error(&x.vote().unwrap_err(), 5, "Input/output error", ctx);
-    drop(x);
+    x.vote().unwrap();
+    f.eio_after(0, false);
+    let t = next(&[(10, W::S(10))]);
+    assert_os_error(&stage(&s, &t).commit().unwrap_err(), 5, "Input/output error", ctx);
+    match x.finish() {
+        Err(Error::ReadOnly(m)) => assert!(m.contains("reopen"), "{ctx}: {m}"),
+        other => panic!("{ctx}: the finish after a failed sync must be refused, got {other:?}"),
+    }
     assert_poisoned(&s, ctx);
     drop(s);
     let s = disk.open(ctx);
-    check_model(&s, &model, false, ctx);
+    model = check_model_or_plus(&s, &model, Some(&t), ctx);
     // A finish whose sync fails: the transaction is all there after a reopen, or absent.
     let ctx = "EIO at the sync of a finish";
     let t = next(&[(7, W::S(7)), (1, W::E)]);

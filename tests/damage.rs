@@ -661,7 +661,7 @@ fn truncation_campaign_of_past_segments_is_always_detected() {
                 if cut % 64 == 0 {
                     // The salvage re-seals what is left: then the storage checks ok and
                     // still answers nothing wrong.
-                    let said = filestorage2::damage::salvage(Path::new(DIR), opts(&copy))
+                    let said = filestorage2::check::salvage(Path::new(DIR), opts(&copy))
                         .map_err(|e| format!("salvage: {e}"))?;
                     if !said.iter().any(|l| l.contains("lost")) {
                         return Err(format!("salvage said nothing lost: {said:?}"));

@@ -416,7 +416,7 @@ fn a_past_segment_with_a_damaged_header_is_damage_never_moved_aside() {
         assert!(r.repaired.iter().all(|l| !l.contains("moved aside")), "{:?}", r.repaired);
         assert_eq!(std::fs::read(&middle).unwrap(), b, "left in place, as it was");
         assert!(!t.path().join("stray").exists());
-        let said = filestorage2::damage::salvage(t.path(), Options::default()).unwrap();
+        let said = filestorage2::check::salvage(t.path(), Options::default()).unwrap();
         assert!(said.iter().any(|l| l.contains("rewrote the damaged header")), "{said:?}");
         checked(t.path());
         assert_eq!(data(&Storage::open(t.path(), Options::default()).unwrap(), 2), Some(b"two".to_vec()));

@@ -7,7 +7,7 @@ wait only for the second, short one.
    returns the *unreachable* oids (:class:`Unreachable`). If it refuses (a reachable
    record is not a ZODB pickle its reader understands, or there is no root object), the
    walk is done here with ``referencesf`` (:class:`Reachable`, the set of marked oids).
-2. ``sweep(native, referencesf, found, at)``, with the commit lock held: an object
+2. ``sweep(native, referencesf, found, at)``, while commits go on: an object
    unreachable at ``at`` can only have become reachable through a reference written
    after ``at``, so the references of every record written since are marked too (and
    walked in the current state). The live objects left unmarked are the garbage.
@@ -95,7 +95,8 @@ def mark(native, referencesf, at):
 
 def sweep(native, referencesf, found, at):
     """Oids of the live objects (now) that nothing reachable references, in oid order.
-    The caller holds the commit lock; ``found`` is ``mark(..., at)`` and is extended."""
+    ``found`` is ``mark(..., at)`` and is extended; commits after the sweep are checked
+    with ``revived`` once the deleting transaction holds the commit order."""
     stack = []
     for _tid, _u, _d, _e, records in native.transactions(p64(u64(at) + 1)):
         for _oid, data in records:
@@ -106,3 +107,21 @@ def sweep(native, referencesf, found, at):
                         stack.append(ref)
     _walk(native.load, referencesf, found, stack)
     return found.garbage(native)
+
+
+def revived(native, referencesf, found, at, garbage):
+    """Whether a transaction committed after ``at`` refers to one of ``garbage`` (a
+    client that still held it made it reachable again); marks what it refers to."""
+    garbage = set(garbage)
+    hit = False
+    for _tid, _u, _d, _e, records in native.transactions(p64(u64(at) + 1)):
+        for oid, data in records:
+            if oid in garbage:
+                hit = True
+            if data is not None:
+                for ref in _refs(referencesf, data):
+                    if ref in garbage:
+                        hit = True
+                    if found.unmarked(ref):
+                        found.mark(ref)
+    return hit

@@ -4,14 +4,19 @@ The engine (Rust, ``filestorage2._native``) stores, loads, iterates and commits;
 module gives it ZODB 6's storage semantics. ``ZODB/MappingStorage.py`` and
 ``ZODB/BaseStorage.py`` are the templates:
 
-* Two-phase commit as FileStorage does it: ``tpc_begin`` takes the commit lock, which
-  is held until ``tpc_finish`` or ``tpc_abort``. Stores are checked against the current
-  serial at once (conflict resolution happens there), so the engine's own conflict check
-  at vote never fires in practice. ``tpc_vote`` is the engine's vote (the record is
-  written and synced, invisible); ``tpc_finish`` calls the callback with the tid, then
-  the engine's finish makes it visible. Loads and ``lastTransaction`` wait while a finish
-  runs (``_lock``), so nobody sees the new tid before the callback delivered its
-  invalidations.
+* Two-phase commit as ZEO 5 and RelStorage do it: transactions commit concurrently
+  (no storage-wide commit lock). Stores are checked against the current serial at once
+  (conflict resolution happens there). ``tpc_vote`` is the engine's vote: it locks the
+  transaction's objects (a vote on an object another voted transaction holds waits),
+  checks conflicts and reserves space, writing and syncing nothing. ``tpc_finish`` is
+  the engine's finish: the tid is chosen there (IMultiCommitStorage), concurrent
+  finishes share one fsync, and the callback gets the tid in tid order; until it
+  returns, ``lastTransaction`` stays below that tid, so nobody starts a snapshot that
+  includes a commit whose invalidations were not delivered.
+* Blobs (ZODB's ``BlobStorage`` wrapper names a blob file after ``_tid`` at store
+  time): the first ``_tid`` of a transaction chooses its tid then, and the engine gives
+  it the commit order at vote (as a restore); if another commit took a later tid
+  meanwhile, the vote raises a ``ConflictError`` and ZODB retries the transaction.
 * Restore (``tpc_begin(txn, tid, status)`` + ``restore``) keeps the caller's tids
   (the engine refuses a tid that is not after the last one). The engine keeps no
   transaction status and no backpointers: a backpointer is restored as its data.
@@ -48,6 +53,7 @@ from ZODB.utils import u64
 from ZODB.utils import z64
 
 from . import _native
+from . import pack
 
 
 def _bytes(v):
@@ -140,14 +146,11 @@ class FileStorage2(ConflictResolvingStorage):
             sync=bool(sync), rotate_size=rotate_size)
         if retention is not None and not self._is_read_only:
             self._native.retention(retention)
-        self._lock = threading.RLock()          # loads wait while a finish runs
-        self._commit_lock = threading.Lock()    # tpc_begin .. tpc_finish/tpc_abort
+        self._lock = threading.RLock()          # close waits for reads
         self._pack_lock = threading.Lock()
-        self._transaction = None
-        self._txn = None                        # the engine transaction
-        self._tid = None                        # chosen at tpc_begin
-        self._voted = False
-        self._resolved = []
+        self._tpc = {}                          # transaction -> _Tpc (in two-phase commit)
+        self._tpc_lock = threading.Lock()       # guards _tpc only (never held across calls)
+        self._local = threading.local()         # .tpc: this thread's latest _Tpc
         self._opened = True
 
     # -- helpers ---------------------------------------------------------------
@@ -270,7 +273,7 @@ class FileStorage2(ConflictResolvingStorage):
         before) or the undo fails with ``UndoError`` naming it (always when the undone
         transaction created it). Returns ``(tid, oids)``."""
         self._check_writable()
-        self._check_txn(transaction)
+        state = self._check_txn(transaction)
         tid = _undo_tid(transaction_id)
         try:
             records = self._native.undo_records(tid)
@@ -280,9 +283,9 @@ class FileStorage2(ConflictResolvingStorage):
             raise POSException.UndoError(str(e))
         changes = []
         for oid, before, undone, ctid, current in records:
-            staged = self._txn.staged(oid)
+            staged = state.txn.staged(oid)
             if staged is not None:           # an earlier undo in this transaction
-                current, ctid = staged[0], self._tid
+                current, ctid = staged[0], state.tid or z64
             if ctid == tid or current == undone:
                 # Unchanged since (or changed back): the state before (None: it did
                 # not exist, the undo deletes it).
@@ -303,9 +306,10 @@ class FileStorage2(ConflictResolvingStorage):
             changes.append((oid, data))
         for oid, data in changes:
             if data is None:
-                self._txn.delete(oid)
+                state.txn.delete(oid)
             else:
-                self._txn.store(oid, data)
+                state.txn.store(oid, data)
+        # The blob wrapper names the restored blob files after this tid: chosen now.
         return self._tid, [oid for oid, _ in changes]
 
     def sync(self, force=True):
@@ -315,9 +319,10 @@ class FileStorage2(ConflictResolvingStorage):
     # -- reads -----------------------------------------------------------------
 
     def lastTransaction(self):
-        with self._lock:
-            self._check_open()
-            return self._native.last_tid()
+        # Waits for the invalidation callbacks of the commits up to the last tid (not
+        # under `_lock`: loads go on meanwhile).
+        self._check_open()
+        return self._native.notified_tid()
 
     def load(self, oid, version=''):
         with self._lock:
@@ -408,47 +413,57 @@ class FileStorage2(ConflictResolvingStorage):
     def tpc_begin(self, transaction, tid=None, status=' '):
         self._check_open()
         self._check_writable()
-        if self._transaction is transaction:
-            raise POSException.StorageTransactionError(
-                'Duplicate tpc_begin calls for same transaction')
-        self._commit_lock.acquire()
-        try:
-            self._check_open()
-            txn = self._native.begin()
-            txn.set_meta(_bytes(transaction.user), _bytes(transaction.description),
-                         _extension_bytes(transaction))
-            # The tid is chosen now, as FileStorage does (the blob wrapper names files
-            # after it at store time); no one else commits while we hold the lock.
-            if tid is None:
-                tid = newTid(self._native.last_tid())
+        with self._tpc_lock:
+            if transaction in self._tpc:
+                raise POSException.StorageTransactionError(
+                    'Duplicate tpc_begin calls for same transaction')
+        txn = self._native.begin()
+        txn.set_meta(_bytes(transaction.user), _bytes(transaction.description),
+                     _extension_bytes(transaction))
+        if tid is not None:
+            # Restore keeps the caller's tid (the engine takes the commit order at vote).
             txn.set_tid(tid)
-        except BaseException:
-            self._commit_lock.release()
-            raise
-        self._txn = txn
-        self._tid = tid
-        self._voted = False
-        self._resolved = []
-        self._transaction = transaction
+        state = _Tpc(txn, tid)
+        with self._tpc_lock:
+            self._tpc[transaction] = state
+        self._local.tpc = state
 
     def tpc_transaction(self):
-        return self._transaction
+        state = getattr(self._local, 'tpc', None)
+        return state.transaction if state is not None else None
 
     def _check_txn(self, transaction):
         self._check_writable()
-        if transaction is not self._transaction or self._transaction is None:
+        with self._tpc_lock:
+            state = self._tpc.get(transaction)
+        if state is None:
             raise POSException.StorageTransactionError(self, transaction)
+        state.transaction = transaction
+        self._local.tpc = state
+        return state
+
+    @property
+    def _tid(self):
+        """The tid of this thread's transaction, chosen now if it was not yet (ZODB's
+        ``BlobStorage`` names blob files after it at store time)."""
+        state = getattr(self._local, 'tpc', None)
+        if state is None:
+            return None
+        if state.tid is None:
+            state.tid = newTid(self._native.last_tid())
+            state.txn.set_tid(state.tid)
+        return state.tid
 
     def store(self, oid, serial, data, version, transaction):
         if version:
             raise POSException.Unsupported('versions are not supported')
-        self._check_txn(transaction)
+        state = self._check_txn(transaction)
         committed = self._native.current_tid(oid)
         # As FileStorage: a new object (no record at all) is not checked.
         if committed is not None and serial != committed:
             data = self.tryToResolveConflict(oid, committed, serial, data)
-            self._resolved.append(oid)
-        self._txn.store(oid, data)
+            state.resolved.append(oid)
+        state.txn.store(oid, data)
 
     def restore(self, oid, serial, data, version, prev_txn, transaction):
         """Store a record as copied from another storage (no conflict check). A
@@ -456,71 +471,77 @@ class FileStorage2(ConflictResolvingStorage):
         data; ``data`` None without ``prev_txn`` is a deletion."""
         if version:
             raise POSException.Unsupported('versions are not supported')
-        self._check_txn(transaction)
+        state = self._check_txn(transaction)
         if data is None and prev_txn is not None:
             r = self._native.load_serial(oid, prev_txn)
             data = r[0] if r is not None else None
         if data is None:
-            self._txn.delete(oid)
+            state.txn.delete(oid)
         else:
-            self._txn.store(oid, data)
+            state.txn.store(oid, data)
 
     def deleteObject(self, oid, oldserial, transaction):
-        self._check_txn(transaction)
+        state = self._check_txn(transaction)
         committed = self._committed_tid(oid)
         if oldserial != committed:
             raise POSException.ConflictError(oid=oid, serials=(committed, oldserial))
-        self._txn.delete(oid)
+        state.txn.delete(oid)
 
     def checkCurrentSerialInTransaction(self, oid, serial, transaction):
-        self._check_txn(transaction)
+        state = self._check_txn(transaction)
         committed = self._committed_tid(oid)
         if committed != serial:
             raise POSException.ReadConflictError(oid=oid, serials=(committed, serial))
+        # The vote locks it and checks again (as ZEO 5 does with read-current oids).
+        state.txn.require_current(oid, serial)
 
     def tpc_vote(self, transaction):
-        self._check_txn(transaction)
-        if not self._voted:
+        state = self._check_txn(transaction)
+        if not state.voted:
             try:
-                self._txn.vote()
-                self._voted = True
+                state.txn.vote()
+                state.voted = True
             except _native.ConflictError as e:
                 oid, tid = p64(e.args[0]), p64(e.args[1])
+                if state.txn.staged(oid) is None:      # read, not written
+                    raise POSException.ReadConflictError(oid=oid, serials=(tid, z64))
                 raise POSException.ConflictError(oid=oid, serials=(tid, z64))
             except _native.InvalidError as e:
+                if state.tid is not None and 'tids must increase' in str(e):
+                    # A tid chosen early (blobs) that a later commit overtook: retry.
+                    raise POSException.ConflictError(str(e))
                 raise POSException.StorageTransactionError(str(e))
             except _native.ReadOnlyError as e:
                 raise POSException.ReadOnlyError(str(e))
-        return self._resolved
+        return state.resolved
 
     def tpc_finish(self, transaction, f=None):
-        self._check_txn(transaction)
-        with self._lock:
-            try:
-                if not self._voted:
-                    self.tpc_vote(transaction)
-                tid = self._tid
-                if f is not None:
-                    f(tid)
-                self._txn.finish()
-                return tid
-            finally:
-                self._end()
+        state = self._check_txn(transaction)
+        try:
+            if not state.voted:
+                self.tpc_vote(transaction)
+            # The engine writes the transaction with the next group commit, then calls
+            # `f` in tid order (lastTransaction waits until it returned). Its tid is not
+            # before this clock's (as FileStorage's, which takes it from time.time()).
+            if state.tid is None:
+                state.txn.set_min_tid(newTid(None))
+            return state.txn.finish(f)
+        finally:
+            self._end(transaction)
 
     def tpc_abort(self, transaction):
-        if transaction is not self._transaction or transaction is None:
+        with self._tpc_lock:
+            state = self._tpc.get(transaction)
+        if state is None:
             return
-        with self._lock:
-            self._txn.abort()
-            self._end()
+        state.txn.abort()
+        self._end(transaction)
 
-    def _end(self):
-        self._transaction = None
-        self._txn = None
-        self._tid = None
-        self._voted = False
-        self._resolved = []
-        self._commit_lock.release()
+    def _end(self, transaction):
+        with self._tpc_lock:
+            state = self._tpc.pop(transaction, None)
+        if getattr(self._local, 'tpc', None) is state:
+            self._local.tpc = None
 
     # -- copying ---------------------------------------------------------------
 
@@ -544,38 +565,33 @@ class FileStorage2(ConflictResolvingStorage):
             self._pack_lock.release()
 
     def _pack(self, t, referencesf, gc):
-        from . import pack
         packtid = min(timestamp(t), self._native.last_tid())
         if packtid == z64:
             return
         # The long part of the GC walk reads a snapshot; commits go on meanwhile.
         snapshot = self._native.last_tid()
         marked = pack.mark(self._native, referencesf, snapshot) if gc else None
-        # Under the commit lock (commits wait): seal the history so far, finish the walk
-        # with what was committed since the snapshot, delete the garbage in one
-        # transaction, and seal that too (or an empty segment), so that the merge below
-        # has a tail segment whose state is the current one.
-        self._commit_lock.acquire()
-        try:
-            if self._native.segments()[-1][4] > 0:
-                self._native.rotate()
-            history = [s for s in self._native.segments() if not s[1]]
-            garbage = pack.sweep(self._native, referencesf, marked, snapshot) if gc else []
-            if garbage:
-                self._delete_garbage(garbage)
+        # Seal the history so far, finish the walk with what was committed since the
+        # snapshot, delete the garbage in one transaction, and seal that too (or an
+        # empty segment), so that the merge below has a tail segment whose state is the
+        # current one. Commits go on meanwhile (see `_delete_garbage`).
+        if self._native.segments()[-1][4] > 0:
             self._native.rotate()
-            # The garbage collection's segments (an automatic rotation may split them).
-            tail = [s[0] for s in self._native.segments() if not s[1]][len(history):]
-        finally:
-            self._commit_lock.release()
+        history = [s for s in self._native.segments() if not s[1]]
+        deleted = self._delete_garbage(referencesf, marked, snapshot) if gc else False
+        self._native.rotate()
+        # The garbage collection's segments (an automatic rotation may split them);
+        # merged only if no other commit went into them.
+        tail = [s for s in self._native.segments() if not s[1]][len(history):]
+        only_gc = sum(s[4] for s in tail) <= (1 if deleted else 0)
         names = []
         for name, _active, _first, last, _ntxn in history:
             if last is not None and last > packtid:
                 break
             names.append(name)
-        if len(names) == len(history):
+        if len(names) == len(history) and only_gc:
             # Nothing but the garbage collection happened between them.
-            names.extend(tail)
+            names.extend(s[0] for s in tail)
         while len(names) >= 2:
             chunk, names = names[:127], names[127:]
             self._merge(chunk)
@@ -592,14 +608,50 @@ class FileStorage2(ConflictResolvingStorage):
                 time.sleep(0.1)
         return self._native.merge(names)
 
-    def _delete_garbage(self, garbage):
-        """One transaction deleting ``garbage`` (oids); the commit lock is held."""
-        txn = self._native.begin()
-        txn.set_meta(b'', GC_DESCRIPTION, b'')
-        for oid in garbage:
-            txn.delete(oid)
-        txn.vote()
-        return txn.finish()
+    def _delete_garbage(self, referencesf, marked, snapshot):
+        """Delete the garbage in one transaction; whether there was any. Commits go on
+        while the sweep runs: the transaction takes the commit order at its vote, then
+        the commits that came in since its base are read, and if one refers to (or
+        changed) a garbage object, it is aborted and the sweep goes on from there."""
+        at = snapshot
+        for _attempt in range(100):
+            txn = self._native.begin()
+            base = self._native.last_tid()
+            garbage = pack.sweep(self._native, referencesf, marked, at)
+            if not garbage:
+                txn.abort()
+                return False
+            txn.set_meta(b'', GC_DESCRIPTION, b'')
+            for oid in garbage:
+                txn.delete(oid)
+            txn.hold_commit_order()
+            try:
+                txn.vote()
+            except _native.ConflictError:
+                txn.abort()        # a garbage object changed: it was reachable
+                at = base
+                continue
+            # No commit comes now until finish or abort: the ones since `base` are all.
+            revived = pack.revived(self._native, referencesf, marked, base, garbage)
+            if revived:
+                txn.abort()
+                at = base
+                continue
+            txn.finish()
+            return True
+        raise POSException.StorageError('pack: commits kept reviving garbage; try again')
+
+class _Tpc:
+    """One transaction in two-phase commit: the engine transaction and its state."""
+
+    __slots__ = ('txn', 'tid', 'voted', 'resolved', 'transaction')
+
+    def __init__(self, txn, tid):
+        self.txn = txn
+        self.tid = tid              # None: chosen at finish (or at the first ``_tid``)
+        self.voted = False
+        self.resolved = []
+        self.transaction = None
 
 
 class _TransactionIterator:

@@ -117,6 +117,13 @@ impl NativeStorage {
         Ok(self.get()?.dir().to_path_buf())
     }
 
+    /// The last tid, once the finish callbacks up to it ran (ZODB's `lastTransaction`;
+    /// waits for them, with the GIL released).
+    fn notified_tid<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        let s = self.get()?;
+        Ok(b8(py, py.detach(|| s.notified_tid()).0))
+    }
+
     fn last_tid<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         Ok(b8(py, self.get()?.last_tid().0))
     }
@@ -376,20 +383,54 @@ impl NativeTxn {
         self.with(|x| x.set_tid(t))
     }
 
-    /// Check conflicts and write durably but invisibly; returns the tid.
-    fn vote<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+    /// The tid chosen at finish is at least `t` (the client's clock).
+    fn set_min_tid(&self, t: &[u8]) -> PyResult<()> {
+        let t = tid(t)?;
+        self.with(|x| x.set_min_tid(t))
+    }
+
+    /// Require `o` to be still at `serial` when this transaction commits (locked and
+    /// checked at vote).
+    fn require_current(&self, o: &[u8], serial: &[u8]) -> PyResult<()> {
+        let (o, serial) = (oid(o)?, tid(serial)?);
+        self.with(|t| t.require_current(o, serial))
+    }
+
+    /// Take the commit order at vote (no other transaction is written from the vote to
+    /// finish or abort).
+    fn hold_commit_order(&self) -> PyResult<()> {
+        self.with(|t| t.hold_commit_order())
+    }
+
+    /// Lock the oids, check conflicts and reserve space (nothing is written or synced);
+    /// returns the tid if it was set with `set_tid` (otherwise it is chosen at finish).
+    fn vote<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
         let mut t = self.take()?;
         let r = py.detach(|| t.vote().map(|_| t.tid()));
         // Back in its slot even after an error: the caller aborts it.
         *self.t.lock().unwrap() = Some(t);
-        let got = r.map_err(err)?.expect("a voted transaction has a tid");
-        Ok(b8(py, got.0))
+        Ok(r.map_err(err)?.map(|got| b8(py, got.0)))
     }
 
-    /// Make the voted transaction visible (or commit in one step); returns the tid.
-    fn finish<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+    /// Write the voted transaction with the next group commit and make it visible (or
+    /// commit in one step); returns the tid. `callback(tid)`, if given, runs once the
+    /// callbacks of smaller tids ran (ZODB's invalidations, in tid order); an exception
+    /// it raises is raised here, after the commit.
+    #[pyo3(signature = (callback=None))]
+    fn finish<'py>(&self, py: Python<'py>, callback: Option<Py<PyAny>>) -> PyResult<Bound<'py, PyBytes>> {
         let t = self.take()?;
-        let got = py.detach(|| t.commit()).map_err(err)?;
+        let Some(cb) = callback else {
+            let got = py.detach(|| t.commit()).map_err(err)?;
+            return Ok(b8(py, got.0));
+        };
+        let (got, called) = py
+            .detach(|| {
+                t.finish_then(|tid| {
+                    Python::attach(|py| cb.call1(py, (PyBytes::new(py, &tid.0.to_be_bytes()),)).map(drop))
+                })
+            })
+            .map_err(err)?;
+        called?;
         Ok(b8(py, got.0))
     }
 

@@ -10,7 +10,7 @@
 //! - States: `Open` → (`vote`) → `Voted` → (`commit`) → `Committed`; `abort`, a failed
 //!   vote or commit, a vote timeout or unmount end it as `Aborted`, `Conflict` or
 //!   `Error`. An ended transaction never changes again (only `rmdir` removes it).
-//! - Vote and commit block (the commit lock, fsync): callers run them on a worker thread.
+//! - Vote and commit block (object locks, fsync): callers run them on a worker thread.
 //!   While one runs the transaction is `busy` and refuses changes with EBUSY.
 
 use super::errno::FsError;
@@ -553,7 +553,7 @@ impl MountTxn {
     }
 
     /// Wait until vote number `vote` has ended or `timeout` passed; then abort it if it
-    /// still stands (an abandoned voted transaction would hold the commit lock forever).
+    /// still stands (an abandoned voted transaction would hold its object locks forever).
     /// Returns whether it aborted.
     pub fn expire_vote(&self, vote: u64, timeout: Duration) -> bool {
         let st = self.lock();

@@ -15,54 +15,23 @@
 //! past the sealed length: readers ignore them and a writable open truncates them.
 
 pub mod policy;
+pub(crate) mod progress;
 mod worker;
 
 pub use policy::{choose, Policy, SegmentStat};
+pub use progress::MergeProgress;
 pub use worker::MergeCounts;
 
+use crate::archive::{archive_dir, move_to_archive, probe_archive};
+use crate::durable::{copy_file, verify_copy};
 use crate::error::{Error, Result};
 use crate::segment::PastSegment;
 use crate::segment::SegmentFile;
 use crate::store::{Inner, Storage};
 use crate::types::{AsOf, SegmentName};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 use worker::{Output, Written};
-
-/// Progress of a running merge, readable from any thread.
-#[derive(Debug)]
-pub struct MergeProgress {
-    pub inputs: Vec<SegmentName>,
-    pub bytes_done: AtomicU64,
-    pub bytes_total: AtomicU64,
-    pub records_done: AtomicU64,
-    pub records_total: AtomicU64,
-    pub started: Instant,
-}
-
-impl MergeProgress {
-    fn new(inputs: Vec<SegmentName>) -> MergeProgress {
-        MergeProgress {
-            inputs,
-            bytes_done: AtomicU64::new(0),
-            bytes_total: AtomicU64::new(0),
-            records_done: AtomicU64::new(0),
-            records_total: AtomicU64::new(0),
-            started: Instant::now(),
-        }
-    }
-    /// Fraction done, 0.0 to 1.0 (by bytes).
-    pub fn fraction(&self) -> f64 {
-        let t = self.bytes_total.load(Ordering::Relaxed);
-        if t == 0 {
-            0.0
-        } else {
-            (self.bytes_done.load(Ordering::Relaxed) as f64 / t as f64).min(1.0)
-        }
-    }
-}
 
 /// How a merge writes its result.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -150,11 +119,11 @@ impl Storage {
     /// Start a merge as `policy` chooses in a background thread. Commits and reads go on
     /// meanwhile. `Error::Busy` if a merge is already running.
     pub fn start_merge_with(&self, policy: &Policy, strategy: Strategy) -> Result<Option<MergeHandle>> {
-        if self.inner.opts.read_only {
+        if self.inner.chain.opts.read_only {
             return Err(Error::ReadOnly("the storage is open read-only; merging needs the writer".into()));
         }
         // Damage found at open, or an earlier failure: no chain changes either.
-        if let Some(why) = self.inner.writer.lock().unwrap().poisoned.clone() {
+        if let Some(why) = self.inner.chain.writer().poisoned().map(str::to_string) {
             return Err(Error::ReadOnly(why));
         }
         let mut slot = self.inner.merging.lock().unwrap();
@@ -184,7 +153,7 @@ impl Storage {
                 crate::vfs::lower_thread_priority(10);
                 storage.run_merge(&names, strategy, &p)
             })
-            .map_err(|e| Error::io(&self.inner.dir, "start merge thread for", e))?;
+            .map_err(|e| Error::io(&self.inner.chain.dir, "start merge thread for", e))?;
         Ok(Some(MergeHandle { thread, progress }))
     }
 
@@ -193,7 +162,7 @@ impl Storage {
         let inner = &self.inner;
         // The inputs leave the chain at the switch and must go to the archive then:
         // refuse before writing anything if it cannot take them.
-        probe_archive(&*inner.opts.vfs, &archive_dir(inner))?;
+        probe_archive(&*inner.chain.opts.vfs, &archive_dir(&inner.chain.dir, inner.chain.opts.archive_dir.as_deref()))?;
         let (mut counts, mut replaced) = (MergeCounts::default(), Vec::new());
         let output = match strategy {
             Strategy::Copy => {
@@ -214,7 +183,8 @@ impl Storage {
         };
         let mut archived = Vec::new();
         for path in &replaced {
-            match archive(inner, path) {
+            let to_dir = archive_dir(&inner.chain.dir, inner.chain.opts.archive_dir.as_deref());
+            match move_to_archive(&*inner.chain.opts.vfs, &to_dir, path) {
                 Ok(to) => archived.push(to),
                 Err(e) => log::warn!("merged {} but could not archive it: {e} (the next open retries)", path.display()),
             }
@@ -262,8 +232,15 @@ impl Storage {
     ) -> Result<(SegmentName, MergeCounts, Vec<PathBuf>)> {
         let inner = &self.inner;
         let (inputs, older) = self.parts(names)?;
-        let out =
-            worker::merge(&*inner.opts.vfs, &inner.dir, &inputs, &older, self.oldest_open(), Output::New, progress);
+        let out = worker::merge(
+            &*inner.chain.opts.vfs,
+            &inner.chain.dir,
+            &inputs,
+            &older,
+            self.oldest_open(),
+            Output::New,
+            progress,
+        );
         let (Written::New(out), counts) = out? else { unreachable!("a copy merge writes a new segment") };
         let output = out.header.name;
         let merged = PastSegment::open(*out)?;
@@ -284,7 +261,7 @@ impl Storage {
         progress: &MergeProgress,
     ) -> Result<(MergeCounts, PathBuf)> {
         let inner = &self.inner;
-        let vfs = &*inner.opts.vfs;
+        let vfs = &*inner.chain.opts.vfs;
         let (inputs, older) = self.parts(&[source])?;
         let (target_parts, _) = self.parts(&[target])?;
         let from = &inputs[0].seg;
@@ -298,20 +275,22 @@ impl Storage {
             t.rewrite_slot(vfs, t.prev(), Some(sealed))?;
         }
         let out = Output::Append { target: &t, parts: &target_parts, as_of };
-        let (written, counts) = worker::merge(vfs, &inner.dir, &inputs, &older, self.oldest_open(), out, progress)?;
+        let (written, counts) =
+            worker::merge(vfs, &inner.chain.dir, &inputs, &older, self.oldest_open(), out, progress)?;
         let Written::Appended(new_len) = written else { unreachable!("an append merge appends") };
         // The switch, under the writer lock like every chain change.
-        let _w = inner.writer.lock().unwrap();
+        let w = inner.chain.writer();
         // A failed switch leaves the appended bytes alone: the slot may have reached the
         // disk even if its sync failed. If the old slot is in force, the next open cuts
         // them off; if the new one is, they are the segment's data.
         t.rewrite_slot(vfs, from.prev(), Some(new_len))?;
         let parts = PastSegment::open(SegmentFile::open(vfs, &t.path, false)?)?;
-        let mut v = inner.view.write().unwrap();
+        let v = inner.chain.read();
         let (Some(tr), Some(sr)) = (v.parts_of(target), v.parts_of(source)) else {
             return Err(not_in_chain(&source));
         };
-        v.pasts.splice(tr.start..sr.end, parts);
+        drop(v);
+        inner.chain.splice(&w, tr.start..sr.end, parts);
         Ok((counts, from.path.clone()))
     }
 
@@ -327,8 +306,9 @@ impl Storage {
         prev_ref: String,
     ) -> Result<()> {
         let inner = &self.inner;
-        let vfs = &*inner.opts.vfs;
-        let _w = inner.writer.lock().unwrap();
+        let vfs = &*inner.chain.opts.vfs;
+        let w = inner.chain.writer();
+        // The writer lock keeps the view's segments where they are until it is released.
         let v = self.view();
         let at = v.parts_of(newest).ok_or_else(|| not_in_chain(&newest))?.start;
         let end =
@@ -337,16 +317,19 @@ impl Storage {
             0 => v.active.as_ref().map(|a| a.seg.clone()).ok_or_else(|| Error::ReadOnly("no active segment".into()))?,
             n => Arc::new(SegmentFile::open(vfs, &v.pasts[n - 1].seg.path, false)?),
         };
+        let successor_parts = if at > 0 { v.parts_of(successor.header.name) } else { None };
         drop(v);
         successor.rewrite_prev(vfs, Some(prev_ref))?;
-        let mut v = inner.view.write().unwrap();
-        v.pasts.splice(at..end, replacement);
-        if at > 0 {
-            // Keep the in-memory reference current for `segments()` and `check`.
-            let name = successor.header.name;
-            let parts = PastSegment::open(Arc::try_unwrap(successor).ok().expect("sole owner"))?;
-            let r = v.parts_of(name).expect("the successor");
-            v.pasts.splice(r, parts);
+        // Keep the in-memory reference of a past successor current for `segments()` and
+        // `check`: its parts are opened again (I/O, before the view lock).
+        let reopened = match successor_parts {
+            Some(r) => Some((r, PastSegment::open(Arc::try_unwrap(successor).ok().expect("sole owner"))?)),
+            None => None,
+        };
+        inner.chain.splice(&w, at..end, replacement);
+        // The successor's parts lie before `at` (newer): their indices did not move.
+        if let Some((r, parts)) = reopened {
+            inner.chain.splice(&w, r, parts);
         }
         Ok(())
     }
@@ -360,8 +343,8 @@ impl Storage {
     /// old file once it has verified that the chain's copy holds the same bytes.
     pub fn move_segment(&self, name: SegmentName, to_dir: &Path) -> Result<PathBuf> {
         let inner = &self.inner;
-        let vfs = &*inner.opts.vfs;
-        if inner.opts.read_only {
+        let vfs = &*inner.chain.opts.vfs;
+        if inner.chain.opts.read_only {
             return Err(Error::ReadOnly("the storage is open read-only".into()));
         }
         if !to_dir.is_absolute() {
@@ -403,43 +386,17 @@ impl Storage {
             }
         }
         let len = p.seg.effective_len()?;
-        copy_durably(vfs, &*p.seg.file, &from, len, &to)?;
+        copy_file(vfs, &*p.seg.file, &from, len, &to)?;
         verify_copy(vfs, &*p.seg.file, &from, len, &to)?;
         let moved = PastSegment::open(SegmentFile::open(vfs, &to, false)?)?;
-        let reference = if vfs.same_file(&to_dir, &inner.dir) { name.file_name() } else { to.display().to_string() };
+        let reference =
+            if vfs.same_file(&to_dir, &inner.chain.dir) { name.file_name() } else { to.display().to_string() };
         self.relink(name, 1, moved, reference)?;
         // The chain now names the verified copy `to`, a different file than `from`.
         vfs.remove(&from).map_err(|e| Error::io(&from, "remove the old copy of", e))?;
         vfs.sync_dir(from_dir).map_err(|e| Error::io(from_dir, "sync directory", e))?;
         Ok(to)
     }
-}
-
-/// Check that `to` holds the first `len` bytes of `from` (read back from the disk).
-fn verify_copy(
-    vfs: &dyn crate::vfs::Vfs,
-    from: &dyn crate::vfs::VFile,
-    from_path: &Path,
-    len: u64,
-    to: &Path,
-) -> Result<()> {
-    let copy = vfs.open(to, false).map_err(|e| Error::io(to, "open", e))?;
-    if copy.len().map_err(|e| Error::io(to, "stat", e))? != len {
-        return Err(Error::corrupted(to, 0, format!("the copy of {} does not have its length", from_path.display())));
-    }
-    let (mut a, mut b) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
-    let mut at = 0u64;
-    while at < len {
-        let n = (len - at).min(a.len() as u64) as usize;
-        from.read_exact_at(&mut a[..n], at).map_err(|e| Error::io(from_path, "read", e))?;
-        copy.read_exact_at(&mut b[..n], at).map_err(|e| Error::io(to, "read back", e))?;
-        if a[..n] != b[..n] {
-            return Err(Error::corrupted(to, at, format!("the copy differs from {}", from_path.display())));
-        }
-        at += n as u64;
-    }
-    copy.drop_cache();
-    Ok(())
 }
 
 /// The file name at the end of a previous-segment reference.
@@ -451,85 +408,4 @@ type Parts = Vec<Arc<PastSegment>>;
 
 fn not_in_chain(n: &SegmentName) -> Error {
     Error::NotFound(format!("segment {n} is not a past segment of this storage's chain"))
-}
-
-/// The archive directory of a storage.
-pub(crate) fn archive_dir(inner: &Inner) -> PathBuf {
-    inner.opts.archive_dir.clone().unwrap_or_else(|| inner.dir.join("archive"))
-}
-
-/// Check that files can be created in the archive directory `dir` (creating it if
-/// missing): a probe file is created, synced and removed. The error keeps the OS error
-/// and says that nothing was merged.
-fn probe_archive(vfs: &dyn crate::vfs::Vfs, dir: &Path) -> Result<()> {
-    let err = |op, e| Error::io(dir, op, e);
-    vfs.create_dir_all(dir)
-        .map_err(|e| err("merge refused (nothing changed): cannot create the archive directory", e))?;
-    let probe = dir.join(format!(".probe-{}", std::process::id()));
-    let _ = vfs.remove(&probe);
-    let f = vfs
-        .create_new(&probe)
-        .map_err(|e| err("merge refused (nothing changed): cannot create a file in the archive directory", e))?;
-    let written = f.write_all_at(b"probe", 0).and_then(|_| f.sync());
-    drop(f);
-    let removed = vfs.remove(&probe);
-    written.map_err(|e| err("merge refused (nothing changed): cannot write a file in the archive directory", e))?;
-    removed.map_err(|e| err("merge refused (nothing changed): cannot remove a file from the archive directory", e))
-}
-
-/// Move a replaced segment file into the archive directory, durably.
-pub(crate) fn archive(inner: &Inner, path: &std::path::Path) -> Result<PathBuf> {
-    move_to_archive(&*inner.opts.vfs, &archive_dir(inner), path)
-}
-
-pub(crate) fn move_to_archive(
-    vfs: &dyn crate::vfs::Vfs,
-    dir: &std::path::Path,
-    path: &std::path::Path,
-) -> Result<PathBuf> {
-    vfs.create_dir_all(dir).map_err(|e| Error::io(dir, "create archive directory", e))?;
-    let to = dir.join(path.file_name().expect("a segment file name"));
-    match vfs.rename(path, &to) {
-        Ok(()) => vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?,
-        // A segment moved to another file system: copy it into the archive, then remove it.
-        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => {
-            let f = vfs.open(path, false).map_err(|e| Error::io(path, "open", e))?;
-            let len = f.len().map_err(|e| Error::io(path, "stat", e))?;
-            copy_durably(vfs, &*f, path, len, &to)?;
-            verify_copy(vfs, &*f, path, len, &to)?;
-            vfs.remove(path).map_err(|e| Error::io(path, "remove the archived", e))?;
-        }
-        Err(e) => return Err(Error::io(path, "move to the archive", e)),
-    }
-    if let Some(from) = path.parent() {
-        vfs.sync_dir(from).map_err(|e| Error::io(from, "sync directory", e))?;
-    }
-    Ok(to)
-}
-
-/// Copy the first `len` bytes of `from` to the new file `to` durably: written as
-/// `<to>.tmp`, synced (and dropped from the page cache), renamed, directory synced.
-fn copy_durably(
-    vfs: &dyn crate::vfs::Vfs,
-    from: &dyn crate::vfs::VFile,
-    from_path: &Path,
-    len: u64,
-    to: &Path,
-) -> Result<()> {
-    let tmp = PathBuf::from(format!("{}.tmp", to.display()));
-    let _ = vfs.remove(&tmp);
-    let out = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0u64;
-    while at < len {
-        let n = (len - at).min(buf.len() as u64) as usize;
-        from.read_exact_at(&mut buf[..n], at).map_err(|e| Error::io(from_path, "read", e))?;
-        out.write_all_at(&buf[..n], at).map_err(|e| Error::io(&tmp, "write", e))?;
-        at += n as u64;
-    }
-    out.sync().map_err(|e| Error::io(&tmp, "sync", e))?;
-    out.drop_cache();
-    vfs.rename(&tmp, to).map_err(|e| Error::io(to, "rename into place", e))?;
-    let dir = to.parent().unwrap_or(Path::new("."));
-    vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))
 }

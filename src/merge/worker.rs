@@ -7,7 +7,8 @@
 //! updated in place with the new offsets, is streamed out as the new index.
 
 use super::policy::MAX_INPUTS;
-use super::MergeProgress;
+use super::progress::MergeProgress;
+use crate::durable::NewFile;
 use crate::error::{Error, Result};
 use crate::format::{
     encode_index_to, encode_padding, encode_txn, encoded_txn_len, Appended, Header, RecordToWrite, Trailer, MARK_TXN,
@@ -185,19 +186,21 @@ pub(crate) fn merge(
     // The inputs' sequence numbers: the new segment's name, or the appended region's source.
     let span = SegmentName { first: first.name.first, last: inputs[inputs.len() - 1].seg.header.name.last };
     let alignment = first.alignment;
-    let tmp = dir.join(format!("{}.tmp", span.file_name()));
-    let created;
-    let (file, path, base_len, mut unfinished) = match &output {
-        Output::New => {
-            let _ = vfs.remove(&tmp);
-            created = vfs.create_new(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-            (&*created, tmp.as_path(), 0, Unfinished(Some(Undo::Remove(vfs, tmp.clone()))))
-        }
-        Output::Append { target, .. } => {
-            let base = target.effective_len()?;
-            (&*target.file, target.path.as_path(), base, Unfinished(Some(Undo::Truncate(&*target.file, base))))
-        }
+    // A new segment is written under a temporary name (see `durable`); an append goes
+    // behind the target's sealed length. Either is undone if the merge fails before the end.
+    let new_file = match &output {
+        Output::New => Some(NewFile::create(vfs, &dir.join(span.file_name()))?),
+        Output::Append { .. } => None,
     };
+    let (file, path, base_len, mut unfinished) = match (&output, &new_file) {
+        (Output::Append { target, .. }, _) => {
+            let base = target.effective_len()?;
+            (target.file.clone(), target.path.clone(), base, Unfinished(Some(Undo::Truncate(&*target.file, base))))
+        }
+        (Output::New, Some(nf)) => (nf.file.clone(), nf.tmp().to_path_buf(), 0, Unfinished(None)),
+        (Output::New, None) => unreachable!("created above"),
+    };
+    let (file, path) = (&*file, path.as_path());
     let mut sink = Sink { file, path, at: base_len, buf: Vec::with_capacity(2 << 20) };
     // Records take the output's form: the current one in a new segment, the target's in
     // an appended region (a segment's header version fixes the form of all its records).
@@ -265,7 +268,7 @@ pub(crate) fn merge(
                     for (j, rel) in js.into_iter().zip(rels) {
                         table.set_location(j, at + rel);
                     }
-                    crate::recovery::note_txn(&mut stats, txn.header.tid, recs.len());
+                    stats.note_txn(txn.header.tid, recs.len());
                 }
                 Step::Skip => {}
                 Step::End | Step::Index => break,
@@ -298,20 +301,22 @@ pub(crate) fn merge(
         let slot = Header { sealed_len: Some(sink.pos()), ..h }.slot_bytes()?;
         file.write_all_at(&slot, Header::slot_offset(1)).map_err(|e| Error::io(path, "write", e))?;
     }
-    file.sync().map_err(|e| Error::io(path, "sync", e))?;
-    file.drop_cache();
     counts.records_out = stats.record_count;
     counts.transactions_out = stats.txn_count;
     counts.bytes_out = sink.pos() - base_len;
-    let written = match output {
-        Output::New => {
+    let written = match new_file {
+        Some(nf) => {
             let path = dir.join(span.file_name());
-            vfs.rename(&tmp, &path).map_err(|e| Error::io(&path, "rename into place", e))?;
+            // Renamed into place but outside the chain: removed if the merge fails now.
             unfinished.0 = Some(Undo::Remove(vfs, path.clone()));
-            vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+            nf.install()?.drop_cache();
             Written::New(Box::new(SegmentFile::open(vfs, &path, false)?))
         }
-        Output::Append { .. } => Written::Appended(sink.pos()),
+        None => {
+            file.sync().map_err(|e| Error::io(path, "sync", e))?;
+            file.drop_cache();
+            Written::Appended(sink.pos())
+        }
     };
     unfinished.0 = None;
     progress.bytes_done.store(done_before, Ordering::Relaxed);

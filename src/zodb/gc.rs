@@ -17,7 +17,7 @@
 //!    its references are unknown, so nothing can safely be called garbage.
 //! 4. **Sweep**: every unmarked node is staged as a deletion in the one transaction.
 //! 5. **Commit** in two phases: `vote` checks conflicts (a garbage object changed after
-//!    `B`) and takes the commit lock; then the transactions committed after `B` are read
+//!    `B`) and takes the commit order (`Transaction::hold_commit_order`); then the transactions committed after `B` are read
 //!    and if one of them refers to a garbage object (an object made reachable again by a
 //!    client that still held it) the transaction is aborted; else `finish`.
 
@@ -325,8 +325,9 @@ pub fn collect(s: &Storage, o: GcOptions<'_>) -> Result<GcReport> {
     t.set_description(
         format!("gc: delete {} objects unreachable from the root as of {base}", report.garbage).as_bytes(),
     );
+    t.hold_commit_order()?;
     t.vote()?;
-    // The commit lock is ours: no transaction commits until finish or abort. One
+    // The commit order is ours: no transaction commits until finish or abort. One
     // committed after the base that refers to a garbage object revived it.
     let mut reader = Reader::new();
     for txn_rec in s.transactions(Tid(base.0.saturating_add(1)), Tid::MAX) {
