@@ -22,15 +22,14 @@
 //! checked against a model: the exact transactions, in order, with exactly their data.
 
 mod common;
+use common::fault::Faulty;
 use common::workload::*;
-use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
+use filestorage2::vfs::{CrashMode, SimVfs, VFile};
 use filestorage2::{Error, Oid, Options, SegmentState, Storage, Tid};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -933,186 +932,10 @@ fn flipped_bytes_are_detected_or_harmless_real_files() {
 // ---------------------------------------------------------------------------------------
 // 4. ENOSPC and EIO during commit (R6).
 
-/// Faults to inject under the engine.
-struct Faults {
-    /// Writes that still succeed before the disk is full (-1: never full). A write that
-    /// finds the disk full writes half its bytes, then fails with ENOSPC.
-    writes_left: AtomicI64,
-    /// Syncs (of files and directories) that still succeed before one fails with EIO
-    /// (-1: never).
-    syncs_left: AtomicI64,
-    /// After the first failing sync, keep failing.
-    eio_sticky: AtomicBool,
-}
-
-impl Faults {
-    fn new() -> Arc<Faults> {
-        Arc::new(Faults {
-            writes_left: AtomicI64::new(-1),
-            syncs_left: AtomicI64::new(-1),
-            eio_sticky: AtomicBool::new(false),
-        })
-    }
-    fn disk_full_after(&self, writes: i64) {
-        self.writes_left.store(writes, Ordering::SeqCst);
-    }
-    fn space_returns(&self) {
-        self.writes_left.store(-1, Ordering::SeqCst);
-    }
-    fn eio_after(&self, syncs: i64, sticky: bool) {
-        self.eio_sticky.store(sticky, Ordering::SeqCst);
-        self.syncs_left.store(syncs, Ordering::SeqCst);
-    }
-    fn heal(&self) {
-        self.syncs_left.store(-1, Ordering::SeqCst);
-    }
-    /// Count one operation against `left`; true if it must fail.
-    fn hit(left: &AtomicI64) -> bool {
-        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v > 0).then(|| v - 1)).is_err()
-            && left.load(Ordering::SeqCst) == 0
-    }
-    fn write_fails(&self) -> bool {
-        Faults::hit(&self.writes_left)
-    }
-    fn sync_fails(&self) -> bool {
-        let fail = Faults::hit(&self.syncs_left);
-        if fail && !self.eio_sticky.load(Ordering::SeqCst) {
-            self.heal();
-        }
-        fail
-    }
-}
-
-fn enospc() -> io::Error {
-    io::Error::from_raw_os_error(28)
-}
-
-fn eio() -> io::Error {
-    io::Error::from_raw_os_error(5)
-}
-
-/// A `Vfs` that delegates to another one, failing as `Faults` says.
-struct FaultVfs {
-    inner: Arc<dyn Vfs>,
-    faults: Arc<Faults>,
-}
-
-struct FaultFile {
-    inner: Arc<dyn VFile>,
-    faults: Arc<Faults>,
-}
-
-impl VFile for FaultFile {
-    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, off)
-    }
-    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        if self.faults.write_fails() {
-            self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
-            return Err(enospc());
-        }
-        self.inner.write_all_at(buf, off)
-    }
-    fn sync(&self) -> io::Result<()> {
-        if self.faults.sync_fails() {
-            return Err(eio());
-        }
-        self.inner.sync()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn os_file(&self) -> Option<&File> {
-        self.inner.os_file()
-    }
-}
-
-impl FaultVfs {
-    fn wrap(&self, f: Arc<dyn VFile>) -> Arc<dyn VFile> {
-        Arc::new(FaultFile { inner: f, faults: self.faults.clone() })
-    }
-}
-
-impl Vfs for FaultVfs {
-    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
-        self.inner.open(path, write).map(|f| self.wrap(f))
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        self.inner.create_new(path).map(|f| self.wrap(f))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.faults.sync_fails() {
-            return Err(eio());
-        }
-        self.inner.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
-        self.inner.canonicalize(path)
-    }
-    fn same_file(&self, a: &Path, b: &Path) -> bool {
-        self.inner.same_file(a, b)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
-        self.inner.lock(dir)
-    }
-}
-
-/// A storage on a faulty disk: the real file system or the simulated one.
-struct Faulty {
-    inner: Arc<dyn Vfs>,
-    sim: Option<SimVfs>,
-    dir: PathBuf,
-    faults: Arc<Faults>,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-impl Faulty {
-    fn real() -> Faulty {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        Faulty { inner: Arc::new(RealVfs), sim: None, dir, faults: Faults::new(), _tmp: Some(tmp) }
-    }
-    fn sim() -> Faulty {
-        let sim = SimVfs::new();
-        Faulty { inner: Arc::new(sim.clone()), sim: Some(sim), dir: SIM_DIR.into(), faults: Faults::new(), _tmp: None }
-    }
-    fn opts(&self) -> Options {
-        let vfs = Arc::new(FaultVfs { inner: self.inner.clone(), faults: self.faults.clone() });
-        Options { vfs, alignment: 4096, rotate_size: 0, preallocate: 8192, ..Default::default() }
-    }
-    fn open(&self, ctx: &str) -> Storage {
-        Storage::open(&self.dir, self.opts()).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"))
-    }
-    fn active_len(&self, s: &Storage) -> u64 {
-        let name = s.segments().unwrap().last().unwrap().name.file_name();
-        self.inner.open(&self.dir.join(name), false).unwrap().len().unwrap()
-    }
-    /// On the simulated disk: everything acknowledged survives a power cut now.
-    fn check_durable(&self, model: &Model, ctx: &str) {
-        if let Some(sim) = &self.sim {
-            let cut = sim.crash(CrashMode::DurableOnly);
-            let s =
-                Storage::open(&self.dir, sim_opts(&cut, 0)).unwrap_or_else(|e| panic!("{ctx}: after a power cut: {e}"));
-            check_model(&s, model, false, &format!("{ctx}, after a power cut"));
-        }
+/// On the simulated disk: everything acknowledged survives a power cut now.
+fn check_durable(disk: &Faulty, model: &Model, ctx: &str) {
+    if let Some(s) = disk.after_power_cut(ctx) {
+        check_model(&s, model, false, &format!("{ctx}, after a power cut"));
     }
 }
 
@@ -1211,7 +1034,7 @@ fn enospc_scenario(disk: Faulty) {
     let s = disk.open("the end");
     check_model(&s, &model, true, "the end");
     check_chain(&s, model.len(), "the end");
-    disk.check_durable(&model, "the end");
+    check_durable(&disk, &model, "the end");
 }
 
 #[test]
@@ -1297,7 +1120,7 @@ fn eio_scenario(disk: Faulty) {
     let s = disk.open("the end");
     check_model(&s, &model, true, "the end");
     check_chain(&s, model.len(), "the end");
-    disk.check_durable(&model, "the end");
+    check_durable(&disk, &model, "the end");
 }
 
 #[test]

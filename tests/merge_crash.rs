@@ -29,15 +29,13 @@
 //! `cargo test --test merge_crash -- --nocapture` prints what the crash images showed.
 
 mod common;
+use common::fault::Faulty;
 use common::workload::*;
 use filestorage2::merge::{choose, MergeReport, Policy, Strategy};
-use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
+use filestorage2::vfs::{CrashMode, SimVfs, Vfs};
 use filestorage2::{AsOf, Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -795,152 +793,10 @@ fn the_scenario_merges_drop_what_they_should() {
 // ---------------------------------------------------------------------------------------
 // A disk that fills or fails during a merge.
 
-/// Faults to inject under the engine.
-struct Faults {
-    /// Writes that still succeed before the disk is full (-1: never full). A write that
-    /// finds the disk full writes half its bytes, then fails with ENOSPC.
-    writes_left: AtomicI64,
-    /// Syncs (of files and directories) that still succeed before one fails with EIO
-    /// (-1: never). Only one fails.
-    syncs_left: AtomicI64,
-}
-
-impl Faults {
-    fn new() -> Arc<Faults> {
-        Arc::new(Faults { writes_left: AtomicI64::new(-1), syncs_left: AtomicI64::new(-1) })
-    }
-    /// Count one operation against `left`; true if it must fail.
-    fn hit(left: &AtomicI64) -> bool {
-        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v > 0).then(|| v - 1)).is_err()
-            && left.load(Ordering::SeqCst) == 0
-    }
-}
-
-/// A `Vfs` that delegates to another one, failing as `Faults` says.
-struct FaultVfs {
-    inner: Arc<dyn Vfs>,
-    faults: Arc<Faults>,
-}
-
-struct FaultFile {
-    inner: Arc<dyn VFile>,
-    faults: Arc<Faults>,
-}
-
-impl VFile for FaultFile {
-    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, off)
-    }
-    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        if Faults::hit(&self.faults.writes_left) {
-            self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
-            return Err(io::Error::from_raw_os_error(libc_enospc()));
-        }
-        self.inner.write_all_at(buf, off)
-    }
-    fn sync(&self) -> io::Result<()> {
-        if Faults::hit(&self.faults.syncs_left) {
-            self.faults.syncs_left.store(-1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(5));
-        }
-        self.inner.sync()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn os_file(&self) -> Option<&File> {
-        self.inner.os_file()
-    }
-}
-
-fn libc_enospc() -> i32 {
-    28
-}
-
-impl Vfs for FaultVfs {
-    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
-        let f = self.inner.open(path, write)?;
-        Ok(Arc::new(FaultFile { inner: f, faults: self.faults.clone() }))
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        let f = self.inner.create_new(path)?;
-        Ok(Arc::new(FaultFile { inner: f, faults: self.faults.clone() }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if Faults::hit(&self.faults.syncs_left) {
-            self.faults.syncs_left.store(-1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(5));
-        }
-        self.inner.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
-        self.inner.lock(dir)
-    }
-}
-
-/// A storage on a faulty disk: the real file system or the simulated one.
-struct Faulty {
-    inner: Arc<dyn Vfs>,
-    sim: Option<SimVfs>,
-    dir: PathBuf,
-    faults: Arc<Faults>,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-impl Faulty {
-    fn real() -> Faulty {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("s");
-        Faulty { inner: Arc::new(RealVfs), sim: None, dir, faults: Faults::new(), _tmp: Some(tmp) }
-    }
-    fn sim() -> Faulty {
-        let sim = SimVfs::new();
-        Faulty { inner: Arc::new(sim.clone()), sim: Some(sim), dir: dir(), faults: Faults::new(), _tmp: None }
-    }
-    fn opts(&self) -> Options {
-        let vfs = Arc::new(FaultVfs { inner: self.inner.clone(), faults: self.faults.clone() });
-        Options { vfs, alignment: 4096, rotate_size: 0, preallocate: 8192, ..Default::default() }
-    }
-    fn open(&self, ctx: &str) -> Storage {
-        Storage::open(&self.dir, self.opts()).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"))
-    }
-    /// Segment-like files in the storage directory (segments, unfinished merge results).
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.inner.list(&self.dir).unwrap().into_iter().filter(|n| n.contains(".fs2")).collect();
-        v.sort();
-        v
-    }
-    fn check(&self, ctx: &str) {
-        let report = filestorage2::check::check(&self.dir, false, self.opts(), &mut |_, _| {}).unwrap();
-        assert!(report.ok(), "{ctx}: check: {:?}", report.problems);
-    }
-    /// On the simulated disk: the state survives a power cut now.
-    fn check_durable(&self, model: &Model, ctx: &str) {
-        if let Some(sim) = &self.sim {
-            let cut = sim.crash(CrashMode::DurableOnly);
-            let s =
-                Storage::open(&self.dir, sim_opts(&cut)).unwrap_or_else(|e| panic!("{ctx}: after a power cut: {e}"));
-            check_model(&s, model, &format!("{ctx}, after a power cut"));
-        }
+/// On the simulated disk: the state survives a power cut now.
+fn check_durable(disk: &Faulty, model: &Model, ctx: &str) {
+    if let Some(s) = disk.after_power_cut(ctx) {
+        check_model(&s, model, &format!("{ctx}, after a power cut"));
     }
 }
 
@@ -969,9 +825,9 @@ fn enospc_scenario(disk: Faulty) {
     for n in 0.. {
         let ctx = format!("disk full at write {n} of a merge");
         let p = plan(&s, &Policy::All);
-        disk.faults.writes_left.store(n, Ordering::SeqCst);
+        disk.faults.disk_full_after(n);
         let r = s.merge(&Policy::All);
-        disk.faults.writes_left.store(-1, Ordering::SeqCst);
+        disk.faults.space_returns();
         match r {
             Err(e) => {
                 failures += 1;
@@ -1009,7 +865,7 @@ fn enospc_scenario(disk: Faulty) {
     check_chain(&s, model.len(), "the end");
     drop(s);
     disk.check("the end");
-    disk.check_durable(&model, "the end");
+    check_durable(&disk, &model, "the end");
 }
 
 #[test]
@@ -1035,10 +891,10 @@ fn eio_scenario(make: fn() -> Faulty) {
         let s = Storage::create(&disk.dir, disk.opts()).unwrap();
         let mut model = build(&s);
         let p = plan(&s, &policy);
-        disk.faults.syncs_left.store(n, Ordering::SeqCst);
+        disk.faults.eio_after(n, false);
         let r = s.merge(&policy);
-        let fired = disk.faults.syncs_left.load(Ordering::SeqCst) == -1;
-        disk.faults.syncs_left.store(-1, Ordering::SeqCst);
+        let fired = disk.faults.eio_fired();
+        disk.faults.heal();
         let s = match r {
             Err(e) => {
                 failed += 1;
@@ -1092,7 +948,7 @@ fn eio_scenario(make: fn() -> Faulty) {
         assert!(s.open_warnings().is_empty(), "{ctx}: second open: {:?}", s.open_warnings());
         drop(s);
         disk.check(&ctx);
-        disk.check_durable(&model, &ctx);
+        check_durable(&disk, &model, &ctx);
         let mut left = disk.files();
         left.retain(|f| !p.chain_after().iter().any(|n| n.file_name() == *f));
         assert!(left.is_empty(), "{ctx}: files left over: {left:?}");

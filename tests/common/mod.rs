@@ -2,6 +2,8 @@
 //! uses what it needs).
 #![allow(dead_code)]
 
+/// A disk that fills or fails (`FaultVfs`) under the engine.
+pub mod fault;
 /// Real mounts (`tests/mount_*.rs`).
 pub mod mount;
 
@@ -30,6 +32,43 @@ macro_rules! real_vfs_passthrough {
         }
         fn lock(&self, dir: &std::path::Path) -> std::io::Result<Option<std::fs::File>> {
             filestorage2::vfs::RealVfs.lock(dir)
+        }
+    };
+}
+
+/// The named `VFile` methods, passed through to the wrapped file in field `$f`, for
+/// `impl VFile for X { fn sync(..) ..; crate::vfile_passthrough!(f: len, set_len); }`.
+#[macro_export]
+macro_rules! vfile_passthrough {
+    ($f:ident: $($m:ident),* $(,)?) => { $( $crate::vfile_passthrough!(@one $f $m); )* };
+    (@one $f:ident read_exact_at) => {
+        fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+            self.$f.read_exact_at(buf, off)
+        }
+    };
+    (@one $f:ident write_all_at) => {
+        fn write_all_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+            self.$f.write_all_at(buf, off)
+        }
+    };
+    (@one $f:ident sync) => {
+        fn sync(&self) -> std::io::Result<()> {
+            self.$f.sync()
+        }
+    };
+    (@one $f:ident len) => {
+        fn len(&self) -> std::io::Result<u64> {
+            self.$f.len()
+        }
+    };
+    (@one $f:ident set_len) => {
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.$f.set_len(len)
+        }
+    };
+    (@one $f:ident os_file) => {
+        fn os_file(&self) -> Option<&std::fs::File> {
+            self.$f.os_file()
         }
     };
 }
