@@ -55,8 +55,6 @@ pub struct Header {
 }
 
 impl Header {
-    pub const SIZE: usize = HEADER_SIZE;
-
     fn fixed(&self) -> [u8; FIXED] {
         let mut b = [0u8; FIXED];
         put(&mut b, 0, &MARK_HEADER);

@@ -8,7 +8,7 @@ mod header;
 mod index;
 mod txn;
 
-pub use header::{Header, HEADER_SIZE, MAX_PREV_PATH, VERSION};
+pub use header::{Header, HEADER_SIZE, VERSION};
 pub use index::{
     encode_index, encode_index_to, Appended, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE,
 };

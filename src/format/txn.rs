@@ -55,8 +55,6 @@ pub struct TxnHeader {
 }
 
 impl TxnHeader {
-    pub const SIZE: usize = TXN_HEADER;
-
     /// Decode the marker and the lengths. `Ok(None)` for a padding record whose length
     /// is not followed by transaction fields (callers use `len` from `padding_len`).
     pub fn from_bytes(b: &[u8; TXN_HEADER]) -> Option<TxnHeader> {
@@ -100,13 +98,11 @@ pub struct DataHeader {
 }
 
 impl DataHeader {
-    pub const SIZE: usize = DATA_HEADER;
-
     pub fn is_delete(&self) -> bool {
         self.flags & FLAG_DELETE != 0
     }
 
-    pub fn to_bytes(&self) -> [u8; DATA_HEADER] {
+    pub fn to_bytes(self) -> [u8; DATA_HEADER] {
         let mut b = [0u8; DATA_HEADER];
         put(&mut b, 0, &self.tid.to_le_bytes());
         put(&mut b, 8, &self.data_len.to_le_bytes());
@@ -245,6 +241,7 @@ impl TxnHeader {
     /// Fully validate a `TTTT` or voted `PPPP` transaction record held in `b` (the whole
     /// record) that starts at file offset `at`: whole-record CRC, header CRC, every data
     /// record's bounds and CRC.
+    #[cfg(test)]
     pub fn decode(b: &[u8], path: &Path, at: u64) -> Result<DecodedTxn> {
         TxnHeader::decode_with(b, path, at, true)
     }

@@ -2,6 +2,8 @@
 //! uses what it needs).
 #![allow(dead_code)]
 
+/// The bytes of docs/FORMAT.md, for tests that damage or forge them.
+pub mod bytes;
 /// A disk that fills or fails (`FaultVfs`) under the engine.
 pub mod fault;
 /// Real mounts (`tests/mount_*.rs`).
