@@ -30,6 +30,7 @@
 
 mod common;
 use common::fault::Faulty;
+use common::model::{check_chain, dump, Expected, Queries};
 use common::workload::*;
 use filestorage2::merge::{choose, MergeReport, Policy, Strategy};
 use filestorage2::vfs::{CrashMode, SimVfs, Vfs};
@@ -79,146 +80,15 @@ fn merge_model(m: &Model, lo: Tid, hi: Tid, superseded_until: Option<Tid>) -> Mo
     out
 }
 
-/// What to ask: every oid (and one never stored), at every tid of the model and just
-/// before each.
-#[derive(Clone)]
-struct Queries {
-    oids: Vec<u64>,
-    tids: Vec<Tid>,
-}
-
-fn queries(model: &Model) -> Queries {
-    let max = model.iter().flat_map(|(_, t)| t.writes.keys()).max().copied().unwrap_or(0);
-    let tids = model.iter().flat_map(|(t, _)| [Tid(t.0 - 1), *t]).collect();
-    Queries { oids: (0..=max + 1).collect(), tids }
-}
-
-/// Read everything the storage answers for `q`, errors included.
-fn dump(s: &Storage, q: &Queries) -> Dump {
-    let mut d: Dump = Vec::new();
-    d.push((("last_tid", 0, NO), val(V::Tid(s.last_tid()))));
-    d.push((("max_oid", 0, NO), val(V::Oid(s.max_oid()))));
-    d.push((("count_objects", 0, NO), one(s.count_objects().map(V::Count))));
-    for &o in &q.oids {
-        let oid = Oid(o);
-        d.push((("load", o, NO), one(s.load(oid).map(|r| V::Load(r.map(|(t, v)| (t, B(v))))))));
-        d.push((("current_tid", o, NO), one(s.current_tid(oid).map(V::Current))));
-        let h = s.history(oid).map(|h| V::History(h.into_iter().map(|r| (r.tid, r.size, r.deleted)).collect()));
-        d.push((("history", o, NO), one(h)));
-        for &t in &q.tids {
-            d.push((("load_at", o, t), one(s.load_at(oid, t).map(|r| V::Load(r.map(|(t, v)| (t, B(v))))))));
-            let lb = s.load_before(oid, t).map(|r| V::Before(r.map(|l| (B(l.data), l.tid, l.end))));
-            d.push((("load_before", o, t), one(lb)));
-            let rev = s.revision(oid, t).map(|r| V::Revision(r.map(|r| (r.tid, r.data.map(B)))));
-            d.push((("revision", o, t), one(rev)));
-        }
-    }
-    let list = |at: Tid| {
-        one(s.list(Oid(0), at, 10_000).map(|l| V::List(l.into_iter().map(|i| (i.oid, i.tid, i.size)).collect())))
-    };
-    for &t in q.tids.iter().chain([Tid::MAX].iter()) {
-        d.push((("list", 0, t), list(t)));
-    }
-    let mut items = Vec::new();
-    let mut err = None;
-    for r in s.transactions(Tid::ZERO, Tid::MAX) {
-        match r {
-            Ok(t) => items.push(record_v(&t)),
-            Err(e) => {
-                err = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    d.push((("transactions", 0, NO), Ans::Many(items, err)));
-    d
-}
-
-/// What `dump` must read from a storage holding exactly `model`.
-fn expect(model: &Model, q: &Queries) -> Dump {
-    let revs = |o: u64| -> Vec<(Tid, Option<Vec<u8>>)> {
-        model.iter().filter_map(|(t, x)| x.writes.get(&o).map(|d| (*t, d.clone()))).collect()
-    };
-    let at = |o: u64, at: Tid| -> Option<(Tid, B)> {
-        let r = revs(o).into_iter().rfind(|(t, _)| *t <= at)?;
-        r.1.map(|d| (r.0, B(d)))
-    };
-    let mut all: Vec<u64> = model.iter().flat_map(|(_, t)| t.writes.keys().copied()).collect();
-    all.sort();
-    all.dedup();
-    let list = |t: Tid| -> Vec<(Oid, Tid, u64)> {
-        all.iter().filter_map(|&o| at(o, t).map(|(tid, d)| (Oid(o), tid, d.0.len() as u64))).collect()
-    };
-    let mut d: Dump = Vec::new();
-    d.push((("last_tid", 0, NO), val(V::Tid(model.last().map_or(Tid::ZERO, |m| m.0)))));
-    d.push((("max_oid", 0, NO), val(V::Oid(all.last().map(|o| Oid(*o))))));
-    d.push((("count_objects", 0, NO), val(V::Count(list(Tid::MAX).len() as u64))));
-    for &o in &q.oids {
-        let r = revs(o);
-        d.push((("load", o, NO), val(V::Load(at(o, Tid::MAX)))));
-        d.push((("current_tid", o, NO), val(V::Current(r.last().map(|x| x.0)))));
-        let h: Vec<(Tid, u64, bool)> =
-            r.iter().rev().map(|(t, d)| (*t, d.as_ref().map_or(0, |d| d.len() as u64), d.is_none())).collect();
-        d.push((("history", o, NO), val(V::History(h))));
-        for &t in &q.tids {
-            d.push((("load_at", o, t), val(V::Load(at(o, t)))));
-            let lb = r.iter().rposition(|x| x.0 < t).and_then(|i| {
-                let data = r[i].1.clone()?;
-                Some((B(data), r[i].0, r.get(i + 1).map(|x| x.0)))
-            });
-            d.push((("load_before", o, t), val(V::Before(lb))));
-            let rev = r.iter().find(|x| x.0 == t).map(|x| (x.0, x.1.clone().map(B)));
-            d.push((("revision", o, t), val(V::Revision(rev))));
-        }
-    }
-    for &t in q.tids.iter().chain([Tid::MAX].iter()) {
-        d.push((("list", 0, t), val(V::List(list(t)))));
-    }
-    let items = model.iter().map(|(t, x)| model_v(*t, x)).collect();
-    d.push((("transactions", 0, NO), Ans::Many(items, None)));
-    d
-}
-
-/// `Err` names the first wrong answer or failed read.
-fn compare(actual: &Dump, expected: &Dump) -> Result<(), String> {
-    assert_eq!(actual.len(), expected.len(), "the dumps ask the same questions");
-    for ((k, a), (k2, e)) in actual.iter().zip(expected) {
-        assert_eq!(k, k2);
-        match (a, e) {
-            (Ans::One(Ok(a)), Ans::One(Ok(e))) if a == e => {}
-            (Ans::Many(items, None), Ans::Many(exp, None)) if items == exp => {}
-            _ => return Err(format!("{k:?}: got {a:?}, expected {e:?}")),
-        }
-    }
-    Ok(())
-}
-
-/// The storage holds exactly `model` (asked the questions of `q`), and every read succeeds.
-fn check_model_q(s: &Storage, model: &Model, q: &Queries, ctx: &str) {
-    if let Err(m) = compare(&dump(s, q), &expect(model, q)) {
-        panic!("{ctx}: {m}");
-    }
-}
-
+/// The storage holds exactly `model` (asked at every tid and just before each), and
+/// every read succeeds.
 fn check_model(s: &Storage, model: &Model, ctx: &str) {
-    check_model_q(s, model, &queries(model), ctx)
+    common::model::check_model(s, model, true, ctx)
 }
 
-/// The chain is well formed: past segments then the active one, each naming the one
-/// before, names going up, transactions adding up to `txns`. Returns the names.
-fn check_chain(s: &Storage, txns: usize, ctx: &str) -> Vec<SegmentName> {
-    let segs = s.segments().unwrap_or_else(|e| panic!("{ctx}: segments: {e}"));
-    assert!(!segs.is_empty(), "{ctx}: no segments");
-    for (i, g) in segs.iter().enumerate() {
-        let want = if i + 1 == segs.len() { SegmentState::Active } else { SegmentState::Past };
-        assert_eq!(g.state, want, "{ctx}: segment {}", g.name);
-        assert_eq!(g.prev, (i > 0).then(|| segs[i - 1].name.file_name()), "{ctx}: segment {}", g.name);
-        if i > 0 {
-            assert!(g.name.first > segs[i - 1].name.last, "{ctx}: segment names go up");
-        }
-    }
-    assert_eq!(segs.iter().map(|g| g.transactions).sum::<u64>(), txns as u64, "{ctx}: transactions per segment");
-    segs.iter().map(|g| g.name).collect()
+/// The questions of `check_model`.
+fn queries(model: &Model) -> Queries {
+    common::model::queries(model, true)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -570,8 +440,8 @@ fn recovered(s: &Storage, r: &Run, ctx: &str, tally: &mut Tally) -> Model {
     let mut tids = [a.tids, b.tids].concat();
     tids.sort();
     tids.dedup();
-    let q = Queries { oids: if a.oids.len() > b.oids.len() { a.oids } else { b.oids }, tids };
-    check_model_q(s, &m, &q, ctx);
+    let q = Queries { oids: if a.oids.len() > b.oids.len() { a.oids } else { b.oids }, tids, light: false };
+    Expected::asking(&m, q).check(s, ctx);
     m
 }
 

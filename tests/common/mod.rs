@@ -6,6 +6,8 @@
 pub mod bytes;
 /// A disk that fills or fails (`FaultVfs`) under the engine.
 pub mod fault;
+/// Reading a storage against a model (`dump`, `expect`, `compare`, `check_chain`).
+pub mod model;
 /// Real mounts (`tests/mount_*.rs`).
 pub mod mount;
 
@@ -118,6 +120,29 @@ pub mod simple {
     }
 }
 
+/// The segment files (`*.fs2`) of a storage directory on the real disk, sorted.
+pub fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "fs2"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// xorshift64* with the low bit set: random-looking 64-bit oids (never 0), the same
+/// sequence every run (the scale tests' storages).
+pub fn random_oids() -> impl FnMut() -> u64 {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1
+    }
+}
+
 /// splitmix64: a small seeded generator, so failures replay from their seed.
 pub struct Rng(pub u64);
 
@@ -141,6 +166,7 @@ impl Rng {
 pub mod bank {
     use super::Rng;
     use filestorage2::{Error, Oid, Storage, Tid, Transaction};
+    use std::collections::BTreeMap;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
     pub const ACCOUNTS: u64 = 20;
@@ -253,6 +279,102 @@ pub mod bank {
             }
         }
         m
+    }
+
+    /// What the writers and readers of a run did, added up.
+    #[derive(Debug, Default)]
+    pub struct Tally {
+        /// tid -> the transfer its writer made (one-step or two-phase).
+        pub made: BTreeMap<Tid, Transfer>,
+        pub conflicts: u64,
+        pub two_phase: u64,
+        pub aborted_votes: u64,
+        pub snapshots: u64,
+        pub time_travels: u64,
+    }
+
+    impl Tally {
+        /// Add what one writer made; no tid is acknowledged twice.
+        pub fn add_writer(&mut self, m: Made) {
+            for (tid, tr) in m.made {
+                assert!(self.made.insert(tid, tr).is_none(), "tid {tid:?} acknowledged twice");
+            }
+            self.conflicts += m.conflicts;
+            self.two_phase += m.two_phase;
+            self.aborted_votes += m.aborted_votes;
+        }
+        /// Add what one reader checked (`read_snapshots`).
+        pub fn add_reader(&mut self, (snapshots, time_travels): (u64, u64)) {
+            self.snapshots += snapshots;
+            self.time_travels += time_travels;
+        }
+    }
+
+    /// Check snapshots until `done`, with every read path: each snapshot's balances add
+    /// up (read through the transaction, `load_at`, `load_before` and `list`), a snapshot
+    /// never changes, and now and then an older snapshot adds up too. `begin` starts each
+    /// snapshot (and may return something held while it is read); `pin_old(tid)` says
+    /// whether the older snapshot `tid` may still be read (holding it while it is).
+    /// Returns (snapshots, time travels).
+    pub fn read_snapshots<P, Q>(
+        s: &Storage,
+        seed: u64,
+        done: &AtomicBool,
+        mut begin: impl FnMut() -> (Transaction, P),
+        mut pin_old: impl FnMut(Tid) -> Option<Q>,
+    ) -> (u64, u64) {
+        let mut rng = Rng(seed);
+        let mut older: Vec<Tid> = Vec::new();
+        let (mut snapshots, mut time_travels) = (0, 0);
+        while !done.load(Ordering::Acquire) {
+            let (t, pin) = begin();
+            let base = t.base();
+            let sum: u64 = match rng.below(4) {
+                0 => (0..ACCOUNTS).map(|i| dec(i, &t.load(account(i)).unwrap().expect("account exists"))).sum(),
+                1 => balances_at(s, base).iter().sum(),
+                2 => (0..ACCOUNTS)
+                    .map(|i| {
+                        let lb = s.load_before(account(i), Tid(base.0 + 1)).unwrap().expect("account exists");
+                        assert!(lb.tid <= base && lb.end.is_none_or(|e| e > base), "{lb:?} is not current at {base:?}");
+                        dec(i, &lb.data)
+                    })
+                    .sum(),
+                _ => {
+                    let live = s.list(account(0), base, 1000).unwrap();
+                    assert_eq!(live.len() as u64, ACCOUNTS, "accounts listed at {base:?}");
+                    let mut sum = 0;
+                    for (i, o) in live.iter().enumerate() {
+                        let (tid, data) = s.load_at(o.oid, base).unwrap().expect("listed, so live");
+                        assert_eq!((o.oid, o.tid), (account(i as u64), tid), "list and load_at agree at {base:?}");
+                        sum += dec(i as u64, &data);
+                    }
+                    sum
+                }
+            };
+            assert_eq!(sum, TOTAL, "balances of the snapshot at {base:?} do not add up");
+            // A snapshot never changes: one account again, read last.
+            let i = rng.below(ACCOUNTS);
+            assert_eq!(t.load(account(i)).unwrap(), s.load_at(account(i), base).unwrap().map(|x| x.1));
+            drop(t);
+            drop(pin);
+            snapshots += 1;
+            // Time travel to an older snapshot, if it may still be read.
+            let pick = rng.below(older.len() as u64 + 1) as usize;
+            if let Some(&old) = older.get(pick).filter(|_| snapshots % 4 == 0) {
+                if let Some(_pin) = pin_old(old) {
+                    assert_eq!(balances_at(s, old).iter().sum::<u64>(), TOTAL, "balances as of the older {old:?}");
+                    time_travels += 1;
+                }
+            }
+            if older.len() < 64 {
+                older.push(base);
+            } else {
+                older[rng.below(64) as usize] = base;
+            }
+            // Leave the writers most of the CPU.
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+        (snapshots, time_travels)
     }
 
     /// Marks the end of one writer; the last one out stops the readers and the rotator.
