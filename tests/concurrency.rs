@@ -88,13 +88,7 @@ fn reader(s: &Storage, seed: u64, done: &AtomicBool, out: &Mutex<Outcome>) {
 /// finish within `limit` (a hang: a deadlock or a lost wake-up) ends the test process.
 fn run_bank(s: &Storage, run: &Run, setup_tid: Tid) -> Outcome {
     let limit = Duration::from_secs(300 + run.transfers / 200);
-    let (finished, watch) = std::sync::mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(limit) {
-            eprintln!("bank run did not finish within {limit:?}: a hang; giving up");
-            std::process::exit(101);
-        }
-    });
+    let finished = watchdog(limit, "bank run");
     let out = Mutex::new(Outcome { setup_tid, ..Outcome::default() });
     let next = AtomicU64::new(0);
     let writers_left = AtomicU64::new(run.writers as u64);

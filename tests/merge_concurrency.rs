@@ -192,13 +192,7 @@ struct Run {
 
 fn run_bank(s: &Storage, run: &Run, setup_tid: Tid) -> Outcome {
     let limit = Duration::from_secs(300 + run.transfers / 200);
-    let (finished, watch) = std::sync::mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(limit) {
-            eprintln!("bank run with merges did not finish within {limit:?}: a hang; giving up");
-            std::process::exit(101);
-        }
-    });
+    let finished = watchdog(limit, "bank run with merges");
     let gate = Gate::default();
     let out = Mutex::new(Outcome { setup_tid, ..Outcome::default() });
     let next = AtomicU64::new(0);

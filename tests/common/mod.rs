@@ -377,6 +377,19 @@ pub mod bank {
         (snapshots, time_travels)
     }
 
+    /// A run that does not end within `limit` (a hang: a deadlock or a lost wake-up) ends
+    /// the test process; the run ends when the returned sender is used or dropped.
+    pub fn watchdog(limit: std::time::Duration, what: &'static str) -> std::sync::mpsc::Sender<()> {
+        let (finished, watch) = std::sync::mpsc::channel::<()>();
+        std::thread::spawn(move || {
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(limit) {
+                eprintln!("{what} did not finish within {limit:?}: a hang; giving up");
+                std::process::exit(101);
+            }
+        });
+        finished
+    }
+
     /// Marks the end of one writer; the last one out stops the readers and the rotator.
     pub struct WriterExit<'a> {
         pub left: &'a AtomicU64,
