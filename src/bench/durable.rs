@@ -1,7 +1,14 @@
 //! P1–P4: durable commits (one writer, group commit) next to the fsync limit; bulk load next
 //! to a sequential write; random loads next to the same lookup on plain mapped files.
 
-use super::*;
+use super::report::{fmt_bps, fmt_bytes, fmt_count, fmt_ns, fmt_num, fmt_ratio, median_f64, Rng, Row};
+use super::workload::{
+    build, durable_commits, fsync_loop, measure_loads, object_data, seq_write, timer_overhead_ns, Built, PlainFiles,
+};
+use super::{Bench, Oids, BULK_TXN, P2_FACTOR, ROUNDS, SEED, TXN_OBJECTS, WORKING_SET};
+use filestorage2::{Error, Oid, Options, Result, Storage};
+use std::hint::black_box;
+use std::time::Duration;
 
 impl Bench<'_> {
     /// The fsync limit, P1 and P2, interleaved in rounds.

@@ -1,7 +1,22 @@
 //! P7: merge throughput and memory in a fresh process (`<exe> bench --merge-probe DIR`)
 //! next to a plain copy of the same files, and commit latency during a background merge.
 
-use super::*;
+use super::report::{
+    fmt_bps, fmt_bytes, fmt_count, fmt_kib, fmt_ns, fmt_num, fmt_ratio, median_f64, percentile, sorted, splitmix, Row,
+};
+use super::system::{child_failed, cpu_ticks, kv_line, proc_status_kib, run_child, USER_HZ};
+use super::workload::{object_data, timed_commits};
+use super::{
+    Bench, Oids, BULK_TXN, LATENCY_WARMUP, MERGE_DEADLINE, MERGE_PAIRS, MERGE_ROUNDS, MERGE_SEGMENTS, SAMPLE_EVERY,
+    SEED, TXN_OBJECTS, ZODB_PACK_BPS, ZODB_PACK_RPS,
+};
+use filestorage2::merge::{MergeReport, Policy, Strategy};
+use filestorage2::{Error, Oid, Options, Result, SegmentState, Storage};
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 impl Bench<'_> {
     /// P7: merge throughput and memory in a fresh process at a quarter and at the full

@@ -44,22 +44,15 @@ mod system;
 mod tests;
 mod workload;
 
-use filestorage2::merge::{MergeReport, Policy, Strategy};
-use filestorage2::{Error, Oid, Options, Result, SegmentState, Storage, Tid};
-use merge::*;
-use open::*;
-use report::*;
+use filestorage2::merge::Strategy;
+use filestorage2::{Error, Result};
+use merge::merge_probe;
+use open::probe;
+use report::{render, splitmix, Row};
 use std::collections::HashMap;
-use std::fs::{File, OpenOptions};
-use std::hint::black_box;
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Barrier;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use system::*;
-use workload::*;
+use system::{fs_type_of, load_average, machine_info};
 
 /// Rounds of the durable-commit measurements (fsync limit, P1, P2 interleaved).
 const ROUNDS: u64 = 5;

@@ -4,7 +4,10 @@
 //! P11–P12: durable commits per second through the mount (a shell loop; a Rust client
 //! with std::fs calls) next to the engine API's, same durability, same run.
 
-use super::{build, fmt_count, fmt_kib, fmt_ns, fmt_ratio, object_data, proc_status_kib, Bench, Oids, Row};
+use super::report::{fmt_count, fmt_kib, fmt_ns, fmt_ratio, Row};
+use super::system::proc_status_kib;
+use super::workload::{build, object_data};
+use super::{Bench, Oids};
 use filestorage2::fuse::{spawn, MountOptions};
 use filestorage2::{Error, Oid, Options, Result, Storage};
 use std::path::{Path, PathBuf};

@@ -1,7 +1,14 @@
 //! P5/P6: open time and RSS in a fresh process (`<exe> bench --open-probe DIR`), clean
 //! and after a crash with a full active segment.
 
-use super::*;
+use super::report::{fmt_bytes, fmt_count, fmt_kib, fmt_ns, fmt_ratio, percentile, Rng, Row};
+use super::system::{child_failed, kv_line, proc_status_kib, run_child};
+use super::workload::{build, object_data};
+use super::{Bench, Oids, BULK_TXN, CRASH_FILL, REOPENS, SEED};
+use filestorage2::{Error, Oid, Options, Result, SegmentState, Storage, Tid};
+use std::hint::black_box;
+use std::path::Path;
+use std::time::Instant;
 
 impl Bench<'_> {
     /// P5/P6: open time and RSS in a fresh process, at two sizes, dense and random oids;

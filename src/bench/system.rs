@@ -1,6 +1,10 @@
 //! The process and the machine: probe children, /proc figures, machine information.
 
-use super::*;
+use super::report::fmt_kib;
+use filestorage2::{Error, Result};
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 /// Run `<this exe> bench FLAG DIR`; its stdout and whether it succeeded.
 pub(super) fn run_child(flag: &str, dir: &Path) -> Result<(String, bool)> {

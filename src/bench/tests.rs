@@ -1,4 +1,12 @@
-use super::*;
+//! The bench's pure parts: statistics, formatting, report parsing, target selection.
+
+use super::merge::{merge_pair, parse_merge_probe};
+use super::open::parse_probe;
+use super::report::{fmt_bytes, fmt_count, fmt_ns, fmt_num, fmt_ratio, format_table, median_f64, percentile, Rng};
+use super::system::{fs_type_of, stat_cpu_ticks, status_field_kib};
+use super::workload::object_data;
+use super::{Oids, Selection, MERGE_SEGMENTS};
+use std::path::Path;
 
 #[test]
 fn percentiles_are_nearest_rank() {

@@ -1,7 +1,15 @@
 //! What the targets run: durable commit loops, bulk-loaded storages, timed loads, and the
 //! machine's own limits measured beside them (fsync loop, sequential write, plain files).
 
-use super::*;
+use super::report::{fmt_count, fmt_num, percentile};
+use super::{Oids, BULK_TXN, TXN_OBJECTS, WORKING_SET};
+use filestorage2::{Error, Oid, Options, Result, SegmentState, Storage};
+use std::fs::{File, OpenOptions};
+use std::hint::black_box;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
 
 /// Durable commits of `TXN_OBJECTS` objects from `writers` threads, `per_writer` each;
 /// `round` picks where in its working set each writer continues. Returns the wall time.
