@@ -146,7 +146,7 @@ enum Cmd {
     Undo { dir: PathBuf, tid: Tid },
     /// Measure the engine and the mount against this machine's limits and plain files
     /// (P1-P12, README "Performance"); prints a table.
-    Bench(filestorage2::bench::BenchArgs),
+    Bench(crate::bench::BenchArgs),
     /// Mount a storage as a browsable tree (foreground; Ctrl-C or `fs2 umount` unmounts).
     /// Without arguments: builds the demo storage ./fs2-demo if missing, mounts it on ./fs2-mnt.
     Mount {
@@ -215,7 +215,7 @@ enum Cmd {
     },
     /// Internal: one workload of the ZODB comparison (contrib/bench/zodb_compare.py).
     #[command(hide = true)]
-    BenchPeer(filestorage2::bench_peer::PeerArgs),
+    BenchPeer(crate::bench::peer::PeerArgs),
     /// Build a demo storage with a few transactions (if DIR holds none) and show it.
     Demo {
         #[arg(default_value = DEMO_DIR)]
@@ -671,8 +671,8 @@ pub fn run(cli: Cli) -> Result<(), Failure> {
             filestorage2::mount::umount(&mountpoint, lazy).map_err(|m| fail(1, m))?;
             w(writeln!(out, "unmounted {}", mountpoint.display()))?;
         }
-        Cmd::Bench(args) => filestorage2::bench::run(&args)?,
-        Cmd::BenchPeer(args) => filestorage2::bench_peer::run(&args)?,
+        Cmd::Bench(args) => crate::bench::run(&args)?,
+        Cmd::BenchPeer(args) => crate::bench::peer::run(&args)?,
     }
     Ok(())
 }

@@ -4,19 +4,22 @@
 //! in-memory index) and sealed past segments with memory-mapped sorted indexes. See
 //! `docs/FORMAT.md` for the bytes and `docs/DESIGN.md` for commit, recovery and
 //! concurrency. The entry point is [`Storage`].
+//!
+//! The public API is the engine (what `docs/DESIGN.md` shows in "Storage API in one
+//! screen", with `check`, `damage`, `merge`, `settings`, `vfs` and `zodb`) and, with the
+//! `cli` feature, the mount's layers (`fs`, `fuse`, `mount`) that the `fs2` binary and the
+//! real-mount tests use. Everything else is `pub(crate)`. The `fs2` command itself
+//! (`src/main.rs`, `src/cli.rs`, `src/bench/`) is the binary's, not the library's.
 
 mod archive;
 pub mod backup;
-#[cfg(feature = "cli")]
-pub mod bench;
-#[cfg(feature = "cli")]
-pub mod bench_peer;
 mod chain;
 pub mod check;
 pub mod damage;
 mod durable;
-pub mod error;
-pub mod format;
+mod error;
+pub(crate) mod format;
+#[cfg(feature = "cli")]
 pub mod fs;
 #[cfg(feature = "cli")]
 pub mod fuse;
@@ -30,7 +33,7 @@ mod segment;
 pub mod settings;
 mod store;
 mod txn;
-pub mod types;
+mod types;
 mod undo;
 pub mod vfs;
 mod views;

@@ -1,4 +1,6 @@
-//! `fs2`: the filestorage2 command line.
+//! `fs2`: the filestorage2 command line. Its modules (`cli.rs`, `bench/`) are the
+//! binary's, not the library's.
+mod bench;
 mod cli;
 
 use clap::Parser;

@@ -36,7 +36,7 @@ impl std::fmt::Display for Retention {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct Settings {
+pub(crate) struct Settings {
     pub retention: Retention,
 }
 

@@ -169,6 +169,7 @@ fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
 }
 
 /// Parse `YYYY-MM-DD[THH:MM[:SS[.frac]]][Z]` (UTC) into seconds since the Unix epoch.
+#[cfg_attr(not(feature = "cli"), allow(dead_code))] // only the mount names times
 pub fn parse_iso8601(s: &str) -> Option<f64> {
     let s = s.strip_suffix('Z').unwrap_or(s);
     let (date, time) = match s.split_once(['T', ' ']) {

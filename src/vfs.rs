@@ -35,7 +35,7 @@ pub trait VFile: Send + Sync {
 /// Lower the calling thread's CPU priority (Linux applies `setpriority` per thread), so
 /// that background work such as a merge yields the CPU to committers. A hint: errors
 /// are ignored.
-pub fn lower_thread_priority(nice: i32) {
+pub(crate) fn lower_thread_priority(nice: i32) {
     // SAFETY: setpriority reads only its integer arguments; `0` names the calling thread.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
 }

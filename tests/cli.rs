@@ -1,5 +1,8 @@
 //! CLI tests: the real `fs2` binary, its output and exit codes.
 
+mod common;
+
+use common::segment_files;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -18,14 +21,18 @@ fn code(args: &[&str]) -> (i32, String) {
     (o.status.code().unwrap(), String::from_utf8_lossy(&o.stderr).into_owned())
 }
 
-fn segment_files(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut v: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "fs2"))
-        .collect();
-    v.sort();
-    v
+/// `fs2 init` of `dir`, then three commits of object 1 (from the file `payload`);
+/// their tids, as `fs2 commit` prints them.
+fn three_commits(dir: &Path, payload: &Path) -> Vec<String> {
+    let d = dir.to_str().unwrap();
+    ok(&["init", d]);
+    std::fs::write(payload, b"payload").unwrap();
+    let mut tids = Vec::new();
+    for _ in 0..3 {
+        let out = ok(&["commit", d, &format!("0000000000000001={}", payload.display())]);
+        tids.push(out.trim().strip_prefix("committed ").unwrap().to_string());
+    }
+    tids
 }
 
 #[test]
@@ -111,14 +118,8 @@ fn check_finds_damage_and_repair_fixes_a_torn_tail() {
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("db");
     let d = dir.to_str().unwrap();
-    ok(&["init", d]);
     let f = t.path().join("x");
-    std::fs::write(&f, b"payload").unwrap();
-    let mut tids = Vec::new();
-    for _ in 0..3 {
-        let out = ok(&["commit", d, &format!("0000000000000001={}", f.display())]);
-        tids.push(out.trim().strip_prefix("committed ").unwrap().to_string());
-    }
+    let tids = three_commits(&dir, &f);
     let active = segment_files(&dir).pop().unwrap();
     let good = std::fs::read(&active).unwrap();
 
@@ -378,14 +379,8 @@ fn check_exit_codes_and_output_format() {
     // no advice to run the command that is running.
     let dir = t.path().join("db");
     let d = dir.to_str().unwrap();
-    ok(&["init", d]);
     let f = t.path().join("x");
-    std::fs::write(&f, b"payload").unwrap();
-    let mut tids = Vec::new();
-    for _ in 0..3 {
-        let out = ok(&["commit", d, &format!("0000000000000001={}", f.display())]);
-        tids.push(out.trim().strip_prefix("committed ").unwrap().to_string());
-    }
+    let tids = three_commits(&dir, &f);
     let active = segment_files(&dir).pop().unwrap();
     let mut bad = std::fs::read(&active).unwrap();
     bad[4096 + 100] ^= 0x20;

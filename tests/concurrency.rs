@@ -16,11 +16,8 @@
 
 mod common;
 use common::bank::*;
-use common::Rng;
 use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
 use filestorage2::{Options, Storage, Tid};
-use std::collections::BTreeMap;
-use std::fs::File;
 use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -39,25 +36,11 @@ struct CountingFile {
 }
 
 impl VFile for CountingFile {
-    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        self.f.read_exact_at(buf, off)
-    }
-    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.f.write_all_at(buf, off)
-    }
     fn sync(&self) -> io::Result<()> {
         self.syncs.fetch_add(1, Ordering::Relaxed);
         self.f.sync()
     }
-    fn len(&self) -> io::Result<u64> {
-        self.f.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.f.set_len(len)
-    }
-    fn os_file(&self) -> Option<&File> {
-        self.f.os_file()
-    }
+    crate::vfile_passthrough!(f: read_exact_at, write_all_at, len, set_len, os_file);
 }
 
 impl Vfs for CountingVfs {
@@ -82,13 +65,8 @@ struct Run {
 #[derive(Debug, Default)]
 struct Outcome {
     setup_tid: Tid,
-    /// tid -> the transfer its writer made (one-step or two-phase).
-    made: BTreeMap<Tid, Transfer>,
-    conflicts: u64,
-    two_phase: u64,
-    aborted_votes: u64,
-    snapshots: u64,
-    time_travels: u64,
+    /// The writers' transfers, the readers' snapshots.
+    bank: Tally,
     rotations: u64,
     /// Rotations made while the writers were running.
     concurrent_rotations: u64,
@@ -97,80 +75,20 @@ struct Outcome {
 
 fn writer(s: &Storage, seed: u64, next: &AtomicU64, run: &Run, out: &Mutex<Outcome>) {
     let m = transfers(seed, || next.fetch_add(1, Ordering::Relaxed) < run.transfers, || (s.begin(), ()));
-    let mut o = out.lock().unwrap();
-    for (tid, tr) in m.made {
-        assert!(o.made.insert(tid, tr).is_none(), "tid {tid:?} acknowledged twice");
-    }
-    o.conflicts += m.conflicts;
-    o.two_phase += m.two_phase;
-    o.aborted_votes += m.aborted_votes;
+    out.lock().unwrap().bank.add_writer(m);
 }
 
-/// Check snapshots until `done`, with every read path.
+/// Check snapshots until `done` (nothing is merged, so every older snapshot is kept).
 fn reader(s: &Storage, seed: u64, done: &AtomicBool, out: &Mutex<Outcome>) {
-    let mut rng = Rng(seed);
-    let mut older: Vec<Tid> = Vec::new();
-    let (mut snapshots, mut time_travels) = (0, 0);
-    while !done.load(Ordering::Acquire) {
-        let t = s.begin();
-        let base = t.base();
-        let sum: u64 = match rng.below(4) {
-            0 => (0..ACCOUNTS).map(|i| dec(i, &t.load(account(i)).unwrap().expect("account exists"))).sum(),
-            1 => balances_at(s, base).iter().sum(),
-            2 => (0..ACCOUNTS)
-                .map(|i| {
-                    let lb = s.load_before(account(i), Tid(base.0 + 1)).unwrap().expect("account exists");
-                    assert!(lb.tid <= base && lb.end.is_none_or(|e| e > base), "{lb:?} is not current at {base:?}");
-                    dec(i, &lb.data)
-                })
-                .sum(),
-            _ => {
-                let live = s.list(account(0), base, 1000).unwrap();
-                assert_eq!(live.len() as u64, ACCOUNTS, "accounts listed at {base:?}");
-                let mut sum = 0;
-                for (i, o) in live.iter().enumerate() {
-                    let (tid, data) = s.load_at(o.oid, base).unwrap().expect("listed, so live");
-                    assert_eq!((o.oid, o.tid), (account(i as u64), tid), "list and load_at agree at {base:?}");
-                    sum += dec(i as u64, &data);
-                }
-                sum
-            }
-        };
-        assert_eq!(sum, TOTAL, "balances of the snapshot at {base:?} do not add up");
-        // A snapshot never changes: one account again, read last.
-        let i = rng.below(ACCOUNTS);
-        assert_eq!(t.load(account(i)).unwrap(), s.load_at(account(i), base).unwrap().map(|x| x.1));
-        snapshots += 1;
-        // Time travel to an older snapshot (nothing is merged, so all history is kept).
-        let pick = rng.below(older.len() as u64 + 1) as usize;
-        if let Some(&old) = older.get(pick).filter(|_| snapshots % 4 == 0) {
-            assert_eq!(balances_at(s, old).iter().sum::<u64>(), TOTAL, "balances as of the older {old:?}");
-            time_travels += 1;
-        }
-        if older.len() < 64 {
-            older.push(base);
-        } else {
-            older[rng.below(64) as usize] = base;
-        }
-        // Leave the writers most of the CPU.
-        thread::sleep(Duration::from_micros(100));
-    }
-    let mut o = out.lock().unwrap();
-    o.snapshots += snapshots;
-    o.time_travels += time_travels;
+    let read = read_snapshots(s, seed, done, || (s.begin(), ()), |_| Some(()));
+    out.lock().unwrap().bank.add_reader(read);
 }
 
 /// Run the bank on `s` (already set up) and return what happened. A run that does not
 /// finish within `limit` (a hang: a deadlock or a lost wake-up) ends the test process.
 fn run_bank(s: &Storage, run: &Run, setup_tid: Tid) -> Outcome {
     let limit = Duration::from_secs(300 + run.transfers / 200);
-    let (finished, watch) = std::sync::mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(limit) {
-            eprintln!("bank run did not finish within {limit:?}: a hang; giving up");
-            std::process::exit(101);
-        }
-    });
+    let finished = watchdog(limit, "bank run");
     let out = Mutex::new(Outcome { setup_tid, ..Outcome::default() });
     let next = AtomicU64::new(0);
     let writers_left = AtomicU64::new(run.writers as u64);
@@ -219,19 +137,24 @@ fn run_bank(s: &Storage, run: &Run, setup_tid: Tid) -> Outcome {
 
 /// Everything that must hold after the run, on `s` (the running storage or a reopen).
 fn check_end(s: &Storage, o: &Outcome, what: &str) {
-    let last = *o.made.keys().next_back().unwrap_or(&o.setup_tid);
+    let last = *o.bank.made.keys().next_back().unwrap_or(&o.setup_tid);
     assert_eq!(s.last_tid(), last, "{what}: last tid is the last acknowledged transfer");
     let now = balances_at(s, Tid::MAX);
     assert_eq!(now.iter().sum::<u64>(), TOTAL, "{what}: total after the run");
     let txns: Vec<_> = s.transactions(Tid::ZERO, Tid::MAX).collect::<Result<_, _>>().unwrap();
-    assert_eq!(txns.len() as u64, 1 + o.made.len() as u64, "{what}: transactions = setup + acknowledged transfers");
+    assert_eq!(
+        txns.len() as u64,
+        1 + o.bank.made.len() as u64,
+        "{what}: transactions = setup + acknowledged transfers"
+    );
     assert_eq!(txns[0].tid, o.setup_tid, "{what}: the setup comes first");
     let mut bal = vec![INITIAL; ACCOUNTS as usize];
     for w in txns.windows(2) {
         assert!(w[0].tid < w[1].tid, "{what}: tids increase in the log");
     }
     for t in &txns[1..] {
-        let tr = o.made.get(&t.tid).unwrap_or_else(|| panic!("{what}: {:?} in the log was never acknowledged", t.tid));
+        let tr =
+            o.bank.made.get(&t.tid).unwrap_or_else(|| panic!("{what}: {:?} in the log was never acknowledged", t.tid));
         assert_eq!(t.meta.description, tr.describe().as_bytes(), "{what}: description of {:?}", t.tid);
         let mut recs = t.records.clone();
         recs.sort_by_key(|r| r.0);
@@ -250,7 +173,7 @@ fn check_end(s: &Storage, o: &Outcome, what: &str) {
     let every = (txns.len() / 50).max(1);
     let mut replay = vec![INITIAL; ACCOUNTS as usize];
     for (n, t) in txns[1..].iter().enumerate() {
-        let tr = o.made[&t.tid];
+        let tr = o.bank.made[&t.tid];
         replay[tr.from as usize] -= tr.amount;
         replay[tr.to as usize] += tr.amount;
         if n % every == 0 {
@@ -264,14 +187,14 @@ fn report(name: &str, o: &Outcome, s: &Storage) {
     eprintln!(
         "{name}: {} transfers in {:.2} s ({:.0}/s), {} two-phase, {} aborted votes, {} conflicts, \
          {} snapshots checked, {} time travels, {} manual rotations ({} during the transfers), {} segments",
-        o.made.len(),
+        o.bank.made.len(),
         o.elapsed.as_secs_f64(),
-        o.made.len() as f64 / o.elapsed.as_secs_f64(),
-        o.two_phase,
-        o.aborted_votes,
-        o.conflicts,
-        o.snapshots,
-        o.time_travels,
+        o.bank.made.len() as f64 / o.elapsed.as_secs_f64(),
+        o.bank.two_phase,
+        o.bank.aborted_votes,
+        o.bank.conflicts,
+        o.bank.snapshots,
+        o.bank.time_travels,
         o.rotations,
         o.concurrent_rotations,
         st.segments
@@ -280,13 +203,13 @@ fn report(name: &str, o: &Outcome, s: &Storage) {
 
 /// The invariants every run must show in its counters.
 fn check_outcome(s: &Storage, o: &Outcome, run: &Run) {
-    assert_eq!(o.made.len() as u64, run.transfers, "every transfer was acknowledged once");
-    assert!(o.snapshots > 0, "the readers checked no snapshot");
+    assert_eq!(o.bank.made.len() as u64, run.transfers, "every transfer was acknowledged once");
+    assert!(o.bank.snapshots > 0, "the readers checked no snapshot");
     assert_eq!(o.rotations, run.rotations, "manual rotations");
-    assert!(o.two_phase > 0 && o.aborted_votes > 0, "two-phase commits and aborted votes happened: {o:?}");
+    assert!(o.bank.two_phase > 0 && o.bank.aborted_votes > 0, "two-phase commits and aborted votes happened: {o:?}");
     let st = s.stats().unwrap();
     assert_eq!(st.commits, 1 + run.transfers, "commits counted by the storage");
-    assert_eq!(st.conflicts, o.conflicts, "conflicts counted by the storage and seen by the writers");
+    assert_eq!(st.conflicts, o.bank.conflicts, "conflicts counted by the storage and seen by the writers");
     assert!(st.segments as u64 > run.rotations, "{} segments after {} rotations", st.segments, run.rotations);
 }
 
@@ -308,7 +231,7 @@ fn bank_transfers_keep_the_total() {
     let o = run_bank(&s, &run, setup_tid);
     report("bank (sync: false)", &o, &s);
     check_outcome(&s, &o, &run);
-    assert!(o.conflicts > 0, "six writers on twenty accounts conflict sometimes");
+    assert!(o.bank.conflicts > 0, "six writers on twenty accounts conflict sometimes");
     check_end(&s, &o, "running storage");
     s.sync().unwrap();
     drop(s);

@@ -22,260 +22,18 @@
 //! checked against a model: the exact transactions, in order, with exactly their data.
 
 mod common;
+use common::fault::Faulty;
+use common::model::*;
+use common::segment_files;
 use common::workload::*;
-use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
-use filestorage2::{Error, Oid, Options, SegmentState, Storage, Tid};
+use filestorage2::vfs::{CrashMode, SimVfs, VFile};
+use filestorage2::{Error, Options, SegmentState, Storage, Tid};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
-
-// ---------------------------------------------------------------------------------------
-// The model: transactions whose values name them, and what every read must answer.
-
-/// What to ask: every oid (and one never stored), at every tid of the model (and just
-/// before each, when thorough); `load_before` and `revision` at every tid unless light.
-#[derive(Clone)]
-struct Queries {
-    oids: Vec<u64>,
-    tids: Vec<Tid>,
-    light: bool,
-}
-
-fn queries(model: &Model, thorough: bool) -> Queries {
-    let max = model.iter().flat_map(|(_, t)| t.writes.keys()).max().copied().unwrap_or(0);
-    let mut tids = Vec::new();
-    for (t, _) in model {
-        if thorough {
-            tids.push(Tid(t.0 - 1));
-        }
-        tids.push(*t);
-    }
-    Queries { oids: (0..=max + 1).collect(), tids, light: false }
-}
-
-fn txn_range(q: &Queries) -> (Tid, Tid) {
-    match q.tids.len() {
-        0 => (Tid::ZERO, Tid::MAX),
-        n => (q.tids[n / 3], q.tids[(2 * n) / 3]),
-    }
-}
-
-/// Read everything the storage answers for `q`, errors included.
-fn dump(s: &Storage, q: &Queries) -> Dump {
-    let mut d: Dump = Vec::new();
-    d.push((("last_tid", 0, NO), val(V::Tid(s.last_tid()))));
-    d.push((("max_oid", 0, NO), val(V::Oid(s.max_oid()))));
-    d.push((("count_objects", 0, NO), one(s.count_objects().map(V::Count))));
-    for &o in &q.oids {
-        let oid = Oid(o);
-        d.push((("load", o, NO), one(s.load(oid).map(|r| V::Load(r.map(|(t, v)| (t, B(v))))))));
-        d.push((("current_tid", o, NO), one(s.current_tid(oid).map(V::Current))));
-        let h = s.history(oid).map(|h| V::History(h.into_iter().map(|r| (r.tid, r.size, r.deleted)).collect()));
-        d.push((("history", o, NO), one(h)));
-        for &t in &q.tids {
-            d.push((("load_at", o, t), one(s.load_at(oid, t).map(|r| V::Load(r.map(|(t, v)| (t, B(v))))))));
-            if q.light {
-                continue;
-            }
-            let lb = s.load_before(oid, t).map(|r| V::Before(r.map(|l| (B(l.data), l.tid, l.end))));
-            d.push((("load_before", o, t), one(lb)));
-            let rev = s.revision(oid, t).map(|r| V::Revision(r.map(|r| (r.tid, r.data.map(B)))));
-            d.push((("revision", o, t), one(rev)));
-        }
-    }
-    let list = |start: u64, at: Tid, limit: usize| {
-        one(s.list(Oid(start), at, limit).map(|l| V::List(l.into_iter().map(|i| (i.oid, i.tid, i.size)).collect())))
-    };
-    for &t in q.tids.iter().chain([Tid::MAX].iter()) {
-        d.push((("list", 0, t), list(0, t, 10_000)));
-    }
-    d.push((("list from 3, 2 items", 0, NO), list(3, Tid::MAX, 2)));
-    let (from, to) = txn_range(q);
-    for (name, from, to) in [("transactions", Tid::ZERO, Tid::MAX), ("transactions in range", from, to)] {
-        let mut items = Vec::new();
-        let mut err = None;
-        for r in s.transactions(from, to) {
-            match r {
-                Ok(t) => items.push(record_v(&t)),
-                Err(e) => {
-                    err = Some(e.to_string());
-                    break;
-                }
-            }
-        }
-        d.push(((name, 0, NO), Ans::Many(items, err)));
-    }
-    d
-}
-
-/// What `dump` must read from a storage holding exactly `model`.
-fn expect(model: &Model, q: &Queries) -> Dump {
-    let revs = |o: u64| -> Vec<(Tid, Option<Vec<u8>>)> {
-        model.iter().filter_map(|(t, x)| x.writes.get(&o).map(|d| (*t, d.clone()))).collect()
-    };
-    let at = |o: u64, at: Tid| -> Option<(Tid, B)> {
-        let r = revs(o).into_iter().rfind(|(t, _)| *t <= at)?;
-        r.1.map(|d| (r.0, B(d)))
-    };
-    let all: Vec<u64> = {
-        let mut v: Vec<u64> = model.iter().flat_map(|(_, t)| t.writes.keys().copied()).collect();
-        v.sort();
-        v.dedup();
-        v
-    };
-    let list = |start: u64, t: Tid, limit: usize| -> Vec<(Oid, Tid, u64)> {
-        all.iter()
-            .filter(|&&o| o >= start)
-            .filter_map(|&o| at(o, t).map(|(tid, d)| (Oid(o), tid, d.0.len() as u64)))
-            .take(limit)
-            .collect()
-    };
-    let mut d: Dump = Vec::new();
-    d.push((("last_tid", 0, NO), val(V::Tid(model.last().map_or(Tid::ZERO, |m| m.0)))));
-    d.push((("max_oid", 0, NO), val(V::Oid(all.last().map(|o| Oid(*o))))));
-    d.push((("count_objects", 0, NO), val(V::Count(list(0, Tid::MAX, usize::MAX).len() as u64))));
-    for &o in &q.oids {
-        let r = revs(o);
-        d.push((("load", o, NO), val(V::Load(at(o, Tid::MAX)))));
-        d.push((("current_tid", o, NO), val(V::Current(r.last().map(|x| x.0)))));
-        let h: Vec<(Tid, u64, bool)> =
-            r.iter().rev().map(|(t, d)| (*t, d.as_ref().map_or(0, |d| d.len() as u64), d.is_none())).collect();
-        d.push((("history", o, NO), val(V::History(h))));
-        for &t in &q.tids {
-            d.push((("load_at", o, t), val(V::Load(at(o, t)))));
-            if q.light {
-                continue;
-            }
-            let lb = r.iter().rposition(|x| x.0 < t).and_then(|i| {
-                let data = r[i].1.clone()?;
-                Some((B(data), r[i].0, r.get(i + 1).map(|x| x.0)))
-            });
-            d.push((("load_before", o, t), val(V::Before(lb))));
-            let rev = r.iter().find(|x| x.0 == t).map(|x| (x.0, x.1.clone().map(B)));
-            d.push((("revision", o, t), val(V::Revision(rev))));
-        }
-    }
-    for &t in q.tids.iter().chain([Tid::MAX].iter()) {
-        d.push((("list", 0, t), val(V::List(list(0, t, 10_000)))));
-    }
-    d.push((("list from 3, 2 items", 0, NO), val(V::List(list(3, Tid::MAX, 2)))));
-    let (from, to) = txn_range(q);
-    for (name, from, to) in [("transactions", Tid::ZERO, Tid::MAX), ("transactions in range", from, to)] {
-        let items = model.iter().filter(|(t, _)| *t >= from && *t <= to).map(|(t, x)| model_v(*t, x)).collect();
-        d.push(((name, 0, NO), Ans::Many(items, None)));
-    }
-    d
-}
-
-/// How a dump compared with the expected one (when no value was wrong).
-#[derive(Default, Debug)]
-struct Outcome {
-    errors: usize,
-    first_error: Option<String>,
-}
-
-/// `Err` names the first wrong answer; errors are counted, not wrong.
-fn compare(actual: &Dump, expected: &Dump) -> Result<Outcome, String> {
-    assert_eq!(actual.len(), expected.len(), "the dumps ask the same questions");
-    let mut out = Outcome::default();
-    for ((k, a), (k2, e)) in actual.iter().zip(expected) {
-        assert_eq!(k, k2);
-        let err = match (a, e) {
-            (Ans::One(Ok(a)), Ans::One(Ok(e))) => {
-                if a != e {
-                    return Err(format!("{k:?}: got {a:?}, expected {e:?}"));
-                }
-                None
-            }
-            (Ans::One(Err(m)), _) => Some(m),
-            (Ans::Many(items, err), Ans::Many(exp, None)) => {
-                let n = items.len();
-                let ok = match err {
-                    None => items == exp,
-                    Some(_) => n <= exp.len() && items[..] == exp[..n],
-                };
-                if !ok {
-                    return Err(format!("{k:?}: got {items:#?} (then error {err:?}), expected {exp:#?}"));
-                }
-                err.as_ref()
-            }
-            _ => panic!("query shapes differ for {k:?}"),
-        };
-        if let Some(m) = err {
-            out.errors += 1;
-            out.first_error.get_or_insert_with(|| format!("{k:?}: {m}"));
-        }
-    }
-    Ok(out)
-}
-
-/// The questions for a model and their answers, computed once.
-struct Expected {
-    q: Queries,
-    answers: Dump,
-}
-
-impl Expected {
-    fn new(model: &Model, thorough: bool) -> Expected {
-        Expected::asking(model, queries(model, thorough))
-    }
-    fn asking(model: &Model, q: Queries) -> Expected {
-        let answers = expect(model, &q);
-        Expected { q, answers }
-    }
-    /// The storage holds exactly the model, and every read succeeds.
-    fn check(&self, s: &Storage, ctx: &str) {
-        match compare(&dump(s, &self.q), &self.answers) {
-            Ok(o) => assert_eq!(o.errors, 0, "{ctx}: a read failed: {:?}", o.first_error),
-            Err(m) => panic!("{ctx}: wrong data: {m}"),
-        }
-    }
-}
-
-/// The storage holds exactly `model`, and every read succeeds.
-fn check_model(s: &Storage, model: &Model, thorough: bool, ctx: &str) {
-    Expected::new(model, thorough).check(s, ctx)
-}
-
-/// The storage holds `model`, or `model` plus all of `maybe` (a transaction whose commit
-/// failed, so it may or may not have reached the disk, but never partly). Returns the
-/// model of what is visible.
-fn check_model_or_plus(s: &Storage, model: &Model, maybe: Option<&Txn>, ctx: &str) -> Model {
-    let txns = visible(s, ctx);
-    let mut m = model.clone();
-    match maybe {
-        Some(x) if txns.len() == model.len() + 1 => {
-            let r = txns.last().unwrap();
-            assert_eq!(record_v(r), model_v(r.tid, x), "{ctx}: the failed transaction is partly visible");
-            m.push((r.tid, x.clone()));
-        }
-        _ => assert_eq!(txns.len(), model.len(), "{ctx}: visible transactions"),
-    }
-    check_model(s, &m, false, ctx);
-    m
-}
-
-/// The chain is well formed: past segments then the active one, each naming the one
-/// before; their transactions add up to `txns`. Returns the number of segments.
-fn check_chain(s: &Storage, txns: usize, ctx: &str) -> usize {
-    let segs = s.segments().unwrap_or_else(|e| panic!("{ctx}: segments: {e}"));
-    assert!(!segs.is_empty(), "{ctx}: no segments");
-    for (i, g) in segs.iter().enumerate() {
-        let want = if i + 1 == segs.len() { SegmentState::Active } else { SegmentState::Past };
-        assert_eq!(g.state, want, "{ctx}: segment {}", g.name);
-        assert_eq!(g.prev, (i > 0).then(|| segs[i - 1].name.file_name()), "{ctx}: segment {}", g.name);
-        if i > 0 {
-            assert!(g.name > segs[i - 1].name, "{ctx}: segment names go up");
-        }
-    }
-    assert_eq!(segs.iter().map(|g| g.transactions).sum::<u64>(), txns as u64, "{ctx}: transactions per segment");
-    segs.len()
-}
 
 // ---------------------------------------------------------------------------------------
 // 1. Crash at every sync point (R1; R5 for rotation).
@@ -479,7 +237,7 @@ fn crash_at_every_sync_point_keeps_acknowledged_and_hides_partial() {
         let mut model = recovered_model(&s, r, &ctx);
         unacked_visible += model.len() - r.acked.len();
         check_model(&s, &model, true, &ctx);
-        let n = check_chain(&s, model.len(), &ctx);
+        let n = check_chain(&s, model.len(), &ctx).len();
         if r.created {
             // R5: the old chain or the new one (a rotation sealed before the crash is
             // finished by recovery), never a mix.
@@ -572,16 +330,6 @@ fn fast_tempdir() -> tempfile::TempDir {
 fn real_opts() -> Options {
     // No preallocation: the sweeps reason about exact file lengths.
     Options { alignment: 4096, preallocate: 0, ..Default::default() }
-}
-
-fn segment_files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "fs2"))
-        .collect();
-    v.sort();
-    v
 }
 
 impl Disk {
@@ -976,196 +724,10 @@ fn flipped_bytes_are_detected_or_harmless_real_files() {
 // ---------------------------------------------------------------------------------------
 // 4. ENOSPC and EIO during commit (R6).
 
-/// Faults to inject under the engine.
-struct Faults {
-    /// Writes that still succeed before the disk is full (-1: never full). A write that
-    /// finds the disk full writes half its bytes, then fails with ENOSPC.
-    writes_left: AtomicI64,
-    /// Syncs (of files and directories) that still succeed before one fails with EIO
-    /// (-1: never).
-    syncs_left: AtomicI64,
-    /// After the first failing sync, keep failing.
-    eio_sticky: AtomicBool,
-    /// A full disk as file systems have it: writes that would grow a file fail with
-    /// ENOSPC, writes into its existing length succeed.
-    full: AtomicBool,
-}
-
-impl Faults {
-    fn new() -> Arc<Faults> {
-        Arc::new(Faults {
-            writes_left: AtomicI64::new(-1),
-            syncs_left: AtomicI64::new(-1),
-            eio_sticky: AtomicBool::new(false),
-            full: AtomicBool::new(false),
-        })
-    }
-    fn disk_full(&self, full: bool) {
-        self.full.store(full, Ordering::SeqCst);
-    }
-    fn disk_full_after(&self, writes: i64) {
-        self.writes_left.store(writes, Ordering::SeqCst);
-    }
-    fn space_returns(&self) {
-        self.writes_left.store(-1, Ordering::SeqCst);
-    }
-    fn eio_after(&self, syncs: i64, sticky: bool) {
-        self.eio_sticky.store(sticky, Ordering::SeqCst);
-        self.syncs_left.store(syncs, Ordering::SeqCst);
-    }
-    fn heal(&self) {
-        self.syncs_left.store(-1, Ordering::SeqCst);
-    }
-    /// Count one operation against `left`; true if it must fail.
-    fn hit(left: &AtomicI64) -> bool {
-        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v > 0).then(|| v - 1)).is_err()
-            && left.load(Ordering::SeqCst) == 0
-    }
-    fn write_fails(&self) -> bool {
-        Faults::hit(&self.writes_left)
-    }
-    fn sync_fails(&self) -> bool {
-        let fail = Faults::hit(&self.syncs_left);
-        if fail && !self.eio_sticky.load(Ordering::SeqCst) {
-            self.heal();
-        }
-        fail
-    }
-}
-
-fn enospc() -> io::Error {
-    io::Error::from_raw_os_error(28)
-}
-
-fn eio() -> io::Error {
-    io::Error::from_raw_os_error(5)
-}
-
-/// A `Vfs` that delegates to another one, failing as `Faults` says.
-struct FaultVfs {
-    inner: Arc<dyn Vfs>,
-    faults: Arc<Faults>,
-}
-
-struct FaultFile {
-    inner: Arc<dyn VFile>,
-    faults: Arc<Faults>,
-}
-
-impl VFile for FaultFile {
-    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, off)
-    }
-    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        if self.faults.full.load(Ordering::SeqCst) && off + buf.len() as u64 > self.inner.len()? {
-            return Err(enospc());
-        }
-        if self.faults.write_fails() {
-            self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
-            return Err(enospc());
-        }
-        self.inner.write_all_at(buf, off)
-    }
-    fn sync(&self) -> io::Result<()> {
-        if self.faults.sync_fails() {
-            return Err(eio());
-        }
-        self.inner.sync()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn os_file(&self) -> Option<&File> {
-        self.inner.os_file()
-    }
-}
-
-impl FaultVfs {
-    fn wrap(&self, f: Arc<dyn VFile>) -> Arc<dyn VFile> {
-        Arc::new(FaultFile { inner: f, faults: self.faults.clone() })
-    }
-}
-
-impl Vfs for FaultVfs {
-    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
-        self.inner.open(path, write).map(|f| self.wrap(f))
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        self.inner.create_new(path).map(|f| self.wrap(f))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if self.faults.sync_fails() {
-            return Err(eio());
-        }
-        self.inner.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn canonicalize(&self, path: &Path) -> io::Result<PathBuf> {
-        self.inner.canonicalize(path)
-    }
-    fn same_file(&self, a: &Path, b: &Path) -> bool {
-        self.inner.same_file(a, b)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
-        self.inner.lock(dir)
-    }
-}
-
-/// A storage on a faulty disk: the real file system or the simulated one.
-struct Faulty {
-    inner: Arc<dyn Vfs>,
-    sim: Option<SimVfs>,
-    dir: PathBuf,
-    faults: Arc<Faults>,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-impl Faulty {
-    fn real() -> Faulty {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
-        Faulty { inner: Arc::new(RealVfs), sim: None, dir, faults: Faults::new(), _tmp: Some(tmp) }
-    }
-    fn sim() -> Faulty {
-        let sim = SimVfs::new();
-        Faulty { inner: Arc::new(sim.clone()), sim: Some(sim), dir: SIM_DIR.into(), faults: Faults::new(), _tmp: None }
-    }
-    fn opts(&self) -> Options {
-        let vfs = Arc::new(FaultVfs { inner: self.inner.clone(), faults: self.faults.clone() });
-        Options { vfs, alignment: 4096, rotate_size: 0, preallocate: 8192, ..Default::default() }
-    }
-    fn open(&self, ctx: &str) -> Storage {
-        Storage::open(&self.dir, self.opts()).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"))
-    }
-    fn active_len(&self, s: &Storage) -> u64 {
-        let name = s.segments().unwrap().last().unwrap().name.file_name();
-        self.inner.open(&self.dir.join(name), false).unwrap().len().unwrap()
-    }
-    /// On the simulated disk: everything acknowledged survives a power cut now.
-    fn check_durable(&self, model: &Model, ctx: &str) {
-        if let Some(sim) = &self.sim {
-            let cut = sim.crash(CrashMode::DurableOnly);
-            let s =
-                Storage::open(&self.dir, sim_opts(&cut, 0)).unwrap_or_else(|e| panic!("{ctx}: after a power cut: {e}"));
-            check_model(&s, model, false, &format!("{ctx}, after a power cut"));
-        }
+/// On the simulated disk: everything acknowledged survives a power cut now.
+fn check_durable(disk: &Faulty, model: &Model, ctx: &str) {
+    if let Some(s) = disk.after_power_cut(ctx) {
+        check_model(&s, model, false, &format!("{ctx}, after a power cut"));
     }
 }
 
@@ -1270,14 +832,14 @@ fn enospc_scenario(disk: Faulty) {
     drop(s);
     let s = disk.open(ctx);
     check_model(&s, &model, true, ctx);
-    assert_eq!(check_chain(&s, model.len(), ctx), 1);
+    assert_eq!(check_chain(&s, model.len(), ctx).len(), 1);
     s.rotate().unwrap();
     commit(&s, &mut model, next(&[(1, W::S(1)), (10, W::E)]));
     drop(s);
     let s = disk.open("the end");
     check_model(&s, &model, true, "the end");
     check_chain(&s, model.len(), "the end");
-    disk.check_durable(&model, "the end");
+    check_durable(&disk, &model, "the end");
 }
 
 #[test]
@@ -1354,7 +916,7 @@ fn eio_scenario(disk: Faulty) {
     for n in 0..3 {
         let ctx = format!("EIO at sync {n} of a rotation");
         let s = disk.open(&ctx);
-        let segments = check_chain(&s, model.len(), &ctx);
+        let segments = check_chain(&s, model.len(), &ctx).len();
         f.eio_after(n, false);
         assert_os_error(&s.rotate().unwrap_err(), 5, "Input/output error", &ctx);
         check_model(&s, &model, false, &ctx);
@@ -1362,14 +924,14 @@ fn eio_scenario(disk: Faulty) {
         drop(s);
         let s = disk.open(&ctx);
         check_model(&s, &model, true, &ctx);
-        let now = check_chain(&s, model.len(), &ctx);
+        let now = check_chain(&s, model.len(), &ctx).len();
         assert!(now == segments || now == segments + 1, "{ctx}: old chain or new chain");
         commit(&s, &mut model, next(&[(9, W::S(n as usize)), (1, W::S(1))]));
     }
     let s = disk.open("the end");
     check_model(&s, &model, true, "the end");
     check_chain(&s, model.len(), "the end");
-    disk.check_durable(&model, "the end");
+    check_durable(&disk, &model, "the end");
 }
 
 #[test]

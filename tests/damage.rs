@@ -13,6 +13,8 @@
 //!   (item 3), never silently repaired.
 //! - `damaged_active_transaction_*`: reads around it, writes refused, salvage (item 4).
 
+mod common;
+use common::bytes::{slot_offset, Slot};
 use filestorage2::merge::{Policy, Strategy};
 use filestorage2::vfs::{CrashMode, SimVfs, Vfs};
 use filestorage2::{AsOf, Oid, Options, SegmentName, Storage, Tid};
@@ -528,9 +530,9 @@ fn damaged_current_slot_of_an_appended_segment_is_damage_not_a_missing_file() {
     drop(s);
     let path = dir.join("seg-000002.fs2");
     let b = std::fs::read(&path).unwrap();
-    let h = filestorage2::format::Header::from_bytes(&b, &path).unwrap();
-    assert!(h.prev.is_none() && h.generation >= 2);
-    xor(&path, filestorage2::format::Header::slot_offset(h.generation) + 12); // its CRC
+    let h = Slot::in_force(&b).unwrap();
+    assert!(h.prev.is_empty() && h.generation >= 2);
+    xor(&path, slot_offset(h.generation) + 12); // its CRC
 
     let s = Storage::open(&dir, ro()).unwrap();
     let damage = s.open_damage().join("\n");
@@ -555,7 +557,7 @@ fn damaged_current_slot_of_an_appended_segment_is_damage_not_a_missing_file() {
 /// generation 2 into slot B with flag 1 and the file's length (known bytes; FORMAT.md).
 #[test]
 fn sealed_segments_record_their_length_in_the_header_slot() {
-    use filestorage2::format::{crc, Header};
+    use common::bytes::crc;
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("db");
     let s = Storage::create(&dir, real_opts()).unwrap();
@@ -565,13 +567,13 @@ fn sealed_segments_record_their_length_in_the_header_slot() {
     let b = std::fs::read(dir.join("seg-000001.fs2")).unwrap();
     let slot = &b[2108..2108 + 1980];
     let len = b.len() as u64;
-    assert_eq!(Header::slot_offset(2), 2108);
+    assert_eq!(slot_offset(2), 2108);
     assert_eq!(slot[..16].to_vec(), [&2u64.to_le_bytes()[..], &[0, 0, 1, 0], &slot[12..16]].concat());
     assert_eq!(slot[1972..1980], len.to_le_bytes());
     let want = crc32c::crc32c_append(crc(&slot[..12]), &slot[1972..1980]);
     assert_eq!(u32::from_le_bytes(slot[12..16].try_into().unwrap()), want);
     assert!(slot[16..1972].iter().all(|&x| x == 0), "no previous segment");
-    let h = Header::from_bytes(&b, Path::new("seg-000001.fs2")).unwrap();
+    let h = Slot::in_force(&b).unwrap();
     assert_eq!((h.generation, h.sealed_len), (2, Some(len)));
 }
 
@@ -580,7 +582,6 @@ fn sealed_segments_record_their_length_in_the_header_slot() {
 /// left, and `check --repair` says which transactions may be lost and exits 5.
 #[test]
 fn old_segment_without_a_recorded_length_cut_at_a_record_boundary_is_reported() {
-    use filestorage2::format::Header;
     let t = tempfile::tempdir().unwrap();
     let dir = t.path().join("db");
     let d = dir.to_str().unwrap();
@@ -594,11 +595,10 @@ fn old_segment_without_a_recorded_length_cut_at_a_record_boundary_is_reported() 
     // Make seg 1 look like an old segment: a newer slot without the sealed length.
     let path = dir.join("seg-000001.fs2");
     let b = std::fs::read(&path).unwrap();
-    let h = Header::from_bytes(&b, &path).unwrap();
-    let old = Header { generation: h.generation + 1, sealed_len: None, ..h };
+    let h = Slot::in_force(&b).unwrap();
+    let old = Slot { generation: h.generation + 1, sealed_len: None, ..h };
     let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    std::os::unix::fs::FileExt::write_all_at(&f, &old.slot_bytes().unwrap(), Header::slot_offset(old.generation))
-        .unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&f, &old.bytes(), slot_offset(old.generation)).unwrap();
     assert_eq!(fs2(&["check", d]).0, 0, "an old segment opens and checks");
     f.set_len(cut).unwrap();
     drop(f);

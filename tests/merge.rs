@@ -244,9 +244,7 @@ struct HoldFile {
 }
 
 impl VFile for HoldFile {
-    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        self.f.read_exact_at(buf, off)
-    }
+    crate::vfile_passthrough!(f: read_exact_at);
     fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         if let Some(h) = &self.hold {
             let mut s = h.state.lock().unwrap();
@@ -258,18 +256,7 @@ impl VFile for HoldFile {
         }
         self.f.write_all_at(buf, off)
     }
-    fn sync(&self) -> io::Result<()> {
-        self.f.sync()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.f.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.f.set_len(len)
-    }
-    fn os_file(&self) -> Option<&std::fs::File> {
-        self.f.os_file()
-    }
+    crate::vfile_passthrough!(f: sync, len, set_len, os_file);
 }
 
 impl Vfs for HoldVfs {

@@ -95,12 +95,8 @@ impl Gate {
 #[derive(Debug, Default)]
 struct Outcome {
     setup_tid: Tid,
-    made: BTreeMap<Tid, Transfer>,
-    conflicts: u64,
-    two_phase: u64,
-    aborted_votes: u64,
-    snapshots: u64,
-    time_travels: u64,
+    /// The writers' transfers, the readers' snapshots.
+    bank: Tally,
     rotations: u64,
     merges_started: u64,
     merges_done: u64,
@@ -120,68 +116,13 @@ struct Outcome {
 
 fn writer(s: &Storage, gate: &Gate, seed: u64, next: &AtomicU64, count: u64, out: &Mutex<Outcome>) {
     let m = transfers(seed, || next.fetch_add(1, Ordering::Relaxed) < count, || gate.begin(s));
-    let mut o = out.lock().unwrap();
-    for (tid, tr) in m.made {
-        assert!(o.made.insert(tid, tr).is_none(), "tid {tid:?} acknowledged twice");
-    }
-    o.conflicts += m.conflicts;
-    o.two_phase += m.two_phase;
-    o.aborted_votes += m.aborted_votes;
+    out.lock().unwrap().bank.add_writer(m);
 }
 
+/// Check snapshots until `done`, pinned so that no merge drops them while they are read.
 fn reader(s: &Storage, gate: &Gate, seed: u64, done: &AtomicBool, out: &Mutex<Outcome>) {
-    let mut rng = Rng(seed);
-    let mut older: Vec<Tid> = Vec::new();
-    let (mut snapshots, mut time_travels) = (0, 0);
-    while !done.load(Ordering::Acquire) {
-        let (t, pin) = gate.begin(s);
-        let base = t.base();
-        let sum: u64 = match rng.below(4) {
-            0 => (0..ACCOUNTS).map(|i| dec(i, &t.load(account(i)).unwrap().expect("account exists"))).sum(),
-            1 => balances_at(s, base).iter().sum(),
-            2 => (0..ACCOUNTS)
-                .map(|i| {
-                    let lb = s.load_before(account(i), Tid(base.0 + 1)).unwrap().expect("account exists");
-                    assert!(lb.tid <= base && lb.end.is_none_or(|e| e > base), "{lb:?} is not current at {base:?}");
-                    dec(i, &lb.data)
-                })
-                .sum(),
-            _ => {
-                let live = s.list(account(0), base, 1000).unwrap();
-                assert_eq!(live.len() as u64, ACCOUNTS, "accounts listed at {base:?}");
-                let mut sum = 0;
-                for (i, o) in live.iter().enumerate() {
-                    let (tid, data) = s.load_at(o.oid, base).unwrap().expect("listed, so live");
-                    assert_eq!((o.oid, o.tid), (account(i as u64), tid), "list and load_at agree at {base:?}");
-                    sum += dec(i as u64, &data);
-                }
-                sum
-            }
-        };
-        assert_eq!(sum, TOTAL, "balances of the snapshot at {base:?} do not add up");
-        let i = rng.below(ACCOUNTS);
-        assert_eq!(t.load(account(i)).unwrap(), s.load_at(account(i), base).unwrap().map(|x| x.1));
-        drop(t);
-        drop(pin);
-        snapshots += 1;
-        // Time travel to an older snapshot that no merge has dropped yet.
-        let pick = rng.below(older.len() as u64 + 1) as usize;
-        if let Some(&old) = older.get(pick).filter(|_| snapshots % 4 == 0) {
-            if let Some(_pin) = gate.pin_old(old) {
-                assert_eq!(balances_at(s, old).iter().sum::<u64>(), TOTAL, "balances as of the older {old:?}");
-                time_travels += 1;
-            }
-        }
-        if older.len() < 64 {
-            older.push(base);
-        } else {
-            older[rng.below(64) as usize] = base;
-        }
-        thread::sleep(Duration::from_micros(100));
-    }
-    let mut o = out.lock().unwrap();
-    o.snapshots += snapshots;
-    o.time_travels += time_travels;
+    let read = read_snapshots(s, seed, done, || gate.begin(s), |old| gate.pin_old(old));
+    out.lock().unwrap().bank.add_reader(read);
 }
 
 /// Start a merge the snapshots in use allow, if at least `min` past segments may be
@@ -251,13 +192,7 @@ struct Run {
 
 fn run_bank(s: &Storage, run: &Run, setup_tid: Tid) -> Outcome {
     let limit = Duration::from_secs(300 + run.transfers / 200);
-    let (finished, watch) = std::sync::mpsc::channel::<()>();
-    thread::spawn(move || {
-        if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = watch.recv_timeout(limit) {
-            eprintln!("bank run with merges did not finish within {limit:?}: a hang; giving up");
-            std::process::exit(101);
-        }
-    });
+    let finished = watchdog(limit, "bank run with merges");
     let gate = Gate::default();
     let out = Mutex::new(Outcome { setup_tid, ..Outcome::default() });
     let next = AtomicU64::new(0);
@@ -347,7 +282,7 @@ type Records = Vec<(Oid, Option<Vec<u8>>)>;
 
 /// Everything that must hold after the run, on `s` (the running storage or a reopen).
 fn check_end(s: &Storage, o: &Outcome, what: &str) {
-    let last = *o.made.keys().next_back().unwrap_or(&o.setup_tid);
+    let last = *o.bank.made.keys().next_back().unwrap_or(&o.setup_tid);
     assert_eq!(s.last_tid(), last, "{what}: last tid is the last acknowledged transfer");
     let now = balances_at(s, Tid::MAX);
     assert_eq!(now.iter().sum::<u64>(), TOTAL, "{what}: total after the run");
@@ -358,7 +293,7 @@ fn check_end(s: &Storage, o: &Outcome, what: &str) {
     let mut after: BTreeMap<Tid, Vec<u64>> = BTreeMap::new();
     wrote.insert(o.setup_tid, (0..ACCOUNTS).map(|i| (account(i), Some(enc(i, INITIAL)))).collect());
     after.insert(o.setup_tid, bal.clone());
-    for (tid, tr) in &o.made {
+    for (tid, tr) in &o.bank.made {
         bal[tr.from as usize] -= tr.amount;
         bal[tr.to as usize] += tr.amount;
         let mut w = vec![
@@ -380,7 +315,7 @@ fn check_end(s: &Storage, o: &Outcome, what: &str) {
     for t in &txns {
         let w = wrote.get(&t.tid).unwrap_or_else(|| panic!("{what}: {:?} in the log was never acknowledged", t.tid));
         if t.tid != o.setup_tid {
-            assert_eq!(t.meta.description, o.made[&t.tid].describe().as_bytes(), "{what}: description");
+            assert_eq!(t.meta.description, o.bank.made[&t.tid].describe().as_bytes(), "{what}: description");
         }
         assert!(t.records.iter().all(|r| w.contains(r)), "{what}: {:?} holds records it did not write", t.tid);
         if t.tid > o.horizon {
@@ -413,13 +348,13 @@ fn report(name: &str, o: &Outcome, s: &Storage) {
         "{name}: {} transfers in {:.2} s, {} two-phase, {} aborted votes, {} conflicts, {} snapshots, \
          {} time travels, {} rotations, {} merges started ({:?}; {} segments in), {} finished during the \
          transfers, {} busy refusals, {} segments at the end",
-        o.made.len(),
+        o.bank.made.len(),
         o.elapsed.as_secs_f64(),
-        o.two_phase,
-        o.aborted_votes,
-        o.conflicts,
-        o.snapshots,
-        o.time_travels,
+        o.bank.two_phase,
+        o.bank.aborted_votes,
+        o.bank.conflicts,
+        o.bank.snapshots,
+        o.bank.time_travels,
         o.rotations,
         o.merges_started,
         o.by_policy,
@@ -432,9 +367,9 @@ fn report(name: &str, o: &Outcome, s: &Storage) {
 
 /// The invariants every run must show in its counters.
 fn check_outcome(s: &Storage, o: &Outcome, run: &Run, setup_tid: Tid) {
-    assert_eq!(o.made.len() as u64, run.transfers, "every transfer was acknowledged once");
-    assert!(o.snapshots > 0 && o.time_travels > 0, "the readers checked snapshots: {o:?}");
-    assert!(o.two_phase > 0 && o.aborted_votes > 0 && o.conflicts > 0, "{o:?}");
+    assert_eq!(o.bank.made.len() as u64, run.transfers, "every transfer was acknowledged once");
+    assert!(o.bank.snapshots > 0 && o.bank.time_travels > 0, "the readers checked snapshots: {o:?}");
+    assert!(o.bank.two_phase > 0 && o.bank.aborted_votes > 0 && o.bank.conflicts > 0, "{o:?}");
     assert_eq!(o.merges_done, o.merges_started, "every merge started finished");
     assert!(o.merges_during >= 5, "merges ran while the writers did: {o:?}");
     assert!(o.busy > 0, "merges were refused while one ran: {o:?}");
@@ -443,7 +378,7 @@ fn check_outcome(s: &Storage, o: &Outcome, run: &Run, setup_tid: Tid) {
     assert!(o.horizon > setup_tid, "the merges dropped history");
     let st = s.stats().unwrap();
     assert_eq!(st.commits, 1 + run.transfers);
-    assert_eq!(st.conflicts, o.conflicts);
+    assert_eq!(st.conflicts, o.bank.conflicts);
 }
 
 /// The large run: real files, no fsync per commit.

@@ -29,15 +29,14 @@
 //! `cargo test --test merge_crash -- --nocapture` prints what the crash images showed.
 
 mod common;
+use common::fault::Faulty;
+use common::model::{check_chain, dump, Expected, Queries};
 use common::workload::*;
 use filestorage2::merge::{choose, MergeReport, Policy, Strategy};
-use filestorage2::vfs::{CrashMode, RealVfs, SimVfs, VFile, Vfs};
+use filestorage2::vfs::{CrashMode, SimVfs, Vfs};
 use filestorage2::{AsOf, Error, Oid, Options, SegmentName, SegmentState, Storage, Tid};
 use std::collections::BTreeMap;
-use std::fs::File;
-use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -81,146 +80,15 @@ fn merge_model(m: &Model, lo: Tid, hi: Tid, superseded_until: Option<Tid>) -> Mo
     out
 }
 
-/// What to ask: every oid (and one never stored), at every tid of the model and just
-/// before each.
-#[derive(Clone)]
-struct Queries {
-    oids: Vec<u64>,
-    tids: Vec<Tid>,
-}
-
-fn queries(model: &Model) -> Queries {
-    let max = model.iter().flat_map(|(_, t)| t.writes.keys()).max().copied().unwrap_or(0);
-    let tids = model.iter().flat_map(|(t, _)| [Tid(t.0 - 1), *t]).collect();
-    Queries { oids: (0..=max + 1).collect(), tids }
-}
-
-/// Read everything the storage answers for `q`, errors included.
-fn dump(s: &Storage, q: &Queries) -> Dump {
-    let mut d: Dump = Vec::new();
-    d.push((("last_tid", 0, NO), val(V::Tid(s.last_tid()))));
-    d.push((("max_oid", 0, NO), val(V::Oid(s.max_oid()))));
-    d.push((("count_objects", 0, NO), one(s.count_objects().map(V::Count))));
-    for &o in &q.oids {
-        let oid = Oid(o);
-        d.push((("load", o, NO), one(s.load(oid).map(|r| V::Load(r.map(|(t, v)| (t, B(v))))))));
-        d.push((("current_tid", o, NO), one(s.current_tid(oid).map(V::Current))));
-        let h = s.history(oid).map(|h| V::History(h.into_iter().map(|r| (r.tid, r.size, r.deleted)).collect()));
-        d.push((("history", o, NO), one(h)));
-        for &t in &q.tids {
-            d.push((("load_at", o, t), one(s.load_at(oid, t).map(|r| V::Load(r.map(|(t, v)| (t, B(v))))))));
-            let lb = s.load_before(oid, t).map(|r| V::Before(r.map(|l| (B(l.data), l.tid, l.end))));
-            d.push((("load_before", o, t), one(lb)));
-            let rev = s.revision(oid, t).map(|r| V::Revision(r.map(|r| (r.tid, r.data.map(B)))));
-            d.push((("revision", o, t), one(rev)));
-        }
-    }
-    let list = |at: Tid| {
-        one(s.list(Oid(0), at, 10_000).map(|l| V::List(l.into_iter().map(|i| (i.oid, i.tid, i.size)).collect())))
-    };
-    for &t in q.tids.iter().chain([Tid::MAX].iter()) {
-        d.push((("list", 0, t), list(t)));
-    }
-    let mut items = Vec::new();
-    let mut err = None;
-    for r in s.transactions(Tid::ZERO, Tid::MAX) {
-        match r {
-            Ok(t) => items.push(record_v(&t)),
-            Err(e) => {
-                err = Some(e.to_string());
-                break;
-            }
-        }
-    }
-    d.push((("transactions", 0, NO), Ans::Many(items, err)));
-    d
-}
-
-/// What `dump` must read from a storage holding exactly `model`.
-fn expect(model: &Model, q: &Queries) -> Dump {
-    let revs = |o: u64| -> Vec<(Tid, Option<Vec<u8>>)> {
-        model.iter().filter_map(|(t, x)| x.writes.get(&o).map(|d| (*t, d.clone()))).collect()
-    };
-    let at = |o: u64, at: Tid| -> Option<(Tid, B)> {
-        let r = revs(o).into_iter().rfind(|(t, _)| *t <= at)?;
-        r.1.map(|d| (r.0, B(d)))
-    };
-    let mut all: Vec<u64> = model.iter().flat_map(|(_, t)| t.writes.keys().copied()).collect();
-    all.sort();
-    all.dedup();
-    let list = |t: Tid| -> Vec<(Oid, Tid, u64)> {
-        all.iter().filter_map(|&o| at(o, t).map(|(tid, d)| (Oid(o), tid, d.0.len() as u64))).collect()
-    };
-    let mut d: Dump = Vec::new();
-    d.push((("last_tid", 0, NO), val(V::Tid(model.last().map_or(Tid::ZERO, |m| m.0)))));
-    d.push((("max_oid", 0, NO), val(V::Oid(all.last().map(|o| Oid(*o))))));
-    d.push((("count_objects", 0, NO), val(V::Count(list(Tid::MAX).len() as u64))));
-    for &o in &q.oids {
-        let r = revs(o);
-        d.push((("load", o, NO), val(V::Load(at(o, Tid::MAX)))));
-        d.push((("current_tid", o, NO), val(V::Current(r.last().map(|x| x.0)))));
-        let h: Vec<(Tid, u64, bool)> =
-            r.iter().rev().map(|(t, d)| (*t, d.as_ref().map_or(0, |d| d.len() as u64), d.is_none())).collect();
-        d.push((("history", o, NO), val(V::History(h))));
-        for &t in &q.tids {
-            d.push((("load_at", o, t), val(V::Load(at(o, t)))));
-            let lb = r.iter().rposition(|x| x.0 < t).and_then(|i| {
-                let data = r[i].1.clone()?;
-                Some((B(data), r[i].0, r.get(i + 1).map(|x| x.0)))
-            });
-            d.push((("load_before", o, t), val(V::Before(lb))));
-            let rev = r.iter().find(|x| x.0 == t).map(|x| (x.0, x.1.clone().map(B)));
-            d.push((("revision", o, t), val(V::Revision(rev))));
-        }
-    }
-    for &t in q.tids.iter().chain([Tid::MAX].iter()) {
-        d.push((("list", 0, t), val(V::List(list(t)))));
-    }
-    let items = model.iter().map(|(t, x)| model_v(*t, x)).collect();
-    d.push((("transactions", 0, NO), Ans::Many(items, None)));
-    d
-}
-
-/// `Err` names the first wrong answer or failed read.
-fn compare(actual: &Dump, expected: &Dump) -> Result<(), String> {
-    assert_eq!(actual.len(), expected.len(), "the dumps ask the same questions");
-    for ((k, a), (k2, e)) in actual.iter().zip(expected) {
-        assert_eq!(k, k2);
-        match (a, e) {
-            (Ans::One(Ok(a)), Ans::One(Ok(e))) if a == e => {}
-            (Ans::Many(items, None), Ans::Many(exp, None)) if items == exp => {}
-            _ => return Err(format!("{k:?}: got {a:?}, expected {e:?}")),
-        }
-    }
-    Ok(())
-}
-
-/// The storage holds exactly `model` (asked the questions of `q`), and every read succeeds.
-fn check_model_q(s: &Storage, model: &Model, q: &Queries, ctx: &str) {
-    if let Err(m) = compare(&dump(s, q), &expect(model, q)) {
-        panic!("{ctx}: {m}");
-    }
-}
-
+/// The storage holds exactly `model` (asked at every tid and just before each), and
+/// every read succeeds.
 fn check_model(s: &Storage, model: &Model, ctx: &str) {
-    check_model_q(s, model, &queries(model), ctx)
+    common::model::check_model(s, model, true, ctx)
 }
 
-/// The chain is well formed: past segments then the active one, each naming the one
-/// before, names going up, transactions adding up to `txns`. Returns the names.
-fn check_chain(s: &Storage, txns: usize, ctx: &str) -> Vec<SegmentName> {
-    let segs = s.segments().unwrap_or_else(|e| panic!("{ctx}: segments: {e}"));
-    assert!(!segs.is_empty(), "{ctx}: no segments");
-    for (i, g) in segs.iter().enumerate() {
-        let want = if i + 1 == segs.len() { SegmentState::Active } else { SegmentState::Past };
-        assert_eq!(g.state, want, "{ctx}: segment {}", g.name);
-        assert_eq!(g.prev, (i > 0).then(|| segs[i - 1].name.file_name()), "{ctx}: segment {}", g.name);
-        if i > 0 {
-            assert!(g.name.first > segs[i - 1].name.last, "{ctx}: segment names go up");
-        }
-    }
-    assert_eq!(segs.iter().map(|g| g.transactions).sum::<u64>(), txns as u64, "{ctx}: transactions per segment");
-    segs.iter().map(|g| g.name).collect()
+/// The questions of `check_model`.
+fn queries(model: &Model) -> Queries {
+    common::model::queries(model, true)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -572,8 +440,8 @@ fn recovered(s: &Storage, r: &Run, ctx: &str, tally: &mut Tally) -> Model {
     let mut tids = [a.tids, b.tids].concat();
     tids.sort();
     tids.dedup();
-    let q = Queries { oids: if a.oids.len() > b.oids.len() { a.oids } else { b.oids }, tids };
-    check_model_q(s, &m, &q, ctx);
+    let q = Queries { oids: if a.oids.len() > b.oids.len() { a.oids } else { b.oids }, tids, light: false };
+    Expected::asking(&m, q).check(s, ctx);
     m
 }
 
@@ -795,152 +663,10 @@ fn the_scenario_merges_drop_what_they_should() {
 // ---------------------------------------------------------------------------------------
 // A disk that fills or fails during a merge.
 
-/// Faults to inject under the engine.
-struct Faults {
-    /// Writes that still succeed before the disk is full (-1: never full). A write that
-    /// finds the disk full writes half its bytes, then fails with ENOSPC.
-    writes_left: AtomicI64,
-    /// Syncs (of files and directories) that still succeed before one fails with EIO
-    /// (-1: never). Only one fails.
-    syncs_left: AtomicI64,
-}
-
-impl Faults {
-    fn new() -> Arc<Faults> {
-        Arc::new(Faults { writes_left: AtomicI64::new(-1), syncs_left: AtomicI64::new(-1) })
-    }
-    /// Count one operation against `left`; true if it must fail.
-    fn hit(left: &AtomicI64) -> bool {
-        left.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |v| (v > 0).then(|| v - 1)).is_err()
-            && left.load(Ordering::SeqCst) == 0
-    }
-}
-
-/// A `Vfs` that delegates to another one, failing as `Faults` says.
-struct FaultVfs {
-    inner: Arc<dyn Vfs>,
-    faults: Arc<Faults>,
-}
-
-struct FaultFile {
-    inner: Arc<dyn VFile>,
-    faults: Arc<Faults>,
-}
-
-impl VFile for FaultFile {
-    fn read_exact_at(&self, buf: &mut [u8], off: u64) -> io::Result<()> {
-        self.inner.read_exact_at(buf, off)
-    }
-    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        if Faults::hit(&self.faults.writes_left) {
-            self.inner.write_all_at(&buf[..buf.len() / 2], off)?;
-            return Err(io::Error::from_raw_os_error(libc_enospc()));
-        }
-        self.inner.write_all_at(buf, off)
-    }
-    fn sync(&self) -> io::Result<()> {
-        if Faults::hit(&self.faults.syncs_left) {
-            self.faults.syncs_left.store(-1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(5));
-        }
-        self.inner.sync()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.inner.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.inner.set_len(len)
-    }
-    fn os_file(&self) -> Option<&File> {
-        self.inner.os_file()
-    }
-}
-
-fn libc_enospc() -> i32 {
-    28
-}
-
-impl Vfs for FaultVfs {
-    fn open(&self, path: &Path, write: bool) -> io::Result<Arc<dyn VFile>> {
-        let f = self.inner.open(path, write)?;
-        Ok(Arc::new(FaultFile { inner: f, faults: self.faults.clone() }))
-    }
-    fn create_new(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
-        let f = self.inner.create_new(path)?;
-        Ok(Arc::new(FaultFile { inner: f, faults: self.faults.clone() }))
-    }
-    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> io::Result<()> {
-        self.inner.remove(path)
-    }
-    fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        if Faults::hit(&self.faults.syncs_left) {
-            self.faults.syncs_left.store(-1, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(5));
-        }
-        self.inner.sync_dir(dir)
-    }
-    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
-        self.inner.create_dir_all(dir)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn lock(&self, dir: &Path) -> io::Result<Option<File>> {
-        self.inner.lock(dir)
-    }
-}
-
-/// A storage on a faulty disk: the real file system or the simulated one.
-struct Faulty {
-    inner: Arc<dyn Vfs>,
-    sim: Option<SimVfs>,
-    dir: PathBuf,
-    faults: Arc<Faults>,
-    _tmp: Option<tempfile::TempDir>,
-}
-
-impl Faulty {
-    fn real() -> Faulty {
-        let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().join("s");
-        Faulty { inner: Arc::new(RealVfs), sim: None, dir, faults: Faults::new(), _tmp: Some(tmp) }
-    }
-    fn sim() -> Faulty {
-        let sim = SimVfs::new();
-        Faulty { inner: Arc::new(sim.clone()), sim: Some(sim), dir: dir(), faults: Faults::new(), _tmp: None }
-    }
-    fn opts(&self) -> Options {
-        let vfs = Arc::new(FaultVfs { inner: self.inner.clone(), faults: self.faults.clone() });
-        Options { vfs, alignment: 4096, rotate_size: 0, preallocate: 8192, ..Default::default() }
-    }
-    fn open(&self, ctx: &str) -> Storage {
-        Storage::open(&self.dir, self.opts()).unwrap_or_else(|e| panic!("{ctx}: reopen: {e}"))
-    }
-    /// Segment-like files in the storage directory (segments, unfinished merge results).
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> =
-            self.inner.list(&self.dir).unwrap().into_iter().filter(|n| n.contains(".fs2")).collect();
-        v.sort();
-        v
-    }
-    fn check(&self, ctx: &str) {
-        let report = filestorage2::check::check(&self.dir, false, self.opts(), &mut |_, _| {}).unwrap();
-        assert!(report.ok(), "{ctx}: check: {:?}", report.problems);
-    }
-    /// On the simulated disk: the state survives a power cut now.
-    fn check_durable(&self, model: &Model, ctx: &str) {
-        if let Some(sim) = &self.sim {
-            let cut = sim.crash(CrashMode::DurableOnly);
-            let s =
-                Storage::open(&self.dir, sim_opts(&cut)).unwrap_or_else(|e| panic!("{ctx}: after a power cut: {e}"));
-            check_model(&s, model, &format!("{ctx}, after a power cut"));
-        }
+/// On the simulated disk: the state survives a power cut now.
+fn check_durable(disk: &Faulty, model: &Model, ctx: &str) {
+    if let Some(s) = disk.after_power_cut(ctx) {
+        check_model(&s, model, &format!("{ctx}, after a power cut"));
     }
 }
 
@@ -969,9 +695,9 @@ fn enospc_scenario(disk: Faulty) {
     for n in 0.. {
         let ctx = format!("disk full at write {n} of a merge");
         let p = plan(&s, &Policy::All);
-        disk.faults.writes_left.store(n, Ordering::SeqCst);
+        disk.faults.disk_full_after(n);
         let r = s.merge(&Policy::All);
-        disk.faults.writes_left.store(-1, Ordering::SeqCst);
+        disk.faults.space_returns();
         match r {
             Err(e) => {
                 failures += 1;
@@ -1009,7 +735,7 @@ fn enospc_scenario(disk: Faulty) {
     check_chain(&s, model.len(), "the end");
     drop(s);
     disk.check("the end");
-    disk.check_durable(&model, "the end");
+    check_durable(&disk, &model, "the end");
 }
 
 #[test]
@@ -1035,10 +761,10 @@ fn eio_scenario(make: fn() -> Faulty) {
         let s = Storage::create(&disk.dir, disk.opts()).unwrap();
         let mut model = build(&s);
         let p = plan(&s, &policy);
-        disk.faults.syncs_left.store(n, Ordering::SeqCst);
+        disk.faults.eio_after(n, false);
         let r = s.merge(&policy);
-        let fired = disk.faults.syncs_left.load(Ordering::SeqCst) == -1;
-        disk.faults.syncs_left.store(-1, Ordering::SeqCst);
+        let fired = disk.faults.eio_fired();
+        disk.faults.heal();
         let s = match r {
             Err(e) => {
                 failed += 1;
@@ -1092,7 +818,7 @@ fn eio_scenario(make: fn() -> Faulty) {
         assert!(s.open_warnings().is_empty(), "{ctx}: second open: {:?}", s.open_warnings());
         drop(s);
         disk.check(&ctx);
-        disk.check_durable(&model, &ctx);
+        check_durable(&disk, &model, &ctx);
         let mut left = disk.files();
         left.retain(|f| !p.chain_after().iter().any(|n| n.file_name() == *f));
         assert!(left.is_empty(), "{ctx}: files left over: {left:?}");

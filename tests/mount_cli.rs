@@ -4,40 +4,14 @@
 
 mod common;
 
-use common::mount::{available, is_mounted};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use common::mount::{available, is_mounted, start, Cleanup};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 fn fs2() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fs2"));
     c.env("RUST_LOG", "warn");
     c
-}
-
-/// Start `fs2 mount STORAGE MP args...` and wait until the mount serves: opening `head/`
-/// always asks the daemon (a stale mount at MP is in the mount table too, and a `stat`
-/// can be answered from the kernel's caches).
-fn start(storage: &Path, mp: &Path, args: &[&str]) -> Child {
-    let mut child = fs2()
-        .arg("mount")
-        .arg(storage)
-        .arg(mp)
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !is_mounted(mp) || std::fs::read_dir(mp.join("head")).is_err() {
-        if let Some(st) = child.try_wait().unwrap() {
-            let out = child.wait_with_output().unwrap();
-            panic!("fs2 mount exited with {st}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        assert!(start.elapsed() < Duration::from_secs(20), "fs2 mount did not mount");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
 }
 
 fn signal(child: &Child, sig: i32) {
@@ -57,16 +31,6 @@ fn finish(mut child: Child) -> (Option<i32>, String, String) {
     }
     let out = child.wait_with_output().unwrap();
     (out.status.code(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
-
-/// Unmounts whatever is left at the path when the test ends, even on failure.
-struct Cleanup<'a>(&'a Path);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if is_mounted(self.0) {
-            let _ = filestorage2::fuse::lazy_unmount(self.0);
-        }
-    }
 }
 
 #[test]

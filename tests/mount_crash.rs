@@ -4,41 +4,10 @@
 
 mod common;
 
-use common::mount::{available, is_mounted};
+use common::mount::{available, is_mounted, start, Cleanup};
 use filestorage2::{Oid, Options, Storage};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn start(storage: &Path, mp: &Path) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fs2"))
-        .env("RUST_LOG", "warn")
-        .arg("mount")
-        .arg(storage)
-        .arg(mp)
-        .args(["--init", "--force"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while !is_mounted(mp) || std::fs::read_dir(mp.join("txn")).is_err() {
-        assert!(child.try_wait().unwrap().is_none(), "fs2 mount exited");
-        assert!(start.elapsed() < Duration::from_secs(20), "fs2 mount did not mount");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
-}
-
-/// Detaches whatever is left mounted, even on failure.
-struct Cleanup<'a>(&'a Path);
-impl Drop for Cleanup<'_> {
-    fn drop(&mut self) {
-        if is_mounted(self.0) {
-            let _ = filestorage2::fuse::lazy_unmount(self.0);
-        }
-    }
-}
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Commit `i` stores "i" in object i and in the shared object 0x1000 (two records: a
 /// partial transaction would show one without the other).
@@ -66,7 +35,7 @@ fn kill_9_during_commits_loses_no_acknowledged_transaction() {
     let _c = Cleanup(&mp);
     for round in 0..3 {
         std::fs::write(&acked, b"").unwrap();
-        let mut daemon = start(&storage, &mp);
+        let mut daemon = start(&storage, &mp, &["--init", "--force"]);
         let mut shell = Command::new("timeout")
             .args(["-k", "5", "60", "bash", "-c", LOOP])
             .env("M", &mp)
@@ -104,7 +73,7 @@ fn kill_9_during_commits_loses_no_acknowledged_transaction() {
         // The next round starts over on the same storage (objects are overwritten).
     }
     // A killed daemon leaves staged files behind; the next mount clears them.
-    let daemon = start(&storage, &mp);
+    let daemon = start(&storage, &mp, &["--init", "--force"]);
     assert_eq!(std::fs::read_dir(storage.join(".staging")).unwrap().count(), 0);
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };

@@ -30,34 +30,6 @@ fn data(s: &Storage, o: u64) -> Option<Vec<u8>> {
     s.load(Oid(o)).unwrap().map(|(_, d)| d)
 }
 
-/// `python3 -c PROBE op path [arg]`: prints OK or the errno name of the operation.
-const PROBE: &str = r#"
-import errno, os, sys
-op, a, b = sys.argv[1], sys.argv[2], (sys.argv[3] if len(sys.argv) > 3 else None)
-def put(path, data, flags=os.O_WRONLY | os.O_TRUNC):
-    fd = os.open(path, flags)
-    try:
-        os.write(fd, data.encode())
-    finally:
-        os.close(fd)
-try:
-    {"excl": lambda: os.close(os.open(a, os.O_WRONLY | os.O_CREAT | os.O_EXCL)),
-     "create": lambda: os.close(os.open(a, os.O_WRONLY | os.O_CREAT)),
-     "put": lambda: put(a, b), "mkdir": lambda: os.mkdir(a), "rmdir": lambda: os.rmdir(a),
-     "unlink": lambda: os.unlink(a), "stat": lambda: os.stat(a), "read": lambda: open(a, "rb").read(),
-     "truncate": lambda: os.truncate(a, int(b)), "chmod": lambda: os.chmod(a, 0o600),
-     "rename": lambda: os.rename(a, b)}[op]()
-    print("OK")
-except OSError as e:
-    print(errno.errorcode[e.errno])
-"#;
-
-fn probe(m: &TestMount, op: &str, a: &str, b: Option<&str>) -> String {
-    let mut args = vec!["python3", "-c", PROBE, op, a];
-    args.extend(b);
-    String::from_utf8(m.ok(&args)).unwrap().trim().to_string()
-}
-
 #[test]
 fn load_change_delete_and_inspect_with_the_shell() {
     if !available() {
@@ -176,22 +148,22 @@ fn every_refusal_has_its_errno() {
         ("rmdir", "txn/new", None, "ENOTDIR"),
     ];
     for (op, a, b, want) in cases {
-        assert_eq!(probe(&m, op, a, b), want, "{op} {a} {b:?}");
+        assert_eq!(m.probe(op, a, b), want, "{op} {a} {b:?}");
     }
     m.sh("echo commit > txn/t/ctl");
     assert_eq!(data(&s, 5).unwrap(), "x".repeat(100).as_bytes());
     assert_eq!(data(&s, 9).unwrap(), b"");
     // An ended transaction refuses changes; a second abort of an aborted one is fine.
-    assert_eq!(probe(&m, "put", "txn/t/0000000000000005", Some("y")), "EINVAL");
-    assert_eq!(probe(&m, "put", "txn/t/ctl", Some("abort")), "EINVAL", "a committed transaction");
+    assert_eq!(m.probe("put", "txn/t/0000000000000005", Some("y")), "EINVAL");
+    assert_eq!(m.probe("put", "txn/t/ctl", Some("abort")), "EINVAL", "a committed transaction");
     m.sh("mkdir txn/u; echo abort > txn/u/ctl; echo abort > txn/u/ctl; rmdir txn/u t 2>/dev/null || true");
     m.unmount();
 
     // A read-only mount: no txn/, merge refused.
     let ro = TestMount::with(s.clone(), &MountOptions { read_only: true, ..MountOptions::default() });
     assert!(!ro.sh("ls").contains("txn"));
-    assert_eq!(probe(&ro, "stat", "txn", None), "ENOENT");
-    assert_eq!(probe(&ro, "put", "merge", Some("all")), "EROFS");
+    assert_eq!(ro.probe("stat", "txn", None), "ENOENT");
+    assert_eq!(ro.probe("put", "merge", Some("all")), "EROFS");
     ro.unmount();
 }
 
@@ -251,7 +223,7 @@ fn vote_holds_commits_of_its_objects_until_commit_abort_or_timeout() {
     let m = TestMount::with(s.clone(), &opts);
     m.sh("mkdir txn/v; echo voted > txn/v/0000000000000001; echo vote > txn/v/ctl; cat txn/v/ctl");
     assert_eq!(m.sh("cat txn/v/ctl"), "voted\n");
-    assert_eq!(probe(&m, "put", "txn/v/0000000000000001", Some("x")), "EBUSY", "a voted transaction is fixed");
+    assert_eq!(m.probe("put", "txn/v/0000000000000001", Some("x")), "EBUSY", "a voted transaction is fixed");
     // A commit of other objects goes on; one of the voted object waits, then conflicts.
     m.sh("mkdir txn/w && echo w > txn/w/0000000000000002 && echo commit > txn/w/ctl");
     assert_eq!(data(&s, 2).unwrap(), b"w\n", "a commit of other objects does not wait for the vote");
@@ -351,7 +323,7 @@ fn merge_through_the_mount() {
     m.sh("echo seg-000001 seg-000002 > merge");
     assert!(m.sh("cat merge").starts_with("merged seg-000001 seg-000002 into seg-000001-000002"));
     assert_eq!(m.sh("ls segments | tr '\\n' ' '"), "seg-000001-000002 seg-000003 seg-000004 seg-000005 ");
-    assert_eq!(probe(&m, "stat", "segments/seg-000001", None), "ENOENT");
+    assert_eq!(m.probe("stat", "segments/seg-000001", None), "ENOENT");
     let mut got = Vec::new();
     std::io::Read::read_to_end(&mut held, &mut got).unwrap();
     assert_eq!(got, want);

@@ -485,21 +485,7 @@ impl VFile for RaceFile {
         }
         Ok(())
     }
-    fn write_all_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
-        self.f.write_all_at(buf, off)
-    }
-    fn sync(&self) -> io::Result<()> {
-        self.f.sync()
-    }
-    fn len(&self) -> io::Result<u64> {
-        self.f.len()
-    }
-    fn set_len(&self, len: u64) -> io::Result<()> {
-        self.f.set_len(len)
-    }
-    fn os_file(&self) -> Option<&File> {
-        self.f.os_file()
-    }
+    crate::vfile_passthrough!(f: write_all_at, sync, len, set_len, os_file);
 }
 
 /// `RealVfs`, with a race on the first large read of one file.

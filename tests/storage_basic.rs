@@ -1,6 +1,7 @@
 //! Integration tests of the storage API: store, load, history, reopen, rotate, conflicts,
 //! two-phase commit, read-only opens.
 
+mod common;
 use filestorage2::{Error, Oid, Options, Storage, Tid};
 use std::path::Path;
 
@@ -162,7 +163,7 @@ fn automatic_rotation_and_alignment_padding() {
 
 #[test]
 fn a_bad_data_crc_under_a_good_transaction_crc_is_refused_by_load_and_check() {
-    use filestorage2::format::DATA_HEADER;
+    use common::bytes::DATA_HEADER;
     // The data record's data CRC (under its header CRC), a data byte, the header CRC.
     for flip in [44, DATA_HEADER + 3, 52] {
         bad_record_under_a_good_transaction_crc(flip);
@@ -170,7 +171,7 @@ fn a_bad_data_crc_under_a_good_transaction_crc_is_refused_by_load_and_check() {
 }
 
 fn bad_record_under_a_good_transaction_crc(flip: usize) {
-    use filestorage2::format::{crc, DATA_HEADER, TXN_FOOTER, TXN_HEADER};
+    use common::bytes::{crc, DATA_HEADER, TXN_FOOTER, TXN_HEADER};
     let d = tempfile::tempdir().unwrap();
     let s = Storage::create(d.path(), Options { preallocate: 0, ..Options::default() }).unwrap();
     commit(&s, &[(1, Some(b"precious"))]);

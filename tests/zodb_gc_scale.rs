@@ -11,6 +11,9 @@
 //! past segments; then times `fs2 gc --dry-run` and `fs2 gc` in a child process and reads
 //! its peak RSS (getrusage of the child).
 
+mod common;
+
+use common::random_oids;
 use filestorage2::{Oid, Options, Storage};
 use std::process::Command;
 use std::time::Instant;
@@ -70,13 +73,7 @@ fn gc_of_a_large_storage_with_random_oids() {
     let t = tempfile::tempdir_in(std::env::var("FS2_GC_DIR").unwrap_or_else(|_| ".".into())).unwrap();
     let dir = t.path().join("db");
     let build = Instant::now();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rnd = move || {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1
-    };
+    let mut rnd = random_oids();
     let live = n - n / 10;
     let oids: Vec<u64> = std::iter::once(0).chain((1..n).map(|_| rnd())).collect();
     {

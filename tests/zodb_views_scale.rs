@@ -13,6 +13,7 @@
 mod common;
 
 use common::mount::{available, TestMount};
+use common::random_oids;
 use filestorage2::{Oid, Options, Storage};
 use std::time::Instant;
 
@@ -47,13 +48,7 @@ fn classes_of_a_large_storage() {
     }
     let n: u64 = std::env::var("FS2_VIEW_OBJECTS").ok().and_then(|s| s.parse().ok()).unwrap_or(1_000_000);
     let t = tempfile::tempdir_in(std::env::var("FS2_VIEW_DIR").unwrap_or_else(|_| ".".into())).unwrap();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut rnd = move || {
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1
-    };
+    let mut rnd = random_oids();
     let build = Instant::now();
     let s = Storage::create(t.path(), Options { sync: false, ..Options::default() }).unwrap();
     let mut big = 0u64;

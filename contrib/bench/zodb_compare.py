@@ -13,7 +13,7 @@ process. Prints one table of medians with ratios and the machine limits measured
 same run, and saves it under contrib/bench/results/.
 
 The ZODB half of every workload is in this file (`--zodb-worker`); ours is
-src/bench_peer.rs.
+src/bench/peer.rs.
 """
 
 import argparse
@@ -202,7 +202,7 @@ def status_kib(field):
 
 
 def pct(sorted_ns, p):
-    """Nearest-rank percentile (as src/bench.rs)."""
+    """Nearest-rank percentile (as src/bench/report.rs)."""
     if not sorted_ns:
         return 0
     rank = int(-(-(p / 100.0) * len(sorted_ns) // 1))

@@ -4,10 +4,12 @@
 //! P11–P12: durable commits per second through the mount (a shell loop; a Rust client
 //! with std::fs calls) next to the engine API's, same durability, same run.
 
-use super::{build, fmt_count, fmt_kib, fmt_ns, fmt_ratio, object_data, proc_status_kib, Bench, Oids, Row};
-use crate::error::{Error, Result};
-use crate::fuse::{spawn, MountOptions};
-use crate::{Oid, Options, Storage};
+use super::report::{fmt_count, fmt_kib, fmt_ns, fmt_ratio, Row};
+use super::system::proc_status_kib;
+use super::workload::{build, object_data};
+use super::{Bench, Oids};
+use filestorage2::fuse::{spawn, MountOptions};
+use filestorage2::{Error, Oid, Options, Result, Storage};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -281,7 +283,7 @@ impl Bench<'_> {
             let rate = n as f64 / t.elapsed().as_secs_f64();
             self.rows.push(row("P12", "Rust client (std::fs: create_dir, write, write ctl, remove_dir)", rate));
         }
-        if s.last_tid() == crate::Tid::ZERO {
+        if s.last_tid() == filestorage2::Tid::ZERO {
             return Err(Error::invalid("bench: nothing was committed through the mount"));
         }
         drop(m);

@@ -58,8 +58,6 @@ pub struct Header {
 }
 
 impl Header {
-    pub const SIZE: usize = HEADER_SIZE;
-
     /// How this segment's data records are laid out (its format version's form).
     pub fn record_form(&self) -> super::RecordForm {
         super::RecordForm::of_version(self.version)

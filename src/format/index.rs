@@ -55,8 +55,6 @@ pub struct IndexHeader {
 }
 
 impl IndexHeader {
-    pub const SIZE: usize = INDEX_HEADER;
-
     /// Total length of an index record (through the trailer) for `count` entries.
     pub fn record_len(count: u64) -> u64 {
         let blocks = count.div_ceil(INDEX_BLOCK);
@@ -111,8 +109,6 @@ const APPENDED: u64 = 1;
 const AS_OF_TARGET: u64 = 2;
 
 impl Trailer {
-    pub const SIZE: usize = TRAILER_SIZE;
-
     pub fn to_bytes(&self) -> [u8; TRAILER_SIZE] {
         let mut b = [0u8; TRAILER_SIZE];
         put(&mut b, 0, &MARK_TRAILER);

@@ -8,13 +8,13 @@ mod header;
 mod index;
 mod txn;
 
-pub use header::{Header, HEADER_SIZE, MAX_PREV_PATH, OLDEST_VERSION, VERSION};
+pub use header::{Header, HEADER_SIZE, OLDEST_VERSION, VERSION};
 pub use index::{
     encode_index, encode_index_to, Appended, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE,
 };
 pub use txn::{
     encode_padding, encode_txn, encoded_txn_len, DataHeader, DecodedTxn, RecordForm, RecordToWrite, TxnHeader, TxnMeta,
-    DATA_HEADER, DATA_HEADER_V1, MIN_PADDING, TXN_FOOTER, TXN_HEADER,
+    MIN_PADDING, TXN_FOOTER, TXN_HEADER,
 };
 
 /// Record markers.

@@ -118,8 +118,6 @@ pub struct TxnHeader {
 }
 
 impl TxnHeader {
-    pub const SIZE: usize = TXN_HEADER;
-
     /// Decode the marker and the lengths. `Ok(None)` for a padding record whose length
     /// is not followed by transaction fields (callers use `len` from `padding_len`).
     pub fn from_bytes(b: &[u8; TXN_HEADER]) -> Option<TxnHeader> {

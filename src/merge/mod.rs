@@ -14,7 +14,7 @@
 //! (the switch); then f1 moves to the archive. Until the switch, the appended bytes lie
 //! past the sealed length: readers ignore them and a writable open truncates them.
 
-pub mod policy;
+mod policy;
 pub(crate) mod progress;
 mod worker;
 

@@ -9,7 +9,7 @@
 //! is not that is reported as [`NotZodb`], never guessed at.
 
 pub mod gc;
-pub mod pickle;
+mod pickle;
 pub mod scan;
 
 use crate::types::Oid;

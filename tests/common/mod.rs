@@ -2,8 +2,18 @@
 //! uses what it needs).
 #![allow(dead_code)]
 
+/// The bank-transfer invariant: accounts, balances and transfers; writers, readers.
+pub mod bank;
+/// The bytes of docs/FORMAT.md, for tests that damage or forge them.
+pub mod bytes;
+/// A disk that fills or fails (`FaultVfs`) under the engine.
+pub mod fault;
+/// Reading a storage against a model (`dump`, `expect`, `compare`, `check_chain`).
+pub mod model;
 /// Real mounts (`tests/mount_*.rs`).
 pub mod mount;
+/// Crash-test workloads: transactions whose values name them, and read answers.
+pub mod workload;
 
 /// The `Vfs` methods that a wrapper of the real disk passes through unchanged, for
 /// `impl Vfs for X { fn open(..) ..; fn create_new(..) ..; crate::real_vfs_passthrough!(); }`.
@@ -30,6 +40,43 @@ macro_rules! real_vfs_passthrough {
         }
         fn lock(&self, dir: &std::path::Path) -> std::io::Result<Option<std::fs::File>> {
             filestorage2::vfs::RealVfs.lock(dir)
+        }
+    };
+}
+
+/// The named `VFile` methods, passed through to the wrapped file in field `$f`, for
+/// `impl VFile for X { fn sync(..) ..; crate::vfile_passthrough!(f: len, set_len); }`.
+#[macro_export]
+macro_rules! vfile_passthrough {
+    ($f:ident: $($m:ident),* $(,)?) => { $( $crate::vfile_passthrough!(@one $f $m); )* };
+    (@one $f:ident read_exact_at) => {
+        fn read_exact_at(&self, buf: &mut [u8], off: u64) -> std::io::Result<()> {
+            self.$f.read_exact_at(buf, off)
+        }
+    };
+    (@one $f:ident write_all_at) => {
+        fn write_all_at(&self, buf: &[u8], off: u64) -> std::io::Result<()> {
+            self.$f.write_all_at(buf, off)
+        }
+    };
+    (@one $f:ident sync) => {
+        fn sync(&self) -> std::io::Result<()> {
+            self.$f.sync()
+        }
+    };
+    (@one $f:ident len) => {
+        fn len(&self) -> std::io::Result<u64> {
+            self.$f.len()
+        }
+    };
+    (@one $f:ident set_len) => {
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.$f.set_len(len)
+        }
+    };
+    (@one $f:ident os_file) => {
+        fn os_file(&self) -> Option<&std::fs::File> {
+            self.$f.os_file()
         }
     };
 }
@@ -77,6 +124,29 @@ pub mod simple {
     }
 }
 
+/// The segment files (`*.fs2`) of a storage directory on the real disk, sorted.
+pub fn segment_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "fs2"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// xorshift64* with the low bit set: random-looking 64-bit oids (never 0), the same
+/// sequence every run (the scale tests' storages).
+pub fn random_oids() -> impl FnMut() -> u64 {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    move || {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d) | 1
+    }
+}
+
 /// splitmix64: a small seeded generator, so failures replay from their seed.
 pub struct Rng(pub u64);
 
@@ -93,288 +163,5 @@ impl Rng {
     }
     pub fn pick(&mut self, n: usize) -> usize {
         self.below(n as u64) as usize
-    }
-}
-
-/// The bank-transfer invariant: accounts, balances and transfers.
-pub mod bank {
-    use super::Rng;
-    use filestorage2::{Error, Oid, Storage, Tid, Transaction};
-    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
-    pub const ACCOUNTS: u64 = 20;
-
-    pub const INITIAL: u64 = 1_000;
-
-    pub const TOTAL: u64 = ACCOUNTS * INITIAL;
-
-    pub fn account(i: u64) -> Oid {
-        Oid(100 + i)
-    }
-
-    /// A balance as stored: the amount, then the account number (catches misrouted data).
-    pub fn enc(i: u64, balance: u64) -> Vec<u8> {
-        let mut b = balance.to_le_bytes().to_vec();
-        b.extend_from_slice(&i.to_le_bytes());
-        b
-    }
-
-    pub fn dec(i: u64, data: &[u8]) -> u64 {
-        assert_eq!(data.len(), 16, "account {i}: a balance is 16 bytes, got {data:?}");
-        assert_eq!(u64::from_le_bytes(data[8..].try_into().unwrap()), i, "account {i} holds another account's balance");
-        u64::from_le_bytes(data[..8].try_into().unwrap())
-    }
-
-    /// A transfer as its writer made it; its description in the log says the same.
-    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-    pub struct Transfer {
-        pub from: u64,
-        pub to: u64,
-        pub amount: u64,
-    }
-
-    impl Transfer {
-        pub fn describe(&self) -> String {
-            format!("transfer {} from {} to {}", self.amount, self.from, self.to)
-        }
-    }
-
-    pub fn setup(s: &Storage) -> Tid {
-        let mut t = s.begin();
-        for i in 0..ACCOUNTS {
-            t.store(account(i), &enc(i, INITIAL)).unwrap();
-        }
-        t.set_description(b"open the accounts");
-        t.commit().unwrap()
-    }
-
-    /// The balances of every account as of `at`.
-    pub fn balances_at(s: &Storage, at: Tid) -> Vec<u64> {
-        (0..ACCOUNTS).map(|i| dec(i, &s.load_at(account(i), at).unwrap().expect("account exists").1)).collect()
-    }
-
-    /// What one writer did: its acknowledged transfers and how it got there.
-    #[derive(Default)]
-    pub struct Made {
-        pub made: Vec<(Tid, Transfer)>,
-        pub conflicts: u64,
-        pub two_phase: u64,
-        pub aborted_votes: u64,
-    }
-
-    /// Make random transfers while `more()` says so, each acknowledged however many
-    /// attempts it takes: one-step commits, vote+finish, and votes aborted and retried.
-    /// `begin` starts each attempt (and may return something held until it ends).
-    pub fn transfers<P>(
-        seed: u64,
-        mut more: impl FnMut() -> bool,
-        mut begin: impl FnMut() -> (Transaction, P),
-    ) -> Made {
-        let mut rng = Rng(seed);
-        let mut m = Made::default();
-        while more() {
-            loop {
-                let (mut t, _held) = begin();
-                let from = rng.below(ACCOUNTS);
-                let to = (from + 1 + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
-                let a = dec(from, &t.load(account(from)).unwrap().expect("account exists"));
-                let b = dec(to, &t.load(account(to)).unwrap().expect("account exists"));
-                let tr = Transfer { from, to, amount: rng.below(a + 1) };
-                t.store(account(from), &enc(from, a - tr.amount)).unwrap();
-                t.store(account(to), &enc(to, b + tr.amount)).unwrap();
-                t.set_description(tr.describe().as_bytes());
-                let mode = rng.below(20);
-                let r = match mode {
-                    0..=4 => t.vote().and_then(|()| t.finish()),
-                    5 => match t.vote() {
-                        Ok(()) => {
-                            // Durable but never visible: the retry makes the transfer.
-                            t.abort();
-                            m.aborted_votes += 1;
-                            continue;
-                        }
-                        Err(e) => Err(e),
-                    },
-                    _ => t.commit(),
-                };
-                match r {
-                    Ok(tid) => {
-                        m.two_phase += (mode <= 4) as u64;
-                        m.made.push((tid, tr));
-                        break;
-                    }
-                    Err(Error::Conflict { oid, .. }) => {
-                        assert!(oid == account(from) || oid == account(to), "conflict on {oid:?}, not written");
-                        m.conflicts += 1;
-                    }
-                    Err(e) => panic!("transfer {tr:?} failed: {e}"),
-                }
-            }
-        }
-        m
-    }
-
-    /// Marks the end of one writer; the last one out stops the readers and the rotator.
-    pub struct WriterExit<'a> {
-        pub left: &'a AtomicU64,
-        pub done: &'a AtomicBool,
-    }
-
-    impl Drop for WriterExit<'_> {
-        fn drop(&mut self) {
-            if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                self.done.store(true, Ordering::Release);
-            }
-        }
-    }
-}
-
-/// Crash-test workloads: transactions whose values name them, and read answers.
-pub mod workload {
-    use filestorage2::vfs::CrashMode;
-    use filestorage2::{Error, Oid, Storage, Tid, Transaction, TxnRecord};
-    use std::collections::BTreeMap;
-    use std::fmt;
-
-    pub type Writes = BTreeMap<u64, Option<Vec<u8>>>;
-
-    /// One staged write: a store of a value naming the transaction plus `n` filler bytes, an
-    /// empty object, or a deletion.
-    #[derive(Clone, Copy)]
-    pub enum W {
-        S(usize),
-        E,
-        D,
-    }
-
-    #[derive(Clone, Debug)]
-    pub struct Txn {
-        pub user: Vec<u8>,
-        pub desc: Vec<u8>,
-        pub ext: Vec<u8>,
-        pub writes: Writes,
-    }
-
-    /// Committed transactions, oldest first.
-    pub type Model = Vec<(Tid, Txn)>;
-
-    pub fn value(label: usize, oid: u64, extra: usize) -> Vec<u8> {
-        let mut v = format!("txn{label}/oid{oid}/").into_bytes();
-        v.extend((0..extra).map(|i| b'a' + ((i * 7 + label + oid as usize) % 26) as u8));
-        v
-    }
-
-    pub fn txn(label: usize, ws: &[(u64, W)]) -> Txn {
-        let writes = ws
-            .iter()
-            .map(|&(oid, w)| {
-                let d = match w {
-                    W::S(n) => Some(value(label, oid, n)),
-                    W::E => Some(Vec::new()),
-                    W::D => None,
-                };
-                (oid, d)
-            })
-            .collect();
-        Txn {
-            user: if label.is_multiple_of(2) { format!("user{label}").into_bytes() } else { Vec::new() },
-            desc: format!("txn{label}").into_bytes(),
-            ext: if label.is_multiple_of(3) { vec![label as u8, 0, 0xff] } else { Vec::new() },
-            writes,
-        }
-    }
-
-    pub fn stage(s: &Storage, t: &Txn) -> Transaction {
-        let mut x = s.begin();
-        x.set_user(&t.user);
-        x.set_description(&t.desc);
-        x.set_extension(&t.ext);
-        for (oid, d) in &t.writes {
-            match d {
-                Some(d) => x.store(Oid(*oid), d).unwrap(),
-                None => x.delete(Oid(*oid)).unwrap(),
-            }
-        }
-        x
-    }
-
-    pub fn commit(s: &Storage, model: &mut Model, t: Txn) -> Tid {
-        let tid = stage(s, &t).commit().unwrap_or_else(|e| panic!("commit of {:?}: {e}", t.desc.escape_ascii()));
-        model.push((tid, t));
-        tid
-    }
-
-    /// Bytes, shown as their start, their length and a 64-bit hash of all of them.
-    #[derive(PartialEq, Clone)]
-    pub struct B(pub Vec<u8>);
-
-    impl fmt::Debug for B {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            let mut h = std::hash::DefaultHasher::new();
-            std::hash::Hasher::write(&mut h, &self.0);
-            let head = &self.0[..self.0.len().min(24)];
-            write!(f, "b\"{}\"[{}#{:x}]", head.escape_ascii(), self.0.len(), std::hash::Hasher::finish(&h))
-        }
-    }
-
-    /// A transaction as read: tid, user, description, extension, (oid, data or deletion).
-    pub type TxnV = (Tid, B, B, B, Vec<(Oid, Option<B>)>);
-
-    pub fn record_v(r: &TxnRecord) -> TxnV {
-        let recs = r.records.iter().map(|(o, d)| (*o, d.clone().map(B))).collect();
-        (r.tid, B(r.meta.user.clone()), B(r.meta.description.clone()), B(r.meta.extension.clone()), recs)
-    }
-
-    pub fn model_v(tid: Tid, t: &Txn) -> TxnV {
-        let recs = t.writes.iter().map(|(o, d)| (Oid(*o), d.clone().map(B))).collect();
-        (tid, B(t.user.clone()), B(t.desc.clone()), B(t.ext.clone()), recs)
-    }
-
-    /// The value of one answer (compared as is; formatted only to report a difference).
-    #[derive(Debug, PartialEq)]
-    pub enum V {
-        Tid(Tid),
-        Oid(Option<Oid>),
-        Count(u64),
-        Load(Option<(Tid, B)>),
-        Current(Option<Tid>),
-        History(Vec<(Tid, u64, bool)>),
-        Before(Option<(B, Tid, Option<Tid>)>),
-        Revision(Option<(Tid, Option<B>)>),
-        List(Vec<(Oid, Tid, u64)>),
-    }
-
-    /// One answer: a value, or a list read item by item (the items before an error count).
-    #[derive(Debug)]
-    pub enum Ans {
-        One(Result<V, String>),
-        Many(Vec<TxnV>, Option<String>),
-    }
-
-    /// A question: what, of which oid, at which tid.
-    pub type Key = (&'static str, u64, Tid);
-
-    pub type Dump = Vec<(Key, Ans)>;
-
-    pub const NO: Tid = Tid::ZERO;
-
-    pub fn one(r: Result<V, Error>) -> Ans {
-        Ans::One(r.map_err(|e| e.to_string()))
-    }
-
-    pub fn val(v: V) -> Ans {
-        Ans::One(Ok(v))
-    }
-
-    pub fn visible(s: &Storage, ctx: &str) -> Vec<TxnRecord> {
-        s.transactions(Tid::ZERO, Tid::MAX).collect::<Result<Vec<_>, _>>().unwrap_or_else(|e| panic!("{ctx}: {e}"))
-    }
-
-    pub const SIM_DIR: &str = "/s";
-
-    pub fn crash_modes() -> Vec<CrashMode> {
-        let mut m = vec![CrashMode::DurableOnly, CrashMode::AllWritten];
-        m.extend((1..=8u64).map(|i| CrashMode::Torn(i.wrapping_mul(0x9e37_79b9_7f4a_7c15))));
-        m
     }
 }

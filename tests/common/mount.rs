@@ -5,12 +5,38 @@
 use filestorage2::fuse::{self, MountOptions, Mounted};
 use filestorage2::Storage;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest a whole mount test may run before the watchdog detaches and aborts.
 const TEST_LIMIT: Duration = Duration::from_secs(180);
+
+/// `python3 -c PROBE op a [b]`: prints OK or the errno name of the operation (`excl`
+/// creates exclusively, `create` not; `put` writes `b` over the file; `truncate` to `b`,
+/// default 0).
+const PROBE: &str = r#"
+import errno, os, sys
+op, a, b = sys.argv[1], sys.argv[2], (sys.argv[3] if len(sys.argv) > 3 else None)
+def put(path, data, flags=os.O_WRONLY | os.O_TRUNC):
+    fd = os.open(path, flags)
+    try:
+        os.write(fd, data.encode())
+    finally:
+        os.close(fd)
+try:
+    {"excl": lambda: os.close(os.open(a, os.O_WRONLY | os.O_CREAT | os.O_EXCL)),
+     "create": lambda: os.close(os.open(a, os.O_WRONLY | os.O_CREAT)),
+     "write": lambda: open(a, "r+"), "append": lambda: open(a, "a"), "put": lambda: put(a, b),
+     "truncate": lambda: os.truncate(a, int(b or 0)), "mkdir": lambda: os.mkdir(a),
+     "rmdir": lambda: os.rmdir(a), "unlink": lambda: os.unlink(a), "chmod": lambda: os.chmod(a, 0o600),
+     "chown": lambda: os.chown(a, 1, 1), "link": lambda: os.link(a, b), "symlink": lambda: os.symlink(b, a),
+     "rename": lambda: os.rename(a, b), "utime": lambda: os.utime(a, (1, 1)), "stat": lambda: os.stat(a),
+     "read": lambda: open(a, "rb").read(), "listdir": lambda: os.listdir(a)}[op]()
+    print("OK")
+except OSError as e:
+    print(errno.errorcode[e.errno])
+"#;
 
 pub struct TestMount {
     pub storage: Storage,
@@ -87,6 +113,14 @@ impl TestMount {
         out.stdout
     }
 
+    /// The errno name of the operation `op` on `a` (with `b`: a second path or the data)
+    /// as Python reports it (`OK` if it succeeded); see `PROBE` for the operations.
+    pub fn probe(&self, op: &str, a: &str, b: Option<&str>) -> String {
+        let mut args = vec!["python3", "-c", PROBE, op, a];
+        args.extend(b);
+        String::from_utf8(self.ok(&args)).unwrap().trim().to_string()
+    }
+
     /// `sh -c script` in the mount's root; must succeed; stdout as a string.
     pub fn sh(&self, script: &str) -> String {
         String::from_utf8(self.ok(&["sh", "-c", script])).unwrap()
@@ -120,5 +154,42 @@ impl Drop for TestMount {
             return;
         }
         self.finish();
+    }
+}
+
+/// Start `fs2 mount STORAGE MP args...` and wait until the mount serves: opening `head/`
+/// always asks the daemon (a stale mount at MP is in the mount table too, and a `stat`
+/// can be answered from the kernel's caches).
+pub fn start(storage: &Path, mp: &Path, args: &[&str]) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fs2"))
+        .env("RUST_LOG", "warn")
+        .arg("mount")
+        .arg(storage)
+        .arg(mp)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !is_mounted(mp) || std::fs::read_dir(mp.join("head")).is_err() {
+        if let Some(st) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!("fs2 mount exited with {st}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        assert!(start.elapsed() < Duration::from_secs(20), "fs2 mount did not mount");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+/// Detaches whatever is left mounted at the path when the test ends, even on failure.
+pub struct Cleanup<'a>(pub &'a Path);
+
+impl Drop for Cleanup<'_> {
+    fn drop(&mut self) {
+        if is_mounted(self.0) {
+            let _ = fuse::lazy_unmount(self.0);
+        }
     }
 }

@@ -9,9 +9,10 @@
 //!   (ZODB's `p64`), u32 LE length, the pickle;
 //! - sample: u64 LE oids, the oids a load workload visits, in order.
 
-use crate::bench::{percentile, proc_status_kib};
-use crate::merge::Policy;
-use crate::{Error, Oid, Options, Result, Storage, Tid};
+use super::report::percentile;
+use super::system::proc_status_kib;
+use filestorage2::merge::Policy;
+use filestorage2::{Error, Oid, Options, Result, Storage, Tid};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
