@@ -424,6 +424,7 @@ class FileStorage2(ConflictResolvingStorage):
             # Restore keeps the caller's tid (the engine takes the commit order at vote).
             txn.set_tid(tid)
         state = _Tpc(txn, tid)
+        state.transaction = transaction
         with self._tpc_lock:
             self._tpc[transaction] = state
         self._local.tpc = state
@@ -438,7 +439,6 @@ class FileStorage2(ConflictResolvingStorage):
             state = self._tpc.get(transaction)
         if state is None:
             raise POSException.StorageTransactionError(self, transaction)
-        state.transaction = transaction
         self._local.tpc = state
         return state
 
