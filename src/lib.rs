@@ -10,6 +10,7 @@ pub mod bench;
 #[cfg(feature = "cli")]
 pub mod bench_peer;
 pub mod check;
+mod count;
 pub mod damage;
 pub mod error;
 pub mod format;
@@ -21,6 +22,7 @@ pub mod merge;
 #[cfg(feature = "cli")]
 pub mod mount;
 mod recovery;
+mod seek;
 mod segment;
 pub mod settings;
 mod store;
@@ -31,8 +33,10 @@ pub mod vfs;
 mod views;
 pub mod zodb;
 
+pub use count::ObjectCount;
 pub use error::{Error, Result};
 pub use format::TxnMeta;
+pub use seek::NewestFirst;
 pub use store::{
     AppendedInfo, LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage,
     TxnIter, TxnRecord,
