@@ -78,6 +78,10 @@ fn record_start(seg: &SegmentFile, start: u64, at: u64, limit: u64) -> Option<u6
 
 /// Where a scan of `[start, end)` for tids ≥ `from` may begin, or None (from `start`).
 fn seek_offset(seg: &SegmentFile, start: u64, end: u64, from: Tid) -> Option<u64> {
+    // Nothing to skip when the part's first transaction is already wanted.
+    if end - start <= SCAN || !matches!(first_txn(seg, start, end), Ok(Some((_, t))) if t < from) {
+        return None;
+    }
     // lo: a record start, every transaction before it has tid < from.
     // hi: the first transaction starting at or after hi has tid ≥ from (or there is none).
     let (mut lo, mut hi) = (start, end);
