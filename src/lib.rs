@@ -15,6 +15,7 @@ mod archive;
 pub mod backup;
 mod chain;
 pub mod check;
+mod count;
 pub mod damage;
 mod durable;
 mod error;
@@ -29,6 +30,7 @@ pub mod merge;
 #[cfg(feature = "cli")]
 pub mod mount;
 mod recovery;
+mod seek;
 mod segment;
 pub mod settings;
 mod store;
@@ -39,9 +41,11 @@ pub mod vfs;
 mod views;
 pub mod zodb;
 
+pub use count::ObjectCount;
 pub use error::{Error, Result};
 pub use format::TxnMeta;
 pub use listing::{Listed, Paged};
+pub use seek::NewestFirst;
 pub use store::{
     AppendedInfo, LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage,
     TxnIter, TxnRecord,

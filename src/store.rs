@@ -507,11 +507,11 @@ impl Storage {
         let mut segs = Vec::new();
         for p in v.pasts.iter().rev() {
             if p.trailer.txn_count > 0 && p.trailer.last_tid >= from && p.trailer.first_tid <= to {
-                segs.push((p.seg.header.name, Scanner::new(&p.seg, p.data_start(), p.data_end())));
+                segs.push((p.seg.header.name, crate::seek::seeked(&p.seg, p.data_start(), p.data_end(), from)));
             }
         }
         if let Some(a) = &v.active {
-            segs.push((a.seg.header.name, a.scanner()));
+            segs.push((a.seg.header.name, a.scanner_from(from)));
         }
         segs.reverse();
         TxnIter { scan: ChainScan::new(segs), from, to }

@@ -124,12 +124,12 @@ fn scan_ranges(v: &View, from: Tid, to: Tid) -> Vec<(SegmentName, Scanner)> {
     for p in v.pasts.iter().rev() {
         let t = &p.trailer;
         if t.txn_count > 0 && t.last_tid >= from && t.first_tid <= to {
-            out.push((p.seg.header.name, Scanner::new(&p.seg, p.data_start(), p.data_end())));
+            out.push((p.seg.header.name, crate::seek::seeked(&p.seg, p.data_start(), p.data_end(), from)));
         }
     }
     if let Some(a) = &v.active {
         if a.stats.txn_count > 0 && a.stats.last_tid >= from && a.stats.first_tid <= to {
-            out.push((a.seg.header.name, a.scanner()));
+            out.push((a.seg.header.name, a.scanner_from(from)));
         }
     }
     out

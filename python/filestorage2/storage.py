@@ -232,8 +232,10 @@ class FileStorage2(ConflictResolvingStorage):
                     continue    # a merged segment: its history is gone
             except _native.NotFoundError:
                 continue
-            txns = list(self._native.transactions(first_tid, last_tid))
-            for tid, user, description, extension, records in reversed(txns):
+            # Read backwards from the segment's end: a page of the log costs about
+            # that page's transactions, not the segment.
+            for tid, user, description, extension, size in \
+                    self._native.transactions_newest_first(name):
                 if i >= last:
                     break
                 if description == GC_DESCRIPTION and not user:
@@ -242,7 +244,7 @@ class FileStorage2(ConflictResolvingStorage):
                      'time': TimeStamp(tid).timeTime(),
                      'user_name': user,
                      'description': description,
-                     'size': sum(len(r[1] or b'') for r in records)}
+                     'size': size}
                 if extension:
                     try:
                         d.update(TransactionRecord(
@@ -391,7 +393,8 @@ class FileStorage2(ConflictResolvingStorage):
 
     def iterator(self, start=None, stop=None):
         """Transactions with start <= tid <= stop, oldest first. The engine skips the
-        segments whose tid range lies before ``start`` without reading them."""
+        segments whose tid range lies before ``start`` without reading them, and seeks
+        to ``start`` inside the segment that holds it (a bisection over its records)."""
         self._check_open()
         return _TransactionIterator(self._native.transactions(start, stop))
 

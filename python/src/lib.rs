@@ -6,7 +6,9 @@
 //! wait for the disk (open, vote, finish, rotate, merge, sync) release the GIL.
 
 use filestorage2::merge::Policy;
-use filestorage2::{Error, Oid, Options, SegmentName, SegmentState, Storage, Tid, Transaction, TxnIter};
+use filestorage2::{
+    Error, NewestFirst, ObjectCount, Oid, Options, SegmentName, SegmentState, Storage, Tid, Transaction, TxnIter,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
@@ -55,6 +57,8 @@ fn b8(py: Python<'_>, v: u64) -> Bound<'_, PyBytes> {
 #[pyclass(frozen)]
 struct NativeStorage {
     s: RwLock<Option<Storage>>,
+    /// The last object count, which the next one starts from (see `count_objects`).
+    count: Mutex<Option<ObjectCount>>,
 }
 
 impl NativeStorage {
@@ -101,7 +105,7 @@ impl NativeStorage {
                 }
             })
             .map_err(err)?;
-        Ok(NativeStorage { s: RwLock::new(Some(s)) })
+        Ok(NativeStorage { s: RwLock::new(Some(s)), count: Mutex::new(None) })
     }
 
     fn close(&self, py: Python<'_>) {
@@ -199,9 +203,15 @@ impl NativeStorage {
         Ok(l.into_iter().map(|o| (b8(py, o.oid.0), b8(py, o.tid.0))).collect())
     }
 
+    /// Live objects: from the previous count and the transactions since when it can
+    /// (`Storage::count_objects_from`), so repeated calls cost O(changes).
     fn count_objects(&self, py: Python<'_>) -> PyResult<u64> {
         let s = self.get()?;
-        py.detach(|| s.count_objects()).map_err(err)
+        let prev = self.count.lock().unwrap().clone();
+        let c = py.detach(|| s.count_objects_from(prev.as_ref())).map_err(err)?;
+        let n = c.objects;
+        *self.count.lock().unwrap() = Some(c);
+        Ok(n)
     }
 
     /// Bytes of all segment files.
@@ -227,6 +237,14 @@ impl NativeStorage {
             None => s.begin(),
         };
         Ok(NativeTxn { t: Mutex::new(Some(t)) })
+    }
+
+    /// The transactions of segment `name` newest first, read backwards (a first item
+    /// costs a window, not the segment): `(tid, user, description, extension, size)`,
+    /// size = the bytes of its data records.
+    fn transactions_newest_first(&self, name: &str) -> PyResult<NativeNewestFirst> {
+        let name = name.parse::<SegmentName>().map_err(err)?;
+        Ok(NativeNewestFirst { it: Mutex::new(self.get()?.transactions_newest_first(name, true).map_err(err)?) })
     }
 
     fn rotate(&self, py: Python<'_>) -> PyResult<String> {
@@ -476,6 +494,34 @@ impl NativeTxnIter {
     }
 }
 
+/// Iterator over one segment's transactions, newest first.
+#[pyclass(frozen)]
+struct NativeNewestFirst {
+    it: Mutex<NewestFirst>,
+}
+
+type TxnInfo<'py> = (Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, Bound<'py, PyBytes>, u64);
+
+#[pymethods]
+impl NativeNewestFirst {
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<TxnInfo<'py>>> {
+        let next = self.it.lock().unwrap().next();
+        let Some(t) = next else { return Ok(None) };
+        let t = t.map_err(err)?;
+        Ok(Some((
+            b8(py, t.tid.0),
+            PyBytes::new(py, &t.meta.user),
+            PyBytes::new(py, &t.meta.description),
+            PyBytes::new(py, &t.meta.extension),
+            t.records.iter().map(|r| r.size).sum(),
+        )))
+    }
+}
+
 /// The oids of the strong references of a ZODB record (what `ZODB.serialize.referencesf`
 /// returns), read by the Rust record reader; None if `data` is not a ZODB record.
 #[pyfunction]
@@ -491,6 +537,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeStorage>()?;
     m.add_class::<NativeTxn>()?;
     m.add_class::<NativeTxnIter>()?;
+    m.add_class::<NativeNewestFirst>()?;
     m.add("Fs2Error", py.get_type::<Fs2Error>())?;
     m.add("ConflictError", py.get_type::<ConflictError>())?;
     m.add("ReadOnlyError", py.get_type::<ReadOnlyError>())?;
