@@ -17,9 +17,9 @@
 
 use std::sync::Arc;
 
+use crate::chain::Active;
 use crate::error::Result;
 use crate::segment::{Scanner, SegmentFile, Step};
-use crate::chain::Active;
 use crate::store::Storage;
 use crate::types::{SegmentName, Tid};
 use crate::views::{RevStat, TxnView};

@@ -133,11 +133,14 @@ impl ClassView {
     }
 }
 
+/// An unnamed scratch file: beside the storage when it is writable (its disk, not a small
+/// /tmp), in the system's temporary directory when it is read-only (archives and
+/// read-only opens are never written to).
 fn tmp(s: &Storage) -> Result<std::fs::File> {
     let dir = s.dir();
-    tempfile::tempfile_in(dir)
-        .or_else(|_| tempfile::tempfile())
-        .map_err(|e| Error::io(dir, "create temporary file in", e))
+    let beside =
+        if s.is_read_only() { Err(std::io::ErrorKind::ReadOnlyFilesystem.into()) } else { tempfile::tempfile_in(dir) };
+    beside.or_else(|_| tempfile::tempfile()).map_err(|e| Error::io(dir, "create temporary file in", e))
 }
 
 /// Scan the objects live at `at` and group them by class (see the module docs).
