@@ -181,7 +181,7 @@ pub(super) fn dump(out: &mut impl Write, dir: &Path, from: Option<Tid>, to: Opti
 
 pub(super) fn ls(out: &mut impl Write, dir: &Path, at: Option<Tid>) -> Result<(), Failure> {
     let w = |r: std::io::Result<()>| r.map_err(|e| fail(1, format!("writing output: {e}")));
-    let s = open_ro(&dir)?;
+    let s = open_ro(dir)?;
     packed(&s, at)?;
     let at = at.unwrap_or(Tid::MAX);
     // Damaged objects (fault containment) are named on stderr and the rest is
@@ -244,7 +244,7 @@ pub(super) fn check_cmd(
     let mut p = Progress::new("check");
     // An archive is checked as it is (read-only; never repaired in place).
     // Copied segment directories are checked against their copied info too.
-    let (cdir, copts, unusable) = if backup::is_archive(&dir) {
+    let (cdir, copts, unusable) = if backup::is_archive(dir) {
         if repair {
             backup::refuse_writable(dir)?;
         }
