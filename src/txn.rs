@@ -8,7 +8,7 @@ use crate::format::TxnMeta;
 use crate::store::{Inner, Storage};
 use crate::types::{Oid, SegmentName, Tid};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -45,13 +45,12 @@ impl Transaction {
     pub(crate) fn new(inner: Arc<Inner>, base: Tid) -> Transaction {
         let id = inner.next_txn_id.fetch_add(1, Ordering::Relaxed);
         *inner.open_bases.lock().unwrap().entry(base).or_insert(0) += 1;
-        let writes = Writes::new(inner.chain.dir.clone());
         Transaction {
             inner,
             id,
             base,
             meta: TxnMeta::default(),
-            writes,
+            writes: Writes::new(),
             state: State::Open,
             tid: None,
             fixed_tid: None,
@@ -93,7 +92,7 @@ impl Transaction {
     /// Stage a deletion of `oid` (an external garbage collector's request).
     pub fn delete(&mut self, oid: Oid) -> Result<()> {
         self.open()?;
-        self.writes.delete(oid)
+        self.writes.delete(oid, &self.inner.chain.dir)
     }
 
     /// Drop a staged store or delete of `oid`.
@@ -223,7 +222,7 @@ impl Transaction {
             base: self.base,
             tid: self.fixed_tid,
             meta: std::mem::take(&mut self.meta),
-            writes: std::mem::replace(&mut self.writes, Writes::new(self.inner.chain.dir.clone())),
+            writes: std::mem::replace(&mut self.writes, Writes::new()),
             reads: std::mem::take(&mut self.reads),
             min_tid: self.min_tid,
             notify: false,
@@ -379,7 +378,6 @@ pub(crate) struct Writes {
     spilled: Option<Spill>,
     tail: Vec<Oid>,
     dropped: BTreeSet<Oid>,
-    spill_dir: PathBuf,
     spill_after: usize,
 }
 
@@ -410,13 +408,12 @@ impl Spill {
 }
 
 impl Writes {
-    pub(crate) fn new(spill_dir: PathBuf) -> Writes {
+    pub(crate) fn new() -> Writes {
         Writes {
             map: BTreeMap::new(),
             spilled: None,
             tail: Vec::new(),
             dropped: BTreeSet::new(),
-            spill_dir,
             spill_after: SPILL_AFTER,
         }
     }
@@ -433,12 +430,13 @@ impl Writes {
         self.map.insert(oid, Some(data));
     }
 
-    fn delete(&mut self, oid: Oid) -> Result<()> {
+    /// Stage a deletion; the run spills into a temporary file in `dir`.
+    fn delete(&mut self, oid: Oid, dir: &Path) -> Result<()> {
         if self.last_in_run().is_none_or(|last| oid > last) {
             self.map.remove(&oid);
             self.tail.push(oid);
             if self.tail.len() >= self.spill_after {
-                self.spill()?;
+                self.spill(dir)?;
             }
         } else if self.in_run(oid) {
             self.map.remove(&oid);
@@ -457,8 +455,7 @@ impl Writes {
     }
 
     /// Move the in-memory tail of the run to the spill file.
-    fn spill(&mut self) -> Result<()> {
-        let dir = &self.spill_dir;
+    fn spill(&mut self, dir: &Path) -> Result<()> {
         let err = |e: std::io::Error| Error::io(dir, "spill staged deletions to a temporary file in", e);
         let (file, count) = match self.spilled.take() {
             Some(s) => (s.file, s.count),
@@ -533,7 +530,7 @@ mod tests {
             seed
         };
         for spill_after in [1, 3, 64] {
-            let mut w = Writes::new(dir.path().to_path_buf());
+            let mut w = Writes::new();
             w.spill_after = spill_after;
             let mut model: BTreeMap<Oid, Option<Vec<u8>>> = BTreeMap::new();
             let mut next = 0u64;
@@ -551,7 +548,7 @@ mod tests {
                         model.remove(&oid);
                     }
                     _ => {
-                        w.delete(oid).unwrap();
+                        w.delete(oid, dir.path()).unwrap();
                         model.insert(oid, None);
                     }
                 }
