@@ -320,7 +320,7 @@ pub(crate) struct Staged {
     /// A caller-chosen tid (restore); `None`: the next tid.
     pub tid: Option<Tid>,
     pub meta: TxnMeta,
-    pub writes: BTreeMap<Oid, Option<Vec<u8>>>,
+    pub writes: crate::txn::Writes,
     /// Oids read and required to be current at commit, with the tid read (ZODB's
     /// `checkCurrentSerialInTransaction`): locked at vote like the writes, and checked.
     pub reads: BTreeMap<Oid, Tid>,
@@ -460,7 +460,7 @@ impl Chain {
     /// whether this thread rotated the active segment (the caller starts what follows a
     /// rotation).
     pub fn commit(&self, txn: Staged) -> (Result<Tid>, bool) {
-        let (id, oids): (u64, Vec<Oid>) = (txn.id, txn.writes.keys().copied().collect());
+        let (id, oids): (u64, Vec<Oid>) = (txn.id, txn.writes.oids().collect());
         self.lock_oids(id, &oids);
         let req = Arc::new(Pending { txn, reserved: 0, ordered: false, result: Mutex::new(None) });
         let r = self.group_commit(&req);
@@ -488,7 +488,7 @@ impl Chain {
     fn vote_steps(&self, txn: &Staged, hold_order: bool, vote: &mut Vote, rotated: &mut bool) -> Result<()> {
         // 1. Space: the record's length depends on neither its tid nor its prev pointers.
         let recs: Vec<RecordToWrite<'_>> =
-            txn.writes.iter().map(|(oid, d)| RecordToWrite { oid: *oid, prev: 0, data: d.as_deref() }).collect();
+            txn.writes.iter().map(|(oid, data)| RecordToWrite { oid, prev: 0, data }).collect();
         {
             let mut w = self.writer.lock().unwrap();
             loop {
@@ -521,7 +521,7 @@ impl Chain {
         }
         // 2. Object locks (waits for voted or committing holders of the same oids), of
         // the oids written and of those read that must stay current.
-        vote.oids = txn.writes.keys().chain(txn.reads.keys()).copied().collect();
+        vote.oids = txn.writes.oids().chain(txn.reads.keys().copied()).collect();
         vote.oids.sort();
         vote.oids.dedup();
         self.lock_oids(txn.id, &vote.oids);
@@ -536,11 +536,11 @@ impl Chain {
                     return Err(Error::Conflict { oid: *oid, tid: now });
                 }
             }
-            for oid in txn.writes.keys() {
-                if let (Some(t), _) = newest_record(&v, *oid, txn.base)? {
+            for oid in txn.writes.oids() {
+                if let (Some(t), _) = newest_record(&v, oid, txn.base)? {
                     if t > txn.base {
                         self.conflicts.fetch_add(1, Ordering::Relaxed);
-                        return Err(Error::Conflict { oid: *oid, tid: t });
+                        return Err(Error::Conflict { oid, tid: t });
                     }
                 }
             }
@@ -833,10 +833,10 @@ fn encode_batch(chain: &Chain, w: &mut Writer, batch: &[&Arc<Pending>], start: u
         let t = &p.txn;
         // One lookup per oid gives both the conflict check and the prev pointer.
         let mut recs = Vec::with_capacity(t.writes.len());
-        for (oid, data) in &t.writes {
-            let (latest, prev) = match in_batch.get(oid) {
+        for (oid, data) in t.writes.iter() {
+            let (latest, prev) = match in_batch.get(&oid) {
                 Some(&(off, tid)) => (Some(tid), off),
-                None => match newest_record(&v, *oid, t.base) {
+                None => match newest_record(&v, oid, t.base) {
                     Ok(x) => x,
                     Err(e) => {
                         answer(p, Err(e));
@@ -848,10 +848,10 @@ fn encode_batch(chain: &Chain, w: &mut Writer, batch: &[&Arc<Pending>], start: u
                 // A voted transaction's oids were locked since its check: never here.
                 debug_assert!(p.reserved == 0, "a voted transaction conflicts at finish");
                 chain.conflicts.fetch_add(1, Ordering::Relaxed);
-                answer(p, Err(Error::Conflict { oid: *oid, tid }));
+                answer(p, Err(Error::Conflict { oid, tid }));
                 continue 'txns;
             }
-            recs.push(RecordToWrite { oid: *oid, prev, data: data.as_deref() });
+            recs.push(RecordToWrite { oid, prev, data });
         }
         let tid = match t.tid {
             None => Tid::next_after(w.last_tid).max(t.min_tid.unwrap_or(Tid::ZERO)),

@@ -3,13 +3,16 @@
 //! ```sh
 //! cargo test --release --test zodb_gc_scale -- --ignored --nocapture
 //! FS2_GC_OBJECTS=10000000 cargo test --release --test zodb_gc_scale -- --ignored --nocapture
+//! FS2_GC_OBJECTS=2000000 FS2_GC_GARBAGE_PERCENT=50 cargo test --release --test zodb_gc_scale -- --ignored --nocapture
 //! ```
 //!
 //! Builds a storage of N ZODB records (protocol 3, class `m.C`) with random 64-bit oids:
 //! a tree from the root with 64 children per node ((oid, class) references), 10% garbage
+//! (`FS2_GC_GARBAGE_PERCENT`)
 //! (each garbage object refers to a live one and to the next garbage object), sealed in
 //! past segments; then times `fs2 gc --dry-run` and `fs2 gc` in a child process and reads
-//! its peak RSS (getrusage of the child).
+//! its peak RSS (getrusage of the child). `FS2_GC_BIN` runs another `fs2` binary (an
+//! older build, to compare) instead of this build's.
 
 mod common;
 
@@ -35,8 +38,11 @@ fn rec(refs: &[u64]) -> Vec<u8> {
 #[allow(clippy::zombie_processes)]
 fn timed(args: &[&str]) -> (f64, f64, f64, String) {
     let t = Instant::now();
-    let child =
-        Command::new(env!("CARGO_BIN_EXE_fs2")).args(args).stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let child = Command::new(std::env::var("FS2_GC_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_fs2").into()))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = child.id() as libc::pid_t;
     let sampler = std::thread::spawn(move || {
         let mut peak = 0u64;
@@ -74,7 +80,8 @@ fn gc_of_a_large_storage_with_random_oids() {
     let dir = t.path().join("db");
     let build = Instant::now();
     let mut rnd = random_oids();
-    let live = n - n / 10;
+    let percent: u64 = std::env::var("FS2_GC_GARBAGE_PERCENT").ok().and_then(|s| s.parse().ok()).unwrap_or(10);
+    let live = n - n * percent.min(90) / 100;
     let oids: Vec<u64> = std::iter::once(0).chain((1..n).map(|_| rnd())).collect();
     {
         let s = Storage::create(&dir, Options { sync: false, ..Options::default() }).unwrap();

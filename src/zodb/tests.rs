@@ -364,6 +364,45 @@ mod gc {
         assert_eq!(live(&s), [0, 1, 2], "nothing deleted");
     }
 
+    /// A collection whose deletions spilled to disk (lib tests spill after 2), cut at
+    /// every sync point and opened with each crash mode: all the garbage or none of it
+    /// is gone, and all of it once the collection was acknowledged.
+    #[test]
+    fn gc_cut_at_every_sync_point_deletes_all_or_nothing() {
+        use crate::vfs::{CrashMode, SimVfs};
+        let dir = std::path::Path::new("/sim-gc");
+        let opts = |v: &SimVfs| Options { vfs: std::sync::Arc::new(v.clone()), ..Options::default() };
+        let mut objs: Vec<(u64, Vec<u8>)> = vec![(0, rec(&(1..20).map(R::Strong).collect::<Vec<_>>()))];
+        objs.extend((1..20).map(|i| (i, rec(&[]))));
+        objs.extend((100..400).map(|i| (i, rec(&[R::Strong(0), R::Strong(i + 1)]))));
+        let all: Vec<u64> = objs.iter().map(|o| o.0).collect();
+        let reachable: Vec<u64> = (0..20).collect();
+        let build = |v: &SimVfs| {
+            let s = Storage::create(dir, opts(v)).unwrap();
+            store(&s, &objs);
+            s
+        };
+        let v = SimVfs::new();
+        let s = build(&v);
+        let before = v.syncs();
+        assert_eq!(run(&s, false, &mut || {}).0.unwrap().garbage, 300);
+        let total = v.syncs() - before;
+        drop(s);
+        assert!(total >= 1, "the collection syncs");
+        for k in 0..=total {
+            let v = SimVfs::new();
+            let s = build(&v);
+            v.crash_at_sync(k);
+            let acked = run(&s, false, &mut || {}).0.is_ok();
+            drop(s);
+            for mode in [CrashMode::DurableOnly, CrashMode::AllWritten, CrashMode::Torn(k + 1)] {
+                let s = Storage::open(dir, opts(&v.crash(mode))).unwrap();
+                let l = live(&s);
+                assert!(l == reachable || (l == all && !acked), "crash at sync {k} ({mode:?}), acked {acked}: {l:?}");
+            }
+        }
+    }
+
     #[test]
     fn marking_with_a_tiny_stack_spills_and_finds_the_same_set() {
         // A chain 0 -> 1 -> ... -> 299 and a fan-out 0 -> 1000..1299, 200 garbage.
