@@ -16,7 +16,8 @@ use fuser::{
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -44,18 +45,68 @@ impl FuseFs {
             return op(&self.fs);
         }
         let fs = self.fs.clone();
-        on_worker("fs2-shown", move || {
+        on_worker(move || {
             fs.wait_shown();
             op(&fs)
         });
     }
 }
 
-/// Answer on a thread of its own: only this caller waits, the session goes on. If no
-/// thread can start, the dropped reply answers EIO (fuser does that).
-fn on_worker(name: &str, answer: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(answer) {
-        log::error!("cannot start a worker thread: {e}");
+/// Answer off the session threads: only this caller waits, the session goes on. An idle
+/// worker takes the job, else a new worker starts (a job may block until the next commit,
+/// so none waits for another); a worker idle for [`WORKER_IDLE`] ends. A steady stream
+/// of commits thus starts no thread per commit. If no thread can start, the dropped reply
+/// answers EIO (fuser does that).
+fn on_worker(answer: impl FnOnce() + Send + 'static) {
+    static POOL: Workers = Workers { state: Mutex::new((VecDeque::new(), 0)), wake: Condvar::new() };
+    POOL.run(Box::new(answer));
+}
+
+/// How long a worker waits for another job before it ends.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Workers {
+    /// Queued jobs, and workers waiting for one (never fewer than the jobs queued).
+    state: Mutex<(VecDeque<Job>, usize)>,
+    wake: Condvar,
+}
+
+impl Workers {
+    fn run(&'static self, job: Job) {
+        let mut st = self.state.lock().unwrap();
+        if st.1 > st.0.len() {
+            st.0.push_back(job);
+            self.wake.notify_one();
+            return;
+        }
+        drop(st);
+        let spawned = std::thread::Builder::new().name("fs2-worker".into()).spawn(move || self.serve(job));
+        if let Err(e) = spawned {
+            log::error!("cannot start a worker thread: {e}");
+        }
+    }
+
+    fn serve(&self, first: Job) {
+        first();
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if let Some(job) = st.0.pop_front() {
+                drop(st);
+                job();
+                st = self.state.lock().unwrap();
+                continue;
+            }
+            st.1 += 1;
+            let (next, waited) = self.wake.wait_timeout(st, WORKER_IDLE).unwrap();
+            st = next;
+            st.1 -= 1;
+            // A job queued for this worker is taken above, even after the timeout.
+            if waited.timed_out() && st.0.is_empty() {
+                return;
+            }
+        }
     }
 }
 
@@ -241,7 +292,7 @@ impl Filesystem for FuseFs {
         if self.fs.is_watch(Fh(fh.0)) {
             // Blocks until the next commit: only this reader waits.
             let fs = self.fs.clone();
-            return on_worker("fs2-watch", move || match fs.read(Fh(fh.0), offset, size) {
+            return on_worker(move || match fs.read(Fh(fh.0), offset, size) {
                 Ok(b) => reply.data(&b),
                 Err(e) => reply.error(fail(&fs, "read", e)),
             });
@@ -269,7 +320,7 @@ impl Filesystem for FuseFs {
             // A vote, commit or merge: only this caller waits; the session goes on.
             Ok(WriteDone::Later(job)) => {
                 let fs = self.fs.clone();
-                on_worker("fs2-commit", move || match job() {
+                on_worker(move || match job() {
                     Ok(n) => reply.written(n),
                     Err(e) => reply.error(fail(&fs, "write", e)),
                 });
