@@ -52,7 +52,10 @@ impl Staging {
     /// Take `n` bytes of the budget for an object that then has `len` bytes.
     fn reserve(&self, n: u64, len: u64) -> bool {
         len <= self.object_cap
-            && self.used.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| u.checked_add(n).filter(|&t| t <= self.cap)).is_ok()
+            && self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| u.checked_add(n).filter(|&t| t <= self.cap))
+                .is_ok()
     }
 
     fn release(&self, n: u64) {
@@ -165,7 +168,9 @@ impl Buf {
     fn store(&self, t: &mut Transaction, oid: Oid) -> FsResult<()> {
         match self {
             Buf::Mem(m) => t.store(oid, &m.data)?,
-            Buf::Disk(..) => t.store(oid, &self.read(0, u32::MAX).map_err(|e| io_err(format!("read staged {oid}"), e))?)?,
+            Buf::Disk(..) => {
+                t.store(oid, &self.read(0, u32::MAX).map_err(|e| io_err(format!("read staged {oid}"), e))?)?
+            }
         }
         Ok(())
     }
@@ -293,7 +298,15 @@ impl MountTxn {
             meta: TxnMeta::default(),
             votes: 0,
         };
-        Ok(MountTxn { no, name, clone, staging: staging.clone(), max_object, state: Mutex::new(state), ended: Condvar::new() })
+        Ok(MountTxn {
+            no,
+            name,
+            clone,
+            staging: staging.clone(),
+            max_object,
+            state: Mutex::new(state),
+            ended: Condvar::new(),
+        })
     }
 
     /// A poisoned lock means a thread panicked mid-update: stop (see `fs` on locks).
@@ -425,7 +438,8 @@ impl MountTxn {
         let at = if append { buf.len() } else { offset };
         let end = at.saturating_add(data.len() as u64);
         let r = self.check_size(oid, end).and_then(|()| {
-            buf.write_at(data, at).map_err(|e| io_err(format!("write staged {oid} (spilled to {})", self.staging.dir.display()), e))
+            buf.write_at(data, at)
+                .map_err(|e| io_err(format!("write staged {oid} (spilled to {})", self.staging.dir.display()), e))
         });
         match r {
             Ok(()) => Ok(data.len() as u32),
