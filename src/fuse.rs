@@ -58,7 +58,7 @@ impl FuseFs {
 /// of commits thus starts no thread per commit. If no thread can start, the dropped reply
 /// answers EIO (fuser does that).
 fn on_worker(answer: impl FnOnce() + Send + 'static) {
-    static POOL: Workers = Workers { state: Mutex::new((VecDeque::new(), 0)), wake: Condvar::new() };
+    static POOL: Workers = Workers::new();
     POOL.run(Box::new(answer));
 }
 
@@ -74,6 +74,10 @@ struct Workers {
 }
 
 impl Workers {
+    const fn new() -> Workers {
+        Workers { state: Mutex::new((VecDeque::new(), 0)), wake: Condvar::new() }
+    }
+
     fn run(&'static self, job: Job) {
         let mut st = self.state.lock().unwrap();
         if st.1 > st.0.len() {
@@ -645,4 +649,47 @@ pub fn umount2(path: &Path, flags: i32) -> std::io::Result<()> {
 /// Detach a mount now even if busy (`umount -l`).
 pub fn lazy_unmount(path: &Path) -> std::io::Result<()> {
     umount2(path, libc::MNT_DETACH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A blocked job never holds up another, and a worker that is done serves the next
+    /// job (no thread per job).
+    #[test]
+    fn workers_never_queue_a_job_behind_a_blocked_one_and_are_reused() {
+        static POOL: Workers = Workers::new();
+        let (tx, rx) = mpsc::channel();
+        let (unblock, blocked) = mpsc::channel::<()>();
+        let t = tx.clone();
+        POOL.run(Box::new(move || {
+            blocked.recv().unwrap();
+            t.send(("blocked", std::thread::current().id())).unwrap();
+        }));
+        let t = tx.clone();
+        POOL.run(Box::new(move || t.send(("second", std::thread::current().id())).unwrap()));
+        let timeout = Duration::from_secs(10);
+        let (what, second) = rx.recv_timeout(timeout).unwrap();
+        assert_eq!(what, "second", "the second job ran while the first was blocked");
+        unblock.send(()).unwrap();
+        let (what, first) = rx.recv_timeout(timeout).unwrap();
+        assert_eq!(what, "blocked");
+        assert_ne!(first, second);
+        let both_idle = || {
+            let deadline = std::time::Instant::now() + timeout;
+            while POOL.state.lock().unwrap().1 < 2 {
+                assert!(std::time::Instant::now() < deadline, "the workers never became idle");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        for _ in 0..10 {
+            both_idle();
+            let t = tx.clone();
+            POOL.run(Box::new(move || t.send(("again", std::thread::current().id())).unwrap()));
+            let (_, id) = rx.recv_timeout(timeout).unwrap();
+            assert!(id == first || id == second, "a new thread ran a job while two workers were idle");
+        }
+    }
 }
