@@ -311,6 +311,27 @@ fn shell_loop(dir: &Path, from: u64, n: u64, mount: bool) -> Result<f64> {
     Ok(t.elapsed().as_secs_f64())
 }
 
+/// `n` durable one-object commits through the engine API from each of `clients` threads
+/// (disjoint oids); commits per second in all.
+fn engine_clients(s: &Storage, clients: u64, n: u64) -> Result<f64> {
+    let t = Instant::now();
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..clients)
+            .map(|c| {
+                sc.spawn(move || {
+                    (0..n).try_for_each(|i| {
+                        let mut tx = s.begin();
+                        tx.store(Oid(1 + 1000 * c + i % 100), format!("{i}\n").as_bytes())?;
+                        tx.commit().map(|_| ())
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter().try_for_each(|h| h.join().expect("a bench writer panicked"))
+    })?;
+    Ok((clients * n) as f64 / t.elapsed().as_secs_f64())
+}
+
 fn median_f(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -334,17 +355,31 @@ impl Bench<'_> {
         let m = spawn(s.clone(), &mnt, &MountOptions::default()).map_err(|e| Error::io(&mnt, "mount", e))?;
         let shm = tempfile::tempdir_in("/dev/shm").map_err(|e| Error::io(Path::new("/dev/shm"), "create", e))?;
         let (mut engine, mut one, mut many, mut sh, mut peer) = (vec![], vec![], vec![], vec![], vec![]);
+        let (mut engine_many, mut one_after) = (vec![], vec![]);
         for r in 0..COMMIT_ROUNDS {
-            let t = Instant::now();
+            // One engine commit, one mount commit, alternately: the disk's weather (a
+            // slow fsync after a burst of writes) falls on both alike.
+            let (mut te, mut tm) = (Duration::ZERO, Duration::ZERO);
             for i in 0..per {
+                let t = Instant::now();
                 let mut tx = e.begin();
                 tx.store(Oid(1 + i % 100), format!("{i}\n").as_bytes())?;
                 tx.commit()?;
+                te += t.elapsed();
+                if p12 {
+                    let t = Instant::now();
+                    mount_commit(&mnt, &format!("r{r}-{i}"), Oid(1 + i % 100), format!("{i}\n").as_bytes())?;
+                    tm += t.elapsed();
+                }
             }
-            engine.push(per as f64 / t.elapsed().as_secs_f64());
+            engine.push(per as f64 / te.as_secs_f64());
             if p12 {
-                one.push(mount_clients(&mnt, r, 1, per)?);
+                one.push(per as f64 / tm.as_secs_f64());
                 many.push(mount_clients(&mnt, r, MOUNT_CLIENTS, per / MOUNT_CLIENTS * 2)?);
+                // One client again, right after the burst: the 8-client ratio compares
+                // runs in the same weather.
+                one_after.push(mount_clients(&mnt, r + COMMIT_ROUNDS, 1, per / 2)?);
+                engine_many.push(engine_clients(&e, MOUNT_CLIENTS, per / MOUNT_CLIENTS * 2)?);
             }
             if p11 {
                 sh.push(per as f64 / shell_loop(&mnt, 1 + r * per, per, true)?);
@@ -376,7 +411,8 @@ impl Bench<'_> {
             });
         }
         if p12 {
-            let (one, many) = (median_f(one), median_f(many));
+            let (one, many, engine_many) = (median_f(one), median_f(many), median_f(engine_many));
+            let after = median_f(one_after);
             self.rows.push(Row {
                 id: "P12".into(),
                 workload: what("Rust client (std::fs: create_dir, write, write ctl, remove_dir)"),
@@ -390,15 +426,21 @@ impl Bench<'_> {
                 id: "P12".into(),
                 workload: format!("same from {MOUNT_CLIENTS} concurrent clients (group commit)"),
                 measured: rate(many),
-                reference: format!("one client {}", rate(one)),
-                ratio: fmt_ratio(many / one),
+                reference: format!(
+                    "one client right after {} (engine API: {} from {MOUNT_CLIENTS}, {:.2}× its one)",
+                    rate(after),
+                    rate(engine_many),
+                    engine_many / engine
+                ),
+                ratio: fmt_ratio(many / after),
                 target: "≥ 4× one client".into(),
-                met: Some(many >= 4.0 * one),
+                met: Some(many >= 4.0 * after),
             });
         }
         self.notes.push(format!(
-            "P11/P12: medians of {COMMIT_ROUNDS} interleaved rounds; ratio = mount ÷ peer. The P11 peer runs the \
-             same shell work on plain files in /dev/shm and adds the time of one 100 B append + fdatasync per \
+            "P11/P12: medians of {COMMIT_ROUNDS} interleaved rounds; ratio = mount ÷ peer. P12 alternates one \
+             engine commit and one mount commit (a slow fsync after a burst of writes falls on both). The P11 \
+             peer runs the same shell work on plain files in /dev/shm and adds the time of one 100 B append + fdatasync per \
              iteration in the bench directory (the durability the mount commit pays)"
         ));
         Ok(())
