@@ -168,8 +168,11 @@ impl Buf {
     fn store(&self, t: &mut Transaction, oid: Oid) -> FsResult<()> {
         match self {
             Buf::Mem(m) => t.store(oid, &m.data)?,
-            Buf::Disk(..) => {
-                t.store(oid, &self.read(0, u32::MAX).map_err(|e| io_err(format!("read staged {oid}"), e))?)?
+            // All of it, whatever its size (`read` takes at most u32::MAX bytes).
+            Buf::Disk(f, n) => {
+                let mut data = vec![0u8; *n as usize];
+                f.read_exact_at(&mut data, 0).map_err(|e| io_err(format!("read staged {oid}"), e))?;
+                t.store(oid, &data)?
             }
         }
         Ok(())
