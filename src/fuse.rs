@@ -13,10 +13,11 @@ use fuser::{
     ReplyCreate, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
     ReplyWrite, ReplyXattr, Request, SessionACL, TimeOrNow, WriteFlags,
 };
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime};
 
@@ -44,18 +45,72 @@ impl FuseFs {
             return op(&self.fs);
         }
         let fs = self.fs.clone();
-        on_worker("fs2-shown", move || {
+        on_worker(move || {
             fs.wait_shown();
             op(&fs)
         });
     }
 }
 
-/// Answer on a thread of its own: only this caller waits, the session goes on. If no
-/// thread can start, the dropped reply answers EIO (fuser does that).
-fn on_worker(name: &str, answer: impl FnOnce() + Send + 'static) {
-    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(answer) {
-        log::error!("cannot start a worker thread: {e}");
+/// Answer off the session threads: only this caller waits, the session goes on. An idle
+/// worker takes the job, else a new worker starts (a job may block until the next commit,
+/// so none waits for another); a worker idle for [`WORKER_IDLE`] ends. A steady stream
+/// of commits thus starts no thread per commit. If no thread can start, the dropped reply
+/// answers EIO (fuser does that).
+fn on_worker(answer: impl FnOnce() + Send + 'static) {
+    static POOL: Workers = Workers::new();
+    POOL.run(Box::new(answer));
+}
+
+/// How long a worker waits for another job before it ends.
+const WORKER_IDLE: Duration = Duration::from_secs(10);
+
+type Job = Box<dyn FnOnce() + Send>;
+
+struct Workers {
+    /// Queued jobs, and workers waiting for one (never fewer than the jobs queued).
+    state: Mutex<(VecDeque<Job>, usize)>,
+    wake: Condvar,
+}
+
+impl Workers {
+    const fn new() -> Workers {
+        Workers { state: Mutex::new((VecDeque::new(), 0)), wake: Condvar::new() }
+    }
+
+    fn run(&'static self, job: Job) {
+        let mut st = self.state.lock().unwrap();
+        if st.1 > st.0.len() {
+            st.0.push_back(job);
+            self.wake.notify_one();
+            return;
+        }
+        drop(st);
+        let spawned = std::thread::Builder::new().name("fs2-worker".into()).spawn(move || self.serve(job));
+        if let Err(e) = spawned {
+            log::error!("cannot start a worker thread: {e}");
+        }
+    }
+
+    fn serve(&self, first: Job) {
+        first();
+        let mut st = self.state.lock().unwrap();
+        loop {
+            if let Some(job) = st.0.pop_front() {
+                drop(st);
+                job();
+                st = self.state.lock().unwrap();
+                continue;
+            }
+            st.1 += 1;
+            let (next, waited) = self.wake.wait_timeout(st, WORKER_IDLE).unwrap();
+            st = next;
+            st.1 -= 1;
+            // A job queued for this worker is taken above, even after the timeout.
+            if waited.timed_out() && st.0.is_empty() {
+                return;
+            }
+        }
     }
 }
 
@@ -241,7 +296,7 @@ impl Filesystem for FuseFs {
         if self.fs.is_watch(Fh(fh.0)) {
             // Blocks until the next commit: only this reader waits.
             let fs = self.fs.clone();
-            return on_worker("fs2-watch", move || match fs.read(Fh(fh.0), offset, size) {
+            return on_worker(move || match fs.read(Fh(fh.0), offset, size) {
                 Ok(b) => reply.data(&b),
                 Err(e) => reply.error(fail(&fs, "read", e)),
             });
@@ -269,7 +324,7 @@ impl Filesystem for FuseFs {
             // A vote, commit or merge: only this caller waits; the session goes on.
             Ok(WriteDone::Later(job)) => {
                 let fs = self.fs.clone();
-                on_worker("fs2-commit", move || match job() {
+                on_worker(move || match job() {
                     Ok(n) => reply.written(n),
                     Err(e) => reply.error(fail(&fs, "write", e)),
                 });
@@ -594,4 +649,47 @@ pub fn umount2(path: &Path, flags: i32) -> std::io::Result<()> {
 /// Detach a mount now even if busy (`umount -l`).
 pub fn lazy_unmount(path: &Path) -> std::io::Result<()> {
     umount2(path, libc::MNT_DETACH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+
+    /// A blocked job never holds up another, and a worker that is done serves the next
+    /// job (no thread per job).
+    #[test]
+    fn workers_never_queue_a_job_behind_a_blocked_one_and_are_reused() {
+        static POOL: Workers = Workers::new();
+        let (tx, rx) = mpsc::channel();
+        let (unblock, blocked) = mpsc::channel::<()>();
+        let t = tx.clone();
+        POOL.run(Box::new(move || {
+            blocked.recv().unwrap();
+            t.send(("blocked", std::thread::current().id())).unwrap();
+        }));
+        let t = tx.clone();
+        POOL.run(Box::new(move || t.send(("second", std::thread::current().id())).unwrap()));
+        let timeout = Duration::from_secs(10);
+        let (what, second) = rx.recv_timeout(timeout).unwrap();
+        assert_eq!(what, "second", "the second job ran while the first was blocked");
+        unblock.send(()).unwrap();
+        let (what, first) = rx.recv_timeout(timeout).unwrap();
+        assert_eq!(what, "blocked");
+        assert_ne!(first, second);
+        let both_idle = || {
+            let deadline = std::time::Instant::now() + timeout;
+            while POOL.state.lock().unwrap().1 < 2 {
+                assert!(std::time::Instant::now() < deadline, "the workers never became idle");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        };
+        for _ in 0..10 {
+            both_idle();
+            let t = tx.clone();
+            POOL.run(Box::new(move || t.send(("again", std::thread::current().id())).unwrap()));
+            let (_, id) = rx.recv_timeout(timeout).unwrap();
+            assert!(id == first || id == second, "a new thread ran a job while two workers were idle");
+        }
+    }
 }

@@ -135,8 +135,9 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub mount_ls_objects: u64,
     /// Durable commits through the mount for P11 (shell loop) and P12 (a Rust client with
-    /// std::fs calls), and through the engine API for comparison.
-    #[arg(long, default_value_t = 300)]
+    /// std::fs calls; 8 such clients commit twice as many), and through the engine API and
+    /// the peers, in 7 interleaved rounds.
+    #[arg(long, default_value_t = 700)]
     pub mount_commits: u64,
     /// Run only these targets (comma-separated, e.g. `p1,p4`; p1..p12).
     #[arg(long, value_delimiter = ',', value_name = "LIST")]

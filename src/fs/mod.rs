@@ -195,8 +195,9 @@ pub struct Fs {
     started: SystemTime,
     counters: Counters,
     opts: MountOptions,
-    /// Where transactions stage their files (`<storage>/.staging`); `None` when read-only.
-    staging: Option<std::path::PathBuf>,
+    /// Where transactions stage data (memory, then `<storage>/.staging`); `None` when
+    /// read-only.
+    staging: Option<Arc<txn::Staging>>,
     wtxns: Mutex<WTxns>,
     merge: Arc<write::MergeState>,
     /// The newest tid whose stale kernel names have been dropped (read-your-writes).
@@ -256,7 +257,7 @@ impl Fs {
             if let Err(e) = txn::private_dir(&d) {
                 log::warn!("create {}: {e} (transactions through the mount will fail)", d.display());
             }
-            d
+            txn::Staging::new(d, txn::STAGE_MEMORY, txn::STAGE_MEMORY_OBJECT)
         });
         Fs {
             opts,

@@ -1,10 +1,10 @@
 //! Transactions built through the mount (`txn/<name>/`): the state machine behind
 //! `ctl`, the staged object files, `info` and `new-oid`.
 //!
-//! - Staging: each transaction has a directory under the storage's `.staging/`; each
-//!   staged oid is a file there (reads, writes and truncates go to it), a deletion is a
-//!   mark in memory. Memory per transaction is O(staged oids); data stays on disk until
-//!   vote or commit reads it into the engine transaction.
+//! - Staging: each staged oid is a buffer in memory while it is small and the mount's
+//!   staging budget allows ([`Staging`]); a larger one spills to an unnamed file
+//!   (`O_TMPFILE`) in the storage's `.staging/`. A deletion is a mark in memory. Nothing
+//!   staged is durable: it reaches the engine transaction at vote or commit.
 //! - The engine transaction is begun with the mount transaction (so merges keep what its
 //!   conflict check needs) and only filled at vote or commit.
 //! - States: `Open` → (`vote`) → `Voted` → (`commit`) → `Committed`; `abort`, a failed
@@ -17,11 +17,167 @@ use super::errno::FsError;
 use super::FsResult;
 use crate::{Error, Oid, Storage, Tid, Transaction, TxnMeta};
 use std::collections::BTreeMap;
-use std::io::Read;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
+
+/// Memory all staged objects of a mount may use together; beyond it they spill to disk.
+pub const STAGE_MEMORY: u64 = 64 << 20;
+/// An object larger than this is staged on disk (a big object would take the budget).
+pub const STAGE_MEMORY_OBJECT: u64 = 1 << 20;
+
+/// Where a mount's transactions stage data: memory up to a budget shared by all of them,
+/// then unnamed files in `dir` (`<storage>/.staging`, owner-only; nothing to clean after
+/// a crash, and no inode per transaction on the common path).
+pub struct Staging {
+    pub dir: PathBuf,
+    cap: u64,
+    object_cap: u64,
+    used: AtomicU64,
+}
+
+impl Staging {
+    pub fn new(dir: PathBuf, cap: u64, object_cap: u64) -> Arc<Staging> {
+        Arc::new(Staging { dir, cap, object_cap, used: AtomicU64::new(0) })
+    }
+
+    /// Bytes of staged data in memory now.
+    pub fn in_memory(&self) -> u64 {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Take `n` bytes of the budget for an object that then has `len` bytes.
+    fn reserve(&self, n: u64, len: u64) -> bool {
+        len <= self.object_cap
+            && self
+                .used
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |u| u.checked_add(n).filter(|&t| t <= self.cap))
+                .is_ok()
+    }
+
+    fn release(&self, n: u64) {
+        self.used.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    fn spill_file(&self) -> std::io::Result<File> {
+        // O_TMPFILE where the file system has it (else a name unlinked at once); 0600.
+        tempfile::tempfile_in(&self.dir)
+    }
+}
+
+/// Staged bytes in memory; their budget is given back on drop.
+struct MemBuf {
+    data: Vec<u8>,
+    staging: Arc<Staging>,
+}
+
+impl Drop for MemBuf {
+    fn drop(&mut self) {
+        self.staging.release(self.data.len() as u64);
+    }
+}
+
+/// One staged object's bytes.
+enum Buf {
+    Mem(MemBuf),
+    /// A spilled object: an unnamed file and its length.
+    Disk(File, u64),
+}
+
+impl Buf {
+    fn new(staging: &Arc<Staging>, data: Vec<u8>) -> std::io::Result<Buf> {
+        let n = data.len() as u64;
+        if staging.reserve(n, n) {
+            return Ok(Buf::Mem(MemBuf { data, staging: staging.clone() }));
+        }
+        let f = staging.spill_file()?;
+        f.write_all_at(&data, 0)?;
+        Ok(Buf::Disk(f, n))
+    }
+
+    fn len(&self) -> u64 {
+        match self {
+            Buf::Mem(m) => m.data.len() as u64,
+            Buf::Disk(_, n) => *n,
+        }
+    }
+
+    /// Make the object `len` bytes long in memory if the budget allows; else move it to
+    /// disk. Either way, afterwards it can be written up to `len`.
+    fn room(&mut self, len: u64) -> std::io::Result<()> {
+        let Buf::Mem(m) = self else { return Ok(()) };
+        let have = m.data.len() as u64;
+        if len <= have || m.staging.reserve(len - have, len) {
+            if len > have {
+                m.data.resize(len as usize, 0);
+            }
+            return Ok(());
+        }
+        let f = m.staging.spill_file()?;
+        f.write_all_at(&m.data, 0)?;
+        *self = Buf::Disk(f, have);
+        Ok(())
+    }
+
+    fn write_at(&mut self, data: &[u8], at: u64) -> std::io::Result<()> {
+        let end = at + data.len() as u64;
+        self.room(end)?;
+        match self {
+            Buf::Mem(m) => m.data[at as usize..end as usize].copy_from_slice(data),
+            Buf::Disk(f, n) => {
+                f.write_all_at(data, at)?;
+                *n = (*n).max(end);
+            }
+        }
+        Ok(())
+    }
+
+    fn set_len(&mut self, len: u64) -> std::io::Result<()> {
+        match self {
+            Buf::Mem(m) if len <= m.data.len() as u64 => {
+                m.staging.release(m.data.len() as u64 - len);
+                m.data.truncate(len as usize);
+                Ok(())
+            }
+            Buf::Mem(_) => self.room(len).and_then(|()| self.set_len(len)),
+            Buf::Disk(f, n) => {
+                f.set_len(len)?;
+                *n = len;
+                Ok(())
+            }
+        }
+    }
+
+    /// At most `size` bytes at `offset`.
+    fn read(&self, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+        let n = (size as u64).min(self.len().saturating_sub(offset)) as usize;
+        match self {
+            Buf::Mem(m) => Ok(m.data[offset as usize..offset as usize + n].to_vec()),
+            Buf::Disk(f, _) => {
+                let mut buf = vec![0u8; n];
+                f.read_exact_at(&mut buf, offset)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Store the bytes in the engine transaction.
+    fn store(&self, t: &mut Transaction, oid: Oid) -> FsResult<()> {
+        match self {
+            Buf::Mem(m) => t.store(oid, &m.data)?,
+            // All of it, whatever its size (`read` takes at most u32::MAX bytes).
+            Buf::Disk(f, n) => {
+                let mut data = vec![0u8; *n as usize];
+                f.read_exact_at(&mut data, 0).map_err(|e| io_err(format!("read staged {oid}"), e))?;
+                t.store(oid, &data)?
+            }
+        }
+        Ok(())
+    }
+}
 
 /// A mount transaction's number: its key in the inode table (never reused, unlike names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -74,10 +230,8 @@ pub fn parse_command(data: &[u8]) -> FsResult<Command> {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Staged {
-    /// A file of this length in the staging directory.
-    Data(u64),
+    Data(Buf),
     Deleted,
 }
 
@@ -100,7 +254,7 @@ pub struct MountTxn {
     pub name: String,
     /// Begun by opening `txn/new`: it ends when that descriptor is closed.
     pub clone: bool,
-    dir: PathBuf,
+    staging: Arc<Staging>,
     max_object: u64,
     state: Mutex<State>,
     /// Signalled when a voted transaction ends.
@@ -119,33 +273,21 @@ pub fn private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
-/// Write a staged file, created for the owner only (0600 whatever the umask).
-fn write_private(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
-    f.write_all(data)
-}
-
 fn busy(name: &str) -> FsError {
     FsError::new(libc::EBUSY, format!("txn/{name}: a vote or commit is running; wait for it"))
 }
 
 impl MountTxn {
-    /// Begin a transaction at `base` (the head `head/` shows; `None`: the engine's head),
-    /// staging under `staging/<no>`.
-    #[allow(clippy::too_many_arguments)]
+    /// Begin a transaction at `base` (the head `head/` shows; `None`: the engine's head).
     pub fn begin(
         storage: &Storage,
         base: Option<Tid>,
-        staging: &Path,
+        staging: &Arc<Staging>,
         no: TxnNo,
         name: String,
         clone: bool,
         max_object: u64,
     ) -> FsResult<MountTxn> {
-        let dir = staging.join(no.0.to_string());
-        private_dir(&dir).map_err(|e| io_err(format!("create {}", dir.display()), e))?;
         let engine = match base {
             Some(b) => Transaction::at(storage, b),
             None => storage.begin(),
@@ -159,7 +301,15 @@ impl MountTxn {
             meta: TxnMeta::default(),
             votes: 0,
         };
-        Ok(MountTxn { no, name, clone, dir, max_object, state: Mutex::new(state), ended: Condvar::new() })
+        Ok(MountTxn {
+            no,
+            name,
+            clone,
+            staging: staging.clone(),
+            max_object,
+            state: Mutex::new(state),
+            ended: Condvar::new(),
+        })
     }
 
     /// A poisoned lock means a thread panicked mid-update: stop (see `fs` on locks).
@@ -204,10 +354,6 @@ impl MountTxn {
         }
     }
 
-    fn path(&self, oid: Oid) -> PathBuf {
-        self.dir.join(oid.to_string())
-    }
-
     /// Refuse changes unless open and idle.
     fn changeable(&self, st: &State) -> FsResult<()> {
         if st.busy {
@@ -230,7 +376,7 @@ impl MountTxn {
     pub fn stat(&self, storage: &Storage, oid: Oid) -> FsResult<Option<u64>> {
         let st = self.lock();
         match st.staged.get(&oid) {
-            Some(Staged::Data(n)) => Ok(Some(*n)),
+            Some(Staged::Data(b)) => Ok(Some(b.len())),
             Some(Staged::Deleted) => Ok(None),
             None => Ok(storage.stat_at(oid, Self::read_at(&st))?.filter(|r| !r.deleted).map(|r| r.size)),
         }
@@ -239,7 +385,7 @@ impl MountTxn {
     /// Oids staged with data, in order (what `ls txn/<name>` lists).
     pub fn staged_data(&self) -> Vec<(Oid, u64)> {
         let st = self.lock();
-        st.staged.iter().filter_map(|(o, s)| if let Staged::Data(n) = s { Some((*o, *n)) } else { None }).collect()
+        st.staged.iter().filter_map(|(o, s)| if let Staged::Data(b) = s { Some((*o, b.len())) } else { None }).collect()
     }
 
     /// Make `oid` staged with data (copying the snapshot's data unless `truncate`), so
@@ -248,7 +394,6 @@ impl MountTxn {
         let mut st = self.lock();
         self.changeable(&st)?;
         let keep = matches!(st.staged.get(&oid), Some(Staged::Data(_)));
-        let path = self.path(oid);
         if keep && !truncate {
             return Ok(());
         }
@@ -258,12 +403,16 @@ impl MountTxn {
             }
             _ => Vec::new(),
         };
-        if let Err(e) = write_private(&path, &data) {
-            drop(st);
-            return Err(self.write_failed(io_err(format!("stage {}", path.display()), e)));
+        match Buf::new(&self.staging, data) {
+            Ok(b) => {
+                st.staged.insert(oid, Staged::Data(b));
+                Ok(())
+            }
+            Err(e) => {
+                drop(st);
+                Err(self.write_failed(io_err(format!("stage {oid} in {}", self.staging.dir.display()), e)))
+            }
         }
-        st.staged.insert(oid, Staged::Data(data.len() as u64));
-        Ok(())
     }
 
     /// `create` of `txn/<name>/<oid>`: EEXIST with `excl` when it exists as of the base.
@@ -286,21 +435,17 @@ impl MountTxn {
     pub fn write(&self, oid: Oid, offset: u64, data: &[u8], append: bool) -> FsResult<u32> {
         let mut st = self.lock();
         self.changeable(&st)?;
-        let Some(Staged::Data(len)) = st.staged.get(&oid).copied() else {
+        let Some(Staged::Data(buf)) = st.staged.get_mut(&oid) else {
             return Err(FsError::new(libc::EBADF, format!("txn/{}/{oid} is not staged (reopen it)", self.name)));
         };
-        let at = if append { len } else { offset };
+        let at = if append { buf.len() } else { offset };
         let end = at.saturating_add(data.len() as u64);
         let r = self.check_size(oid, end).and_then(|()| {
-            let path = self.path(oid);
-            let f = std::fs::OpenOptions::new().write(true).open(&path);
-            f.and_then(|f| f.write_all_at(data, at)).map_err(|e| io_err(format!("write {}", path.display()), e))
+            buf.write_at(data, at)
+                .map_err(|e| io_err(format!("write staged {oid} (spilled to {})", self.staging.dir.display()), e))
         });
         match r {
-            Ok(()) => {
-                st.staged.insert(oid, Staged::Data(len.max(end)));
-                Ok(data.len() as u32)
-            }
+            Ok(()) => Ok(data.len() as u32),
             Err(e) => {
                 drop(st);
                 Err(self.write_failed(e))
@@ -335,16 +480,14 @@ impl MountTxn {
         self.stage(storage, oid, size == 0)?;
         let mut st = self.lock();
         self.changeable(&st)?;
-        let path = self.path(oid);
-        let f = std::fs::OpenOptions::new().write(true).open(&path);
-        match f.and_then(|f| f.set_len(size)) {
-            Ok(()) => {
-                st.staged.insert(oid, Staged::Data(size));
-                Ok(())
-            }
+        let Some(Staged::Data(buf)) = st.staged.get_mut(&oid) else {
+            return Err(FsError::new(libc::EBADF, format!("txn/{}/{oid} is not staged (reopen it)", self.name)));
+        };
+        match buf.set_len(size) {
+            Ok(()) => Ok(()),
             Err(e) => {
                 drop(st);
-                Err(self.write_failed(io_err(format!("truncate {}", path.display()), e)))
+                Err(self.write_failed(io_err(format!("truncate staged {oid} in {}", self.staging.dir.display()), e)))
             }
         }
     }
@@ -353,15 +496,7 @@ impl MountTxn {
     pub fn read(&self, storage: &Storage, oid: Oid, offset: u64, size: u32) -> FsResult<Vec<u8>> {
         let st = self.lock();
         match st.staged.get(&oid) {
-            Some(Staged::Data(len)) => {
-                let n = (size as u64).min(len.saturating_sub(offset)) as usize;
-                let mut buf = vec![0u8; n];
-                let path = self.path(oid);
-                let f = std::fs::File::open(&path);
-                f.and_then(|f| f.read_exact_at(&mut buf, offset))
-                    .map_err(|e| io_err(format!("read {}", path.display()), e))?;
-                Ok(buf)
-            }
+            Some(Staged::Data(b)) => b.read(offset, size).map_err(|e| io_err(format!("read staged {oid}"), e)),
             Some(Staged::Deleted) => Err(FsError::not_found(format!("txn/{}/{oid}: staged for deletion", self.name))),
             None => {
                 let at = Self::read_at(&st);
@@ -385,7 +520,6 @@ impl MountTxn {
             None if !exists => return Err(FsError::not_found(format!("{oid}: no such object as of {}", st.base))),
             _ => {}
         }
-        let _ = std::fs::remove_file(self.path(oid));
         if exists {
             st.staged.insert(oid, Staged::Deleted);
         } else {
@@ -424,7 +558,7 @@ impl MountTxn {
     /// Take the engine transaction for a vote or commit and fill it with the staged
     /// changes. Marks the transaction busy; `done` must follow.
     fn take(&self, for_commit: bool) -> FsResult<Transaction> {
-        let (mut t, staged, meta) = {
+        let (t, filled) = {
             let mut st = self.lock();
             if st.busy {
                 return Err(busy(&self.name));
@@ -446,29 +580,25 @@ impl MountTxn {
                 }
             }
             st.busy = true;
-            let t = st.engine.take().expect("an open transaction holds its engine transaction");
-            (t, st.staged.clone(), st.meta.clone())
-        };
-        let fill = |t: &mut Transaction| -> FsResult<()> {
-            t.set_user(&meta.user);
-            t.set_description(&meta.description);
-            t.set_extension(&meta.extension);
-            for (oid, s) in staged {
-                match s {
-                    Staged::Deleted => t.delete(oid)?,
-                    Staged::Data(_) => {
-                        let path = self.path(oid);
-                        let mut data = Vec::new();
-                        std::fs::File::open(&path)
-                            .and_then(|mut f| f.read_to_end(&mut data))
-                            .map_err(|e| io_err(format!("read {}", path.display()), e))?;
-                        t.store(oid, &data)?;
+            let mut t = st.engine.take().expect("an open transaction holds its engine transaction");
+            // Filled under the lock (busy already refuses changes): staged bytes are
+            // copied once, straight into the engine transaction.
+            let fill = |t: &mut Transaction| -> FsResult<()> {
+                t.set_user(&st.meta.user);
+                t.set_description(&st.meta.description);
+                t.set_extension(&st.meta.extension);
+                for (oid, s) in &st.staged {
+                    match s {
+                        Staged::Deleted => t.delete(*oid)?,
+                        Staged::Data(b) => b.store(t, *oid)?,
                     }
                 }
-            }
-            Ok(())
+                Ok(())
+            };
+            let filled = fill(&mut t);
+            (t, filled)
         };
-        match fill(&mut t) {
+        match filled {
             Ok(()) => Ok(t),
             Err(e) => {
                 t.abort();
@@ -488,7 +618,6 @@ impl MountTxn {
         st.busy = false;
         st.staged.clear();
         drop(st);
-        let _ = std::fs::remove_dir_all(&self.dir);
         self.ended.notify_all();
     }
 
@@ -579,15 +708,7 @@ impl MountTxn {
         drop(st);
         if !running && !self.status().ended() {
             self.end(Status::Aborted);
-        } else if !running {
-            let _ = std::fs::remove_dir_all(&self.dir);
         }
-    }
-}
-
-impl Drop for MountTxn {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -596,19 +717,19 @@ mod tests {
     use super::*;
     use crate::Options;
 
-    fn setup() -> (tempfile::TempDir, Storage, PathBuf) {
+    fn setup() -> (tempfile::TempDir, Storage, Arc<Staging>) {
         let d = tempfile::tempdir().unwrap();
         let s = Storage::create(&d.path().join("s"), Options { sync: false, ..Options::default() }).unwrap();
         let mut t = s.begin();
         t.store(Oid(1), b"one").unwrap();
         t.store(Oid(2), b"two").unwrap();
         t.commit().unwrap();
-        let staging = d.path().join("staging");
-        private_dir(&staging).unwrap();
-        (d, s, staging)
+        let dir = d.path().join("staging");
+        private_dir(&dir).unwrap();
+        (d, s, Staging::new(dir, STAGE_MEMORY, STAGE_MEMORY_OBJECT))
     }
 
-    fn begin(s: &Storage, staging: &Path, no: u64) -> MountTxn {
+    fn begin(s: &Storage, staging: &Arc<Staging>, no: u64) -> MountTxn {
         MountTxn::begin(s, None, staging, TxnNo(no), format!("t{no}"), false, 1 << 20).unwrap()
     }
 
@@ -658,7 +779,40 @@ mod tests {
         assert_eq!(info.meta.description, b"fix it");
         assert_eq!(t.write(Oid(9), 0, b"y", false).unwrap_err().errno, libc::EINVAL, "ended");
         assert_eq!(t.abort().unwrap_err().errno, libc::EINVAL, "committed cannot abort");
-        assert!(!staging.join("1").exists(), "staged files are removed at the end");
+        assert_eq!(staging.in_memory(), 0, "staged memory is given back at the end");
+    }
+
+    /// Past the budget (or one object's share) staged data moves to unnamed files, and
+    /// reads, writes, truncates and the commit see the same bytes either way.
+    #[test]
+    fn staging_spills_to_disk_past_the_budget() {
+        let (_d, s, big) = setup();
+        let files = || std::fs::read_dir(&big.dir).unwrap().count();
+        let staging = Staging::new(big.dir.clone(), 8, 6);
+        let t = begin(&s, &staging, 1);
+        t.create(&s, Oid(7), false).unwrap();
+        t.write(Oid(7), 0, b"abcd", false).unwrap();
+        assert_eq!(staging.in_memory(), 4, "a small object stays in memory");
+        t.write(Oid(7), 4, b"efgh", false).unwrap();
+        assert_eq!(staging.in_memory(), 0, "past one object's share it spilled");
+        t.create(&s, Oid(8), false).unwrap();
+        t.write(Oid(8), 0, b"12345", false).unwrap();
+        t.stage(&s, Oid(1), false).unwrap();
+        assert_eq!(staging.in_memory(), 8, "5 + 3 bytes: the budget is full");
+        t.write(Oid(1), 3, b"!", true).unwrap();
+        assert_eq!(staging.in_memory(), 5, "past the budget it spilled");
+        assert_eq!(t.read(&s, Oid(7), 2, 4).unwrap(), b"cdef");
+        assert_eq!(t.read(&s, Oid(1), 0, 100).unwrap(), b"one!");
+        t.truncate(&s, Oid(7), 2).unwrap();
+        t.truncate(&s, Oid(8), 3).unwrap();
+        assert_eq!(staging.in_memory(), 3);
+        assert_eq!(files(), 0, "spilled files have no names");
+        t.commit().unwrap();
+        assert_eq!(staging.in_memory(), 0);
+        assert_eq!(s.load(Oid(7)).unwrap().unwrap().1, b"ab");
+        assert_eq!(s.load(Oid(8)).unwrap().unwrap().1, b"123");
+        assert_eq!(s.load(Oid(1)).unwrap().unwrap().1, b"one!");
+        assert_eq!(big.in_memory(), 0);
     }
 
     #[test]

@@ -452,8 +452,8 @@ impl Fs {
             }
             t.discard();
         }
-        if let Some(d) = &self.staging {
-            let _ = std::fs::remove_dir_all(d);
+        if let Some(s) = &self.staging {
+            let _ = std::fs::remove_dir_all(&s.dir);
         }
     }
 }
