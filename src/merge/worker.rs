@@ -46,6 +46,9 @@ pub struct MergeCounts {
     pub transactions_out: u64,
     pub bytes_in: u64,
     pub bytes_out: u64,
+    /// Nanoseconds in the output's final sync (a new segment's: with its rename and the
+    /// directory sync), which the write-back in steps (`Sink`) keeps short.
+    pub sync_ns: u64,
 }
 
 impl MergeCounts {
@@ -58,6 +61,7 @@ impl MergeCounts {
         self.transactions_out += o.transactions_out;
         self.bytes_in += o.bytes_in;
         self.bytes_out += o.bytes_out;
+        self.sync_ns += o.sync_ns;
     }
 }
 
@@ -305,6 +309,7 @@ pub(crate) fn merge(
     counts.records_out = stats.record_count;
     counts.transactions_out = stats.txn_count;
     counts.bytes_out = sink.pos() - base_len;
+    let syncing = std::time::Instant::now();
     let written = match new_file {
         Some(nf) => {
             let path = dir.join(span.file_name());
@@ -319,6 +324,7 @@ pub(crate) fn merge(
             Written::Appended(sink.pos())
         }
     };
+    counts.sync_ns = syncing.elapsed().as_nanos() as u64;
     unfinished.0 = None;
     progress.bytes_done.store(done_before, Ordering::Relaxed);
     Ok((written, counts))
