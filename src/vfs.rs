@@ -30,6 +30,12 @@ pub trait VFile: Send + Sync {
     /// Drop this file's clean pages from the page cache (after a bulk write, so that a
     /// merge does not evict the pages readers rely on). A hint: errors are ignored.
     fn drop_cache(&self) {}
+    /// Start writing `[off, off + len)` back to the disk, then wait for `[wait_off, off)`
+    /// (the previous step) to be written: a bulk writer calls it every few MiB so
+    /// that its final `sync` has little left to do and does not stall other writers'
+    /// syncs behind a burst (`sync_file_range`). A hint, not durability: errors are
+    /// ignored, and the writer still calls `sync`.
+    fn write_back(&self, _wait_off: u64, _off: u64, _len: u64) {}
 }
 
 /// Lower the calling thread's CPU priority (Linux applies `setpriority` per thread), so
@@ -38,6 +44,26 @@ pub trait VFile: Send + Sync {
 pub(crate) fn lower_thread_priority(nice: i32) {
     // SAFETY: setpriority reads only its integer arguments; `0` names the calling thread.
     unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+}
+
+/// Give the calling thread the lowest best-effort I/O priority (`ioprio_set`, per thread
+/// on Linux; schedulers that know priorities, e.g. BFQ, serve others' requests first),
+/// so that a merge's bulk I/O does not queue ahead of committers' syncs. Not the idle
+/// class: under steady commits that could starve the merge. A hint: errors are ignored.
+pub(crate) fn lower_thread_io_priority() {
+    const IOPRIO_WHO_PROCESS: libc::c_long = 1;
+    const IOPRIO_CLASS_BE: libc::c_long = 2;
+    const LOWEST: libc::c_long = 7;
+    const IOPRIO_CLASS_SHIFT: libc::c_long = 13;
+    // SAFETY: ioprio_set reads only its integer arguments; `0` names the calling thread.
+    unsafe {
+        libc::syscall(
+            libc::SYS_ioprio_set,
+            IOPRIO_WHO_PROCESS,
+            0 as libc::c_long,
+            IOPRIO_CLASS_BE << IOPRIO_CLASS_SHIFT | LOWEST,
+        )
+    };
 }
 
 /// A directory tree of files.
@@ -116,6 +142,20 @@ impl VFile for RealFile {
         // SAFETY: posix_fadvise only reads its integer arguments; the descriptor is ours
         // and open for the duration of the call.
         unsafe { libc::posix_fadvise(self.0.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    }
+    fn write_back(&self, wait_off: u64, off: u64, len: u64) {
+        use std::os::fd::AsRawFd;
+        let fd = self.0.as_raw_fd();
+        // SAFETY: sync_file_range only reads its integer arguments; the descriptor is ours
+        // and open for the duration of the calls.
+        unsafe {
+            libc::sync_file_range(fd, off as i64, len as i64, libc::SYNC_FILE_RANGE_WRITE);
+            if off > wait_off {
+                let all =
+                    libc::SYNC_FILE_RANGE_WAIT_BEFORE | libc::SYNC_FILE_RANGE_WRITE | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+                libc::sync_file_range(fd, wait_off as i64, (off - wait_off) as i64, all);
+            }
+        }
     }
 }
 

@@ -106,7 +106,8 @@ impl Bench<'_> {
             });
             notes.push(format!(
                 "P7 {}: input {} ({} records, {} txns; built in {:.2} s), output {} ({} records); merge {:.2} s, \
-                 cp {:.2} s; merge CPU user {:.2} s + sys {:.2} s; RSS after open {} (heap {}); {} memory samples{}",
+                 cp {:.2} s; merge CPU user {:.2} s + sys {:.2} s, final sync of the output {}; RSS after open {} \
+                 (heap {}); {} memory samples{}",
                 fmt_count(m),
                 fmt_bytes(pr.bytes_in),
                 fmt_num(pr.records_in as f64),
@@ -118,6 +119,7 @@ impl Bench<'_> {
                 cp.as_secs_f64(),
                 pr.user_ms as f64 / 1e3,
                 pr.sys_ms as f64 / 1e3,
+                fmt_ns(pr.sync_ns as f64),
                 fmt_kib(pr.rss_open_kib),
                 fmt_kib(pr.anon_open_kib),
                 pr.samples,
@@ -192,7 +194,13 @@ impl Bench<'_> {
                 fmt_ns(i99 as f64),
                 fmt_ns(d99 as f64)
             );
-            rounds.push(format!("{}/{} ({})", fmt_ns(d99 as f64), fmt_ns(i99 as f64), d_lat.len()));
+            rounds.push(format!(
+                "{}/{} ({}; final sync {})",
+                fmt_ns(d99 as f64),
+                fmt_ns(i99 as f64),
+                d_lat.len(),
+                fmt_ns(rep.counts.sync_ns as f64)
+            ));
             idle.extend(i_lat);
             during.extend(d_lat);
             report = Some(rep);
@@ -377,6 +385,8 @@ pub(super) struct MergeProbe {
     /// CPU time of the probe process during the merge (all threads; 10 ms resolution).
     pub(super) user_ms: u64,
     pub(super) sys_ms: u64,
+    /// The merge's final sync of its output.
+    pub(super) sync_ns: u64,
 }
 
 /// The child side: open `dir`, merge all past segments while a thread samples RssAnon,
@@ -417,7 +427,7 @@ pub(super) fn merge_probe(dir: &Path, strategy: Strategy) -> Result<()> {
     println!(
         "merge_ns={merge_ns} inputs={} bytes_in={} bytes_out={} records_in={} records_out={} transactions_in={} \
          rss_open_kib={rss_open} anon_open_kib={anon_open} anon_peak_kib={anon_peak} hwm_kib={hwm} hwm_reset={} \
-         samples={samples} user_ms={} sys_ms={}",
+         samples={samples} user_ms={} sys_ms={} sync_ns={}",
         report.inputs.len(),
         c.bytes_in,
         c.bytes_out,
@@ -427,6 +437,7 @@ pub(super) fn merge_probe(dir: &Path, strategy: Strategy) -> Result<()> {
         hwm_reset as u8,
         cpu.map_or(0, |c| c.0 * 1000 / USER_HZ),
         cpu.map_or(0, |c| c.1 * 1000 / USER_HZ),
+        c.sync_ns,
     );
     Ok(())
 }
@@ -460,5 +471,6 @@ pub(super) fn parse_merge_probe(out: &str) -> Option<MergeProbe> {
         samples: get("samples").unwrap_or(0),
         user_ms: get("user_ms").unwrap_or(0),
         sys_ms: get("sys_ms").unwrap_or(0),
+        sync_ns: get("sync_ns").unwrap_or(0),
     })
 }

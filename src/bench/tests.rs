@@ -61,10 +61,10 @@ fn probe_report_parses() {
 #[test]
 fn merge_probe_report_parses() {
     let out = "noise\nmerge_ns=2000000000 inputs=4 bytes_in=300 bytes_out=150 records_in=20 records_out=10 \
-               transactions_in=2 rss_open_kib=5 anon_open_kib=1 anon_peak_kib=3 hwm_kib=400 hwm_reset=1 samples=9\n";
+               transactions_in=2 rss_open_kib=5 anon_open_kib=1 anon_peak_kib=3 hwm_kib=400 hwm_reset=1 samples=9 sync_ns=7\n";
     let p = parse_merge_probe(out).unwrap();
     assert_eq!((p.merge_ns, p.inputs, p.bytes_in, p.records_out), (2_000_000_000, 4, 300, 10));
-    assert_eq!((p.anon_peak_kib, p.hwm_kib, p.hwm_reset, p.samples), (3, 400, true, 9));
+    assert_eq!((p.anon_peak_kib, p.hwm_kib, p.hwm_reset, p.samples, p.sync_ns), (3, 400, true, 9, 7));
     assert!(parse_merge_probe("merge_ns=1 inputs=4").is_none());
     let stat = "4242 (fs2 (x) y) R 1 4242 4242 0 -1 4194304 500 0 0 0 137 42 0 0 20 0 3 0 100 0 0";
     assert_eq!(stat_cpu_ticks(stat), Some((137, 42)));

@@ -151,6 +151,7 @@ impl Storage {
                 // A merge is CPU-bound; on few cores it must not delay commits (P7: commit
                 // p99 during a merge within 2x idle). It runs slower on a busy machine.
                 crate::vfs::lower_thread_priority(10);
+                crate::vfs::lower_thread_io_priority();
                 storage.run_merge(&names, strategy, &p)
             })
             .map_err(|e| Error::io(&self.inner.chain.dir, "start merge thread for", e))?;
