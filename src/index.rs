@@ -3,12 +3,13 @@
 //! not possible, read into memory after verification.
 
 use crate::error::{Error, Result};
-use crate::format::{crc, le32, le64, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER};
+use crate::format::{crc, le32, le64, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER};
 use crate::types::Oid;
 use crate::vfs::VFile;
 use memmap2::Mmap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Map the first `len` bytes (the sealed length) of a sealed segment read-only. `None`
 /// where the file system cannot map.
@@ -37,6 +38,27 @@ const INTERPOLATION_STEPS: usize = 4;
 pub(crate) struct SortedIndex {
     count: u64,
     entries: Entries,
+    /// The oid filter in the map (trailer version 2), if any.
+    filter: Option<Filter>,
+}
+
+/// An oid filter at `start..start + len` in the segment's map. Its CRC is checked on
+/// first use (O(filter) once, not at open); a filter that fails it is never used, so a
+/// damaged filter costs speed, never a wrong answer.
+struct Filter {
+    start: usize,
+    len: usize,
+    crc: u32,
+    ok: OnceLock<bool>,
+}
+
+/// Whether lookups consult the oid filters (on by default; off only to measure them).
+static OID_FILTERS: AtomicBool = AtomicBool::new(true);
+
+/// Turn the oid filters of past segments on or off for this process (for benchmarks that
+/// compare loads with and without them; results are the same either way).
+pub fn set_oid_filters(on: bool) {
+    OID_FILTERS.store(on, Ordering::Relaxed);
 }
 
 enum Entries {
@@ -71,9 +93,18 @@ impl SortedIndex {
                 check_crcs(map.get(crcs..crcs + crcs_len).ok_or_else(|| Error::corrupted(path, 0, "short index"))?)?;
                 let blocks = t.count.div_ceil(INDEX_BLOCK) as usize;
                 let verified = (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+                let filter_start = start + IndexHeader::filter_offset(t.count) as usize;
+                let filter_len = IndexHeader::filter_len(t.count, t.version) as usize;
+                let filter = (filter_len > 0 && map.len() >= filter_start + filter_len).then(|| Filter {
+                    start: filter_start,
+                    len: filter_len,
+                    crc: t.filter_crc,
+                    ok: OnceLock::new(),
+                });
                 Ok(SortedIndex {
                     count: t.count,
                     entries: Entries::Mapped { base: start + INDEX_HEADER, crcs, verified },
+                    filter,
                 })
             }
             SealedBytes::File => {
@@ -99,7 +130,29 @@ impl SortedIndex {
         if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(Error::corrupted(path, at, "index entries are not sorted"));
         }
-        Ok(SortedIndex { count: entries.len() as u64, entries: Entries::Memory(entries) })
+        Ok(SortedIndex { count: entries.len() as u64, entries: Entries::Memory(entries), filter: None })
+    }
+
+    /// Whether `oid` may be in this index: `false` only when a verified filter says it
+    /// is not.
+    #[inline(always)]
+    pub(crate) fn may_contain(&self, bytes: &SealedBytes, path: &Path, oid: Oid) -> bool {
+        let (Some(f), SealedBytes::Mapped(map)) = (&self.filter, bytes) else { return true };
+        if !OID_FILTERS.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(b) = map.get(f.start..f.start + f.len) else { return true };
+        let ok = f.ok.get_or_init(|| {
+            let ok = crc(b) == f.crc;
+            if !ok {
+                log::warn!("{}: oid filter checksum mismatch; searching its index without it", path.display());
+            }
+            ok
+        });
+        if !ok {
+            return true;
+        }
+        crate::format::may_contain(b, oid)
     }
 
     pub(crate) fn len(&self) -> u64 {

@@ -41,6 +41,7 @@ pub mod zodb;
 
 pub use error::{Error, Result};
 pub use format::TxnMeta;
+pub use index::set_oid_filters;
 pub use listing::{Listed, Paged};
 pub use store::{
     AppendedInfo, LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage,

@@ -700,7 +700,11 @@ impl PastSegment {
 
     /// The offset of `oid`'s newest record in this segment.
     pub fn find(&self, oid: Oid) -> Result<Option<u64>> {
-        if self.index.len() == 0 || oid < self.trailer.first_oid || oid > self.trailer.last_oid {
+        if self.index.len() == 0
+            || oid < self.trailer.first_oid
+            || oid > self.trailer.last_oid
+            || !self.index.may_contain(&self.bytes, &self.seg.path, oid)
+        {
             return Ok(None);
         }
         self.index.find(&self.bytes, &self.seg.path, oid)
