@@ -159,6 +159,18 @@ impl SortedIndex {
         self.count
     }
 
+    /// For `check`: a problem with the oid filter (its CRC, or one of the index's oids
+    /// `entries` that it would rule out), if any. A filter failing its CRC is never used.
+    pub(crate) fn check_filter(&self, bytes: &SealedBytes, entries: &[(Oid, u64)]) -> Option<String> {
+        let (Some(f), SealedBytes::Mapped(map)) = (&self.filter, bytes) else { return None };
+        let Some(b) = map.get(f.start..f.start + f.len) else { return Some("oid filter outside the file".into()) };
+        if crc(b) != f.crc {
+            return Some("oid filter checksum mismatch (loads search the index without it)".into());
+        }
+        let missed = entries.iter().find(|(o, _)| !crate::format::may_contain(b, *o))?;
+        Some(format!("the oid filter rules out oid {}, which the index holds", missed.0))
+    }
+
     /// Entry `i` (< len). A mapped block is checked against its CRC on first touch.
     #[inline(always)]
     pub(crate) fn get(&self, bytes: &SealedBytes, path: &Path, i: u64) -> Result<(Oid, u64)> {

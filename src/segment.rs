@@ -740,6 +740,11 @@ impl PastSegment {
         read_record(self.map(), &self.seg, off, self.data_end(), oid)
     }
 
+    /// For `check`: a problem with the oid filter of this part, given its index entries.
+    pub fn check_filter(&self, entries: &[(Oid, u64)]) -> Option<String> {
+        self.index.check_filter(&self.bytes, entries)
+    }
+
     /// Entry `i` of the index.
     pub fn entry(&self, i: u64) -> Result<(Oid, u64)> {
         self.index.get(&self.bytes, &self.seg.path, i)

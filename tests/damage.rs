@@ -812,6 +812,9 @@ fn a_flipped_oid_filter_or_its_crc_is_ignored_never_a_wrong_answer() {
     let hidden = objs[..300].iter().filter(|(o, _)| matches!(load(&s, *o), Ok(None))).count();
     assert_eq!(hidden, 300, "an empty filter that passes its CRC hides every object of the segment");
     drop(s);
+    let problems = |dir: &Path| filestorage2::check::check(dir, false, ro(), &mut |_, _| {}).unwrap().problems;
+    let p = problems(&dir);
+    assert!(p.len() == 1 && p[0].contains("the oid filter rules out oid"), "check reports a wrong filter: {p:?}");
 
     let (start, len) = filter_of(&good);
     assert_eq!(len, 3000usize.div_ceil(256) * 32, "10 bits per oid, in 32-byte blocks");
@@ -823,7 +826,13 @@ fn a_flipped_oid_filter_or_its_crc_is_ignored_never_a_wrong_answer() {
         std::fs::write(&path, &b).unwrap();
         let s = Storage::open(&dir, ro()).unwrap();
         all_exact(&s, &objs).unwrap_or_else(|e| panic!("flip at {off}: {e}"));
+        drop(s);
+        if off == start || off == n - 10 {
+            assert!(!problems(&dir).is_empty(), "check reports the flip at {off}");
+        }
         flips += 1;
     }
     assert_eq!(flips, len + 4);
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(problems(&dir), Vec::<String>::new());
 }
