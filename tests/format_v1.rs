@@ -139,7 +139,7 @@ fn segments_sealed_before_the_oid_filter_are_read_and_new_seals_carry_one() {
         assert_eq!(data(&s, 6), None);
         assert_eq!(data(&s, u64::MAX), None);
         s.rotate().unwrap();
-        let newest = s.segments().unwrap().into_iter().filter(|i| i.state == SegmentState::Past).next_back().unwrap();
+        let newest = s.segments().unwrap().into_iter().rfind(|i| i.state == SegmentState::Past).unwrap();
         assert_eq!(trailer_version(&newest.path), 2);
         expect_objects(&s);
         drop(s);
