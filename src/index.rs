@@ -271,6 +271,32 @@ impl WorkTable {
     }
 }
 
+/// Zeroed scratch bytes in an unlinked temporary file, mapped read-write: what a merge
+/// builds the output's oid filter in (page cache, not heap, like the work table).
+pub(crate) struct ScratchMap {
+    map: Option<memmap2::MmapMut>,
+    _file: std::fs::File,
+}
+
+impl ScratchMap {
+    pub(crate) fn new(file: std::fs::File, len: u64) -> std::io::Result<ScratchMap> {
+        file.set_len(len)?;
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: `file` is an unlinked temporary file created by this merge; no other
+            // process or handle can truncate or write it while the map lives, and all
+            // access goes through the map's bounds-checked slice.
+            Some(unsafe { memmap2::MmapMut::map_mut(&file)? })
+        };
+        Ok(ScratchMap { map, _file: file })
+    }
+
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        self.map.as_deref_mut().unwrap_or(&mut [])
+    }
+}
+
 /// The position of the first of `count` sorted keys (`key(i)`) that is ≥ `oid`
 /// (`count` if none).
 ///

@@ -35,31 +35,34 @@ fn place(h: u64, blocks: u64) -> (u64, [u32; 8]) {
     (block, SALT.map(|s| 1u32 << (key.wrapping_mul(s) >> 27)))
 }
 
-/// A filter being built, for an index of a known entry count.
-pub struct FilterBuilder {
-    words: Vec<u32>,
+/// A filter being built in `bytes` (zeroed, `filter_blocks(count)` blocks; words
+/// little-endian): on the heap, or in a mapped scratch file where memory must stay flat.
+pub struct FilterBuilder<'a> {
+    pub bytes: &'a mut [u8],
 }
 
-impl FilterBuilder {
-    pub fn new(count: u64) -> FilterBuilder {
-        FilterBuilder { words: vec![0; filter_blocks(count) as usize * 8] }
-    }
-
+impl FilterBuilder<'_> {
     pub fn insert(&mut self, oid: Oid) {
-        let blocks = (self.words.len() / 8) as u64;
+        let blocks = (self.bytes.len() / FILTER_BLOCK) as u64;
         if blocks == 0 {
             return;
         }
         let (b, masks) = place(hash(oid), blocks);
-        for (w, m) in self.words[b as usize * 8..][..8].iter_mut().zip(masks) {
-            *w |= m;
+        let block = &mut self.bytes[b as usize * FILTER_BLOCK..][..FILTER_BLOCK];
+        for (w, m) in block.chunks_exact_mut(4).zip(masks) {
+            let v = u32::from_le_bytes(w.try_into().expect("4 bytes")) | m;
+            w.copy_from_slice(&v.to_le_bytes());
         }
     }
+}
 
-    /// The filter's bytes (words little-endian).
-    pub fn to_bytes(&self) -> Vec<u8> {
-        self.words.iter().flat_map(|w| w.to_le_bytes()).collect()
-    }
+/// A filter of `oids` (for `count` of them) on the heap.
+#[cfg(test)]
+pub fn build(count: u64, oids: impl IntoIterator<Item = Oid>) -> Vec<u8> {
+    let mut bytes = vec![0u8; filter_blocks(count) as usize * FILTER_BLOCK];
+    let mut f = FilterBuilder { bytes: &mut bytes };
+    oids.into_iter().for_each(|o| f.insert(o));
+    bytes
 }
 
 /// Whether `oid` may be among the oids a filter of `bytes` (whole blocks) was built from.
@@ -83,9 +86,7 @@ mod tests {
     fn no_false_negatives_and_few_false_positives() {
         for (n, spread) in [(1u64, 1u64), (1000, 1), (100_000, 1), (100_000, 0x9e37_79b9_7f4a_7c15)] {
             let oids: Vec<Oid> = (0..n).map(|i| Oid(i.wrapping_mul(spread))).collect();
-            let mut f = FilterBuilder::new(n);
-            oids.iter().for_each(|&o| f.insert(o));
-            let bytes = f.to_bytes();
+            let bytes = build(n, oids.iter().copied());
             assert_eq!(bytes.len() as u64, filter_blocks(n) * 32);
             assert!(oids.iter().all(|&o| may_contain(&bytes, o)), "{n} oids");
             let probes = 100_000u64;

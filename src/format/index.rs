@@ -262,30 +262,38 @@ impl Trailer {
 
 /// Encode a whole index record for sorted, unique `entries` (oid, record offset).
 pub fn encode_index(entries: &[(Oid, u64)], trailer: Trailer) -> Vec<u8> {
-    let mut out = Vec::with_capacity(IndexHeader::record_len(entries.len() as u64) as usize);
+    let count = entries.len() as u64;
+    let mut out = Vec::with_capacity(IndexHeader::record_len(count) as usize);
     let sink = |b: &[u8]| -> Result<()> {
         out.extend_from_slice(b);
         Ok(())
     };
-    encode_index_to(entries.iter().map(|e| Ok(*e)), entries.len() as u64, trailer, sink).expect("in memory");
+    let mut filter = vec![0u8; IndexHeader::filter_len(count, TRAILER_VERSION) as usize];
+    encode_index_to(entries.iter().map(|e| Ok(*e)), count, trailer, &mut filter, sink).expect("in memory");
     out
 }
 
 /// Stream an index record for `count` sorted, unique entries to `sink` in order, with
-/// memory bounded by a chunk, the block CRCs (4 bytes per 256 entries) and the oid
-/// filter (10 bits per entry). Returns the trailer written.
+/// memory bounded by a chunk and the block CRCs (4 bytes per 256 entries); the oid
+/// filter is built in `filter`, zeroed bytes of `IndexHeader::filter_len(count,
+/// TRAILER_VERSION)` that the caller provides (a merge maps them from a scratch file, so
+/// its heap stays flat). Returns the trailer written.
 pub fn encode_index_to(
     entries: impl Iterator<Item = Result<(Oid, u64)>>,
     count: u64,
     mut trailer: Trailer,
+    filter: &mut [u8],
     mut sink: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<Trailer> {
+    if filter.len() as u64 != IndexHeader::filter_len(count, TRAILER_VERSION) {
+        return Err(Error::invalid("oid filter buffer of the wrong size"));
+    }
     let len = IndexHeader::record_len(count);
     let header = IndexHeader { len, count }.to_bytes();
     sink(&header)?;
     let mut crcs = Vec::with_capacity(count.div_ceil(INDEX_BLOCK) as usize * 4);
     let mut chunk = Vec::with_capacity(INDEX_BLOCK as usize * INDEX_ENTRY);
-    let mut filter = FilterBuilder::new(count);
+    let mut builder = FilterBuilder { bytes: filter };
     let mut n = 0u64;
     let mut last: Option<Oid> = None;
     for e in entries {
@@ -297,7 +305,7 @@ pub fn encode_index_to(
             trailer.first_oid = oid;
         }
         last = Some(oid);
-        filter.insert(oid);
+        builder.insert(oid);
         chunk.extend_from_slice(&oid.to_le_bytes());
         chunk.extend_from_slice(&off.to_le_bytes());
         n += 1;
@@ -317,11 +325,11 @@ pub fn encode_index_to(
     sink(&crcs)?;
     let used = INDEX_HEADER as u64 + count * INDEX_ENTRY as u64 + crcs.len() as u64;
     sink(&vec![0u8; (IndexHeader::filter_offset(count) - used) as usize])?;
-    let filter = filter.to_bytes();
-    sink(&filter)?;
+    let filter = builder.bytes;
+    sink(filter)?;
     trailer.count = count;
     trailer.version = TRAILER_VERSION;
-    trailer.filter_crc = crc(&filter);
+    trailer.filter_crc = crc(filter);
     trailer.header_crc = crc(&header);
     trailer.crcs_crc = crc(&crcs);
     if let Some(l) = last {
@@ -359,10 +367,7 @@ mod tests {
         // The filter: one 32-byte block (2 entries × 10 bits), 8 u32 words, one bit set
         // per word per oid (see filter.rs): 1 or 2 bits per word.
         let filter = &b[64..96];
-        let mut f = FilterBuilder::new(2);
-        f.insert(Oid(1));
-        f.insert(Oid(3));
-        assert_eq!(filter, &f.to_bytes()[..]);
+        assert_eq!(filter, &super::super::filter::build(2, [Oid(1), Oid(3)])[..]);
         assert!((0..8).all(|w| (1..=2).contains(&le32(filter, w * 4).count_ones())));
         assert_eq!(
             hex(filter),

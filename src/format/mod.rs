@@ -12,7 +12,8 @@ mod txn;
 pub use filter::may_contain;
 pub use header::{Header, HEADER_SIZE, OLDEST_VERSION, VERSION};
 pub use index::{
-    encode_index, encode_index_to, Appended, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE,
+    encode_index, encode_index_to, Appended, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER,
+    TRAILER_SIZE, TRAILER_VERSION,
 };
 pub use txn::{
     encode_padding, encode_txn, encoded_txn_len, DataHeader, DecodedTxn, RecordForm, RecordToWrite, TxnHeader, TxnMeta,
