@@ -83,6 +83,9 @@ pub fn check(dir: &Path, repair: bool, opts: Options, progress: &mut dyn FnMut(u
                 }
             }
         }
+        if let Some(problem) = p.check_filter(&entries) {
+            report.problems.push(format!("{}: {problem}", p.seg.path.display()));
+        }
         let t = &p.trailer;
         let stats = SealStats {
             first_tid: t.first_tid,

@@ -3,12 +3,13 @@
 //! not possible, read into memory after verification.
 
 use crate::error::{Error, Result};
-use crate::format::{crc, le32, le64, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER};
+use crate::format::{crc, le32, le64, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER};
 use crate::types::Oid;
 use crate::vfs::VFile;
 use memmap2::Mmap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Map the first `len` bytes (the sealed length) of a sealed segment read-only. `None`
 /// where the file system cannot map.
@@ -37,6 +38,27 @@ const INTERPOLATION_STEPS: usize = 4;
 pub(crate) struct SortedIndex {
     count: u64,
     entries: Entries,
+    /// The oid filter in the map (trailer version 2), if any.
+    filter: Option<Filter>,
+}
+
+/// An oid filter at `start..start + len` in the segment's map. Its CRC is checked on
+/// first use (O(filter) once, not at open); a filter that fails it is never used, so a
+/// damaged filter costs speed, never a wrong answer.
+struct Filter {
+    start: usize,
+    len: usize,
+    crc: u32,
+    ok: OnceLock<bool>,
+}
+
+/// Whether lookups consult the oid filters (on by default; off only to measure them).
+static OID_FILTERS: AtomicBool = AtomicBool::new(true);
+
+/// Turn the oid filters of past segments on or off for this process (for benchmarks that
+/// compare loads with and without them; results are the same either way).
+pub fn set_oid_filters(on: bool) {
+    OID_FILTERS.store(on, Ordering::Relaxed);
 }
 
 enum Entries {
@@ -71,9 +93,18 @@ impl SortedIndex {
                 check_crcs(map.get(crcs..crcs + crcs_len).ok_or_else(|| Error::corrupted(path, 0, "short index"))?)?;
                 let blocks = t.count.div_ceil(INDEX_BLOCK) as usize;
                 let verified = (0..blocks.div_ceil(64)).map(|_| AtomicU64::new(0)).collect();
+                let filter_start = start + IndexHeader::filter_offset(t.count) as usize;
+                let filter_len = IndexHeader::filter_len(t.count, t.version) as usize;
+                let filter = (filter_len > 0 && map.len() >= filter_start + filter_len).then(|| Filter {
+                    start: filter_start,
+                    len: filter_len,
+                    crc: t.filter_crc,
+                    ok: OnceLock::new(),
+                });
                 Ok(SortedIndex {
                     count: t.count,
                     entries: Entries::Mapped { base: start + INDEX_HEADER, crcs, verified },
+                    filter,
                 })
             }
             SealedBytes::File => {
@@ -99,11 +130,45 @@ impl SortedIndex {
         if entries.windows(2).any(|w| w[0].0 >= w[1].0) {
             return Err(Error::corrupted(path, at, "index entries are not sorted"));
         }
-        Ok(SortedIndex { count: entries.len() as u64, entries: Entries::Memory(entries) })
+        Ok(SortedIndex { count: entries.len() as u64, entries: Entries::Memory(entries), filter: None })
+    }
+
+    /// Whether `oid` may be in this index: `false` only when a verified filter says it
+    /// is not.
+    #[inline(always)]
+    pub(crate) fn may_contain(&self, bytes: &SealedBytes, path: &Path, oid: Oid) -> bool {
+        let (Some(f), SealedBytes::Mapped(map)) = (&self.filter, bytes) else { return true };
+        if !OID_FILTERS.load(Ordering::Relaxed) {
+            return true;
+        }
+        let Some(b) = map.get(f.start..f.start + f.len) else { return true };
+        let ok = f.ok.get_or_init(|| {
+            let ok = crc(b) == f.crc;
+            if !ok {
+                log::warn!("{}: oid filter checksum mismatch; searching its index without it", path.display());
+            }
+            ok
+        });
+        if !ok {
+            return true;
+        }
+        crate::format::may_contain(b, oid)
     }
 
     pub(crate) fn len(&self) -> u64 {
         self.count
+    }
+
+    /// For `check`: a problem with the oid filter (its CRC, or one of the index's oids
+    /// `entries` that it would rule out), if any. A filter failing its CRC is never used.
+    pub(crate) fn check_filter(&self, bytes: &SealedBytes, entries: &[(Oid, u64)]) -> Option<String> {
+        let (Some(f), SealedBytes::Mapped(map)) = (&self.filter, bytes) else { return None };
+        let Some(b) = map.get(f.start..f.start + f.len) else { return Some("oid filter outside the file".into()) };
+        if crc(b) != f.crc {
+            return Some("oid filter checksum mismatch (loads search the index without it)".into());
+        }
+        let missed = entries.iter().find(|(o, _)| !crate::format::may_contain(b, *o))?;
+        Some(format!("the oid filter rules out oid {}, which the index holds", missed.0))
     }
 
     /// Entry `i` (< len). A mapped block is checked against its CRC on first touch.
@@ -203,6 +268,32 @@ impl WorkTable {
     pub(crate) fn find(&self, oid: Oid) -> Option<u64> {
         let i = lower_bound(self.count, oid, |i| Ok(self.get(i).0)).ok()?;
         (i < self.count && self.get(i).0 == oid).then_some(i)
+    }
+}
+
+/// Zeroed scratch bytes in an unlinked temporary file, mapped read-write: what a merge
+/// builds the output's oid filter in (page cache, not heap, like the work table).
+pub(crate) struct ScratchMap {
+    map: Option<memmap2::MmapMut>,
+    _file: std::fs::File,
+}
+
+impl ScratchMap {
+    pub(crate) fn new(file: std::fs::File, len: u64) -> std::io::Result<ScratchMap> {
+        file.set_len(len)?;
+        let map = if len == 0 {
+            None
+        } else {
+            // SAFETY: `file` is an unlinked temporary file created by this merge; no other
+            // process or handle can truncate or write it while the map lives, and all
+            // access goes through the map's bounds-checked slice.
+            Some(unsafe { memmap2::MmapMut::map_mut(&file)? })
+        };
+        Ok(ScratchMap { map, _file: file })
+    }
+
+    pub(crate) fn bytes(&mut self) -> &mut [u8] {
+        self.map.as_deref_mut().unwrap_or(&mut [])
     }
 }
 

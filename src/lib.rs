@@ -44,6 +44,7 @@ pub mod zodb;
 pub use count::ObjectCount;
 pub use error::{Error, Result};
 pub use format::TxnMeta;
+pub use index::set_oid_filters;
 pub use listing::{Listed, Paged};
 pub use seek::NewestFirst;
 pub use store::{

@@ -872,7 +872,7 @@ pub(crate) fn scan_sealed(seg: &SegmentFile, mut progress: impl FnMut(u64, u64))
             Step::Invalid(why) => {
                 // A damaged index marker looks like this too: accept it only if an
                 // index for exactly these entries would end the file here.
-                if len.checked_sub(sc.pos) == Some(IndexHeader::record_len(index.len() as u64)) {
+                if len.checked_sub(sc.pos).is_some_and(|l| IndexHeader::is_record_len(index.len() as u64, l)) {
                     break false;
                 }
                 return Err(Error::corrupted(&seg.path, sc.pos, why));
@@ -939,9 +939,9 @@ fn open_past(
             // The rebuilt index covers the data only if it ends exactly where the segment
             // does: otherwise there are appended regions (or damage) after.
             let whole = match (&scan, recorded) {
-                (Ok(scan), Some(sealed)) => {
-                    scan.data_end + IndexHeader::record_len(scan.entries.len() as u64) == sealed
-                }
+                (Ok(scan), Some(sealed)) => sealed
+                    .checked_sub(scan.data_end)
+                    .is_some_and(|l| IndexHeader::is_record_len(scan.entries.len() as u64, l)),
                 (Ok(_), None) => true,
                 (Err(_), _) => false,
             };
@@ -1076,7 +1076,7 @@ fn index_record_end(seg: &SegmentFile, at: u64, len: u64) -> Result<Option<u64>>
             // Its trailer: the repeated length, or the checksummed part naming `at`.
             let t = seg.read(at + n - TRAILER_SIZE as u64, TRAILER_SIZE)?;
             let names_at = t[..4] == crate::format::MARK_TRAILER
-                && crate::format::le32(&t, 112) == crate::format::crc(&t[..112])
+                && Trailer::checksum_matches(t[..].try_into().expect("sized"))
                 && crate::format::le64(&t, 8) == at;
             if crate::format::le64(&t, TRAILER_SIZE - 8) == n || names_at {
                 return Ok(Some(at + n));

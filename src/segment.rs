@@ -700,7 +700,11 @@ impl PastSegment {
 
     /// The offset of `oid`'s newest record in this segment.
     pub fn find(&self, oid: Oid) -> Result<Option<u64>> {
-        if self.index.len() == 0 || oid < self.trailer.first_oid || oid > self.trailer.last_oid {
+        if self.index.len() == 0
+            || oid < self.trailer.first_oid
+            || oid > self.trailer.last_oid
+            || !self.index.may_contain(&self.bytes, &self.seg.path, oid)
+        {
             return Ok(None);
         }
         self.index.find(&self.bytes, &self.seg.path, oid)
@@ -734,6 +738,11 @@ impl PastSegment {
             ));
         }
         read_record(self.map(), &self.seg, off, self.data_end(), oid)
+    }
+
+    /// For `check`: a problem with the oid filter of this part, given its index entries.
+    pub fn check_filter(&self, entries: &[(Oid, u64)]) -> Option<String> {
+        self.index.check_filter(&self.bytes, entries)
     }
 
     /// Entry `i` of the index.

@@ -728,3 +728,111 @@ fn iterations_go_on_after_a_damaged_past_segment() {
     assert_eq!(code, 5, "{out}{err}");
     assert!(out.contains(&ta.to_string()) && out.contains(&tc.to_string()) && !out.contains(&tb.to_string()), "{out}");
 }
+
+/// Where the oid filter of the (single-region) sealed segment `b` lies: (start, len).
+fn filter_of(b: &[u8]) -> (usize, usize) {
+    let t = &b[b.len() - 128..];
+    let le = |o: usize| u64::from_le_bytes(t[o..o + 8].try_into().unwrap()) as usize;
+    assert_eq!(u32::from_le_bytes(t[4..8].try_into().unwrap()), 2, "trailer version 2");
+    let (index, count) = (le(8), le(16));
+    let start = index + (24 + 16 * count + 4 * count.div_ceil(256)).div_ceil(8) * 8;
+    (start, b.len() - 128 - start)
+}
+
+/// Rewrite the oid filter of segment file `path` with `f` and make both CRCs (filter's,
+/// trailer's) match again: a forged filter that every check accepts.
+fn forge_filter(path: &Path, f: impl Fn(&mut [u8])) {
+    let mut b = std::fs::read(path).unwrap();
+    let (start, len) = filter_of(&b);
+    f(&mut b[start..start + len]);
+    let fc = crc32c::crc32c(&b[start..start + len]);
+    let n = b.len();
+    let t = &mut b[n - 128..];
+    t[116..120].copy_from_slice(&fc.to_le_bytes());
+    let tc = crc32c::crc32c_append(crc32c::crc32c(&t[..112]), &t[116..120]);
+    t[112..116].copy_from_slice(&tc.to_le_bytes());
+    std::fs::write(path, b).unwrap();
+}
+
+/// A storage of 600 random 64-bit oids in two sealed segments (300 each, interleaved
+/// ranges); returns the oids with their data.
+fn filtered_storage(dir: &Path) -> Vec<(u64, Vec<u8>)> {
+    let s = Storage::create(dir, real_opts()).unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    let mut objs = Vec::new();
+    for seg in 0..2 {
+        for chunk in 0..3 {
+            let mut txn = s.begin();
+            for i in 0..100 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let data = format!("object {seg}.{chunk}.{i}").into_bytes();
+                txn.store(Oid(x), &data).unwrap();
+                objs.push((x, data));
+            }
+            txn.commit().unwrap();
+        }
+        s.rotate().unwrap();
+    }
+    objs
+}
+
+/// Every object reads back exactly and absent oids read as absent.
+fn all_exact(s: &Storage, objs: &[(u64, Vec<u8>)]) -> Result<(), String> {
+    for (o, d) in objs {
+        match load(s, *o) {
+            Ok(Some(got)) if &got == d => {}
+            other => return Err(format!("oid {o:#x}: {other:?}")),
+        }
+        for miss in [o ^ 1, o.wrapping_add(977)] {
+            if !objs.iter().any(|(x, _)| *x == miss) && !matches!(load(s, miss), Ok(None)) {
+                return Err(format!("absent oid {miss:#x} found"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Issue 16 item 5: lookups consult the oid filter (a forged empty filter that passes
+/// its CRC hides the segment's objects: the test that the filter is used at all), and a
+/// damaged filter, or a damaged filter CRC, is detected and ignored: every byte of both
+/// flipped in turn, never a wrong answer.
+#[test]
+fn a_flipped_oid_filter_or_its_crc_is_ignored_never_a_wrong_answer() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path().join("db");
+    let objs = filtered_storage(&dir);
+    let path = dir.join("seg-000001.fs2");
+    let good = std::fs::read(&path).unwrap();
+    all_exact(&Storage::open(&dir, ro()).unwrap(), &objs).unwrap();
+
+    forge_filter(&path, |f| f.fill(0));
+    let s = Storage::open(&dir, ro()).unwrap();
+    let hidden = objs[..300].iter().filter(|(o, _)| matches!(load(&s, *o), Ok(None))).count();
+    assert_eq!(hidden, 300, "an empty filter that passes its CRC hides every object of the segment");
+    drop(s);
+    let problems = |dir: &Path| filestorage2::check::check(dir, false, ro(), &mut |_, _| {}).unwrap().problems;
+    let p = problems(&dir);
+    assert!(p.len() == 1 && p[0].contains("the oid filter rules out oid"), "check reports a wrong filter: {p:?}");
+
+    let (start, len) = filter_of(&good);
+    assert_eq!(len, 3000usize.div_ceil(256) * 32, "10 bits per oid, in 32-byte blocks");
+    let n = good.len();
+    let mut flips = 0;
+    for off in (start..start + len).chain(n - 12..n - 8) {
+        let mut b = good.clone();
+        b[off] ^= 0xff;
+        std::fs::write(&path, &b).unwrap();
+        let s = Storage::open(&dir, ro()).unwrap();
+        all_exact(&s, &objs).unwrap_or_else(|e| panic!("flip at {off}: {e}"));
+        drop(s);
+        if off == start || off == n - 10 {
+            assert!(!problems(&dir).is_empty(), "check reports the flip at {off}");
+        }
+        flips += 1;
+    }
+    assert_eq!(flips, len + 4);
+    std::fs::write(&path, &good).unwrap();
+    assert_eq!(problems(&dir), Vec::<String>::new());
+}

@@ -8,7 +8,7 @@ mod common;
 
 use common::simple::{checked, commit, data, within};
 use filestorage2::merge::{Policy, Strategy};
-use filestorage2::{AsOf, Oid, Options, SegmentName, Storage};
+use filestorage2::{AsOf, Oid, Options, SegmentName, SegmentState, Storage};
 use std::path::{Path, PathBuf};
 
 fn fixture() -> tempfile::TempDir {
@@ -116,4 +116,34 @@ fn a_damaged_header_of_a_version_1_segment_beside_version_2_ones() {
         assert_eq!(data(&s, 7).as_deref(), Some(&b"seven"[..]));
         assert_eq!(s.history(Oid(3)).unwrap().len(), 2);
     });
+}
+
+/// The trailer layout version of a sealed segment file (bytes 4..8 of its last 128).
+fn trailer_version(path: &Path) -> u32 {
+    let b = std::fs::read(path).unwrap();
+    let t = &b[b.len() - 128..];
+    u32::from_le_bytes(t[4..8].try_into().unwrap())
+}
+
+/// Sealed segments written before the oid filter (trailer version 1) open and answer
+/// hits and misses; a rotation seals the next segment with trailer version 2 (a filter).
+#[test]
+fn segments_sealed_before_the_oid_filter_are_read_and_new_seals_carry_one() {
+    within(60, || {
+        let dir = fixture();
+        let s = Storage::open(dir.path(), Options::default()).unwrap();
+        let sealed: Vec<_> = s.segments().unwrap().into_iter().filter(|i| i.state == SegmentState::Past).collect();
+        assert_eq!(sealed.len(), 2);
+        assert!(sealed.iter().all(|i| trailer_version(&i.path) == 1));
+        expect_objects(&s);
+        assert_eq!(data(&s, 6), None);
+        assert_eq!(data(&s, u64::MAX), None);
+        s.rotate().unwrap();
+        let newest = s.segments().unwrap().into_iter().rfind(|i| i.state == SegmentState::Past).unwrap();
+        assert_eq!(trailer_version(&newest.path), 2);
+        expect_objects(&s);
+        drop(s);
+        let s = Storage::open(dir.path(), Options::read_only()).unwrap();
+        expect_objects(&s);
+    })
 }

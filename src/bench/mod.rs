@@ -11,7 +11,9 @@
 //!   the end) next to a plain sequential write of the same number of bytes.
 //! - P4: random current loads from one thread over objects in past segments (rotated with
 //!   the default `rotate_size`, so several segments), warm, next to the same lookup done
-//!   on plain mapped files (binary search in a sorted 16-byte index + copy of the data).
+//!   on plain mapped files (binary search in a sorted 16-byte index + copy of the data);
+//!   and random 64-bit oids over 20 past segments with the oid filters on and off
+//!   (`filter.rs`).
 //! - P5/P6: open time and RSS in a fresh process: the bench re-executes its own binary as
 //!   `<exe> bench --open-probe DIR`, which opens the storage read-write, does a few loads
 //!   and prints `open_ns=… rss_kib=…`. That works from the `fs2` binary, not from inside a
@@ -34,6 +36,7 @@
 //! numbers and the table (`report.rs`); `peer.rs` is `fs2 bench-peer`.
 
 mod durable;
+mod filter;
 mod merge;
 mod mounted;
 mod open;
@@ -306,6 +309,9 @@ impl Bench<'_> {
         }
         if sel.has(3) || sel.has(4) {
             self.bulk_and_loads(sel.has(3), sel.has(4))?;
+        }
+        if sel.has(4) {
+            self.loads_over_many_segments()?;
         }
         // Keep only what P5/P6 will open again.
         let a = self.args;

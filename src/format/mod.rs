@@ -4,13 +4,16 @@
 //! Every record starts with a 4-byte marker and an 8-byte length and ends with the same
 //! 8-byte length (the length counts the whole record). All numbers are little-endian.
 
+mod filter;
 mod header;
 mod index;
 mod txn;
 
+pub use filter::may_contain;
 pub use header::{Header, HEADER_SIZE, OLDEST_VERSION, VERSION};
 pub use index::{
-    encode_index, encode_index_to, Appended, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER, TRAILER_SIZE,
+    encode_index, encode_index_to, Appended, IndexHeader, Trailer, INDEX_BLOCK, INDEX_ENTRY, INDEX_HEADER,
+    TRAILER_SIZE, TRAILER_VERSION,
 };
 pub use txn::{
     encode_padding, encode_txn, encoded_txn_len, DataHeader, DecodedTxn, RecordForm, RecordToWrite, TxnHeader, TxnMeta,

@@ -11,9 +11,10 @@ use super::progress::MergeProgress;
 use crate::durable::NewFile;
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_index_to, encode_padding, encode_txn, encoded_txn_len, Appended, Header, RecordToWrite, Trailer, MARK_TXN,
+    encode_index_to, encode_padding, encode_txn, encoded_txn_len, Appended, Header, IndexHeader, RecordToWrite,
+    Trailer, MARK_TXN, TRAILER_VERSION,
 };
-use crate::index::WorkTable;
+use crate::index::{ScratchMap, WorkTable};
 use crate::segment::{place, PastSegment, Scanner, SealStats, SegmentFile, Step};
 use crate::types::{AsOf, Oid, SegmentName};
 use crate::vfs::{VFile, Vfs};
@@ -299,7 +300,12 @@ pub(crate) fn merge(
             Ok((oid, loc))
         }
     });
-    encode_index_to(entries, table.len(), trailer, |b| sink.put(b))?;
+    let scratch = tempfile::tempfile_in(dir)
+        .or_else(|_| tempfile::tempfile())
+        .map_err(|e| Error::io(dir, "create merge work file in", e))?;
+    let filter_len = IndexHeader::filter_len(table.len(), TRAILER_VERSION);
+    let mut filter = ScratchMap::new(scratch, filter_len).map_err(|e| Error::io(dir, "map merge work file in", e))?;
+    encode_index_to(entries, table.len(), trailer, filter.bytes(), |b| sink.put(b))?;
     sink.flush()?;
     if let Some(h) = new_header {
         // The new segment records its exact length (see FORMAT.md, header slots).
