@@ -27,6 +27,7 @@ mod policy;
 mod readdir;
 mod segments;
 mod shown;
+mod staging;
 mod stats;
 mod text;
 pub mod txn;
