@@ -462,21 +462,27 @@ pub(super) fn reserve(w: &mut Writer, file: &dyn VFile, need: u64, chunk: u64) -
         return Ok(());
     }
     let target = need.max(w.allocated + chunk).div_ceil(BLOCK) * BLOCK;
-    let zeros = vec![0u8; (target - w.allocated).min(1 << 20) as usize];
-    let mut at = w.allocated;
+    let (at, failed) = zero_fill(file, w.allocated, target);
+    w.allocated = at.max(w.allocated);
+    match failed {
+        Some(e) if at < need => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Write zeros over `[from, target)`, 1 MiB at a time: how far it got, and the error
+/// that stopped it short.
+fn zero_fill(file: &dyn VFile, from: u64, target: u64) -> (u64, Option<std::io::Error>) {
+    let zeros = vec![0u8; (target.saturating_sub(from)).min(1 << 20) as usize];
+    let mut at = from;
     while at < target {
         let n = zeros.len().min((target - at) as usize);
         if let Err(e) = file.write_all_at(&zeros[..n], at) {
-            w.allocated = at.max(w.allocated);
-            if at >= need {
-                return Ok(());
-            }
-            return Err(e);
+            return (at, Some(e));
         }
         at += n as u64;
     }
-    w.allocated = at;
-    Ok(())
+    (at, None)
 }
 
 /// Write zeros ahead of the append position, `chunk` bytes at a time, so that commits
@@ -490,15 +496,9 @@ pub(super) fn preallocate(w: &mut Writer, file: &dyn VFile, need: u64, chunk: u6
         return;
     }
     let target = need.max(w.allocated + chunk).div_ceil(BLOCK) * BLOCK;
-    let zeros = vec![0u8; (target - w.allocated).min(1 << 20) as usize];
-    let mut at = w.allocated;
-    while at < target {
-        let n = zeros.len().min((target - at) as usize);
-        if let Err(e) = file.write_all_at(&zeros[..n], at) {
-            log::debug!("preallocation stopped at {at}: {e}; committing into the space that exists");
-            break;
-        }
-        at += n as u64;
+    let (at, failed) = zero_fill(file, w.allocated, target);
+    if let Some(e) = failed {
+        log::debug!("preallocation stopped at {at}: {e}; committing into the space that exists");
     }
     // `[allocated, need)` is the batch's to write now (a failed write resets `allocated`):
     // the next preallocation starts after it, never over committed bytes.
