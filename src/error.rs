@@ -1,6 +1,6 @@
 //! The engine's one error type. Every message says what failed, where, and what to do.
 
-use crate::types::{Oid, Tid};
+use crate::types::{Oid, ParseError, Tid};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -107,5 +107,11 @@ impl std::error::Error for Error {
             Error::Io { source, .. } => Some(source),
             _ => None,
         }
+    }
+}
+
+impl From<ParseError> for Error {
+    fn from(e: ParseError) -> Error {
+        Error::Invalid(e.0)
     }
 }

@@ -29,6 +29,7 @@ mod listing;
 pub mod merge;
 #[cfg(feature = "cli")]
 pub mod mount;
+mod newest;
 mod recovery;
 mod seek;
 mod segment;
@@ -46,12 +47,12 @@ pub use error::{Error, Result};
 pub use format::TxnMeta;
 pub use index::set_oid_filters;
 pub use listing::{Listed, Paged};
-pub use seek::NewestFirst;
+pub use newest::NewestFirst;
 pub use store::{
     AppendedInfo, LoadBefore, ObjectInfo, Options, Revision, RevisionInfo, SegmentInfo, SegmentState, Stats, Storage,
     TxnIter, TxnRecord,
 };
 pub use txn::Transaction;
-pub use types::{AsOf, Oid, SegmentName, Tid};
+pub use types::{AsOf, Oid, ParseError, SegmentName, Tid};
 pub use undo::UndoRecord;
 pub use views::{CommitEvent, RevStat, SegmentBytes, TxnSummaries, TxnSummary, TxnView};

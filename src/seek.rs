@@ -1,6 +1,6 @@
 //! Finding a transaction inside a segment without reading the segment from its start:
 //! tid-seeked scans (`transactions(from, to)`, `transaction(tid)`, ZEO's
-//! `iterator(start)`) and newest-first reads of a segment (ZODB's `undoLog`).
+//! `iterator(start)`), and the record bounds the newest-first reads of `newest.rs` use.
 //!
 //! There is no tid index (that would be a format change). Transaction records are
 //! 8-aligned, verified by their CRCs, and in tid order within a segment part, so a
@@ -15,17 +15,12 @@
 //! through valid records, else the part is scanned from its start as before; a window
 //! read backwards must end exactly where the newer window began, else it widens.
 
-use std::sync::Arc;
-
 use crate::chain::Active;
-use crate::error::Result;
 use crate::segment::{Scanner, SegmentFile, Step};
-use crate::store::Storage;
-use crate::types::{SegmentName, Tid};
-use crate::views::{RevStat, TxnView};
+use crate::types::Tid;
 
 /// Below this many bytes a plain scan is cheaper than more probes.
-const SCAN: u64 = 64 << 10;
+pub(crate) const SCAN: u64 = 64 << 10;
 
 /// The smallest record (a padding record): `resync(at)` looks from `at + MIN` on.
 const MIN: u64 = crate::format::MIN_PADDING;
@@ -69,7 +64,7 @@ fn first_txn(seg: &SegmentFile, at: u64, end: u64) -> std::result::Result<Option
 }
 
 /// The first verified record start at or after `at` and before `limit` (`limit` if none).
-fn record_start(seg: &SegmentFile, start: u64, at: u64, limit: u64) -> Option<u64> {
+pub(crate) fn record_start(seg: &SegmentFile, start: u64, at: u64, limit: u64) -> Option<u64> {
     if at <= start {
         return Some(start);
     }
@@ -109,147 +104,11 @@ fn seek_offset(seg: &SegmentFile, start: u64, end: u64, from: Tid) -> Option<u64
     }
 }
 
-/// One part of a segment to read backwards: its file and data range.
-struct Part {
-    seg: Arc<SegmentFile>,
-    start: u64,
-    end: u64,
-}
-
-/// The transactions of one segment, newest first (see [`Storage::transactions_newest_first`]).
-pub struct NewestFirst {
-    name: SegmentName,
-    /// Parts still to read, the next one last.
-    parts: Vec<Part>,
-    /// The window read last, oldest first (popped from the end).
-    window: Vec<TxnView>,
-    /// Each transaction's records (oid, tid, size) or only its metadata.
-    with_records: bool,
-}
-
-impl Storage {
-    /// The committed transactions of segment `name`, newest first, read backwards in
-    /// windows of about 64 KiB (doubling over a large transaction): the first items cost
-    /// a window, not the segment. `NotFound` if the segment is not in the chain.
-    /// `with_records`: fill [`TxnView::records`] (else it is empty).
-    pub fn transactions_newest_first(&self, name: SegmentName, with_records: bool) -> Result<NewestFirst> {
-        let v = self.view();
-        let mut parts = Vec::new();
-        if let Some(a) = v.active.as_ref().filter(|a| a.seg.header.name == name) {
-            if a.damaged.is_empty() {
-                parts.push(Part { seg: a.seg.clone(), start: crate::format::HEADER_SIZE as u64, end: a.end });
-            } else {
-                // Known damage: read it the way every scan does (one forward pass).
-                let mut window = Vec::new();
-                for t in self.segment_txn_summaries(name)? {
-                    let t = self.transaction(t?.tid)?;
-                    window.extend(t.map(|mut t| {
-                        if !with_records {
-                            t.records.clear();
-                        }
-                        t
-                    }));
-                }
-                return Ok(NewestFirst { name, parts, window, with_records });
-            }
-        } else {
-            let range = v.parts_of(name).ok_or_else(|| {
-                crate::error::Error::NotFound(format!("segment {name} is not in the chain (merged away?)"))
-            })?;
-            // Parts are listed newest data first; the next to read goes last.
-            for p in v.pasts[range].iter().rev() {
-                parts.push(Part { seg: p.seg.clone(), start: p.data_start(), end: p.data_end() });
-            }
-        }
-        Ok(NewestFirst { name, parts, window: Vec::new(), with_records })
-    }
-}
-
-impl NewestFirst {
-    /// Read the window that ends at the current end of the last part into `self.window`.
-    fn fill(&mut self) -> Result<bool> {
-        let Some(part) = self.parts.last_mut() else { return Ok(false) };
-        if part.end <= part.start {
-            self.parts.pop();
-            return self.fill();
-        }
-        let mut width = SCAN;
-        loop {
-            let at = part.end.saturating_sub(width).max(part.start);
-            let lo =
-                if at == part.start { Some(part.start) } else { record_start(&part.seg, part.start, at, part.end) };
-            if let Some(lo) = lo.filter(|&lo| lo < part.end) {
-                let mut sc = Scanner::new(&part.seg, lo, part.end);
-                let mut out = Vec::new();
-                let clean = loop {
-                    if sc.pos == part.end {
-                        break true;
-                    }
-                    match sc.next_step()? {
-                        Step::Txn { offset, txn, bytes } => {
-                            out.push(view(self.name, offset, txn, bytes.len(), self.with_records))
-                        }
-                        Step::Skip => {}
-                        // The data ends before the part does (zeros after it).
-                        Step::End | Step::Index => break true,
-                        Step::Invalid(why) => {
-                            if lo == part.start {
-                                return Err(crate::error::Error::corrupted(&part.seg.path, sc.pos, why));
-                            }
-                            break false;
-                        }
-                    }
-                };
-                // A window must end exactly where the newer one began (see the top).
-                if clean {
-                    part.end = lo;
-                    self.window = out;
-                    return Ok(true);
-                }
-            }
-            if at == part.start {
-                // Unreachable for a sound part: the scan from its start is trusted.
-                part.end = part.start;
-                return Ok(true);
-            }
-            width *= 2;
-        }
-    }
-}
-
-fn view(name: SegmentName, offset: u64, txn: crate::segment::DecodedTxn, len: usize, with_records: bool) -> TxnView {
-    let tid = txn.header.tid;
-    let records = if with_records {
-        txn.records.iter().map(|(_, h)| RevStat { oid: h.oid, tid, size: h.data_len, deleted: h.is_delete() }).collect()
-    } else {
-        Vec::new()
-    };
-    TxnView { tid, segment: name, offset, bytes: len as u64, meta: txn.meta, records }
-}
-
-impl Iterator for NewestFirst {
-    type Item = Result<TxnView>;
-    fn next(&mut self) -> Option<Result<TxnView>> {
-        loop {
-            if let Some(t) = self.window.pop() {
-                return Some(Ok(t));
-            }
-            match self.fill() {
-                Ok(true) => {}
-                Ok(false) => return None,
-                Err(e) => {
-                    self.parts.clear();
-                    return Some(Err(e));
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::Options;
+    use crate::store::Storage;
     use crate::types::Oid;
 
     /// `n` transactions of two records of about 300 bytes; with `phantoms`, every 7th

@@ -2,20 +2,29 @@
 //!
 //! Oids and tids display as 16 lowercase hex digits everywhere; only that spelling parses.
 
-use crate::error::{Error, Result};
 use std::fmt;
 use std::str::FromStr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+/// A spelling that is not an id (the engine's error type makes it `Error::Invalid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError(pub String);
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ParseError {}
+
 /// Parse exactly 16 lowercase hex digits (the only accepted spelling of an oid or tid).
-fn parse_hex16(s: &str, what: &str) -> Result<u64> {
+fn parse_hex16(s: &str, what: &str) -> Result<u64, ParseError> {
     let ok = s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     if !ok {
-        return Err(Error::invalid(format!(
-            "bad {what} {s:?}: expected 16 lowercase hex digits, e.g. 0000000000000001"
-        )));
+        return Err(ParseError(format!("bad {what} {s:?}: expected 16 lowercase hex digits, e.g. 0000000000000001")));
     }
-    u64::from_str_radix(s, 16).map_err(|_| Error::invalid(format!("bad {what} {s:?}")))
+    u64::from_str_radix(s, 16).map_err(|_| ParseError(format!("bad {what} {s:?}")))
 }
 
 /// A 64-bit object id, chosen by the client or allocated by the storage.
@@ -42,8 +51,8 @@ impl fmt::Debug for Oid {
     }
 }
 impl FromStr for Oid {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Oid> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Oid, ParseError> {
         parse_hex16(s, "oid").map(Oid)
     }
 }
@@ -137,8 +146,8 @@ impl fmt::Debug for Tid {
     }
 }
 impl FromStr for Tid {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Tid> {
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<Tid, ParseError> {
         parse_hex16(s, "tid").map(Tid)
     }
 }
@@ -249,11 +258,11 @@ impl fmt::Display for SegmentName {
 }
 
 impl FromStr for SegmentName {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<SegmentName> {
-        let bad = || Error::invalid(format!("bad segment name {s:?}: expected seg-NNNNNN or seg-NNNNNN-NNNNNN"));
+    type Err = ParseError;
+    fn from_str(s: &str) -> Result<SegmentName, ParseError> {
+        let bad = || ParseError(format!("bad segment name {s:?}: expected seg-NNNNNN or seg-NNNNNN-NNNNNN"));
         let rest = s.strip_prefix("seg-").ok_or_else(bad)?;
-        let num = |p: &str| -> Result<u64> {
+        let num = |p: &str| -> Result<u64, ParseError> {
             if p.len() >= 6 && p.bytes().all(|b| b.is_ascii_digit()) && (p.len() == 6 || !p.starts_with('0')) {
                 p.parse().map_err(|_| bad())
             } else {

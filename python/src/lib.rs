@@ -243,7 +243,7 @@ impl NativeStorage {
     /// costs a window, not the segment): `(tid, user, description, extension, size)`,
     /// size = the bytes of its data records.
     fn transactions_newest_first(&self, name: &str) -> PyResult<NativeNewestFirst> {
-        let name = name.parse::<SegmentName>().map_err(err)?;
+        let name = name.parse::<SegmentName>().map_err(|e| err(e.into()))?;
         Ok(NativeNewestFirst { it: Mutex::new(self.get()?.transactions_newest_first(name, true).map_err(err)?) })
     }
 
@@ -277,7 +277,8 @@ impl NativeStorage {
     /// that keeps each object's record current at the end of the last one.
     fn merge(&self, py: Python<'_>, names: Vec<String>) -> PyResult<bool> {
         let s = self.get()?;
-        let names = names.iter().map(|n| n.parse::<SegmentName>()).collect::<Result<Vec<_>, _>>().map_err(err)?;
+        let names =
+            names.iter().map(|n| n.parse::<SegmentName>()).collect::<Result<Vec<_>, _>>().map_err(|e| err(e.into()))?;
         Ok(py.detach(|| s.merge(&Policy::Named(names))).map_err(err)?.is_some())
     }
 

@@ -285,7 +285,7 @@ enum AppendAsOf {
 
 /// A segment name, with or without the `.fs2` suffix.
 fn parse_segment(s: &str) -> Result<SegmentName, String> {
-    s.strip_suffix(".fs2").unwrap_or(s).parse().map_err(|e: Error| e.to_string())
+    s.strip_suffix(".fs2").unwrap_or(s).parse().map_err(|e: filestorage2::ParseError| e.to_string())
 }
 
 #[derive(Args, Debug)]
