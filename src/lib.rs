@@ -40,6 +40,7 @@ mod types;
 mod undo;
 pub mod vfs;
 mod views;
+mod writes;
 pub mod zodb;
 
 pub use count::ObjectCount;

@@ -234,7 +234,7 @@ pub(crate) struct Staged {
     /// A caller-chosen tid (restore); `None`: the next tid.
     pub tid: Option<Tid>,
     pub meta: TxnMeta,
-    pub writes: crate::txn::Writes,
+    pub writes: crate::writes::Writes,
     /// Oids read and required to be current at commit, with the tid read (ZODB's
     /// `checkCurrentSerialInTransaction`): locked at vote like the writes, and checked.
     pub reads: BTreeMap<Oid, Tid>,
