@@ -30,6 +30,7 @@ pub mod merge;
 #[cfg(feature = "cli")]
 pub mod mount;
 mod newest;
+mod read;
 mod recovery;
 mod seek;
 mod segment;

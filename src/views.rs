@@ -6,8 +6,9 @@
 use crate::chain::View;
 use crate::error::{Error, Result};
 use crate::format::{Header, TxnMeta, HEADER_SIZE};
+use crate::read::walk;
 use crate::segment::{read_record, Scanner};
-use crate::store::{walk, ChainScan, SegmentState};
+use crate::store::{ChainScan, SegmentState};
 use crate::types::{Oid, SegmentName, Tid};
 use crate::vfs::VFile;
 use crate::Storage;
@@ -196,7 +197,7 @@ impl Storage {
     pub fn list_oids(&self, start: Oid, limit: usize) -> Result<Vec<Oid>> {
         let mut out = Vec::new();
         if limit > 0 {
-            crate::store::each_oid(&self.view(), start, |oid| {
+            crate::read::each_oid(&self.view(), start, |oid| {
                 out.push(oid);
                 Ok(out.len() < limit)
             })?;
