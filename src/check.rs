@@ -231,11 +231,9 @@ pub fn salvage(dir: &Path, opts: crate::Options) -> crate::Result<Vec<String>> {
         let len = d.end - d.start;
         let bytes = a.seg.read(d.start, len as usize)?;
         let aside = std::path::PathBuf::from(format!("{}.damaged-{}", a.seg.path.display(), d.start));
-        let _ = vfs.remove(&aside);
-        let f = vfs.create_new(&aside).map_err(|e| Error::io(&aside, "create", e))?;
-        f.write_all_at(&bytes, 0).map_err(|e| Error::io(&aside, "write", e))?;
-        f.sync().map_err(|e| Error::io(&aside, "sync", e))?;
-        vfs.sync_dir(dir).map_err(|e| Error::io(dir, "sync directory", e))?;
+        // Whole and durable before the range becomes padding (a rerun after a crash
+        // rewrites the same bytes over it).
+        crate::durable::write_file(&*vfs, &aside, &bytes)?;
         let (head, tail) = crate::format::encode_padding(len);
         let mut pad = vec![0u8; len as usize];
         pad[..head.len()].copy_from_slice(&head);

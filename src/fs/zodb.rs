@@ -133,20 +133,10 @@ impl ClassView {
     }
 }
 
-/// An unnamed scratch file: beside the storage when it is writable (its disk, not a small
-/// /tmp), in the system's temporary directory when it is read-only (archives and
-/// read-only opens are never written to).
-fn tmp(s: &Storage) -> Result<std::fs::File> {
-    let dir = s.dir();
-    let beside =
-        if s.is_read_only() { Err(std::io::ErrorKind::ReadOnlyFilesystem.into()) } else { tempfile::tempfile_in(dir) };
-    beside.or_else(|_| tempfile::tempfile()).map_err(|e| Error::io(dir, "create temporary file in", e))
-}
-
 /// Scan the objects live at `at` and group them by class (see the module docs).
 pub fn build(s: &Storage, at: Tid, names: &Mutex<Classes>) -> Result<ClassView> {
     let werr = |e: std::io::Error| Error::io(s.dir(), "write temporary file in", e);
-    let mut pairs = BufWriter::with_capacity(1 << 20, tmp(s)?);
+    let mut pairs = BufWriter::with_capacity(1 << 20, crate::zodb::scratch_file(s)?);
     let mut reader = Reader::new();
     // (count, bytes) by class id; a local cache of names to ids.
     let mut counts: HashMap<u32, (u64, u64)> = HashMap::new();
@@ -193,7 +183,7 @@ pub fn build(s: &Storage, at: Tid, names: &Mutex<Classes>) -> Result<ClassView> 
     }
     let mut pairs = pairs.into_inner().map_err(|e| werr(e.into_error()))?;
     std::io::Seek::rewind(&mut pairs).map_err(werr)?;
-    let grouped = tmp(s)?;
+    let grouped = crate::zodb::scratch_file(s)?;
     grouped.set_len(total * ENTRY as u64).map_err(werr)?;
     // SAFETY: an unlinked temporary file of ours; nobody else maps or truncates it.
     let mut map = unsafe { memmap2::MmapMut::map_mut(&grouped) }.map_err(werr)?;

@@ -60,19 +60,13 @@ pub(crate) struct Graph {
     pub target_count: u64,
 }
 
-fn tmp(dir: &Path) -> Result<std::fs::File> {
-    tempfile::tempfile_in(dir)
-        .or_else(|_| tempfile::tempfile())
-        .map_err(|e| Error::io(dir, "create temporary file in", e))
-}
-
 impl Graph {
     /// Read every object live at `base` and write its graph.
     pub fn build(s: &Storage, base: Tid, progress: &mut dyn FnMut(Phase, u64, u64)) -> Result<Graph> {
         let dir = s.dir().to_path_buf();
         let werr = |e: std::io::Error| Error::io(&dir, "write temporary file in", e);
-        let mut nodes = BufWriter::with_capacity(1 << 20, tmp(&dir)?);
-        let mut targets = BufWriter::with_capacity(1 << 20, tmp(&dir)?);
+        let mut nodes = BufWriter::with_capacity(1 << 20, super::scratch_file(s)?);
+        let mut targets = BufWriter::with_capacity(1 << 20, super::scratch_file(s)?);
         let total: u64 = s.segments()?.iter().map(|g| g.index_entries).sum();
         let mut reader = Reader::new();
         let (mut count, mut target_count, mut seen) = (0u64, 0u64, 0u64);

@@ -107,3 +107,15 @@ pub fn read_record(data: &[u8]) -> Result<Record, NotZodb> {
 
 #[cfg(test)]
 mod tests;
+
+/// An unnamed scratch file for a scan too large for memory: beside the storage when it
+/// is writable (its disk, not a small /tmp), in the system's temporary directory when it
+/// is read-only (archives and read-only opens are never written to).
+pub fn scratch_file(s: &crate::Storage) -> crate::Result<std::fs::File> {
+    let dir = s.dir();
+    let beside = match s.is_read_only() {
+        true => Err(std::io::ErrorKind::ReadOnlyFilesystem.into()),
+        false => tempfile::tempfile_in(dir),
+    };
+    beside.or_else(|_| tempfile::tempfile()).map_err(|e| crate::Error::io(dir, "create temporary file in", e))
+}
