@@ -10,14 +10,15 @@
 //! copied again whole.
 
 use super::Archive;
+use crate::durable::NewFile;
 use crate::error::{Error, Result};
 use crate::format::HEADER_SIZE;
 use crate::store::{Options, Storage};
 use crate::types::{SegmentName, Tid};
+use crate::vfs::{RealVfs, VFile, Vfs};
 use crate::views::SegmentBytes;
 use crate::SegmentState;
-use std::fs::OpenOptions;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 /// What `backup` did.
@@ -117,7 +118,7 @@ fn update(b: &SegmentBytes, len: u64, to: &Path) -> Result<u64> {
     b.read_at(&mut header, 0)?;
     let have = std::fs::metadata(to).map(|m| m.len()).ok();
     if let Some(have) = have.filter(|h| *h <= len && *h >= HEADER_SIZE as u64) {
-        let f = OpenOptions::new().read(true).write(true).open(to).map_err(|e| Error::io(to, "open", e))?;
+        let f = RealVfs.open(to, true).map_err(|e| Error::io(to, "open", e))?;
         // The copy's last bytes must be the source's (else it is not a prefix of it).
         let tail = (have - HEADER_SIZE as u64).min(4096) as usize;
         let (mut mine, mut theirs) = (vec![0u8; tail], vec![0u8; tail]);
@@ -130,33 +131,23 @@ fn update(b: &SegmentBytes, len: u64, to: &Path) -> Result<u64> {
             if have == len && old == header {
                 return Ok(0);
             }
-            let n = copy_range(b, &f, to, have, len)?;
+            let n = copy_range(b, &*f, to, have, len)?;
             if old != header {
                 f.write_all_at(&header, 0).map_err(|e| Error::io(to, "write", e))?;
             }
-            f.sync_all().map_err(|e| Error::io(to, "sync", e))?;
+            f.sync().map_err(|e| Error::io(to, "sync", e))?;
             return Ok(n + HEADER_SIZE as u64);
         }
     }
     // A whole new copy, put in place by a rename.
-    let tmp = PathBuf::from(format!("{}.tmp", to.display()));
-    let _ = std::fs::remove_file(&tmp);
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| Error::io(&tmp, "create", e))?;
-    let n = copy_range(b, &f, &tmp, 0, len)?;
-    f.sync_all().map_err(|e| Error::io(&tmp, "sync", e))?;
-    std::fs::rename(&tmp, to).map_err(|e| Error::io(to, "rename into place", e))?;
-    let dir = to.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| Error::io(dir, "sync directory", e))?;
+    let out = NewFile::create(&RealVfs, to)?;
+    let n = copy_range(b, &*out.file, out.tmp(), 0, len)?;
+    out.install()?;
     Ok(n)
 }
 
-fn copy_range(b: &SegmentBytes, f: &std::fs::File, to: &Path, from: u64, len: u64) -> Result<u64> {
+/// Copy `[from, len)` of `b` to the same offsets of `f` (`to` names it in errors).
+pub(super) fn copy_range(b: &SegmentBytes, f: &dyn VFile, to: &Path, from: u64, len: u64) -> Result<u64> {
     let mut buf = vec![0u8; 1 << 20];
     let mut at = from;
     while at < len {

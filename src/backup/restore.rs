@@ -95,17 +95,7 @@ pub fn restore(
         };
         let to = target.join(i.name.file_name());
         let out = vfs.create_new(&to).map_err(|e| Error::io(&to, "create", e))?;
-        let mut buf = vec![0u8; 1 << 20];
-        let mut at = 0u64;
-        while at < len {
-            let want = (len - at).min(buf.len() as u64) as usize;
-            let n = b.read_at(&mut buf[..want], at)?;
-            if n == 0 {
-                return Err(Error::corrupted(&b.path, at, "the copy ends before its length"));
-            }
-            out.write_all_at(&buf[..n], at).map_err(|e| Error::io(&to, "write", e))?;
-            at += n as u64;
-        }
+        super::copy::copy_range(&b, &*out, &to, 0, len)?;
         out.sync().map_err(|e| Error::io(&to, "sync", e))?;
         // The previous segment by its file name in the restored directory (the source
         // may have named it by an absolute path: a segment moved elsewhere).

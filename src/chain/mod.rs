@@ -35,7 +35,7 @@
 
 use crate::error::{Error, Result};
 use crate::format::{
-    encode_padding, encode_txn, encoded_txn_len, Header, RecordToWrite, TxnMeta, HEADER_SIZE, MARK_TXN, MIN_PADDING,
+    encode_padding, encode_txn, encoded_txn_len, RecordToWrite, TxnMeta, HEADER_SIZE, MARK_TXN, MIN_PADDING,
 };
 use crate::segment::{place, seal, PastSegment, Scanner, SealStats, SegmentFile};
 use crate::types::{Oid, SegmentName, Tid};

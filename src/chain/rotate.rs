@@ -74,14 +74,7 @@ pub(super) fn rotate_locked(chain: &Chain, w: &mut MutexGuard<'_, Writer>) -> Re
     if let Err(e) = seal(&seg, w.end, &entries, &stats) {
         return Err(fail(w, e));
     }
-    let header = Header {
-        name: SegmentName::single(seg.header.name.last + 1),
-        prev: Some(seg.header.name.file_name()),
-        generation: 1,
-        sealed_len: None,
-        version: crate::format::VERSION,
-        ..seg.header.clone()
-    };
+    let header = seg.header.successor();
     let new_seg = match SegmentFile::create(&*chain.opts.vfs, &chain.dir, header) {
         Ok(s) => Arc::new(s),
         Err(e) => return Err(fail(w, e)),

@@ -58,6 +58,20 @@ pub struct Header {
 }
 
 impl Header {
+    /// The header of the segment a rotation starts after this one: the next number,
+    /// linked back to this one, in the current format version, same storage and
+    /// alignment. (Recovery finishing an interrupted rotation must make the same one.)
+    pub fn successor(&self) -> Header {
+        Header {
+            name: SegmentName::single(self.name.last + 1),
+            prev: Some(self.name.file_name()),
+            generation: 1,
+            sealed_len: None,
+            version: VERSION,
+            ..self.clone()
+        }
+    }
+
     /// How this segment's data records are laid out (its format version's form).
     pub fn record_form(&self) -> super::RecordForm {
         super::RecordForm::of_version(self.version)

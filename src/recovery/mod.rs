@@ -322,14 +322,7 @@ pub(crate) fn open_chain(dir: &Path, opts: &Options) -> Result<Opened> {
     let mut ignored_tail = None;
     let mut active = if read_trailer(&head).is_ok() {
         // A rotation sealed this segment and stopped before starting the next one.
-        let next = Header {
-            name: SegmentName::single(head.header.name.last + 1),
-            prev: Some(head.header.name.file_name()),
-            generation: 1,
-            sealed_len: None,
-            version: crate::format::VERSION,
-            ..head.header.clone()
-        };
+        let next = head.header.successor();
         let made = if writable {
             warnings.push(format!("{}: finished an interrupted rotation", head.path.display()));
             // The seal may not have reached the disk: make the segment durable before the
